@@ -1,0 +1,38 @@
+"""Shared fixtures: fake AWS credentials for every test, project paths, the validated default config."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import trainserve  # noqa: F401  (puts stacks/, training/, inference/ and lambdas/*/ on sys.path)
+from trainserve import PROJECT_ROOT
+
+TEST_REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch):
+    """Fake credentials so that no test can reach a real AWS account."""
+    for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
+    monkeypatch.setenv("AWS_REGION", TEST_REGION)
+    for key in list(os.environ):
+        if key.startswith("AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def project_root():
+    return PROJECT_ROOT
+
+
+@pytest.fixture
+def config():
+    from stacks.config import load
+
+    return load(PROJECT_ROOT)

@@ -1,0 +1,89 @@
+"""Terminal output shared by all commands: rich tables and progress, ``--json`` output, clean errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class UserError(click.ClickException):
+    """An error the operator can act on: printed as one clear line, exit code 1, no traceback."""
+
+    def show(self, file=None) -> None:  # noqa: ARG002
+        err_console.print(f"[bold red]error:[/] {self.message}")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    """Machine output: JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_default, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    console.print(t)
+
+
+@contextmanager
+def step(message: str) -> Iterator[None]:
+    """A long-running step: a spinner while it runs, then a tick (or a cross naming the step)."""
+    with err_console.status(message):
+        try:
+            yield
+        except Exception:
+            err_console.print(f"[red]✗[/] {message}")
+            raise
+    err_console.print(f"[green]✓[/] {message}")
+
+
+def run_cli(cli: Callable[..., Any]) -> None:
+    """Run the click group, turning expected failures into one clear line instead of a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stacks.config import ConfigError
+    from trainserve.target import TargetError
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, TargetError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        err_console.print(f"[bold red]error:[/] AWS {err.get('Code', 'error')}: {err.get('Message', exc)}")
+        sys.exit(1)
+    except BotoCoreError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
