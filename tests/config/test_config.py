@@ -1,0 +1,106 @@
+"""The configuration object: defaults, -c style overrides, and clear errors naming the bad key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from stacks.config import FIELDS, Config, ConfigError, load, read_context
+
+
+def test_cdk_json_configuration_is_valid(project_root):
+    cfg = load(project_root)
+    assert cfg.project_name == "trainserve"
+    assert cfg.model_package_group_name == "trainserve-models"
+    assert cfg.endpoint_name == "trainserve-endpoint"
+
+
+def test_defaults_fill_missing_keys():
+    cfg = Config.from_mapping({})
+    assert cfg.as_dict() == {
+        f.name: (float(f.default) if f.kind == (int, float) else f.default) for f in FIELDS
+    }
+
+
+def test_config_is_frozen():
+    cfg = Config.from_mapping({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.quality_threshold = 0.1  # type: ignore[misc]
+
+
+def test_every_field_is_documented_and_its_default_valid():
+    names = [f.name for f in FIELDS]
+    assert len(names) == len(set(names))
+    assert set(names) == {f.name for f in dataclasses.fields(Config)}
+    for f in FIELDS:
+        assert f.doc and f.allowed, f.name
+        Config.from_mapping({f.name: f.default})
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "allowed"),
+    [
+        ({"quality_threshold": 1.5}, "quality_threshold", "0..1"),
+        ({"quality_threshold": -0.1}, "quality_threshold", "0..1"),
+        ({"quality_threshold": "high"}, "quality_threshold", "0..1"),
+        ({"training_instance_type": "ml.p99.huge"}, "training_instance_type", "ml.m5.large"),
+        ({"serving_instance_type": "m5.large"}, "serving_instance_type", "ml.m5.large"),
+        ({"max_live_variants": 11}, "max_live_variants", "1..10"),
+        ({"max_live_variants": 2.5}, "max_live_variants", "integer"),
+        ({"challenger_weight": 1}, "challenger_weight", "strictly between 0 and 1"),
+        ({"data_capture_enabled": "yes"}, "data_capture_enabled", "true | false"),
+        ({"sticky_assignment": 1}, "sticky_assignment", "true | false"),
+        ({"environment": "staging"}, "environment", "dev | prod"),
+        ({"project_name": "Bad_Name"}, "project_name", "lowercase"),
+        ({"alarm_email": "nobody"}, "alarm_email", "e-mail"),
+        ({"training_schedule": "every day"}, "training_schedule", "rate("),
+        ({"warehouse_base_capacity": 12}, "warehouse_base_capacity", "multiple of 8"),
+        ({"log_retention_days": 10}, "log_retention_days", "30"),
+        ({"max_live_variants": True}, "max_live_variants", "1..10"),
+    ],
+)
+def test_bad_values_name_the_key_and_allowed_values(values, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        Config.from_mapping(values)
+    assert f"'{key}'" in str(err.value)
+    assert allowed in str(err.value)
+
+
+def test_unknown_key_is_rejected_with_the_list_of_keys():
+    with pytest.raises(ConfigError) as err:
+        Config.from_mapping({"quality_treshold": 0.5})
+    assert "quality_treshold" in str(err.value)
+    assert "quality_threshold" in str(err.value)  # the allowed keys are listed
+
+
+def test_string_overrides_from_the_cdk_command_line_are_parsed():
+    cfg = Config.from_mapping(
+        {
+            "quality_threshold": "0.8",
+            "max_live_variants": "3",
+            "data_capture_enabled": "true",
+            "alarm_email": "null",
+        }
+    )
+    assert cfg.quality_threshold == 0.8
+    assert cfg.max_live_variants == 3
+    assert cfg.data_capture_enabled is True
+    assert cfg.alarm_email is None
+
+
+def test_burst_below_rate_is_rejected():
+    with pytest.raises(ConfigError, match="api_throttle_burst"):
+        Config.from_mapping({"api_throttle_rate": 500, "api_throttle_burst": 100})
+
+
+def test_overrides_apply_on_top_of_cdk_json(tmp_path):
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(
+        json.dumps({"context": {"trainserve": {"quality_threshold": 0.7, "estimator": "random_forest"}}})
+    )
+    block = read_context(cdk_json, {"quality_threshold": 0.95})
+    cfg = Config.from_mapping(block)
+    assert cfg.quality_threshold == 0.95
+    assert cfg.estimator == "random_forest"
