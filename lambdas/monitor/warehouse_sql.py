@@ -1,0 +1,152 @@
+"""The SQL of the A/B report and the monitoring job, portable between Redshift and DuckDB.
+
+All queries read the de-duplicated views of the agreed schema (``lambdas/warehouse_setup/schema.sql``):
+``prediction_log_dedup`` (one row per request_id) and ``prediction_feedback_dedup`` (latest outcome per
+request_id), joined by ``request_id``. Parameters are ``:name`` (see ``warehouse_query``); timestamps are
+passed as values and cast in SQL. Rates are computed in Python from integer sums, because Redshift's AVG of
+an INTEGER column is an INTEGER.
+
+The only dialect difference is the latency percentiles (``DIALECTS``): both engines accept
+``PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY x)``, but DuckDB's ``quantile_cont(x, [q1, q2, q3])`` sorts once
+for all three and is about 3x faster at 10^7 rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from drift import bucket_case_sql
+
+LOG_VIEW = "prediction_log_dedup"
+FEEDBACK_VIEW = "prediction_feedback_dedup"
+PERCENTILES = ((0.5, "latency_p50"), (0.95, "latency_p95"), (0.99, "latency_p99"))
+TIME_GRAINS = ("minute", "hour", "day")
+HISTOGRAM_BINS = 20
+
+
+def _redshift_percentiles(column: str) -> tuple[str, str]:
+    inner = ", ".join(f"PERCENTILE_CONT({q}) WITHIN GROUP (ORDER BY {column}) AS {a}" for q, a in PERCENTILES)
+    outer = ", ".join(a for _, a in PERCENTILES)
+    return inner, outer
+
+
+def _duckdb_percentiles(column: str) -> tuple[str, str]:
+    qs = ", ".join(str(q) for q, _ in PERCENTILES)
+    inner = f"quantile_cont({column}, [{qs}]) AS latency_q"
+    outer = ", ".join(f"latency_q[{i + 1}] AS {a}" for i, (_, a) in enumerate(PERCENTILES))
+    return inner, outer
+
+
+# dialect name -> percentiles(column) -> (aggregate expression(s) in the GROUP BY query, outer select list)
+DIALECTS = {"redshift": _redshift_percentiles, "duckdb": _duckdb_percentiles}
+
+
+def _check_dialect(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
+
+
+def _window(alias: str) -> str:
+    return (
+        f"{alias}.endpoint_name = :endpoint_name"
+        f" AND {alias}.event_time >= CAST(:since AS TIMESTAMP) AND {alias}.event_time < CAST(:until AS TIMESTAMP)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def variant_first_seen_sql() -> str:
+    """First and last logged event per variant (raw table: the minimum needs no de-duplication)."""
+    return (
+        "SELECT variant_name, MIN(event_time) AS first_seen, MAX(event_time) AS last_seen"
+        " FROM prediction_log WHERE endpoint_name = :endpoint_name GROUP BY variant_name"
+    )
+
+
+def variant_summary_sql(dialect: str) -> str:
+    """Per variant in the window: requests, model versions, positives, latency percentiles."""
+    _check_dialect(dialect)
+    inner_pct, outer_pct = DIALECTS[dialect]("p.latency_ms")
+    return (
+        "SELECT variant_name, min_version, max_version, model_package_arn, requests, positives, "
+        f"{outer_pct} FROM ("
+        "SELECT p.variant_name AS variant_name, MIN(p.model_version) AS min_version,"
+        " MAX(p.model_version) AS max_version, MAX(p.model_package_arn) AS model_package_arn,"
+        " COUNT(*) AS requests, SUM(CASE WHEN p.label = 1 THEN 1 ELSE 0 END) AS positives,"
+        f" {inner_pct}"
+        f" FROM {LOG_VIEW} p WHERE {_window('p')} GROUP BY p.variant_name) s"
+    )
+
+
+def traffic_sql(grain: str) -> str:
+    """Per time bucket and variant: requests, labelled and correct predictions (the one join of the report)."""
+    if grain not in TIME_GRAINS:
+        raise ValueError(f"time grain {grain!r} not in {TIME_GRAINS}")
+    return (
+        f"SELECT DATE_TRUNC('{grain}', p.event_time) AS bucket, p.variant_name AS variant_name,"
+        " COUNT(*) AS requests, COUNT(f.outcome) AS labelled,"
+        " SUM(CASE WHEN f.outcome IS NOT NULL AND p.label = f.outcome THEN 1 ELSE 0 END) AS correct"
+        f" FROM {LOG_VIEW} p LEFT JOIN {FEEDBACK_VIEW} f ON f.request_id = p.request_id"
+        f" WHERE {_window('p')}"
+        f" GROUP BY DATE_TRUNC('{grain}', p.event_time), p.variant_name"
+    )
+
+
+def score_histogram_sql(bins: int = HISTOGRAM_BINS) -> str:
+    """Per variant: counts of scores in ``bins`` equal-width bins of [0, 1] (for the plot)."""
+    if not isinstance(bins, int) or not 1 <= bins <= 1000:
+        raise ValueError(f"bins must be an integer in 1..1000, got {bins!r}")
+    bucket = (
+        f"CASE WHEN p.score >= 1 THEN {bins - 1} WHEN p.score < 0 THEN 0"
+        f" ELSE CAST(FLOOR(p.score * {bins}) AS INTEGER) END"
+    )
+    return (
+        f"SELECT p.variant_name AS variant_name, {bucket} AS bucket, COUNT(*) AS n"
+        f" FROM {LOG_VIEW} p WHERE {_window('p')} AND p.score IS NOT NULL"
+        f" GROUP BY p.variant_name, {bucket}"
+    )
+
+
+# --------------------------------------------------------------------------------------------- monitor
+
+
+def monitor_summary_sql() -> str:
+    """Per variant and model version in the window: requests, positives, the model package ARN."""
+    return (
+        "SELECT p.variant_name AS variant_name, p.model_version AS model_version,"
+        " MAX(p.model_package_arn) AS model_package_arn, COUNT(*) AS requests,"
+        " SUM(CASE WHEN p.label = 1 THEN 1 ELSE 0 END) AS positives"
+        f" FROM {LOG_VIEW} p WHERE {_window('p')} GROUP BY p.variant_name, p.model_version"
+    )
+
+
+def monitor_feedback_sql() -> str:
+    """Outcomes received in the window, joined to their predictions (any time), per variant and version."""
+    return (
+        "SELECT p.variant_name AS variant_name, p.model_version AS model_version, COUNT(*) AS labelled,"
+        " SUM(CASE WHEN p.label = f.outcome THEN 1 ELSE 0 END) AS correct"
+        f" FROM {FEEDBACK_VIEW} f JOIN {LOG_VIEW} p ON p.request_id = f.request_id"
+        " WHERE p.endpoint_name = :endpoint_name"
+        " AND f.event_time >= CAST(:since AS TIMESTAMP) AND f.event_time < CAST(:until AS TIMESTAMP)"
+        " GROUP BY p.variant_name, p.model_version"
+    )
+
+
+def monitor_psi_buckets_sql(edges_by_version: dict[int, Sequence[float]]) -> str:
+    """Score counts per variant, version and baseline bin; each version is binned with its own baseline edges."""
+    if not edges_by_version:
+        raise ValueError("no baseline bin edges given")
+    whens = []
+    for version, edges in sorted(edges_by_version.items()):
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"model version {version!r} is not an integer")
+        whens.append(f"WHEN p.model_version = {version} THEN {bucket_case_sql('p.score', edges)}")
+    bucket = "CASE " + " ".join(whens) + " ELSE -1 END"
+    versions = ", ".join(str(v) for v in sorted(edges_by_version))
+    return (
+        f"SELECT p.variant_name AS variant_name, p.model_version AS model_version, {bucket} AS bucket,"
+        f" COUNT(*) AS n FROM {LOG_VIEW} p WHERE {_window('p')} AND p.score IS NOT NULL"
+        f" AND p.model_version IN ({versions})"
+        f" GROUP BY p.variant_name, p.model_version, {bucket}"
+    )
