@@ -1,0 +1,401 @@
+"""The prediction API's proxy Lambda (API Gateway REST proxy integration).
+
+Takes: an API Gateway REST proxy event, ``POST /predict`` or ``POST /feedback``.
+Changes: calls SageMaker ``InvokeEndpoint`` on the project's endpoint and sends one log record per
+prediction (and one per feedback outcome) to Firehose; returns the API Gateway proxy response.
+
+Behaviour is set by environment variables, read once per cold start into a frozen ``ProxyParams``
+(``trainserve params set`` changes them; Lambda starts new environments with the new values):
+
+- wiring: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``, ``PREDICTIONS_STREAM``, ``FEEDBACK_STREAM``;
+- parameters: ``SERVING_ENABLED`` (kill switch -> 503), ``TARGET_VARIANT`` (pin), ``DECISION_THRESHOLD``
+  (score -> label), ``LOG_SAMPLE_RATE`` (0..1), ``STICKY_ASSIGNMENT`` (user_id -> same variant).
+
+An invalid parameter value is reported as a structured log line and replaced by its safe default.
+Payloads are validated against the live model's ``feature_names`` (model registry metadata) before
+SageMaker is called. The logic is in ``proxy_logic`` (pure); Firehose delivery is in ``prediction_log``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import proxy_logic as logic
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+from prediction_log import FirehoseLogger, log_json
+
+ENDPOINT_CACHE_SECONDS = 5.0
+_SERVING_STATUSES = ("InService", "Updating", "SystemUpdating", "UpdateRollbackFailed")
+
+
+class ProxyError(Exception):
+    """A request the proxy cannot serve: HTTP ``status`` and a JSON body."""
+
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, **extra}
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The resources the proxy talks to (set by the stack / the local cloud, not tuned by operators)."""
+
+    endpoint_name: str
+    model_package_group: str
+    predictions_stream: str
+    feedback_stream: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Wiring:
+        return cls(
+            endpoint_name=env.get("ENDPOINT_NAME", ""),
+            model_package_group=env.get("MODEL_PACKAGE_GROUP", ""),
+            predictions_stream=env.get("PREDICTIONS_STREAM", ""),
+            feedback_stream=env.get("FEEDBACK_STREAM", ""),
+        )
+
+
+def now_text() -> str:
+    """UTC now as the warehouse's TIMESTAMP text: ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class Clients:
+    """boto3 clients, created on first use (plain clients: ``AWS_ENDPOINT_URL*`` redirect them locally)."""
+
+    def __init__(self, given: Mapping[str, Any] | Callable[[str], Any] | None = None):
+        self._given = given
+        self._made: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, service: str) -> Any:
+        client = self._made.get(service)
+        if client is not None:
+            return client
+        with self._lock:
+            if service not in self._made:
+                if callable(self._given):
+                    self._made[service] = self._given(service)
+                elif self._given is not None and service in self._given:
+                    self._made[service] = self._given[service]
+                else:
+                    cfg = BotoConfig(
+                        connect_timeout=2, read_timeout=25, retries={"max_attempts": 2, "mode": "standard"}
+                    )
+                    self._made[service] = boto3.client(service, config=cfg)
+            return self._made[service]
+
+
+class ModelDirectory:
+    """What is live: the endpoint's variants and weights (cached ``ttl`` seconds) and each model
+    version's feature schema (cached per package ARN: a package version never changes its schema)."""
+
+    def __init__(self, clients: Clients, endpoint_name: str, group: str, ttl: float = ENDPOINT_CACHE_SECONDS):
+        self.clients = clients
+        self.endpoint_name = endpoint_name
+        self.group = group
+        self.ttl = ttl
+        self._variants: tuple[float, dict[str, float]] | None = None
+        self._group_arn: str | None = None
+        self._features: dict[str, tuple[str, ...]] = {}
+
+    def live_variants(self) -> dict[str, float]:
+        """Variant name -> current weight."""
+        cached = self._variants
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            desc = self.clients("sagemaker").describe_endpoint(EndpointName=self.endpoint_name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+                raise ProxyError(
+                    503, f"no model is being served: endpoint {self.endpoint_name} does not exist yet"
+                ) from None
+            raise
+        status = desc.get("EndpointStatus", "InService")
+        if status not in _SERVING_STATUSES:
+            raise ProxyError(503, f"endpoint {self.endpoint_name} is {status}, not serving")
+        variants = {
+            v["VariantName"]: float(v.get("CurrentWeight", v.get("DesiredWeight", 0.0)) or 0.0)
+            for v in desc.get("ProductionVariants", [])
+        }
+        if not variants:
+            raise ProxyError(503, f"endpoint {self.endpoint_name} has no production variants")
+        self._variants = (time.monotonic(), variants)
+        return variants
+
+    def package_arn(self, variant: str) -> str:
+        version = logic.variant_version(variant)
+        if version is None:
+            raise ProxyError(503, f"variant {variant} is not named v<model version>; cannot find its model")
+        if self._group_arn is None:
+            desc = self.clients("sagemaker").describe_model_package_group(ModelPackageGroupName=self.group)
+            self._group_arn = desc["ModelPackageGroupArn"]
+        return logic.model_package_arn(self._group_arn, version)
+
+    def feature_names(self, variant: str) -> tuple[str, ...]:
+        arn = self.package_arn(variant)
+        names = self._features.get(arn)
+        if names is None:
+            desc = self.clients("sagemaker").describe_model_package(ModelPackageName=arn)
+            raw = (desc.get("CustomerMetadataProperties") or {}).get("feature_names")
+            try:
+                parsed = json.loads(raw) if raw else None
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, list) or not parsed or not all(isinstance(n, str) for n in parsed):
+                raise ProxyError(
+                    503, f"model package {arn} has no valid feature_names metadata; cannot validate requests"
+                )
+            names = tuple(parsed)
+            self._features[arn] = names
+        return names
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body, separators=(",", ":")),
+    }
+
+
+class Proxy:
+    """One configured proxy: parameters, wiring, clients, caches and the two Firehose loggers."""
+
+    def __init__(
+        self,
+        params: logic.ProxyParams,
+        wiring: Wiring,
+        clients: Clients,
+        directory: ModelDirectory | None = None,
+        *,
+        emit: Callable[[dict[str, Any]], None] = log_json,
+    ):
+        self.params = params
+        self.wiring = wiring
+        self.clients = clients
+        self.directory = directory or ModelDirectory(
+            clients, wiring.endpoint_name, wiring.model_package_group
+        )
+        self.emit = emit
+        self.params_json = params.as_json()
+
+    @functools.cached_property
+    def predictions_log(self) -> FirehoseLogger:
+        return FirehoseLogger(self.clients("firehose"), self.wiring.predictions_stream, emit=self.emit)
+
+    @functools.cached_property
+    def feedback_log(self) -> FirehoseLogger:
+        return FirehoseLogger(self.clients("firehose"), self.wiring.feedback_stream, emit=self.emit)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        clients: Mapping[str, Any] | Callable[[str], Any] | Clients | None = None,
+        directory: ModelDirectory | None = None,
+        *,
+        emit: Callable[[dict[str, Any]], None] = log_json,
+    ) -> Proxy:
+        """Build from environment variables; invalid parameters are reported and take safe defaults."""
+        params, problems = logic.parse_params(env)
+        for p in problems:
+            emit(
+                {
+                    "level": "WARNING",
+                    "message": "invalid proxy parameter; using its safe default",
+                    "parameter": p.name,
+                    "value": p.value,
+                    "reason": p.reason,
+                    "default": p.default,
+                }
+            )
+        wiring = Wiring.from_env(env)
+        clients = clients if isinstance(clients, Clients) else Clients(clients)
+        return cls(params, wiring, clients, directory, emit=emit)
+
+    # ------------------------------------------------------------------------------------------ routes
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """API Gateway REST proxy event -> proxy response (never raises)."""
+        method = (event.get("httpMethod") or "").upper()
+        path = (event.get("resource") or event.get("path") or "").rstrip("/")
+        route = path.rsplit("/", 1)[-1]
+        try:
+            if route not in ("predict", "feedback"):
+                raise ProxyError(404, f"no route {path or '/'}; use POST /predict or POST /feedback")
+            if method != "POST":
+                raise ProxyError(405, f"{method or 'this method'} not allowed on {path}; use POST")
+            body = event.get("body")
+            if body is not None and event.get("isBase64Encoded"):
+                body = base64.b64decode(body)
+            if route == "predict":
+                return _response(200, self.predict(body))
+            return _response(200, self.feedback(body))
+        except logic.PayloadError as exc:
+            return _response(exc.status, exc.body())
+        except ProxyError as exc:
+            return _response(exc.status, exc.body)
+        except (ClientError, BotoCoreError) as exc:
+            self.emit({"level": "ERROR", "message": "AWS call failed", "error": repr(exc)})
+            return _response(502, {"error": f"upstream AWS call failed: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - one clear 500, and the traceback-free cause in the log
+            self.emit({"level": "ERROR", "message": "unhandled proxy error", "error": repr(exc)})
+            return _response(500, {"error": "internal error in the prediction proxy"})
+
+    def _check_wiring(self, *names: str) -> None:
+        missing = [n for n in names if not getattr(self.wiring, n)]
+        if missing:
+            raise ProxyError(
+                500, f"the proxy is misconfigured: {', '.join(m.upper() for m in missing)} not set"
+            )
+
+    def predict(self, body: bytes | str | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        params = self.params
+        if not params.serving_enabled:
+            raise ProxyError(
+                503,
+                "serving is disabled by the operator (SERVING_ENABLED=false); no prediction was made",
+                serving_enabled=False,
+            )
+        self._check_wiring("endpoint_name", "model_package_group")
+        request = logic.parse_predict_body(body)
+        weights = self.directory.live_variants()
+
+        target = self._choose_variant(params, request.user_id, weights)
+        if target is not None:
+            features = self.directory.feature_names(target)
+        else:
+            serving = [v for v, w in weights.items() if w > 0] or list(weights)
+            schemas = {v: self.directory.feature_names(v) for v in serving}
+            if len(set(schemas.values())) == 1:
+                features = next(iter(schemas.values()))
+            else:  # live models disagree on their inputs: route here so rows match the chosen model
+                target = logic.pick_weighted(random.random(), {v: weights[v] for v in serving}) or serving[0]
+                features = schemas[target]
+        rows = logic.validate_rows(request.instances, features)
+
+        kwargs: dict[str, Any] = {
+            "EndpointName": self.wiring.endpoint_name,
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": json.dumps({"instances": rows}, separators=(",", ":")),
+        }
+        if target is not None:
+            kwargs["TargetVariant"] = target
+        try:
+            result = self.clients("sagemaker-runtime").invoke_endpoint(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise ProxyError(
+                502, f"the model endpoint failed: {err.get('Code')}: {err.get('Message')}"
+            ) from None
+        variant = result.get("InvokedProductionVariant") or target or ""
+        try:
+            answer = json.loads(result["Body"].read())
+            predictions = answer["predictions"]
+            scores = [float(p["score"]) for p in predictions]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProxyError(502, f"the model returned an unreadable answer: {exc!r}") from None
+        if len(scores) != len(rows):
+            raise ProxyError(502, f"the model returned {len(scores)} predictions for {len(rows)} rows")
+
+        version = logic.variant_version(variant)
+        package_arn = self.directory.package_arn(variant) if version is not None else None
+        request_id = str(uuid.uuid4())
+        threshold = params.decision_threshold
+        out = [
+            {
+                "request_id": f"{request_id}-{i}",
+                "variant": variant,
+                "model_version": version,
+                "score": s,
+                "label": logic.label_for(s, threshold),
+            }
+            for i, s in enumerate(scores)
+        ]
+        response = {
+            "request_id": request_id,
+            "predictions": out,
+            "variant": variant,
+            "model_version": version,
+        }
+        latency_ms = (time.perf_counter() - started) * 1000.0
+
+        if params.log_sample_rate > 0:
+            event_time = now_text()
+            records = [
+                {
+                    "request_id": p["request_id"],
+                    "event_time": event_time,
+                    "endpoint_name": self.wiring.endpoint_name,
+                    "variant_name": variant,
+                    "model_package_arn": package_arn,
+                    "model_version": version,
+                    "user_id": request.user_id,
+                    "features": json.dumps(dict(zip(features, row, strict=True)), separators=(",", ":")),
+                    "score": p["score"],
+                    "label": p["label"],
+                    "threshold": threshold,
+                    "latency_ms": round(latency_ms, 3),
+                    "params": self.params_json,
+                }
+                for p, row in zip(out, rows, strict=True)
+                if logic.sampled(p["request_id"], params.log_sample_rate)
+            ]
+            if records:
+                self.predictions_log.put(records)
+        return response
+
+    def _choose_variant(
+        self, params: logic.ProxyParams, user_id: str | None, weights: Mapping[str, float]
+    ) -> str | None:
+        if params.target_variant:
+            if params.target_variant not in weights:
+                raise ProxyError(
+                    503,
+                    f"TARGET_VARIANT={params.target_variant} is not a live variant of {self.wiring.endpoint_name} "
+                    f"(live: {', '.join(sorted(weights))})",
+                    target_variant=params.target_variant,
+                )
+            return params.target_variant
+        if params.sticky_assignment and user_id:
+            return logic.assign_variant(user_id, weights)
+        return None
+
+    def feedback(self, body: bytes | str | None) -> dict[str, Any]:
+        items = logic.parse_feedback_body(body)
+        event_time = now_text()
+        records = [
+            {"request_id": f.request_id, "event_time": event_time, "outcome": f.outcome} for f in items
+        ]
+        if self.wiring.feedback_stream:
+            self.feedback_log.put(records)
+        else:
+            self._check_wiring("feedback_stream")
+        return {"accepted": len(records)}
+
+
+# The cold-start proxy: parameters read once per execution environment.
+PROXY = Proxy.from_env(os.environ)
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:  # noqa: ARG001
+    """API Gateway REST proxy event -> ``{"statusCode", "headers", "body"}``."""
+    return PROXY.handle(event)

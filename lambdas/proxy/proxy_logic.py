@@ -1,0 +1,368 @@
+"""The prediction proxy's decisions, as pure functions (no AWS, no clock, no randomness of its own).
+
+- ``parse_params``: the proxy's live parameters (environment variables) -> a frozen ``ProxyParams``; an
+  invalid value is reported and replaced by its safe default (never serve wrong answers);
+  ``validate_assignments`` is the strict form the CLI (``trainserve params set``) uses before changing them.
+- ``parse_predict_body`` / ``validate_rows`` / ``parse_feedback_body``: request payloads, checked against
+  the live model's feature schema before SageMaker is called; errors name the offending row and field.
+- ``assign_variant``: sticky assignment, hash(user_id) onto the cumulative current weights.
+- ``sampled``: deterministic log sampling per record id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# The InvokeEndpoint request payload limit (bytes): a bigger body can never be served.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+MAX_REQUEST_ID_CHARS = 128  # prediction_log.request_id is VARCHAR(128)
+MAX_USER_ID_CHARS = 256  # prediction_log.user_id is VARCHAR(256)
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+# SageMaker's ProductionVariant.VariantName pattern.
+_VARIANT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_VERSION_VARIANT = re.compile(r"^v(\d+)$")
+
+
+class ParamError(ValueError):
+    """A proxy parameter has an invalid value (names the parameter and the value)."""
+
+    def __init__(self, name: str, value: str, reason: str):
+        super().__init__(f"{name}={value!r} is invalid: {reason}")
+        self.name = name
+        self.value = value
+        self.reason = reason
+
+
+class PayloadError(ValueError):
+    """A request the proxy rejects: HTTP ``status`` with ``{"error", "row", "field"}``."""
+
+    def __init__(self, message: str, *, status: int = 400, row: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.row = row
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.row is not None:
+            out["row"] = self.row
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(frozen=True)
+class ProxyParams:
+    """The proxy's live parameters (the ``params`` column of every log record is this, as JSON)."""
+
+    serving_enabled: bool = True
+    target_variant: str | None = None
+    decision_threshold: float = 0.5
+    log_sample_rate: float = 1.0
+    sticky_assignment: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_json(self) -> str:
+        return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ParamProblem:
+    """An invalid parameter found at cold start, and the safe default used instead."""
+
+    name: str
+    value: str
+    reason: str
+    default: Any
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ParamError(name, raw, "expected true or false")
+
+
+def _parse_unit_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ParamError(name, raw, "expected a number between 0 and 1") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ParamError(name, raw, "expected a number between 0 and 1")
+    return value
+
+
+def _parse_variant(name: str, raw: str) -> str | None:
+    text = raw.strip()
+    if text == "" or text.lower() in ("none", "null"):
+        return None
+    if not _VARIANT_NAME.match(text):
+        raise ParamError(name, raw, "expected a production variant name such as v3, or empty for no pin")
+    return text
+
+
+# Environment variable -> (ProxyParams field, parser). Safe defaults are ProxyParams' defaults.
+PARAMS: dict[str, tuple[str, Any]] = {
+    "SERVING_ENABLED": ("serving_enabled", _parse_bool),
+    "TARGET_VARIANT": ("target_variant", _parse_variant),
+    "DECISION_THRESHOLD": ("decision_threshold", _parse_unit_float),
+    "LOG_SAMPLE_RATE": ("log_sample_rate", _parse_unit_float),
+    "STICKY_ASSIGNMENT": ("sticky_assignment", _parse_bool),
+}
+SAFE_DEFAULTS = ProxyParams()
+
+
+def parse_params(env: Mapping[str, str]) -> tuple[ProxyParams, list[ParamProblem]]:
+    """Read the parameters from ``env``; a missing one takes its default, an invalid one its safe default
+    (and is returned as a ``ParamProblem`` so the caller reports it)."""
+    values: dict[str, Any] = {}
+    problems: list[ParamProblem] = []
+    for env_name, (field_name, parse) in PARAMS.items():
+        raw = env.get(env_name)
+        if raw is None:
+            continue
+        try:
+            values[field_name] = parse(env_name, str(raw))
+        except ParamError as exc:
+            problems.append(ParamProblem(env_name, str(raw), exc.reason, getattr(SAFE_DEFAULTS, field_name)))
+    return ProxyParams(**values), problems
+
+
+def validate_assignments(assignments: Mapping[str, str]) -> dict[str, str]:
+    """Strict check for ``params set``: every name known and every value valid, else ``ParamError``.
+
+    Returns the normalized environment values to write (e.g. ``TARGET_VARIANT=`` -> ``""``)."""
+    out: dict[str, str] = {}
+    for name, raw in assignments.items():
+        if name not in PARAMS:
+            raise ParamError(name, raw, f"unknown parameter; known: {', '.join(PARAMS)}")
+        value = PARAMS[name][1](name, raw)
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif value is None:
+            out[name] = ""
+        else:
+            out[name] = str(value) if isinstance(value, str) else repr(float(value))
+    return out
+
+
+def params_to_env(params: ProxyParams) -> dict[str, str]:
+    """The environment variables that express ``params`` (used for defaults from the project config)."""
+    return {
+        "SERVING_ENABLED": "true" if params.serving_enabled else "false",
+        "TARGET_VARIANT": params.target_variant or "",
+        "DECISION_THRESHOLD": repr(float(params.decision_threshold)),
+        "LOG_SAMPLE_RATE": repr(float(params.log_sample_rate)),
+        "STICKY_ASSIGNMENT": "true" if params.sticky_assignment else "false",
+    }
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    instances: list[Any]
+    user_id: str | None
+
+
+def _load_json(body: bytes | str) -> Any:
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > MAX_BODY_BYTES:
+        raise PayloadError(
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (SageMaker InvokeEndpoint)",
+            status=413,
+        )
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"request body is not valid JSON: {exc}") from None
+
+
+def parse_predict_body(body: bytes | str | None) -> PredictRequest:
+    """``{"instances": [[...]] | [{name: value}], "user_id": optional str}`` -> ``PredictRequest``."""
+    if body is None or body in (b"", ""):
+        raise PayloadError('request body is empty; expected {"instances": [[...], ...]}')
+    data = _load_json(body)
+    if not isinstance(data, dict):
+        raise PayloadError('request body must be a JSON object {"instances": [...], "user_id": ...}')
+    unknown = sorted(set(data) - {"instances", "user_id"})
+    if unknown:
+        raise PayloadError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: instances, user_id", field=unknown[0]
+        )
+    instances = data.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise PayloadError("'instances' must be a non-empty list of rows", field="instances")
+    user_id = data.get("user_id")
+    if user_id is not None and (
+        not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_CHARS
+    ):
+        raise PayloadError(
+            f"'user_id' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters", field="user_id"
+        )
+    return PredictRequest(instances=instances, user_id=user_id)
+
+
+def _number(value: Any, row: int, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(f"row {row}, feature '{field}': {value!r} is not a number", row=row, field=field)
+    number = float(value)
+    if not math.isfinite(number):
+        raise PayloadError(
+            f"row {row}, feature '{field}': {value!r} is not a finite number", row=row, field=field
+        )
+    return number
+
+
+def validate_rows(instances: Sequence[Any], feature_names: Sequence[str]) -> list[list[float]]:
+    """Check every row against the model's feature schema; return the rows as numbers in schema order.
+
+    A row is a list of values in ``feature_names`` order or an object ``{name: value}`` with exactly
+    those names."""
+    expected = len(feature_names)
+    names = set(feature_names)
+    out: list[list[float]] = []
+    for i, row in enumerate(instances):
+        if isinstance(row, dict):
+            missing = [n for n in feature_names if n not in row]
+            if missing:
+                raise PayloadError(
+                    f"row {i}: missing feature '{missing[0]}' ({len(missing)} missing)",
+                    row=i,
+                    field=missing[0],
+                )
+            extra = sorted(k for k in row if k not in names)
+            if extra:
+                raise PayloadError(
+                    f"row {i}: unknown feature '{extra[0]}'; the model's features are {list(feature_names)}",
+                    row=i,
+                    field=extra[0],
+                )
+            out.append([_number(row[n], i, n) for n in feature_names])
+        elif isinstance(row, list):
+            if len(row) != expected:
+                field = feature_names[len(row)] if len(row) < expected else f"#{expected}"
+                raise PayloadError(
+                    f"row {i} has {len(row)} values; the model expects {expected} ({', '.join(feature_names)})",
+                    row=i,
+                    field=field,
+                )
+            out.append([_number(v, i, n) for v, n in zip(row, feature_names, strict=True)])
+        else:
+            raise PayloadError(f"row {i} must be a list of numbers or an object of features", row=i)
+    return out
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    request_id: str
+    outcome: int
+
+
+def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
+    """``{"request_id", "outcome"}``, a list of those, or ``{"feedback": [...]}`` -> feedback items."""
+    if body is None or body in (b"", ""):
+        raise PayloadError('request body is empty; expected {"request_id": "...", "outcome": 0 or 1}')
+    data = _load_json(body)
+    if isinstance(data, dict) and "feedback" in data:
+        data = data["feedback"]
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise PayloadError("no feedback given", field="feedback")
+    out: list[FeedbackItem] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise PayloadError(f"feedback {i} must be an object {{request_id, outcome}}", row=i)
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_REQUEST_ID_CHARS:
+            raise PayloadError(
+                f"feedback {i}: 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} chars",
+                row=i,
+                field="request_id",
+            )
+        outcome = item.get("outcome")
+        if isinstance(outcome, bool) or outcome not in (0, 1):
+            raise PayloadError(
+                f"feedback {i}: 'outcome' must be 0 or 1, got {outcome!r}", row=i, field="outcome"
+            )
+        out.append(FeedbackItem(rid, int(outcome)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- routing
+
+
+def unit_hash(text: str) -> float:
+    """sha256(text) -> a uniform number in [0, 1) (the first 8 bytes as a fraction of 2**64)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2.0**64
+
+
+def assign_variant(user_id: str, weights: Mapping[str, float]) -> str | None:
+    """The variant a user gets: ``unit_hash(user_id)`` on the cumulative weights sorted by variant name.
+
+    Stable per user while the weights stay the same, proportional to the weights in aggregate; variants
+    with weight 0 never get users; ``None`` when no variant has weight."""
+    live = [(name, float(w)) for name, w in sorted(weights.items()) if w and w > 0]
+    total = sum(w for _, w in live)
+    if not live or total <= 0:
+        return None
+    u = unit_hash(user_id) * total
+    cumulative = 0.0
+    for name, w in live:
+        cumulative += w
+        if u < cumulative:
+            return name
+    return live[-1][0]
+
+
+def pick_weighted(u: float, weights: Mapping[str, float]) -> str | None:
+    """The variant at position ``u`` in [0, 1) of the cumulative weights (for routing by the proxy)."""
+    live = [(name, float(w)) for name, w in sorted(weights.items()) if w and w > 0]
+    total = sum(w for _, w in live)
+    if not live:
+        return None
+    cumulative = 0.0
+    for name, w in live:
+        cumulative += w
+        if u * total < cumulative:
+            return name
+    return live[-1][0]
+
+
+def sampled(record_id: str, rate: float) -> bool:
+    """Whether the record with ``record_id`` is logged at sample ``rate`` (deterministic per id)."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    return unit_hash("log:" + record_id) < rate
+
+
+def label_for(score: float, threshold: float) -> int:
+    return 1 if score >= threshold else 0
+
+
+def variant_version(variant_name: str) -> int | None:
+    """``v3`` -> 3 (variant name = ``v{ModelPackageVersion}``); None for another name."""
+    m = _VERSION_VARIANT.match(variant_name or "")
+    return int(m.group(1)) if m else None
+
+
+def model_package_arn(group_arn: str, version: int) -> str:
+    """The versioned package ARN from the group ARN: ``...:model-package-group/g`` -> ``...:model-package/g/N``."""
+    return group_arn.replace(":model-package-group/", ":model-package/", 1) + f"/{version}"

@@ -1,0 +1,349 @@
+"""The proxy handler against moto (registry, endpoint, Firehose -> S3) and a stand-in SageMaker runtime.
+
+moto's ``invoke_endpoint`` returns canned answers and ignores ``TargetVariant``, so the runtime — a
+collaborator of the proxy, not the thing under test — is a small stub client that scores each row
+(score = first feature / 10) and records the ``TargetVariant`` it was asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+
+import boto3
+import proxy_logic as logic
+import pytest
+from moto import mock_aws
+
+REGION = "us-east-1"
+GROUP = "trainserve-models"
+ENDPOINT = "trainserve-endpoint"
+BUCKET = "trainserve-staging"
+FEATURES = ["f0", "f1", "f2"]
+WIRING = {
+    "ENDPOINT_NAME": ENDPOINT,
+    "MODEL_PACKAGE_GROUP": GROUP,
+    "PREDICTIONS_STREAM": "trainserve-predictions",
+    "FEEDBACK_STREAM": "trainserve-feedback",
+}
+LOG_COLUMNS = {
+    "request_id",
+    "event_time",
+    "endpoint_name",
+    "variant_name",
+    "model_package_arn",
+    "model_version",
+    "user_id",
+    "features",
+    "score",
+    "label",
+    "threshold",
+    "latency_ms",
+    "params",
+}
+
+
+class StubRuntime:
+    """Stand-in SageMaker runtime: score = row[0] / 10; routes 'by weight' to the first variant."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def invoke_endpoint(self, **kwargs):
+        self.calls.append(kwargs)
+        rows = json.loads(kwargs["Body"])["instances"]
+        body = {"predictions": [{"score": r[0] / 10, "label": int(r[0] / 10 >= 0.5)} for r in rows]}
+        return {
+            "Body": io.BytesIO(json.dumps(body).encode()),
+            "InvokedProductionVariant": kwargs.get("TargetVariant", "v1"),
+        }
+
+
+class CountingFirehose:
+    """Wraps the moto Firehose client to count PutRecordBatch calls."""
+
+    def __init__(self, client):
+        self.client = client
+        self.calls = 0
+
+    def put_record_batch(self, **kwargs):
+        self.calls += 1
+        return self.client.put_record_batch(**kwargs)
+
+
+def _create_registry(sm, weights: dict[str, float]):
+    sm.create_model_package_group(ModelPackageGroupName=GROUP)
+    for _ in weights:
+        sm.create_model_package(
+            ModelPackageGroupName=GROUP,
+            ModelApprovalStatus="Approved",
+            CustomerMetadataProperties={"feature_names": json.dumps(FEATURES)},
+            InferenceSpecification={
+                "Containers": [{"Image": "img"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )
+    sm.create_model(
+        ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={"Image": "i"}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="ec",
+        ProductionVariants=[
+            {
+                "VariantName": name,
+                "ModelName": "m",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": w,
+            }
+            for name, w in weights.items()
+        ],
+    )
+    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="ec")
+
+
+def _create_streams(s3, firehose):
+    s3.create_bucket(Bucket=BUCKET)
+    for kind in ("predictions", "feedback"):
+        firehose.create_delivery_stream(
+            DeliveryStreamName=f"trainserve-{kind}",
+            DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                "BucketARN": f"arn:aws:s3:::{BUCKET}",
+                "Prefix": f"firehose/{kind}/",
+            },
+        )
+
+
+def _staged(s3, kind: str) -> list[dict]:
+    out = []
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"firehose/{kind}/").get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
+        assert body.endswith("\n")
+        out.extend(json.loads(line) for line in body.splitlines())
+    return out
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name=REGION)
+        s3 = boto3.client("s3", region_name=REGION)
+        firehose = CountingFirehose(boto3.client("firehose", region_name=REGION))
+        _create_registry(sm, {"v1": 0.7, "v2": 0.3})
+        _create_streams(s3, firehose.client)
+        yield {"sagemaker": sm, "s3": s3, "firehose": firehose, "sagemaker-runtime": StubRuntime()}
+
+
+def _proxy(aws, emitted=None, **params):
+    import proxy_handler
+
+    env = {**WIRING, **{k.upper(): str(v) for k, v in params.items()}}
+    clients = {k: aws[k] for k in ("sagemaker", "firehose", "sagemaker-runtime")}
+    emit = emitted.append if emitted is not None else (lambda _line: None)
+    return proxy_handler.Proxy.from_env(env, clients=clients, emit=emit)
+
+
+def _event(path: str, body, method: str = "POST") -> dict:
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "body": body if isinstance(body, str) else json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def _call(proxy, path, body, method="POST"):
+    r = proxy.handle(_event(path, body, method))
+    return r["statusCode"], json.loads(r["body"])
+
+
+def test_predict_applies_threshold_and_logs_one_record_per_row(aws):
+    proxy = _proxy(aws, decision_threshold=0.7)
+    status, body = _call(proxy, "/predict", {"instances": [[8, 0, 0], [6, 1, 1], [7, 2, 2]]})
+    assert status == 200, body
+    assert [p["label"] for p in body["predictions"]] == [1, 0, 1]  # 0.8, 0.6, 0.7 against 0.7
+    assert [p["request_id"] for p in body["predictions"]] == [f"{body['request_id']}-{i}" for i in range(3)]
+    assert body["variant"] == "v1" and body["model_version"] == 1
+    assert "TargetVariant" not in aws["sagemaker-runtime"].calls[0]  # no user: SageMaker routes
+    assert aws["firehose"].calls == 1
+    records = _staged(aws["s3"], "predictions")
+    assert len(records) == 3 and set(records[0]) == LOG_COLUMNS
+    r = records[2]
+    assert r["request_id"] == f"{body['request_id']}-2"
+    assert json.loads(r["features"]) == {"f0": 7.0, "f1": 2.0, "f2": 2.0}
+    assert (r["score"], r["label"], r["threshold"]) == (0.7, 1, 0.7)
+    assert r["model_package_arn"].endswith(":model-package/trainserve-models/1")
+    assert r["endpoint_name"] == ENDPOINT and r["user_id"] is None and r["latency_ms"] > 0
+    assert json.loads(r["params"])["decision_threshold"] == 0.7
+    assert len(r["event_time"]) == 26  # 'YYYY-MM-DD HH:MM:SS.ffffff'
+
+
+def test_named_features_sent_in_schema_order(aws):
+    proxy = _proxy(aws)
+    status, _ = _call(proxy, "/predict", {"instances": [{"f2": 3, "f0": 1, "f1": 2}]})
+    assert status == 200
+    assert json.loads(aws["sagemaker-runtime"].calls[0]["Body"]) == {"instances": [[1.0, 2.0, 3.0]]}
+
+
+@pytest.mark.parametrize(
+    ("instances", "row", "field"),
+    [
+        ([[1, 2, 3], [1, 2]], 1, "f2"),
+        ([[1, "a", 3]], 0, "f1"),
+        ([{"f0": 1, "f1": 2}], 0, "f2"),
+        ([{"f0": 1, "f1": 2, "f2": 3, "zz": 1}], 0, "zz"),
+    ],
+)
+def test_invalid_rows_rejected_before_sagemaker(aws, instances, row, field):
+    proxy = _proxy(aws)
+    status, body = _call(proxy, "/predict", {"instances": instances})
+    assert status == 400
+    assert (body["row"], body["field"]) == (row, field)
+    assert aws["sagemaker-runtime"].calls == []
+
+
+def test_nan_and_malformed_json_and_oversize(aws):
+    proxy = _proxy(aws)
+    assert _call(proxy, "/predict", '{"instances": [[NaN, 1, 2]]}')[1]["field"] == "f0"
+    assert _call(proxy, "/predict", "{oops")[0] == 400
+    big = '{"instances": [[' + "1," * (3_200_000) + "1]]}"
+    assert _call(proxy, "/predict", big)[0] == 413
+    assert aws["sagemaker-runtime"].calls == []
+
+
+def test_kill_switch(aws):
+    proxy = _proxy(aws, serving_enabled="false")
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]]})
+    assert status == 503 and "SERVING_ENABLED=false" in body["error"]
+    assert aws["sagemaker-runtime"].calls == []
+
+
+def test_pinned_variant(aws):
+    proxy = _proxy(aws, target_variant="v2")
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": "anyone"})
+    assert status == 200 and body["variant"] == "v2" and body["model_version"] == 2
+    assert aws["sagemaker-runtime"].calls[0]["TargetVariant"] == "v2"
+
+
+def test_unknown_pinned_variant_503_names_it(aws):
+    proxy = _proxy(aws, target_variant="v9")
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]]})
+    assert status == 503 and "v9" in body["error"]
+
+
+def test_sticky_assignment_targets_the_users_variant(aws):
+    proxy = _proxy(aws)
+    users = [f"user-{i}" for i in range(40)]
+    for u in users + users:
+        assert _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": u})[0] == 200
+    sent = [c["TargetVariant"] for c in aws["sagemaker-runtime"].calls]
+    expected = [logic.assign_variant(u, {"v1": 0.7, "v2": 0.3}) for u in users]
+    assert sent == expected + expected
+    assert set(sent) == {"v1", "v2"}
+
+
+def test_sticky_off_lets_sagemaker_route(aws):
+    proxy = _proxy(aws, sticky_assignment="false")
+    _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": "u"})
+    assert "TargetVariant" not in aws["sagemaker-runtime"].calls[0]
+
+
+def test_sampling_rate_zero_logs_nothing(aws):
+    proxy = _proxy(aws, log_sample_rate=0)
+    assert _call(proxy, "/predict", {"instances": [[1, 2, 3]] * 50})[0] == 200
+    assert aws["firehose"].calls == 0
+    assert _staged(aws["s3"], "predictions") == []
+
+
+def test_sampling_half_logs_about_half_deterministically(aws):
+    proxy = _proxy(aws, log_sample_rate=0.5)
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]] * 400})
+    assert status == 200 and len(body["predictions"]) == 400
+    records = _staged(aws["s3"], "predictions")
+    assert 140 < len(records) < 260
+    expected = {p["request_id"] for p in body["predictions"] if logic.sampled(p["request_id"], 0.5)}
+    assert {r["request_id"] for r in records} == expected
+    assert aws["firehose"].calls == 1
+
+
+def test_feedback_logged(aws):
+    proxy = _proxy(aws)
+    status, body = _call(
+        proxy, "/feedback", [{"request_id": "a-0", "outcome": 1}, {"request_id": "b-0", "outcome": 0}]
+    )
+    assert (status, body) == (200, {"accepted": 2})
+    recs = _staged(aws["s3"], "feedback")
+    assert [(r["request_id"], r["outcome"]) for r in recs] == [("a-0", 1), ("b-0", 0)]
+    assert set(recs[0]) == {"request_id", "event_time", "outcome"}
+    assert _call(proxy, "/feedback", {"request_id": "a-0", "outcome": 3})[1]["field"] == "outcome"
+
+
+def test_firehose_total_failure_still_200_and_records_in_log(aws):
+    class Broken:
+        def put_record_batch(self, **kwargs):
+            raise RuntimeError("firehose is down")
+
+    emitted: list[dict] = []
+    aws["firehose"] = Broken()
+    proxy = _proxy(aws, emitted)
+    proxy.predictions_log.sleep = lambda _s: None
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3], [4, 5, 6]]})
+    assert status == 200
+    lost = [e["record"] for e in emitted if e.get("undelivered_log_record")]
+    assert sorted(r["request_id"] for r in lost) == sorted(p["request_id"] for p in body["predictions"])
+    assert all(set(r) == LOG_COLUMNS for r in lost)
+
+
+def test_invalid_params_at_cold_start_fall_back_and_are_reported(aws):
+    emitted: list[dict] = []
+    proxy = _proxy(aws, emitted, decision_threshold="abc", log_sample_rate="2")
+    assert proxy.params.decision_threshold == 0.5 and proxy.params.log_sample_rate == 1.0
+    reported = {(e["parameter"], e["value"]) for e in emitted if e.get("level") == "WARNING"}
+    assert reported == {("DECISION_THRESHOLD", "abc"), ("LOG_SAMPLE_RATE", "2")}
+    status, body = _call(proxy, "/predict", {"instances": [[6, 0, 0]]})
+    assert status == 200 and body["predictions"][0]["label"] == 1  # 0.6 against the safe 0.5
+
+
+def test_no_endpoint_yet_is_503(aws):
+    aws["sagemaker"].delete_endpoint(EndpointName=ENDPOINT)
+    status, body = _call(_proxy(aws), "/predict", {"instances": [[1, 2, 3]]})
+    assert status == 503 and "does not exist" in body["error"]
+
+
+def test_routes_and_methods(aws):
+    proxy = _proxy(aws)
+    assert _call(proxy, "/nope", {})[0] == 404
+    assert _call(proxy, "/predict", {}, method="GET")[0] == 405
+
+
+def test_module_handler_reads_environment_at_cold_start(aws, monkeypatch, capsys):
+    """``handler`` uses the proxy built from os.environ when the module loads (the Lambda cold start)."""
+    import proxy_handler
+
+    for k, v in {**WIRING, "DECISION_THRESHOLD": "1.7", "TARGET_VARIANT": "v2"}.items():
+        monkeypatch.setenv(k, v)
+    module = importlib.reload(proxy_handler)
+    try:
+        module.PROXY.clients._given = {"sagemaker-runtime": aws["sagemaker-runtime"]}
+        module.PROXY.clients._made.clear()
+        out = capsys.readouterr().out
+        warning = json.loads(out.strip().splitlines()[-1])
+        assert (warning["parameter"], warning["value"], warning["default"]) == (
+            "DECISION_THRESHOLD",
+            "1.7",
+            0.5,
+        )
+        response = module.handler(_event("/predict", {"instances": [[6, 0, 0]]}), None)
+        body = json.loads(response["body"])
+        assert response["statusCode"] == 200, body
+        assert body["variant"] == "v2" and body["predictions"][0]["label"] == 1
+        assert len(_staged(aws["s3"], "predictions")) == 1
+    finally:
+        monkeypatch.undo()
+        importlib.reload(proxy_handler)

@@ -1,0 +1,208 @@
+"""The proxy's pure decisions: parameters, payload validation, sticky assignment, sampling."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import proxy_logic as logic
+import pytest
+
+FEATURES = ("mean_radius", "mean_texture", "mean_area")
+
+
+# ------------------------------------------------------------------------------------------------ params
+
+
+def test_params_defaults_when_unset():
+    params, problems = logic.parse_params({})
+    assert params == logic.ProxyParams(True, None, 0.5, 1.0, True)
+    assert problems == []
+
+
+def test_params_parsed():
+    env = {
+        "SERVING_ENABLED": "False",
+        "TARGET_VARIANT": "v3",
+        "DECISION_THRESHOLD": "0.7",
+        "LOG_SAMPLE_RATE": "0.25",
+        "STICKY_ASSIGNMENT": "off",
+    }
+    params, problems = logic.parse_params(env)
+    assert params == logic.ProxyParams(False, "v3", 0.7, 0.25, False)
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "default"),
+    [
+        ("DECISION_THRESHOLD", "abc", "decision_threshold", 0.5),
+        ("DECISION_THRESHOLD", "1.7", "decision_threshold", 0.5),
+        ("DECISION_THRESHOLD", "nan", "decision_threshold", 0.5),
+        ("LOG_SAMPLE_RATE", "2", "log_sample_rate", 1.0),
+        ("LOG_SAMPLE_RATE", "-0.1", "log_sample_rate", 1.0),
+        ("SERVING_ENABLED", "maybe", "serving_enabled", True),
+        ("STICKY_ASSIGNMENT", "2", "sticky_assignment", True),
+        ("TARGET_VARIANT", "v 3!", "target_variant", None),
+    ],
+)
+def test_invalid_param_falls_back_to_safe_default_and_is_reported(name, value, field, default):
+    params, problems = logic.parse_params({name: value, "LOG_SAMPLE_RATE": "0.3"} | {name: value})
+    assert getattr(params, field) == default
+    assert [(p.name, p.value, p.default) for p in problems] == [(name, value, default)]
+
+
+def test_one_bad_param_keeps_the_good_ones():
+    params, problems = logic.parse_params({"DECISION_THRESHOLD": "abc", "LOG_SAMPLE_RATE": "0.2"})
+    assert params.decision_threshold == 0.5
+    assert params.log_sample_rate == 0.2
+    assert len(problems) == 1
+
+
+def test_empty_target_variant_means_no_pin():
+    assert logic.parse_params({"TARGET_VARIANT": ""})[0].target_variant is None
+
+
+def test_validate_assignments_strict():
+    assert logic.validate_assignments({"DECISION_THRESHOLD": "0.6", "SERVING_ENABLED": "no"}) == {
+        "DECISION_THRESHOLD": "0.6",
+        "SERVING_ENABLED": "false",
+    }
+    assert logic.validate_assignments({"TARGET_VARIANT": ""}) == {"TARGET_VARIANT": ""}
+    with pytest.raises(logic.ParamError, match="DECISION_THRESHOLD='1.7'"):
+        logic.validate_assignments({"DECISION_THRESHOLD": "1.7"})
+    with pytest.raises(logic.ParamError, match="unknown parameter"):
+        logic.validate_assignments({"THRESHOLD": "0.5"})
+
+
+def test_params_to_env_round_trips():
+    p = logic.ProxyParams(False, "v2", 0.65, 0.1, False)
+    assert logic.parse_params(logic.params_to_env(p)) == (p, [])
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+
+
+def _err(fn, *args) -> logic.PayloadError:
+    with pytest.raises(logic.PayloadError) as info:
+        fn(*args)
+    return info.value
+
+
+def test_rows_by_position_and_by_name():
+    rows = logic.validate_rows([[1, 2.5, 3], {"mean_area": 9, "mean_radius": 7, "mean_texture": 8}], FEATURES)
+    assert rows == [[1.0, 2.5, 3.0], [7.0, 8.0, 9.0]]
+
+
+def test_wrong_count_names_row_and_first_missing_field():
+    e = _err(logic.validate_rows, [[1, 2, 3], [1, 2]], FEATURES)
+    assert (e.status, e.row, e.field) == (400, 1, "mean_area")
+    assert "expects 3" in e.message
+
+
+def test_too_many_values_named():
+    e = _err(logic.validate_rows, [[1, 2, 3, 4]], FEATURES)
+    assert (e.row, e.field) == (0, "#3")
+
+
+def test_non_numeric_names_row_and_field():
+    e = _err(logic.validate_rows, [[1, 2, 3], [1, "x", 3]], FEATURES)
+    assert (e.row, e.field) == (1, "mean_texture")
+    e = _err(logic.validate_rows, [[True, 2, 3]], FEATURES)
+    assert (e.row, e.field) == (0, "mean_radius")
+
+
+def test_nan_and_inf_rejected():
+    for bad in (math.nan, math.inf, -math.inf):
+        e = _err(logic.validate_rows, [[1, 2, bad]], FEATURES)
+        assert (e.row, e.field) == (0, "mean_area")
+
+
+def test_missing_and_unknown_named_features():
+    e = _err(logic.validate_rows, [{"mean_radius": 1, "mean_texture": 2}], FEATURES)
+    assert (e.row, e.field) == (0, "mean_area")
+    e = _err(logic.validate_rows, [{"mean_radius": 1, "mean_texture": 2, "mean_area": 3, "age": 4}], FEATURES)
+    assert (e.row, e.field) == (0, "age")
+
+
+def test_body_errors():
+    assert _err(logic.parse_predict_body, b"{not json").status == 400
+    assert _err(logic.parse_predict_body, b"").status == 400
+    assert _err(logic.parse_predict_body, b'{"instances": []}').field == "instances"
+    assert _err(logic.parse_predict_body, b'{"instances": [[1]], "user_id": 5}').field == "user_id"
+    assert _err(logic.parse_predict_body, b'{"rows": [[1]]}').field == "rows"
+    big = b'{"instances": [[' + b"1," * (3 * 1024 * 1024) + b"1]]}"
+    assert _err(logic.parse_predict_body, big).status == 413
+
+
+def test_body_ok():
+    req = logic.parse_predict_body('{"instances": [[1, 2, 3]], "user_id": "u1"}')
+    assert req == logic.PredictRequest([[1, 2, 3]], "u1")
+
+
+def test_feedback_forms():
+    one = logic.parse_feedback_body('{"request_id": "r-0", "outcome": 1}')
+    many = logic.parse_feedback_body(
+        '[{"request_id": "r-0", "outcome": 1}, {"request_id": "r-1", "outcome": 0}]'
+    )
+    wrapped = logic.parse_feedback_body('{"feedback": [{"request_id": "r-1", "outcome": 0}]}')
+    assert one == [logic.FeedbackItem("r-0", 1)]
+    assert many[1] == logic.FeedbackItem("r-1", 0)
+    assert wrapped == [logic.FeedbackItem("r-1", 0)]
+    e = _err(
+        logic.parse_feedback_body, '[{"request_id": "r", "outcome": 1}, {"request_id": "r", "outcome": 2}]'
+    )
+    assert (e.row, e.field) == (1, "outcome")
+    assert _err(logic.parse_feedback_body, '{"outcome": 1}').field == "request_id"
+
+
+# --------------------------------------------------------------------------------------------- routing
+
+
+def test_sticky_assignment_stable_per_user():
+    weights = {"v1": 0.7, "v2": 0.3}
+    first = [logic.assign_variant(f"user-{i}", weights) for i in range(500)]
+    again = [logic.assign_variant(f"user-{i}", dict(reversed(weights.items()))) for i in range(500)]
+    assert first == again
+    assert set(first) == {"v1", "v2"}
+
+
+def test_sticky_assignment_proportional_in_aggregate():
+    n = 20_000
+    counts = Counter(logic.assign_variant(f"user-{i}", {"v1": 0.7, "v2": 0.3}) for i in range(n))
+    sigma = math.sqrt(n * 0.3 * 0.7)
+    assert abs(counts["v2"] - 0.3 * n) < 5 * sigma
+    assert counts["v1"] + counts["v2"] == n
+
+
+def test_sticky_assignment_skips_zero_weight():
+    assert {logic.assign_variant(f"u{i}", {"v1": 1.0, "v2": 0.0}) for i in range(200)} == {"v1"}
+    assert logic.assign_variant("u", {"v1": 0.0}) is None
+
+
+def test_sticky_users_move_only_when_weights_move():
+    """Going from 90/10 to 70/30, users of the champion only ever move to the challenger."""
+    before = {f"u{i}": logic.assign_variant(f"u{i}", {"v1": 0.9, "v2": 0.1}) for i in range(2000)}
+    after = {u: logic.assign_variant(u, {"v1": 0.7, "v2": 0.3}) for u in before}
+    assert all(after[u] == "v2" for u, v in before.items() if v == "v2")
+
+
+def test_sampling_deterministic_and_proportional():
+    ids = [f"req-{i}" for i in range(10_000)]
+    assert not any(logic.sampled(i, 0.0) for i in ids)
+    assert all(logic.sampled(i, 1.0) for i in ids)
+    half = [logic.sampled(i, 0.5) for i in ids]
+    assert half == [logic.sampled(i, 0.5) for i in ids]
+    assert abs(sum(half) - 5000) < 5 * math.sqrt(10_000 * 0.25)
+
+
+def test_label_threshold_and_names():
+    assert logic.label_for(0.7, 0.7) == 1
+    assert logic.label_for(0.69, 0.7) == 0
+    assert logic.variant_version("v12") == 12
+    assert logic.variant_version("AllTraffic") is None
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/trainserve-models"
+    assert (
+        logic.model_package_arn(arn, 3)
+        == "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/3"
+    )
