@@ -1,0 +1,605 @@
+"""What the endpoint should look like: the release rules as pure functions (no AWS in here).
+
+The release controller and the CLI's ``traffic`` commands both call these functions; the AWS side
+(reading the registry and the endpoint, applying a ``Decision``) is in ``sagemaker_adapter``.
+
+Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is silent:
+
+- The desired endpoint is computed from the REGISTRY's current statuses and the current endpoint, never
+  from the event alone: the event only says which version to consider adding, and its claimed status is
+  ignored (a stale ``Approved`` event for a version that is now ``Rejected`` is handled as a rejection).
+  Duplicate events, stale events and bursts therefore converge on the same endpoint.
+- Every live version that is no longer ``Approved`` in the registry (rejected, reverted to pending, or
+  deleted) is removed. A removed challenger's weight goes to the champion. A removed champion is replaced
+  by the newest approved version older than it (live or not); the replacement takes the old champion's
+  weight (plus its own, if it was already live as a challenger); the other challengers keep theirs. With
+  no such version, nothing changes and ``ReleaseBlocked`` is raised for the operator.
+- ``Approved(v)`` with no endpoint: the endpoint is created with the NEWEST approved version as champion at
+  100% (v itself, unless a newer version is already approved too: the same endpoint whatever the order in
+  which a burst of approvals arrives).
+- ``Approved(v)`` with an endpoint: v is added as a challenger at ``challenger_weight``, taken from the
+  champion (if the champion has less than that, the rest is taken from the other challengers in
+  proportion), when v is approved, not live, and newer than the champion. When the endpoint already
+  serves ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live
+  ones and v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not
+  added if it is the oldest. With ``max_live_variants == 1`` no challenger is ever added.
+- A version already live, or older than the champion, changes nothing (the reason says so).
+- The champion is stored explicitly in the endpoint tag ``trainserve:champion`` (e.g. ``v3``): a weights
+  split never changes who is champion, only ``promote`` (or a champion rejection) does. When the tag is
+  missing or names a variant that is not live, the champion is the variant with the largest weight, a tie
+  going to the OLDEST version (a challenger that only ties the champion has not been promoted).
+- Weights are floats that sum to 1 (SageMaker weights are relative). The champion takes the rounding
+  residue so that the sum is exact to 1e-9.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+APPROVED = "Approved"
+REJECTED = "Rejected"
+PENDING = "PendingManualApproval"
+STATUSES = (APPROVED, REJECTED, PENDING)
+
+CHAMPION_TAG = "trainserve:champion"
+TRAFFIC_ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+MAX_ROLLBACK_ALARMS = 10  # SageMaker's AutoRollbackConfiguration accepts 1..10 alarms
+EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
+EVENT_PATTERN_FILE = Path(__file__).with_name("event_pattern.json")
+
+_VARIANT = re.compile(r"^v(\d+)$")
+_TOLERANCE = 1e-9
+
+
+class PlanError(ValueError):
+    """An operator request the rules refuse (unknown variant, negative weight...); nothing was changed."""
+
+
+class ReleaseBlocked(RuntimeError):
+    """The endpoint cannot reach a valid state without a person (e.g. the champion was rejected and no
+    older approved version exists). The endpoint keeps serving as it is; retrying does not help."""
+
+
+class SettingsError(ValueError):
+    """An environment variable of the release controller is missing or wrong; the message names it."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """The release controller's settings (its Lambda environment; the CLI builds the same object)."""
+
+    project_name: str
+    endpoint_name: str
+    model_package_group: str
+    challenger_weight: float = 0.1
+    max_live_variants: int = 2
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    data_capture_enabled: bool = False
+    data_capture_percent: int = 20
+    data_capture_s3_uri: str = ""
+    model_execution_role_arn: str = ""
+    rollback_alarms: tuple[str, ...] = ()
+    traffic_routing: str = "ALL_AT_ONCE"
+    guardrail_wait_seconds: int = 300
+    serving_image_uri: str = ""
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("PROJECT_NAME", bool(self.project_name), "a non-empty name"),
+            ("ENDPOINT_NAME", bool(self.endpoint_name), "a non-empty name"),
+            ("MODEL_PACKAGE_GROUP", bool(self.model_package_group), "a non-empty name"),
+            ("CHALLENGER_WEIGHT", 0 < self.challenger_weight < 1, "a number strictly between 0 and 1"),
+            ("MAX_LIVE_VARIANTS", 1 <= self.max_live_variants <= 10, "an integer in 1..10"),
+            ("INSTANCE_TYPE", self.instance_type.startswith("ml."), "a SageMaker instance type (ml.*)"),
+            ("INSTANCE_COUNT", 1 <= self.instance_count <= 100, "an integer in 1..100"),
+            ("DATA_CAPTURE_PERCENT", 1 <= self.data_capture_percent <= 100, "an integer in 1..100"),
+            (
+                "DATA_CAPTURE_S3_URI",
+                not self.data_capture_enabled or self.data_capture_s3_uri.startswith("s3://"),
+                "an s3:// URI when DATA_CAPTURE_ENABLED is true",
+            ),
+            ("ROLLBACK_ALARMS", len(self.rollback_alarms) <= MAX_ROLLBACK_ALARMS, "at most 10 alarm names"),
+            ("TRAFFIC_ROUTING", self.traffic_routing in TRAFFIC_ROUTING, " | ".join(TRAFFIC_ROUTING)),
+            ("GUARDRAIL_WAIT_SECONDS", 0 <= self.guardrail_wait_seconds <= 3600, "an integer in 0..3600"),
+        )
+        for name, ok, allowed in checks:
+            if not ok:
+                raise SettingsError(f"environment variable {name} is invalid; allowed: {allowed}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ReleaseSettings:
+        """Parse the Lambda environment (exact variable names; see the module docstring of the handler)."""
+
+        def text(name: str, default: str | None = None) -> str:
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                if default is None:
+                    raise SettingsError(f"environment variable {name} is not set")
+                return default
+            return value.strip()
+
+        def number(name: str, default: str, kind: type) -> Any:
+            raw = text(name, default)
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"environment variable {name}={raw!r} is not a valid {'integer' if kind is int else 'number'}"
+                ) from None
+            if kind is float and not math.isfinite(value):
+                raise SettingsError(f"environment variable {name}={raw!r} is not a finite number")
+            return value
+
+        capture = text("DATA_CAPTURE_ENABLED", "false").lower()
+        if capture not in ("true", "false"):
+            raise SettingsError(
+                f"environment variable DATA_CAPTURE_ENABLED={capture!r}; allowed: true | false"
+            )
+        alarms = tuple(a.strip() for a in env.get("ROLLBACK_ALARMS", "").split(",") if a.strip())
+        return cls(
+            project_name=text("PROJECT_NAME"),
+            endpoint_name=text("ENDPOINT_NAME"),
+            model_package_group=text("MODEL_PACKAGE_GROUP"),
+            challenger_weight=number("CHALLENGER_WEIGHT", "0.1", float),
+            max_live_variants=number("MAX_LIVE_VARIANTS", "2", int),
+            instance_type=text("INSTANCE_TYPE", "ml.m5.large"),
+            instance_count=number("INSTANCE_COUNT", "1", int),
+            data_capture_enabled=capture == "true",
+            data_capture_percent=number("DATA_CAPTURE_PERCENT", "20", int),
+            data_capture_s3_uri=text("DATA_CAPTURE_S3_URI", ""),
+            model_execution_role_arn=text("MODEL_EXECUTION_ROLE_ARN", ""),
+            rollback_alarms=alarms,
+            traffic_routing=text("TRAFFIC_ROUTING", "ALL_AT_ONCE").upper(),
+            guardrail_wait_seconds=number("GUARDRAIL_WAIT_SECONDS", "300", int),
+            serving_image_uri=text("SERVING_IMAGE_URI", ""),
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The inverse of ``from_env`` (what a stack or the local cloud sets on the function)."""
+        return {
+            "PROJECT_NAME": self.project_name,
+            "ENDPOINT_NAME": self.endpoint_name,
+            "MODEL_PACKAGE_GROUP": self.model_package_group,
+            "CHALLENGER_WEIGHT": repr(float(self.challenger_weight)),
+            "MAX_LIVE_VARIANTS": str(self.max_live_variants),
+            "INSTANCE_TYPE": self.instance_type,
+            "INSTANCE_COUNT": str(self.instance_count),
+            "DATA_CAPTURE_ENABLED": "true" if self.data_capture_enabled else "false",
+            "DATA_CAPTURE_PERCENT": str(self.data_capture_percent),
+            "DATA_CAPTURE_S3_URI": self.data_capture_s3_uri,
+            "MODEL_EXECUTION_ROLE_ARN": self.model_execution_role_arn,
+            "ROLLBACK_ALARMS": ",".join(self.rollback_alarms),
+            "TRAFFIC_ROUTING": self.traffic_routing,
+            "GUARDRAIL_WAIT_SECONDS": str(self.guardrail_wait_seconds),
+            "SERVING_IMAGE_URI": self.serving_image_uri,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# State
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackageVersion:
+    """One version of the model package group, with its CURRENT approval status."""
+
+    version: int
+    arn: str
+    status: str
+    created: Any = None
+
+
+@dataclass(frozen=True)
+class LiveVariant:
+    """A production variant of the endpoint (``weight`` is the variant's desired, else current, weight)."""
+
+    name: str
+    version: int
+    weight: float
+    current_weight: float | None = None
+    model_name: str | None = None
+    instance_type: str | None = None
+    instance_count: int | None = None
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    exists: bool
+    status: str | None = None
+    variants: tuple[LiveVariant, ...] = ()
+    champion_tag: str | None = None  # the value of the trainserve:champion tag, if any
+    config_name: str | None = None
+
+    @property
+    def weights(self) -> dict[int, float]:
+        """Live versions -> weights normalized to sum 1 (all-zero weights: the champion gets 1)."""
+        raw = {v.version: max(0.0, float(v.weight)) for v in self.variants}
+        total = sum(raw.values())
+        if total <= 0:
+            champion = self._champion_from(raw, ignore_weights=True)
+            return {v: (1.0 if v == champion else 0.0) for v in raw}
+        return {v: w / total for v, w in raw.items()}
+
+    @property
+    def champion(self) -> int | None:
+        """The champion's version: the tag if it names a live variant, else the heaviest (tie: oldest)."""
+        if not self.variants:
+            return None
+        return self._champion_from({v.version: float(v.weight) for v in self.variants})
+
+    def _champion_from(self, raw: dict[int, float], ignore_weights: bool = False) -> int:
+        tagged = version_of(self.champion_tag) if self.champion_tag else None
+        if tagged is not None and tagged in raw:
+            return tagged
+        if ignore_weights:
+            return min(raw)
+        return min(raw, key=lambda v: (-raw[v], v))
+
+    def variant(self, version: int) -> LiveVariant | None:
+        return next((v for v in self.variants if v.version == version), None)
+
+
+@dataclass(frozen=True)
+class DesiredEndpoint:
+    """The endpoint to reach: (version, weight) pairs sorted by version, weights summing to 1."""
+
+    variants: tuple[tuple[int, float], ...]
+    champion: int
+
+    @property
+    def weights(self) -> dict[int, float]:
+        return dict(self.variants)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(v for v, _ in self.variants)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [
+            {"variant": variant_name(v), "version": v, "weight": w, "champion": v == self.champion}
+            for v, w in self.variants
+        ]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change to the endpoint: ``create`` it, ``deploy`` a new endpoint config, or change ``weights`` only
+    (``UpdateEndpointWeightsAndCapacities``: live variants only, no redeploy)."""
+
+    kind: str
+    endpoint: DesiredEndpoint
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do. ``action`` is ``none``, ``create`` or ``update``; ``steps`` run in order."""
+
+    action: str
+    reason: str
+    desired: DesiredEndpoint | None = None
+    steps: tuple[Step, ...] = ()
+    changes: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+
+@dataclass(frozen=True)
+class ReleaseEvent:
+    """The part of a model package state change event the controller uses."""
+
+    version: int
+    status: str
+    arn: str | None = None
+
+
+def variant_name(version: int) -> str:
+    return f"v{version}"
+
+
+def version_of(name: str | int) -> int | None:
+    """``v3``, ``3`` or ``"3"`` -> 3; anything else -> None."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return name if name > 0 else None
+    text = str(name).strip()
+    m = _VARIANT.match(text)
+    if m:
+        return int(m.group(1))
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def event_pattern(model_package_group: str) -> dict[str, Any]:
+    """The EventBridge pattern of the release rule (``event_pattern.json``) for one model package group."""
+    pattern = json.loads(EVENT_PATTERN_FILE.read_text())
+    pattern["detail"]["ModelPackageGroupName"] = [model_package_group]
+    return pattern
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The release rules
+# ----------------------------------------------------------------------------------------------------------
+
+BLOCKING_STATUSES = ("Failed", "OutOfService", "Deleting")
+
+
+def plan(
+    registry: Iterable[PackageVersion],
+    current: EndpointState,
+    settings: ReleaseSettings,
+    event: ReleaseEvent | tuple[int, str] | None = None,
+) -> Decision:
+    """The decision for ``event`` (None: reconcile only) given the registry and the current endpoint.
+
+    Raises ``ReleaseBlocked`` when a person must act; nothing is changed then.
+    """
+    if isinstance(event, tuple):
+        event = ReleaseEvent(version=int(event[0]), status=str(event[1]))
+    status = {p.version: p.status for p in registry}
+    approved = sorted(v for v, s in status.items() if s == APPROVED)
+    about = _event_text(event, status)
+
+    if not current.exists:
+        if event is not None and status.get(event.version) != APPROVED:
+            return Decision("none", f"{about}; no endpoint exists and only an approval creates one")
+        if not approved:
+            return Decision("none", f"{about}; no approved version to serve")
+        champion = approved[-1]
+        desired = DesiredEndpoint(((champion, 1.0),), champion)
+        note = f"create the endpoint with {variant_name(champion)} as champion at 100%"
+        if event is not None and champion != event.version:
+            note += f" (the newest approved version; {variant_name(event.version)} is older)"
+        return Decision("create", f"{about}; {note}", desired, (Step("create", desired),), (note,))
+
+    if current.status in BLOCKING_STATUSES:
+        raise ReleaseBlocked(
+            f"endpoint is {current.status}; it cannot be updated (delete it and re-approve a version, or fix it)"
+        )
+    if not current.variants:
+        raise ReleaseBlocked("endpoint has no production variants; delete it and re-approve a version")
+
+    weights = current.weights
+    champion = current.champion
+    changes: list[str] = []
+
+    # 1. Versions no longer approved leave; a removed champion is replaced by the newest older approved one.
+    removed = sorted(v for v in weights if status.get(v) != APPROVED)
+    if champion in removed:
+        older = [v for v in approved if v < champion]
+        if not older:
+            raise ReleaseBlocked(
+                f"champion {variant_name(champion)} is {status.get(champion, 'deleted from the registry')} "
+                "and no approved version older than it exists; the endpoint keeps serving unchanged. "
+                "Approve an older version, or promote a challenger with: trainserve traffic promote V"
+            )
+        replacement = older[-1]
+        freed = weights.pop(champion)
+        weights[replacement] = weights.get(replacement, 0.0) + freed
+        changes.append(
+            f"champion {variant_name(champion)} is {status.get(champion, 'gone')}: "
+            f"{variant_name(replacement)} replaces it"
+        )
+        champion = replacement
+    for v in removed:
+        if v in weights and v != champion:
+            weights[champion] += weights.pop(v)
+            changes.append(
+                f"challenger {variant_name(v)} is {status.get(v, 'gone')}: removed, its weight to the champion"
+            )
+
+    # 2. More live variants than allowed (the setting was lowered): drop the oldest challengers.
+    for v in sorted(x for x in weights if x != champion)[: max(0, len(weights) - settings.max_live_variants)]:
+        weights[champion] += weights.pop(v)
+        changes.append(
+            f"challenger {variant_name(v)} dropped: more than {settings.max_live_variants} live variants"
+        )
+
+    # 3. The event's version joins as a challenger if the rules allow it.
+    if event is not None:
+        changes.extend(_admit(event.version, status, weights, champion, settings))
+
+    desired = _desired(weights, champion)
+    steps = _steps(current, desired)
+    if not steps:
+        reason = "; ".join(changes) if changes else "the endpoint already matches the registry"
+        return Decision("none", f"{about}; {reason}", desired, (), tuple(changes))
+    if not changes:
+        changes.append("endpoint brought in line with the registry")
+    return Decision("update", f"{about}; {'; '.join(changes)}", desired, steps, tuple(changes))
+
+
+def _admit(
+    version: int, status: dict[int, str], weights: dict[int, float], champion: int, settings: ReleaseSettings
+) -> list[str]:
+    name = variant_name(version)
+    if status.get(version) != APPROVED:
+        return []  # a not-approved event version was handled by the removal rule above
+    if version in weights:
+        return [f"{name} is already live: no change"]
+    if version < champion:
+        return [f"{name} is older than the champion {variant_name(champion)}: no change"]
+    if settings.max_live_variants < 2:
+        return [f"{name} not added: max_live_variants is 1 (no challengers)"]
+    notes = []
+    challengers = sorted(v for v in weights if v != champion)
+    if len(weights) >= settings.max_live_variants:
+        keep = sorted([*challengers, version])[-(settings.max_live_variants - 1) :]
+        if version not in keep:
+            return [f"{name} not added: the endpoint is full and every live challenger is newer"]
+        for v in challengers:
+            if v not in keep:
+                weights[champion] += weights.pop(v)
+                notes.append(f"challenger {variant_name(v)} dropped to make room (oldest challenger)")
+    share = settings.challenger_weight
+    from_champion = min(share, weights[champion])
+    weights[champion] -= from_champion
+    shortfall = share - from_champion
+    others = [v for v in weights if v != champion]
+    pool = sum(weights[v] for v in others)
+    if shortfall > 0 and pool > 0:
+        for v in others:
+            weights[v] -= shortfall * weights[v] / pool
+    weights[version] = share
+    notes.append(f"{name} added as challenger at {share:.0%}, taken from the champion")
+    return notes
+
+
+def _desired(weights: dict[int, float], champion: int) -> DesiredEndpoint:
+    """Normalize (sum 1, the champion takes the residue) and freeze."""
+    total = sum(max(0.0, w) for w in weights.values())
+    norm = {v: (max(0.0, w) / total if total > 0 else 0.0) for v, w in weights.items()}
+    for v in norm:
+        if v != champion:
+            norm[v] = round(norm[v], 12)
+    norm[champion] = max(0.0, 1.0 - sum(w for v, w in norm.items() if v != champion))
+    return DesiredEndpoint(tuple(sorted(norm.items())), champion)
+
+
+def _same_weights(a: Mapping[int, float], b: Mapping[int, float]) -> bool:
+    return set(a) == set(b) and all(abs(a[v] - b[v]) <= _TOLERANCE for v in a)
+
+
+def _steps(current: EndpointState, desired: DesiredEndpoint) -> tuple[Step, ...]:
+    """The mechanics: weights only when the live set stays; a config deploy when variants come or go.
+
+    When variants only leave, a weights step first drains them (traffic stops in seconds; the redeploy
+    that removes them takes minutes with blue/green guardrails).
+    """
+    live = current.weights
+    same_champion = current.champion == desired.champion
+    if set(live) == set(desired.versions):
+        if _same_weights(live, desired.weights) and same_champion:
+            return ()
+        return (Step("weights", desired),)
+    if set(desired.versions) < set(live):
+        drained = DesiredEndpoint(
+            tuple(sorted({**{v: 0.0 for v in live}, **desired.weights}.items())), desired.champion
+        )
+        if _same_weights(live, drained.weights) and same_champion:
+            return (Step("deploy", desired),)
+        return (Step("weights", drained), Step("deploy", desired))
+    return (Step("deploy", desired),)
+
+
+def _event_text(event: ReleaseEvent | None, status: Mapping[int, str]) -> str:
+    if event is None:
+        return "reconcile"
+    now = status.get(event.version, "not in the registry")
+    text = f"{event.status}({variant_name(event.version)})"
+    if now != event.status:
+        text += f" [stale: the registry now says {now}]"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Operator actions (the CLI's traffic commands)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _require_endpoint(current: EndpointState) -> None:
+    if not current.exists or not current.variants:
+        raise PlanError("the endpoint does not exist yet; approve a model version first")
+
+
+def _live_version(current: EndpointState, variant: str | int) -> int:
+    version = version_of(variant)
+    live = ", ".join(v.name for v in current.variants)
+    if version is None:
+        raise PlanError(f"{variant!r} is not a variant name (expected v<N> or <N>); live variants: {live}")
+    if current.variant(version) is None:
+        raise PlanError(f"variant {variant_name(version)} is not live; live variants: {live}")
+    return version
+
+
+def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decision:
+    """Live weights (weights only, no redeploy). Variants not named keep their current weight; all weights
+    are then normalized to sum 1. The champion does not change (use ``promote``) and cannot get 0."""
+    _require_endpoint(current)
+    if not requested:
+        raise PlanError("no weights given; use VARIANT=WEIGHT, e.g. v1=0.9 v2=0.1")
+    weights = current.weights
+    for name, weight in requested.items():
+        version = _live_version(current, name)
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            raise PlanError(f"weight of {name} is {weight!r}, not a number") from None
+        if not math.isfinite(w) or w < 0:
+            raise PlanError(f"weight of {name} is {weight!r}; weights must be finite and >= 0")
+        weights[version] = w
+    if sum(weights.values()) <= 0:
+        raise PlanError("all weights are zero; at least one variant must receive traffic")
+    champion = current.champion
+    if weights[champion] <= 0:
+        raise PlanError(
+            f"the champion {variant_name(champion)} cannot get weight 0; promote another variant first "
+            "(trainserve traffic promote V)"
+        )
+    desired = _desired(weights, champion)
+    steps = _steps(current, desired)
+    text = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in desired.variants)
+    if not steps:
+        return Decision("none", f"weights already {text}", desired)
+    return Decision("update", f"set weights {text}", desired, steps, (f"set weights {text}",))
+
+
+def promote(
+    current: EndpointState, variant: str | int, registry: Iterable[PackageVersion] | None = None
+) -> Decision:
+    """``variant`` becomes champion at 100%; the others drain at once (weights) and are then removed."""
+    _require_endpoint(current)
+    version = _live_version(current, variant)
+    if registry is not None:
+        status = {p.version: p.status for p in registry}.get(version, "not in the registry")
+        if status != APPROVED:
+            raise PlanError(f"{variant_name(version)} is {status}; only an approved version can be promoted")
+    desired = DesiredEndpoint(((version, 1.0),), version)
+    steps = _steps(current, desired)
+    if not steps:
+        return Decision("none", f"{variant_name(version)} already serves alone as champion", desired)
+    note = f"promote {variant_name(version)} to champion at 100%; the others drain and are removed"
+    return Decision("update", note, desired, steps, (note,))
+
+
+def rollback(current: EndpointState) -> Decision:
+    """Challengers go to 0% at once (weights only), then are removed (a redeploy with the champion alone)."""
+    _require_endpoint(current)
+    champion = current.champion
+    desired = DesiredEndpoint(((champion, 1.0),), champion)
+    steps = _steps(current, desired)
+    if not steps:
+        return Decision("none", f"no challengers: {variant_name(champion)} already serves alone", desired)
+    gone = ", ".join(v.name for v in current.variants if v.version != champion)
+    note = f"roll back to champion {variant_name(champion)}: challengers {gone} to 0% now, then removed"
+    return Decision("update", note, desired, steps, (note,))
+
+
+def apply_to_state(current: EndpointState, step: Step) -> EndpointState:
+    """The endpoint after ``step`` (what a perfect SageMaker would show); used by tests and dry runs."""
+    old = {v.version: v for v in current.variants}
+    variants = tuple(
+        replace(old[v], weight=w, current_weight=w)
+        if v in old
+        else LiveVariant(name=variant_name(v), version=v, weight=w, current_weight=w)
+        for v, w in step.endpoint.variants
+    )
+    return replace(
+        current,
+        exists=True,
+        status="InService",
+        variants=variants,
+        champion_tag=variant_name(step.endpoint.champion),
+    )
