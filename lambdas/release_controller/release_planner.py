@@ -17,9 +17,10 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
 - ``Approved(v)`` with no endpoint: the endpoint is created with the NEWEST approved version as champion at
   100% (v itself, unless a newer version is already approved too: the same endpoint whatever the order in
   which a burst of approvals arrives).
-- ``Approved(v)`` with an endpoint: v is added as a challenger at ``challenger_weight``, taken from the
-  champion (if the champion has less than that, the rest is taken from the other challengers in
-  proportion), when v is approved, not live, and newer than the champion. When the endpoint already
+- ``Approved(v)`` with an endpoint: when v is approved, not live, and newer than the champion, v is added
+  as a challenger at ``challenger_weight``, taken from the champion. If the champion has no more than that
+  share (after manual weights, or with large shares and several challengers), every live variant gives in
+  proportion instead, so that no variant drops to 0%. When the endpoint already
   serves ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live
   ones and v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not
   added if it is the oldest. With ``max_live_variants == 1`` no challenger is ever added.
@@ -318,7 +319,7 @@ def version_of(name: str | int) -> int | None:
     text = str(name).strip()
     m = _VARIANT.match(text)
     if m:
-        return int(m.group(1))
+        return int(m.group(1)) or None
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
@@ -444,16 +445,15 @@ def _admit(
                 weights[champion] += weights.pop(v)
                 notes.append(f"challenger {variant_name(v)} dropped to make room (oldest challenger)")
     share = settings.challenger_weight
-    from_champion = min(share, weights[champion])
-    weights[champion] -= from_champion
-    shortfall = share - from_champion
-    others = [v for v in weights if v != champion]
-    pool = sum(weights[v] for v in others)
-    if shortfall > 0 and pool > 0:
-        for v in others:
-            weights[v] -= shortfall * weights[v] / pool
+    if weights[champion] > share:
+        weights[champion] -= share
+        source = "taken from the champion"
+    else:  # the champion cannot give the whole share and stay above 0%: every live variant gives in proportion
+        for v in weights:
+            weights[v] *= 1.0 - share
+        source = "taken from every live variant in proportion (the champion had too little)"
     weights[version] = share
-    notes.append(f"{name} added as challenger at {share:.0%}, taken from the champion")
+    notes.append(f"{name} added as challenger at {share:.0%}, {source}")
     return notes
 
 

@@ -1,0 +1,406 @@
+"""The release rules (ARCHITECTURE.md "Release semantics") as table tests: pure, no AWS."""
+
+from __future__ import annotations
+
+import pytest
+from release_planner import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    EndpointState,
+    LiveVariant,
+    PackageVersion,
+    PlanError,
+    ReleaseBlocked,
+    ReleaseEvent,
+    ReleaseSettings,
+    SettingsError,
+    apply_to_state,
+    event_pattern,
+    plan,
+    promote,
+    rollback,
+    set_weights,
+    version_of,
+)
+
+SETTINGS = ReleaseSettings("proj", "proj-endpoint", "proj-models", challenger_weight=0.1, max_live_variants=3)
+A, R, P = APPROVED, REJECTED, PENDING
+
+
+def registry(**statuses: str) -> list[PackageVersion]:
+    """registry(v1="Approved", v2="Rejected") -> package versions."""
+    return [
+        PackageVersion(int(k[1:]), f"arn:aws:sagemaker:us-east-1:1:model-package/proj-models/{k[1:]}", s)
+        for k, s in statuses.items()
+    ]
+
+
+def endpoint(
+    weights: dict[int, float], champion: int | None = None, status: str = "InService"
+) -> EndpointState:
+    return EndpointState(
+        exists=True,
+        status=status,
+        variants=tuple(
+            LiveVariant(f"v{v}", v, w, w, f"proj-v{v}-abcdef", "ml.m5.large", 1)
+            for v, w in sorted(weights.items())
+        ),
+        champion_tag=f"v{champion}" if champion is not None else None,
+    )
+
+
+NO_ENDPOINT = EndpointState(exists=False)
+
+
+def final(decision, current):
+    state = current
+    for step in decision.steps:
+        state = apply_to_state(state, step)
+    return state
+
+
+def weights_of(decision) -> dict[int, float]:
+    return {v: round(w, 9) for v, w in decision.desired.variants}
+
+
+# --- Approved -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reg", "current", "event", "action", "expected", "champion"),
+    [
+        # no endpoint: create with v champion at 100%
+        (registry(v1=A), NO_ENDPOINT, (1, A), "create", {1: 1.0}, 1),
+        # a burst: v1 and v2 both approved before the first event is handled -> the newest is champion
+        (registry(v1=A, v2=A), NO_ENDPOINT, (1, A), "create", {2: 1.0}, 2),
+        # new version newer than the champion: challenger at 10% taken from the champion
+        (registry(v1=A, v2=A), endpoint({1: 1.0}, 1), (2, A), "update", {1: 0.9, 2: 0.1}, 1),
+        # a third version: another challenger, again taken from the champion
+        (
+            registry(v1=A, v2=A, v3=A),
+            endpoint({1: 0.9, 2: 0.1}, 1),
+            (3, A),
+            "update",
+            {1: 0.8, 2: 0.1, 3: 0.1},
+            1,
+        ),
+        # already live: no change
+        (registry(v1=A, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), (2, A), "none", {1: 0.9, 2: 0.1}, 1),
+        # older than the champion: no change
+        (registry(v1=A, v2=A), endpoint({2: 1.0}, 2), (1, A), "none", {2: 1.0}, 2),
+        # stale Approved event for a version the registry now says is Rejected: treated as rejected
+        (registry(v1=A, v2=R), endpoint({1: 0.9, 2: 0.1}, 1), (2, A), "update", {1: 1.0}, 1),
+        # champion with no more than the challenger share: every live variant gives in proportion
+        (
+            registry(v1=A, v2=A, v3=A),
+            endpoint({1: 0.05, 2: 0.95}, 1),
+            (3, A),
+            "update",
+            {1: 0.045, 2: 0.855, 3: 0.1},
+            1,
+        ),
+        # champion with a little more than the share: it gives the whole share
+        (
+            registry(v1=A, v2=A, v3=A),
+            endpoint({1: 0.15, 2: 0.85}, 1),
+            (3, A),
+            "update",
+            {1: 0.05, 2: 0.85, 3: 0.1},
+            1,
+        ),
+    ],
+)
+def test_approved(reg, current, event, action, expected, champion):
+    decision = plan(reg, current, SETTINGS, event)
+    assert decision.action == action, decision.reason
+    assert weights_of(decision) == expected
+    assert decision.desired.champion == champion
+
+
+def test_no_change_reasons_are_explained():
+    live = plan(registry(v1=A, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (2, A))
+    older = plan(registry(v1=A, v2=A), endpoint({2: 1.0}, 2), SETTINGS, (1, A))
+    assert "already live" in live.reason and not live.steps
+    assert "older than the champion v2" in older.reason and not older.steps
+
+
+def test_full_endpoint_drops_the_oldest_challenger():
+    settings = ReleaseSettings(
+        "proj", "proj-endpoint", "proj-models", challenger_weight=0.1, max_live_variants=2
+    )
+    decision = plan(registry(v1=A, v2=A, v3=A), endpoint({1: 0.9, 2: 0.1}, 1), settings, (3, A))
+    assert weights_of(decision) == {1: 0.9, 3: 0.1}
+    assert any("v2 dropped" in c for c in decision.changes)
+
+
+def test_full_endpoint_does_not_add_a_version_older_than_every_challenger():
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=2)
+    decision = plan(registry(v1=A, v2=A, v3=A), endpoint({1: 0.9, 3: 0.1}, 1), settings, (2, A))
+    assert decision.action == "none" and weights_of(decision) == {1: 0.9, 3: 0.1}
+
+
+def test_max_live_variants_one_never_adds_challengers():
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=1)
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1), settings, (2, A))
+    assert decision.action == "none" and "max_live_variants is 1" in decision.reason
+
+
+def test_lowered_max_live_variants_drops_oldest_challengers():
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=2)
+    decision = plan(registry(v1=A, v2=A, v3=A), endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), settings, None)
+    assert weights_of(decision) == {1: 0.9, 3: 0.1}
+
+
+def test_challenger_weight_setting_is_used():
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", challenger_weight=0.25)
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1), settings, (2, A))
+    assert weights_of(decision) == {1: 0.75, 2: 0.25}
+
+
+def test_adding_a_variant_is_a_deploy_not_a_weights_change():
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1), SETTINGS, (2, A))
+    assert [s.kind for s in decision.steps] == ["deploy"]
+
+
+def test_create_only_on_an_approval():
+    decision = plan(registry(v1=A, v2=R), NO_ENDPOINT, SETTINGS, (2, R))
+    assert decision.action == "none" and not decision.steps
+    assert plan(registry(v1=R), NO_ENDPOINT, SETTINGS, (1, A)).action == "none"  # stale approval
+    assert plan([], NO_ENDPOINT, SETTINGS, None).action == "none"
+
+
+# --- Rejected / Pending ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reg", "current", "event", "expected", "champion"),
+    [
+        # a live challenger is removed, its weight returns to the champion
+        (registry(v1=A, v2=R), endpoint({1: 0.9, 2: 0.1}, 1), (2, R), {1: 1.0}, 1),
+        # with two challengers, the others keep their weights
+        (registry(v1=A, v2=R, v3=A), endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), (2, R), {1: 0.9, 3: 0.1}, 1),
+        # a rejected champion: the newest approved older version replaces it, taking its weight
+        (registry(v1=A, v2=A, v3=R, v4=A), endpoint({3: 0.9, 4: 0.1}, 3), (3, R), {2: 0.9, 4: 0.1}, 2),
+        # the replacement was live as a challenger: it takes the champion's weight on top of its own
+        (registry(v1=A, v2=A, v3=R), endpoint({2: 0.1, 3: 0.9}, 3), (3, R), {2: 1.0}, 2),
+        # a version reverted to pending while live is no longer approved: removed
+        (registry(v1=A, v2=P), endpoint({1: 0.9, 2: 0.1}, 1), (2, P), {1: 1.0}, 1),
+        # a live version deleted from the registry is removed too
+        (registry(v1=A), endpoint({1: 0.9, 2: 0.1}, 1), None, {1: 1.0}, 1),
+    ],
+)
+def test_rejected(reg, current, event, expected, champion):
+    decision = plan(reg, current, SETTINGS, event)
+    assert decision.action == "update", decision.reason
+    assert weights_of(decision) == expected
+    assert decision.desired.champion == champion
+
+
+def test_rejected_challenger_is_drained_by_weights_before_the_redeploy():
+    decision = plan(registry(v1=A, v2=R), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (2, R))
+    assert [s.kind for s in decision.steps] == ["weights", "deploy"]
+    assert decision.steps[0].endpoint.weights == {1: 1.0, 2: 0.0}
+    assert decision.steps[1].endpoint.weights == {1: 1.0}
+
+
+def test_rejected_champion_without_older_approved_version_blocks_and_changes_nothing():
+    with pytest.raises(ReleaseBlocked, match="champion v1 is Rejected and no approved version older"):
+        plan(registry(v1=R, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (1, R))
+
+
+def test_rejecting_a_version_that_is_not_live_changes_nothing():
+    decision = plan(registry(v1=A, v2=A, v3=R), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (3, R))
+    assert decision.action == "none" and not decision.steps
+
+
+def test_pending_event_changes_nothing():
+    decision = plan(registry(v1=A, v2=P), endpoint({1: 1.0}, 1), SETTINGS, (2, P))
+    assert decision.action == "none" and not decision.steps
+    assert plan(registry(v1=P), NO_ENDPOINT, SETTINGS, (1, P)).action == "none"
+
+
+def test_failed_endpoint_blocks():
+    with pytest.raises(ReleaseBlocked, match="Failed"):
+        plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1, status="Failed"), SETTINGS, (2, A))
+
+
+# --- idempotence and order ------------------------------------------------------------------------------
+
+
+def test_duplicate_event_after_apply_changes_nothing():
+    reg = registry(v1=A, v2=A)
+    state = final(plan(reg, endpoint({1: 1.0}, 1), SETTINGS, (2, A)), endpoint({1: 1.0}, 1))
+    again = plan(reg, state, SETTINGS, (2, A))
+    assert again.action == "none" and not again.steps
+
+
+@pytest.mark.parametrize(
+    "order", [[(1, A), (2, A), (3, A)], [(3, A), (1, A), (2, A)], [(2, A), (3, A), (1, A)]]
+)
+def test_burst_of_approvals_ends_at_the_same_endpoint(order):
+    reg = registry(v1=A, v2=A, v3=A)  # all approved before the first event is handled
+    state = NO_ENDPOINT
+    for event in order:
+        state = final(plan(reg, state, SETTINGS, event), state)
+    assert {v.version: v.weight for v in state.variants} == {3: 1.0}
+
+
+@pytest.mark.parametrize("order", [[(2, A), (3, A)], [(3, A), (2, A)]])
+def test_burst_on_a_full_endpoint_is_order_proof(order):
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=2)
+    reg = registry(v1=A, v2=A, v3=A)
+    state = endpoint({1: 1.0}, 1)
+    for event in order:
+        state = final(plan(reg, state, settings, event), state)
+    assert {v.version: round(v.weight, 9) for v in state.variants} == {1: 0.9, 3: 0.1}
+
+
+# --- champion -------------------------------------------------------------------------------------------
+
+
+def test_champion_comes_from_the_tag_not_the_weights():
+    state = endpoint({1: 0.3, 2: 0.7}, champion=1)
+    assert state.champion == 1
+    decision = plan(registry(v1=A, v2=A, v3=A), state, SETTINGS, (3, A))
+    assert weights_of(decision) == {1: 0.2, 2: 0.7, 3: 0.1}
+
+
+def test_champion_without_tag_is_the_heaviest_and_a_tie_goes_to_the_oldest():
+    assert endpoint({1: 0.3, 2: 0.7}).champion == 2
+    assert endpoint({1: 0.5, 2: 0.5}).champion == 1
+    assert endpoint({1: 0.5, 2: 0.5}, champion=9).champion == 1  # a tag naming no live variant is ignored
+
+
+def test_weights_are_normalized():
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 3.0}, 1), SETTINGS, (2, A))
+    assert sum(decision.desired.weights.values()) == pytest.approx(1.0, abs=1e-9)
+    assert weights_of(decision) == {1: 0.9, 2: 0.1}
+
+
+# --- operator actions -----------------------------------------------------------------------------------
+
+
+def test_set_weights_is_weights_only_and_normalized():
+    decision = set_weights(endpoint({1: 0.9, 2: 0.1}, 1), {"v1": 7, "2": 3})
+    assert [s.kind for s in decision.steps] == ["weights"]
+    assert weights_of(decision) == {1: 0.7, 2: 0.3}
+    assert decision.desired.champion == 1
+
+
+def test_set_weights_keeps_unnamed_variants_then_normalizes():
+    decision = set_weights(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), {"v2": 0.2})
+    assert weights_of(decision) == {1: round(0.8 / 1.1, 9), 2: round(0.2 / 1.1, 9), 3: round(0.1 / 1.1, 9)}
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"v7": 0.5}, "variant v7 is not live; live variants: v1, v2"),
+        ({"banana": 0.5}, "'banana' is not a variant name"),
+        ({"v2": -0.1}, "weight of v2 is -0.1; weights must be finite and >= 0"),
+        ({"v2": float("nan")}, "weights must be finite"),
+        ({"v2": "abc"}, "weight of v2 is 'abc', not a number"),
+        ({"v1": 0, "v2": 0}, "all weights are zero"),
+        ({"v1": 0, "v2": 1}, "the champion v1 cannot get weight 0"),
+        ({}, "no weights given"),
+    ],
+)
+def test_set_weights_rejects_bad_requests(request_, message):
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        set_weights(endpoint({1: 0.9, 2: 0.1}, 1), request_)
+
+
+def test_set_weights_needs_an_endpoint():
+    with pytest.raises(PlanError, match="does not exist"):
+        set_weights(NO_ENDPOINT, {"v1": 1})
+
+
+def test_promote_drains_then_removes_the_others():
+    decision = promote(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), "2")
+    assert [s.kind for s in decision.steps] == ["weights", "deploy"]
+    assert decision.steps[0].endpoint.weights == {1: 0.0, 2: 1.0, 3: 0.0}
+    assert decision.steps[0].endpoint.champion == 2
+    assert decision.desired.weights == {2: 1.0} and decision.desired.champion == 2
+
+
+def test_promote_checks_the_variant_and_the_registry():
+    with pytest.raises(PlanError, match="variant v5 is not live"):
+        promote(endpoint({1: 0.9, 2: 0.1}, 1), "v5")
+    with pytest.raises(PlanError, match="v2 is Rejected; only an approved version can be promoted"):
+        promote(endpoint({1: 0.9, 2: 0.1}, 1), "v2", registry(v1=A, v2=R))
+    assert promote(endpoint({1: 1.0}, 1), "v1").action == "none"
+
+
+def test_rollback_zeroes_challengers_at_once_then_removes_them():
+    decision = rollback(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1))
+    assert [s.kind for s in decision.steps] == ["weights", "deploy"]
+    assert decision.steps[0].endpoint.weights == {1: 1.0, 2: 0.0, 3: 0.0}
+    assert decision.steps[1].endpoint.weights == {1: 1.0}
+
+
+def test_rollback_skips_the_weights_step_when_challengers_are_already_at_zero():
+    decision = rollback(endpoint({1: 1.0, 2: 0.0}, 1))
+    assert [s.kind for s in decision.steps] == ["deploy"]
+    assert rollback(endpoint({1: 1.0}, 1)).action == "none"
+
+
+# --- settings, names, events ----------------------------------------------------------------------------
+
+ENV = {"PROJECT_NAME": "proj", "ENDPOINT_NAME": "proj-endpoint", "MODEL_PACKAGE_GROUP": "proj-models"}
+
+
+def test_settings_from_env_round_trip():
+    full = ReleaseSettings(
+        "proj",
+        "proj-endpoint",
+        "proj-models",
+        challenger_weight=0.2,
+        max_live_variants=4,
+        data_capture_enabled=True,
+        data_capture_s3_uri="s3://b/capture",
+        rollback_alarms=("a1", "a2"),
+        traffic_routing="CANARY",
+        serving_image_uri="1.dkr.ecr/x:1",
+    )
+    assert ReleaseSettings.from_env(full.as_env()) == full
+    assert ReleaseSettings.from_env(ENV).rollback_alarms == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROJECT_NAME": ""}, "PROJECT_NAME is not set"),
+        ({"CHALLENGER_WEIGHT": "abc"}, "CHALLENGER_WEIGHT='abc' is not a valid number"),
+        ({"CHALLENGER_WEIGHT": "1.0"}, "CHALLENGER_WEIGHT is invalid"),
+        ({"MAX_LIVE_VARIANTS": "11"}, "MAX_LIVE_VARIANTS is invalid"),
+        ({"DATA_CAPTURE_ENABLED": "yes"}, "DATA_CAPTURE_ENABLED='yes'"),
+        ({"DATA_CAPTURE_ENABLED": "true"}, "DATA_CAPTURE_S3_URI is invalid"),
+        ({"TRAFFIC_ROUTING": "ROLLING"}, "TRAFFIC_ROUTING is invalid"),
+        ({"ROLLBACK_ALARMS": ",".join(f"a{i}" for i in range(11))}, "ROLLBACK_ALARMS is invalid"),
+        ({"GUARDRAIL_WAIT_SECONDS": "1.5"}, "GUARDRAIL_WAIT_SECONDS='1.5' is not a valid integer"),
+    ],
+)
+def test_settings_errors_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        ReleaseSettings.from_env({**ENV, **env})
+
+
+def test_version_of():
+    assert version_of("v3") == 3 and version_of("3") == 3 and version_of(3) == 3
+    assert version_of("x3") is None and version_of("v0") is None and version_of("0") is None
+
+
+def test_event_pattern_filters_group_and_status():
+    pattern = event_pattern("proj-models")
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Model Package State Change"]
+    assert pattern["detail"] == {
+        "ModelApprovalStatus": ["Approved", "Rejected"],
+        "ModelPackageGroupName": ["proj-models"],
+    }
+
+
+def test_release_event_tuple_and_object_are_equivalent():
+    reg, state = registry(v1=A, v2=A), endpoint({1: 1.0}, 1)
+    assert plan(reg, state, SETTINGS, (2, A)) == plan(reg, state, SETTINGS, ReleaseEvent(2, A))
