@@ -30,6 +30,13 @@ class WarehouseQueryError(RuntimeError):
 
 
 class WarehouseQuery(Protocol):
+    """Run one SQL statement with ``:name`` parameters; rows as dicts keyed by lower-case column name.
+
+    ``dialect`` ("redshift" or "duckdb") selects the few dialect-specific expressions in ``warehouse_sql``.
+    """
+
+    dialect: str
+
     def query(self, sql: str, params: dict) -> list[dict]: ...
 
 
@@ -52,9 +59,11 @@ class RedshiftDataQuery:
     """``WarehouseQuery`` over the Redshift Data API.
 
     Exactly one of ``workgroup`` (Redshift Serverless) or ``cluster`` (provisioned) is required.
-    ``timeout_s`` bounds the whole statement (submit to last result page); on timeout the statement is
+    ``timeout_s`` bounds the statement's execution (submit to FINISHED); on timeout the statement is
     cancelled (best effort) and ``WarehouseQueryError`` is raised.
     """
+
+    dialect = "redshift"
 
     def __init__(
         self,
@@ -169,6 +178,8 @@ class DuckDBQuery:
     With a path, each query opens a short-lived read-only connection; while another process holds the
     write lock it retries for ``lock_timeout_s`` and then raises ``WarehouseQueryError``.
     """
+
+    dialect = "duckdb"
 
     def __init__(
         self, path: str | None = None, *, connection: Any = None, lock_timeout_s: float = 10.0

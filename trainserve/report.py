@@ -1,0 +1,327 @@
+"""The A/B report: per-variant traffic, latency and online accuracy from the warehouse, the statistics of
+each challenger against the champion, and one recommendation with the exact command to act on it.
+
+The report only reads (the warehouse, and the endpoint's live weights); it never changes the endpoint.
+
+Experiment window: from the moment the most recently started live variant logged its first prediction
+(so every arm is compared over the same period) to its last logged prediction, unless ``since``/``until``
+are given. Champion: the live variant with the largest weight (ties: the lowest model version).
+
+Decision (``ab_alpha`` from the config): the **sequential** always-valid p-value (mixture SPRT, see
+``trainserve.abtest``) decides, because the report is read repeatedly while data arrives. A sample-ratio
+mismatch (chi-square p < 0.001) blocks every decision: fix the split first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import warehouse_sql
+
+from trainserve import abtest
+
+MIN_LOOK_LABELLED = 30  # a sequential look counts once each arm has this many labelled predictions
+_VARIANT = re.compile(r"^v(\d+)$")
+
+
+def variant_version(name: str) -> int | None:
+    """Model version from a variant name (``v3`` -> 3; DESIGN: the variant name alone tells the version)."""
+    m = _VARIANT.match(name or "")
+    return int(m.group(1)) if m else None
+
+
+def endpoint_weights(endpoint_state: Mapping[str, Any] | None) -> dict[str, float]:
+    """Live weights by variant name from a ``DescribeEndpoint`` response (CurrentWeight, else DesiredWeight)."""
+    if not endpoint_state:
+        return {}
+    out = {}
+    for v in endpoint_state.get("ProductionVariants") or []:
+        w = v.get("CurrentWeight", v.get("DesiredWeight"))
+        if v.get("VariantName") and w is not None:
+            out[v["VariantName"]] = float(w)
+    return out
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    v = variant_version(name)
+    return (v if v is not None else 10**9, name)
+
+
+def choose_champion(weights: Mapping[str, float], requests: Mapping[str, int]) -> str | None:
+    """Largest live weight (ties: lowest version); without weights, the variant with the most requests."""
+    basis = weights if weights else requests
+    if not basis:
+        return None
+    return sorted(basis, key=lambda k: (-basis[k], *_sort_key(k)))[0]
+
+
+def _grain(span: timedelta) -> str:
+    if span <= timedelta(hours=3):
+        return "minute"
+    if span <= timedelta(days=7):
+        return "hour"
+    return "day"
+
+
+def _naive(ts: Any) -> datetime:
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f} pts"
+
+
+def build_report(
+    query: Any,
+    *,
+    config: Any,
+    endpoint_state: dict | None,
+    endpoint_name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tau: float | None = None,
+) -> dict:
+    """Build the A/B report (JSON-able dict). ``query`` is a ``WarehouseQuery``; ``endpoint_state`` the
+    endpoint's ``DescribeEndpoint`` response (``None``: no live endpoint known, weights and SRM are skipped).
+
+    ``tau``: the mixing standard deviation of the sequential test (default ``config.ab_min_effect``).
+    """
+    alpha, power, min_effect = float(config.ab_alpha), float(config.ab_power), float(config.ab_min_effect)
+    tau = float(tau if tau is not None else min_effect)
+    endpoint_name = endpoint_name or (endpoint_state or {}).get("EndpointName") or config.endpoint_name
+    dialect = getattr(query, "dialect", "redshift")
+    weights = endpoint_weights(endpoint_state)
+    notes: list[str] = []
+    report: dict[str, Any] = {
+        "endpoint_name": endpoint_name,
+        "generated_at": datetime.now(UTC).isoformat(),
+        "window": None,
+        "settings": {"alpha": alpha, "power": power, "min_effect": min_effect, "tau": tau},
+        "decision_test": "mixture SPRT always-valid p-value (sequential)",
+        "champion": None,
+        "variants": [],
+        "srm": None,
+        "comparisons": [],
+        "histograms": {},
+        "histogram_bins": warehouse_sql.HISTOGRAM_BINS,
+        "traffic": [],
+        "notes": notes,
+        "recommendation": None,
+    }
+
+    seen = {
+        r["variant_name"]: r
+        for r in query.query(warehouse_sql.variant_first_seen_sql(), {"endpoint_name": endpoint_name})
+    }
+    live = sorted(weights, key=_sort_key) if weights else sorted(seen, key=_sort_key)
+    ignored = sorted(set(seen) - set(live), key=_sort_key)
+    if ignored:
+        notes.append(f"variants no longer live are left out: {', '.join(ignored)}")
+    logged_live = [v for v in live if v in seen]
+    if not logged_live:
+        report["recommendation"] = {
+            "action": "keep collecting",
+            "reason": f"no logged predictions for the live variants of {endpoint_name} yet",
+            "command": "trainserve report ab",
+        }
+        return report
+    if since is None:
+        since = max(_naive(seen[v]["first_seen"]) for v in logged_live)
+    if until is None:
+        until = max(_naive(seen[v]["last_seen"]) for v in logged_live) + timedelta(seconds=1)
+    since, until = _naive(since), _naive(until)
+    grain = _grain(until - since)
+    report["window"] = {"start": since.isoformat(), "end": until.isoformat(), "grain": grain}
+    params = {"endpoint_name": endpoint_name, "since": since, "until": until}
+
+    summary = {r["variant_name"]: r for r in query.query(warehouse_sql.variant_summary_sql(dialect), params)}
+    traffic_rows = query.query(warehouse_sql.traffic_sql(grain), params)
+    hist_rows = query.query(warehouse_sql.score_histogram_sql(), params)
+
+    labelled = {v: 0 for v in live}
+    correct = {v: 0 for v in live}
+    by_bucket: dict[datetime, dict[str, dict[str, int]]] = {}
+    for r in traffic_rows:
+        v = r["variant_name"]
+        if v not in labelled:
+            continue
+        labelled[v] += int(r["labelled"] or 0)
+        correct[v] += int(r["correct"] or 0)
+        by_bucket.setdefault(_naive(r["bucket"]), {})[v] = {
+            "requests": int(r["requests"] or 0),
+            "labelled": int(r["labelled"] or 0),
+            "correct": int(r["correct"] or 0),
+        }
+    buckets = sorted(by_bucket)
+    for b in buckets:
+        total = sum(x["requests"] for x in by_bucket[b].values())
+        for v in live:
+            n = by_bucket[b].get(v, {}).get("requests", 0)
+            report["traffic"].append(
+                {
+                    "bucket": b.isoformat(),
+                    "variant_name": v,
+                    "requests": n,
+                    "share": n / total if total else None,
+                }
+            )
+    for r in hist_rows:
+        v = r["variant_name"]
+        if v in labelled:
+            counts = report["histograms"].setdefault(v, [0] * warehouse_sql.HISTOGRAM_BINS)
+            counts[int(r["bucket"])] += int(r["n"])
+
+    requests = {v: int((summary.get(v) or {}).get("requests") or 0) for v in live}
+    total_requests = sum(requests.values())
+    champion = choose_champion(weights, requests)
+    report["champion"] = champion
+    total_w = sum(weights.values())
+    for v in live:
+        s = summary.get(v) or {}
+        if s and s.get("min_version") != s.get("max_version"):
+            notes.append(f"variant {v} logged model versions {s.get('min_version')}..{s.get('max_version')}")
+        n = requests[v]
+        report["variants"].append(
+            {
+                "variant_name": v,
+                "model_version": s.get("max_version")
+                if s.get("max_version") is not None
+                else variant_version(v),
+                "role": "champion" if v == champion else "challenger",
+                "weight": (weights[v] / total_w) if weights and total_w else None,
+                "requests": n,
+                "share": n / total_requests if total_requests else None,
+                "latency_p50_ms": s.get("latency_p50"),
+                "latency_p95_ms": s.get("latency_p95"),
+                "latency_p99_ms": s.get("latency_p99"),
+                "positive_rate": (int(s.get("positives") or 0) / n) if n else None,
+                "labelled": labelled[v],
+                "correct": correct[v],
+                "accuracy": correct[v] / labelled[v] if labelled[v] else None,
+                "accuracy_ci": abtest.proportion_ci(correct[v], labelled[v], alpha=alpha),
+            }
+        )
+
+    srm = None
+    if weights and len(live) >= 2:
+        srm = abtest.srm_test(requests, weights)
+        report["srm"] = srm
+    elif not weights:
+        notes.append("no live endpoint weights: the sample-ratio check is skipped")
+
+    cum = {v: [0, 0] for v in live}
+    looks: dict[str, list[tuple[int, int, int, int]]] = {v: [] for v in live if v != champion}
+    for b in buckets:
+        for v, x in by_bucket[b].items():
+            cum[v][0] += x["correct"]
+            cum[v][1] += x["labelled"]
+        for v in looks:
+            if cum[champion][1] >= MIN_LOOK_LABELLED and cum[v][1] >= MIN_LOOK_LABELLED:
+                looks[v].append((cum[champion][0], cum[champion][1], cum[v][0], cum[v][1]))
+
+    s_a, n_a = correct[champion], labelled[champion]
+    for v in looks:
+        s_b, n_b = correct[v], labelled[v]
+        diff = (s_b / n_b - s_a / n_a) if n_a and n_b else None
+        fixed = abtest.two_proportion_ztest(s_a, n_a, s_b, n_b)
+        seq = abtest.always_valid_p_value(looks[v], tau) if looks[v] else 1.0
+        ratio = (
+            (weights[v] / weights[champion])
+            if weights and weights.get(champion)
+            else ((requests[v] / requests[champion]) if requests[champion] and requests[v] else 1.0)
+        )
+        need = abtest.min_sample_size(s_a / n_a if n_a else 0.5, min_effect, alpha, power, ratio=ratio)
+        if srm and srm["mismatch"]:
+            decision = "keep collecting"
+        elif seq <= alpha and diff is not None:
+            decision = "promote" if diff > 0 else "rollback"
+        else:
+            decision = "keep collecting"
+        report["comparisons"].append(
+            {
+                "challenger": v,
+                "champion": champion,
+                "champion_accuracy": s_a / n_a if n_a else None,
+                "challenger_accuracy": s_b / n_b if n_b else None,
+                "difference": diff,
+                "z": fixed["z"] if fixed else None,
+                "p_value_fixed": fixed["p_value"] if fixed else None,
+                "p_value_sequential": seq,
+                "prob_better": abtest.prob_b_beats_a(s_a, n_a, s_b, n_b),
+                "min_sample": {champion: need["n_a"], v: need["n_b"]},
+                "still_needed": {champion: max(0, need["n_a"] - n_a), v: max(0, need["n_b"] - n_b)},
+                "decision": decision,
+            }
+        )
+    report["recommendation"] = recommend(report, alpha)
+    return report
+
+
+def recommend(report: Mapping[str, Any], alpha: float) -> dict:
+    """One action for the operator, its reason in one line, and the exact command."""
+    champion = report["champion"]
+    srm = report.get("srm")
+    comps = report["comparisons"]
+    if srm and srm["mismatch"]:
+        return {
+            "action": "keep collecting",
+            "reason": (
+                f"sample ratio mismatch (chi-square p={srm['p_value']:.2g} < {srm['threshold']}): the observed "
+                "split differs from the configured weights; fix the split first (check TARGET_VARIANT, "
+                "STICKY_ASSIGNMENT, LOG_SAMPLE_RATE), no decision is trustworthy until then"
+            ),
+            "command": "trainserve params get",
+        }
+    if not comps:
+        return {
+            "action": "keep collecting",
+            "reason": f"only {champion} is live: there is nothing to compare",
+            "command": "trainserve report ab",
+        }
+    winners = [c for c in comps if c["decision"] == "promote"]
+    if winners:
+        best = max(winners, key=lambda c: c["difference"])
+        return {
+            "action": "promote",
+            "reason": (
+                f"{best['challenger']} beats {champion} by {_pct(best['difference'])} accuracy, sequential "
+                f"p={best['p_value_sequential']:.2g} <= {alpha:g}, P(better)={best['prob_better']:.3f}"
+            ),
+            "command": f"trainserve traffic promote {best['challenger']}",
+        }
+    losers = [c for c in comps if c["decision"] == "rollback"]
+    if losers and len(losers) == len(comps):
+        worst = min(losers, key=lambda c: c["difference"])
+        return {
+            "action": "rollback",
+            "reason": (
+                f"{worst['challenger']} is worse than {champion} by {_pct(-worst['difference'])} accuracy, "
+                f"sequential p={worst['p_value_sequential']:.2g} <= {alpha:g}"
+            ),
+            "command": "trainserve traffic rollback",
+        }
+    pending = [c for c in comps if c["decision"] == "keep collecting"]
+    c = min(pending, key=lambda c: c["p_value_sequential"])
+    more = c["still_needed"][c["challenger"]]
+    worse = f"; {', '.join(x['challenger'] for x in losers)} significantly worse" if losers else ""
+    return {
+        "action": "keep collecting",
+        "reason": (
+            f"{c['challenger']} vs {champion}: {_pct(c['difference'])}, sequential p={c['p_value_sequential']:.2g} "
+            f"> {alpha:g}"
+            + (
+                f"; about {more:,} more labelled predictions on {c['challenger']} for a fixed-horizon test"
+                if more
+                else ""
+            )
+            + worse
+        ),
+        "command": "trainserve report ab",
+    }
