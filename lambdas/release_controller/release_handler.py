@@ -63,18 +63,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def _setup_logging() -> logging.Logger:
+    """JSON log lines: in Lambda, on the runtime's handler; elsewhere only if nothing is configured."""
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    for h in list(root.handlers):  # the Lambda runtime installs a plain-text handler
-        if not getattr(h, "_trainserve_json", False):
-            root.removeHandler(h)
-    if not any(getattr(h, "_trainserve_json", False) for h in root.handlers):
-        handler._trainserve_json = True  # type: ignore[attr-defined]
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        for h in root.handlers:
+            h.setFormatter(JsonFormatter())
+        root.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+    elif not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    return logging.getLogger("release_controller")
+    logger = logging.getLogger("release_controller")
+    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+    return logger
 
 
 log = _setup_logging()

@@ -1,0 +1,369 @@
+"""The release controller handler and its SageMaker adapter against moto (in-process), and the EventBridge
+rule's pattern against a realistic "SageMaker Model Package State Change" event."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import boto3
+import pytest
+import release_handler
+import release_planner
+import sagemaker_adapter
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
+from release_planner import CHAMPION_TAG, ReleaseBlocked, ReleaseSettings, event_pattern
+from sagemaker_adapter import EndpointBusy, SageMakerAdapter
+
+from trainserve.local import moto_patches
+
+REGION = "us-east-1"
+PROJECT = "proj"
+GROUP = "proj-models"
+ENDPOINT = "proj-endpoint"
+ROLE = "arn:aws:iam::123456789012:role/proj-model-execution"
+ENV = {
+    "PROJECT_NAME": PROJECT,
+    "ENDPOINT_NAME": ENDPOINT,
+    "MODEL_PACKAGE_GROUP": GROUP,
+    "CHALLENGER_WEIGHT": "0.1",
+    "MAX_LIVE_VARIANTS": "2",
+    "INSTANCE_TYPE": "ml.m5.large",
+    "INSTANCE_COUNT": "1",
+    "DATA_CAPTURE_ENABLED": "false",
+    "DATA_CAPTURE_PERCENT": "20",
+    "DATA_CAPTURE_S3_URI": "",
+    "MODEL_EXECUTION_ROLE_ARN": ROLE,
+    "ROLLBACK_ALARMS": "",
+    "TRAFFIC_ROUTING": "ALL_AT_ONCE",
+    "GUARDRAIL_WAIT_SECONDS": "0",
+    "SERVING_IMAGE_URI": "",
+}
+SAMPLE_EVENT = json.loads((Path(__file__).parent / "events" / "model_package_state_change.json").read_text())
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+
+@pytest.fixture
+def sm(monkeypatch):
+    moto_patches.install()
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_model_package_group(ModelPackageGroupName=GROUP)
+        yield client
+
+
+def _register(sm, n: int = 1) -> list[str]:
+    arns = []
+    for _ in range(n):
+        arns.append(
+            sm.create_model_package(
+                ModelPackageGroupName=GROUP,
+                ModelApprovalStatus="PendingManualApproval",
+                InferenceSpecification={
+                    "Containers": [
+                        {
+                            "Image": IMAGE,
+                            "ModelDataUrl": f"s3://proj-artifacts/run-{len(arns) + 1}/model.tar.gz",
+                            "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+                        }
+                    ],
+                    "SupportedContentTypes": ["text/csv", "application/json"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                },
+            )["ModelPackageArn"]
+        )
+    return arns
+
+
+def _set_status(sm, arn: str, status: str) -> None:
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
+
+
+def _event(version: int, status: str, group: str = GROUP) -> dict:
+    event = copy.deepcopy(SAMPLE_EVENT)
+    arn = f"arn:aws:sagemaker:{REGION}:{DEFAULT_ACCOUNT_ID}:model-package/{group}/{version}"
+    event["resources"] = [arn]
+    event["detail"].update(
+        ModelPackageGroupName=group,
+        ModelPackageVersion=version,
+        ModelPackageArn=arn,
+        ModelApprovalStatus=status,
+    )
+    return event
+
+
+def _live(sm) -> dict[str, float]:
+    ep = sm.describe_endpoint(EndpointName=ENDPOINT)
+    return {v["VariantName"]: v.get("CurrentWeight", 0.0) for v in ep["ProductionVariants"]}
+
+
+def _champion_tag(sm) -> str | None:
+    arn = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
+    return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}.get(CHAMPION_TAG)
+
+
+def _approve(sm, arn: str, version: int) -> dict:
+    _set_status(sm, arn, "Approved")
+    return release_handler.handler(_event(version, "Approved"), None)
+
+
+def test_event_for_another_group_is_ignored(sm):
+    (arn,) = _register(sm)
+    _set_status(sm, arn, "Approved")
+    out = release_handler.handler(_event(1, "Approved", group="someone-elses-models"), None)
+    assert out["action"] == "ignored"
+    assert sm.list_endpoints()["Endpoints"] == []
+
+
+def test_approve_first_version_creates_the_endpoint(sm):
+    (arn,) = _register(sm)
+    out = _approve(sm, arn, 1)
+    assert out["action"] == "create" and out["endpoint"] == ENDPOINT
+    assert _live(sm) == {"v1": 1.0}
+    assert _champion_tag(sm) == "v1"
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    )
+    (variant,) = config["ProductionVariants"]
+    assert variant["InstanceType"] == "ml.m5.large" and variant["InitialInstanceCount"] == 1
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert variant["ModelName"] == sagemaker_adapter.model_name(PROJECT, 1, arn)
+    assert model["PrimaryContainer"]["ModelPackageName"] == arn
+    assert model["ExecutionRoleArn"] == ROLE
+    assert out["variants"][0] | {"model_package_arn": arn} == out["variants"][0]
+    assert out["variants"][0]["champion"] is True
+
+
+def test_approve_second_version_adds_a_challenger_then_duplicates_change_nothing(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    first_config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    out = _approve(sm, arn2, 2)
+    assert out["action"] == "update"
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
+    assert _champion_tag(sm) == "v1"
+    second_config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    assert second_config != first_config
+
+    again = release_handler.handler(_event(2, "Approved"), None)  # SageMaker delivered it twice
+    assert again["action"] == "none" and "already live" in again["reason"]
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == second_config
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
+
+
+def test_reject_challenger_returns_its_weight_to_the_champion(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    _set_status(sm, arn2, "Rejected")
+    out = release_handler.handler(_event(2, "Rejected"), None)
+    assert out["action"] == "update"
+    assert _live(sm) == {"v1": 1.0}
+    assert [v["variant"] for v in out["variants"]] == ["v1"]
+
+
+def test_stale_approval_of_a_rejected_version_is_handled_as_a_rejection(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    _set_status(sm, arn2, "Rejected")
+    out = release_handler.handler(_event(2, "Approved"), None)  # the old Approved event arrives late
+    assert "stale" in out["reason"]
+    assert _live(sm) == {"v1": 1.0}
+
+
+def test_busy_endpoint_raises_endpoint_busy(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[ENDPOINT].endpoint_status = "Updating"
+    _set_status(sm, arn2, "Approved")
+    with pytest.raises(EndpointBusy, match="Updating"):
+        release_handler.handler(_event(2, "Approved"), None)
+    assert _live(sm) == {"v1": 1.0}
+
+
+def test_rejected_champion_without_replacement_is_blocked_and_the_endpoint_keeps_serving(sm, caplog):
+    (arn1,) = _register(sm)
+    _approve(sm, arn1, 1)
+    _set_status(sm, arn1, "Rejected")
+    with caplog.at_level(logging.ERROR, logger="release_controller"), pytest.raises(ReleaseBlocked):
+        release_handler.handler(_event(1, "Rejected"), None)
+    assert _live(sm) == {"v1": 1.0}
+    assert any(getattr(r, "action", None) == "blocked" for r in caplog.records)
+
+
+def test_rejected_champion_is_replaced_by_the_newest_older_approved_version(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    adapter = SageMakerAdapter(ReleaseSettings.from_env(ENV), sm)
+    state = adapter.read_endpoint()
+    adapter.apply(release_planner.promote(state, "v2"), adapter.read_registry(), state, poll_s=0)
+    assert _live(sm) == {"v2": 1.0} and _champion_tag(sm) == "v2"
+    _set_status(sm, arn2, "Rejected")
+    out = release_handler.handler(_event(2, "Rejected"), None)
+    assert "v1 replaces it" in out["reason"]
+    assert _live(sm) == {"v1": 1.0} and _champion_tag(sm) == "v1"
+
+
+def test_unused_configs_and_models_are_cleaned_up(sm):
+    arn1, arn2, arn3 = _register(sm, 3)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    _approve(sm, arn3, 3)  # max 2 live: v2 dropped, v3 added
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v3": 0.1})
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+    assert len(configs) == 2  # the live one and the previous one
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] in configs
+    sm.create_model(
+        ModelName="other-project-v1-abcdef", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=ROLE
+    )
+    _set_status(sm, arn3, "Rejected")
+    release_handler.handler(_event(3, "Rejected"), None)
+    models = {m["ModelName"] for m in sm.list_models()["Models"]}
+    # v2's model is used by no kept config; v3's is still in the previous config; other projects' untouched
+    assert models == {
+        sagemaker_adapter.model_name(PROJECT, 1, arn1),
+        sagemaker_adapter.model_name(PROJECT, 3, arn3),
+        "other-project-v1-abcdef",
+    }
+
+
+def test_serving_image_uri_builds_the_model_from_the_package_artifact(sm, monkeypatch):
+    monkeypatch.setenv("SERVING_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/proj-serving:1")
+    (arn,) = _register(sm)
+    _approve(sm, arn, 1)
+    model = sm.describe_model(ModelName=sagemaker_adapter.model_name(PROJECT, 1, arn))
+    assert model["PrimaryContainer"]["Image"].endswith("/proj-serving:1")
+    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://proj-artifacts/run-1/model.tar.gz"
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
+
+
+def test_update_uses_blue_green_guardrails_and_data_capture(sm):
+    settings = ReleaseSettings.from_env(
+        {
+            **ENV,
+            "TRAFFIC_ROUTING": "CANARY",
+            "GUARDRAIL_WAIT_SECONDS": "300",
+            "ROLLBACK_ALARMS": "proj-5xx, proj-latency",
+            "DATA_CAPTURE_ENABLED": "true",
+            "DATA_CAPTURE_S3_URI": "s3://proj-logs/capture",
+        }
+    )
+    seen: dict[str, dict] = {}
+    sm.meta.events.register(
+        "provide-client-params.sagemaker.UpdateEndpoint",
+        lambda params, **_: seen.setdefault("update", params),
+    )
+    arn1, arn2 = _register(sm, 2)
+    adapter = SageMakerAdapter(settings, sm)
+    for arn, v in ((arn1, 1), (arn2, 2)):
+        _set_status(sm, arn, "Approved")
+        decision = release_planner.plan(
+            adapter.read_registry(), adapter.read_endpoint(), settings, (v, "Approved")
+        )
+        adapter.apply(decision, adapter.read_registry(), adapter.read_endpoint(), poll_s=0)
+    deployment = seen["update"]["DeploymentConfig"]
+    routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {
+        "Type": "CANARY",
+        "WaitIntervalInSeconds": 300,
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+    }
+    assert deployment["AutoRollbackConfiguration"] == {
+        "Alarms": [{"AlarmName": "proj-5xx"}, {"AlarmName": "proj-latency"}]
+    }
+    config = sm.describe_endpoint_config(EndpointConfigName=seen["update"]["EndpointConfigName"])
+    assert config["DataCaptureConfig"]["DestinationS3Uri"] == "s3://proj-logs/capture"
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+
+
+@pytest.mark.parametrize(("routing", "key"), [("LINEAR", "LinearStepSize"), ("ALL_AT_ONCE", None)])
+def test_deployment_config_per_routing(routing, key):
+    adapter = SageMakerAdapter(ReleaseSettings.from_env({**ENV, "TRAFFIC_ROUTING": routing}), client=object())
+    config = adapter.deployment_config()
+    assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == routing
+    assert "AutoRollbackConfiguration" not in config  # no alarms configured
+    if key:
+        assert key in config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+
+
+def test_weights_update_keeps_instance_counts_and_zero_weights_read_back(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    settings = ReleaseSettings.from_env(ENV)
+    adapter = SageMakerAdapter(settings, sm)
+    state = adapter.read_endpoint()
+    adapter.apply(release_planner.set_weights(state, {"v2": 0.0}), [], state, poll_s=0)
+    state = adapter.read_endpoint()
+    assert {v.name: v.weight for v in state.variants} == {"v1": 1.0, "v2": 0.0}
+    assert all(v.instance_count == 1 for v in state.variants)
+
+
+def test_handler_rejects_an_event_without_version(sm):
+    event = _event(1, "Approved")
+    del event["detail"]["ModelPackageVersion"], event["detail"]["ModelPackageArn"]
+    event["resources"] = []
+    with pytest.raises(ValueError, match="ModelPackageVersion"):
+        release_handler.handler(event, None)
+
+
+def test_version_from_the_arn_when_the_detail_has_none():
+    event = _event(7, "Approved")
+    del event["detail"]["ModelPackageVersion"]
+    assert release_handler.parse_event(event, GROUP).version == 7
+
+
+def test_json_log_lines():
+    record = logging.LogRecord("release_controller", logging.INFO, __file__, 1, "applied %s", ("x",), None)
+    record.action = "update"
+    line = json.loads(release_handler.JsonFormatter().format(record))
+    assert line["message"] == "applied x" and line["action"] == "update" and line["level"] == "INFO"
+
+
+# --- the EventBridge rule's pattern, on moto's EventBridge ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "group", "matched"),
+    [
+        ("Approved", GROUP, True),
+        ("Rejected", GROUP, True),
+        ("PendingManualApproval", GROUP, False),
+        ("Approved", "someone-elses-models", False),
+    ],
+)
+def test_event_pattern_matches_approvals_and_rejections_of_this_group_only(status, group, matched):
+    with mock_aws():
+        events = boto3.client("events", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue_url = sqs.create_queue(QueueName="release")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events.put_rule(Name="release", EventPattern=json.dumps(event_pattern(GROUP)))
+        events.put_targets(Rule="release", Targets=[{"Id": "q", "Arn": queue_arn}])
+        sample = _event(2, status, group)
+        result = events.put_events(
+            Entries=[
+                {
+                    "Source": sample["source"],
+                    "DetailType": sample["detail-type"],
+                    "Detail": json.dumps(sample["detail"]),
+                    "Resources": sample["resources"],
+                }
+            ]
+        )
+        assert result["FailedEntryCount"] == 0
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        assert bool(messages) is matched
+        if matched:  # what the rule delivers is what the handler parses
+            delivered = json.loads(messages[0]["Body"])
+            assert release_handler.parse_event(delivered, GROUP).version == 2
