@@ -19,7 +19,6 @@ condition evaluation. ``trainserve/local/training_runner.py`` does the side effe
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional

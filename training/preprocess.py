@@ -17,6 +17,7 @@ Runs on Python 3.9 in the SageMaker scikit-learn container: numpy, pandas, sciki
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -199,10 +200,8 @@ def report_failure(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     output_dir = os.environ.get("SM_OUTPUT_MESSAGE_DIR", "/opt/ml/output")
     if os.path.isdir(output_dir):
-        try:
+        with contextlib.suppress(OSError):
             Path(output_dir, "message").write_text(message)
-        except OSError:
-            pass
 
 
 def main(argv=None) -> int:
