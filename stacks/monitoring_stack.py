@@ -1,0 +1,540 @@
+"""Monitoring stack: the alarm topic, the dashboard, the alarms and the scheduled prediction-monitoring job.
+
+Variants come and go after deployment (the release controller owns them; each is ``v{version}``), so nothing
+here names a variant:
+
+- the dashboard uses metric SEARCH expressions on the ``VariantName`` dimension, so a variant created after
+  deploy appears on its own;
+- CloudWatch alarms cannot use SEARCH, and SageMaker publishes its endpoint metrics only per
+  ``EndpointName`` + ``VariantName`` (there is no endpoint-level series to do metric math on). The endpoint
+  alarms are therefore CloudWatch Metrics Insights queries (``SELECT ... FROM SCHEMA(...) WHERE
+  EndpointName = '...'``), which alarms do support and which aggregate over every variant present:
+
+  * ``{project}-endpoint-5xx``: ``AVG(Invocation5XXErrors)``. SageMaker emits 1 for each 5XX answer and 0
+    otherwise, so the average is the 5XX rate over all variants; threshold ``error_rate_alarm``.
+  * ``{project}-endpoint-latency-p99``: Metrics Insights has no percentiles, so the alarm watches
+    ``MAX(ModelLatency)`` (microseconds) against ``latency_p99_alarm_ms * 1000``, breaching only when 3 of 3
+    five-minute periods exceed it. The maximum is an upper bound of p99: whenever p99 is over the limit the
+    alarm fires; it may also fire on sustained outliers below p99. The dashboard shows the real p50/p99.
+
+  The release controller passes these two names to SageMaker deployment guardrails (auto-rollback).
+- the drift alarm is a Metrics Insights ``MAX(ScorePSI)`` over every variant and model version of the
+  endpoint. Metrics Insights alarms only see the last 3 hours of data, so its period is the monitoring
+  interval capped at 3 hours: with a longer interval, a drift alarm returns to OK 3 hours after the run
+  that raised it (the notification has been sent by then).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from stacks.common import acknowledge, python_function
+from stacks.config import Config
+
+PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
+PROXY_NAMESPACE = "Trainserve/Proxy"
+PREDICTION_METRICS = ("RequestCount", "PositiveRate", "ScorePSI", "OnlineAccuracy", "LabelledCount")
+DASHBOARD_PERIOD = Duration.minutes(5)
+ALARM_PERIOD = Duration.minutes(5)
+METRICS_INSIGHTS_MAX_MINUTES = 180
+QUERY_TIMEOUT_SECONDS = 120
+
+
+def search(
+    namespace: str, dimensions: tuple[str, ...], endpoint_name: str, metric_name: str, stat: str
+) -> str:
+    """A metric SEARCH expression over every series of ``metric_name`` for the endpoint (one per variant)."""
+    schema = ",".join((namespace, *dimensions))
+    return (
+        f'SEARCH(\'{{{schema}}} EndpointName="{endpoint_name}" MetricName="{metric_name}"\', '
+        f"'{stat}', {int(DASHBOARD_PERIOD.to_seconds())})"
+    )
+
+
+def insights(
+    function: str, metric_name: str, namespace: str, dimensions: tuple[str, ...], endpoint: str
+) -> str:
+    """A Metrics Insights query aggregating ``metric_name`` over every series of the endpoint."""
+    schema = ", ".join((f'"{namespace}"', *dimensions))
+    return f"SELECT {function}({metric_name}) FROM SCHEMA({schema}) WHERE EndpointName = '{endpoint}'"
+
+
+SAGEMAKER_DIMS = ("EndpointName", "VariantName")
+PREDICTION_DIMS = ("EndpointName", "ModelVersion", "VariantName")
+
+
+class MonitoringStack(Stack):
+    """SNS alarm topic, CloudWatch dashboard and alarms, and the scheduled prediction-monitoring Lambda.
+
+    Attributes: ``topic``, ``dashboard``, ``monitor_function``, ``schedule`` (events.Rule), ``alarms`` (dict:
+    short name → Alarm), ``endpoint_5xx_alarm``, ``endpoint_latency_alarm`` (names ``{project}-endpoint-5xx``
+    and ``{project}-endpoint-latency-p99``).
+
+    Outputs: ``MonitorFunction``, ``AlarmTopicArn``, ``DashboardName``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        data: Any,
+        serving: Any,
+        warehouse: Any,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.data = data
+        self.serving = serving
+        self.warehouse = warehouse
+        self.endpoint_name = serving.endpoint_name
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+
+        self._topic()
+        self._dashboard()
+        self._alarms()
+        self._monitor_job()
+
+        CfnOutput(
+            self, "MonitorFunction", value=self.monitor_function.function_name, description="Monitoring job"
+        )
+        CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn, description="Alarm notifications")
+        CfnOutput(
+            self, "DashboardName", value=self.dashboard.dashboard_name, description="CloudWatch dashboard"
+        )
+
+    # -------------------------------------------------------------------------------------------- topic
+    def _topic(self) -> None:
+        self.topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            display_name=f"{self.config.project_name} alarms",
+            master_key=self.data.key,
+            enforce_ssl=True,
+        )
+        if self.config.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(self.config.alarm_email))
+
+    # ---------------------------------------------------------------------------------------- dashboard
+    def _search_graph(
+        self,
+        title: str,
+        namespace: str,
+        dimensions: tuple[str, ...],
+        metrics: list[tuple[str, str]],
+        width: int = 8,
+    ) -> cloudwatch.GraphWidget:
+        """A graph of SEARCH expressions, one per (metric name, statistic): one line per variant."""
+        lines = [
+            cloudwatch.MathExpression(
+                expression=search(namespace, dimensions, self.endpoint_name, name, stat),
+                using_metrics={},
+                # One line per variant: a dynamic label naming it when a graph has several statistics.
+                label=f"${{PROP('Dim.VariantName')}} {name} {stat}" if len(metrics) > 1 else "",
+                period=DASHBOARD_PERIOD,
+            )
+            for name, stat in metrics
+        ]
+        return cloudwatch.GraphWidget(title=title, left=lines, width=width, height=6)
+
+    def _firehose_metric(
+        self, stream_name: str, metric_name: str, statistic: str, label: str
+    ) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/Firehose",
+            metric_name=metric_name,
+            dimensions_map={"DeliveryStreamName": stream_name},
+            statistic=statistic,
+            period=DASHBOARD_PERIOD,
+            label=label,
+        )
+
+    def _dashboard(self) -> None:
+        sm, ep = "AWS/SageMaker", "/aws/sagemaker/Endpoints"
+        proxy = self.serving.proxy_function
+        streams = (
+            ("predictions", self.warehouse.predictions_stream_name),
+            ("feedback", self.warehouse.feedback_stream_name),
+        )
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            default_interval=Duration.hours(3),
+            period_override=cloudwatch.PeriodOverride.AUTO,
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown=(
+                    f"# {self.config.project_name}: endpoint `{self.endpoint_name}`\n"
+                    "One line per production variant (`v<model version>`); variants added after deployment "
+                    "appear on their own (metric SEARCH)."
+                ),
+                width=24,
+                height=2,
+            )
+        )
+        self.dashboard.add_widgets(
+            self._search_graph("Invocations", sm, SAGEMAKER_DIMS, [("Invocations", "Sum")]),
+            self._search_graph("4XX errors", sm, SAGEMAKER_DIMS, [("Invocation4XXErrors", "Sum")]),
+            self._search_graph("5XX errors", sm, SAGEMAKER_DIMS, [("Invocation5XXErrors", "Sum")]),
+        )
+        self.dashboard.add_widgets(
+            self._search_graph(
+                "ModelLatency (µs)",
+                sm,
+                SAGEMAKER_DIMS,
+                [("ModelLatency", "p50"), ("ModelLatency", "p99")],
+                12,
+            ),
+            self._search_graph(
+                "OverheadLatency (µs)",
+                sm,
+                SAGEMAKER_DIMS,
+                [("OverheadLatency", "p50"), ("OverheadLatency", "p99")],
+                12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            self._search_graph("CPUUtilization (%)", ep, SAGEMAKER_DIMS, [("CPUUtilization", "Average")], 12),
+            self._search_graph(
+                "MemoryUtilization (%)", ep, SAGEMAKER_DIMS, [("MemoryUtilization", "Average")], 12
+            ),
+        )
+        stats = {"RequestCount": "Sum", "LabelledCount": "Sum"}
+        self.dashboard.add_widgets(
+            *[
+                self._search_graph(
+                    name, PREDICTIONS_NAMESPACE, PREDICTION_DIMS, [(name, stats.get(name, "Average"))]
+                )
+                for name in PREDICTION_METRICS[:3]
+            ]
+        )
+        self.dashboard.add_widgets(
+            *[
+                self._search_graph(
+                    name, PREDICTIONS_NAMESPACE, PREDICTION_DIMS, [(name, stats.get(name, "Average"))]
+                )
+                for name in PREDICTION_METRICS[3:]
+            ],
+            cloudwatch.GraphWidget(
+                title="Proxy: undelivered log records",
+                left=[
+                    cloudwatch.Metric(
+                        namespace=PROXY_NAMESPACE,
+                        metric_name="UndeliveredLogRecords",
+                        dimensions_map={"DeliveryStream": name},
+                        statistic="Sum",
+                        period=DASHBOARD_PERIOD,
+                        label=label,
+                    )
+                    for label, name in streams
+                ],
+                width=8,
+                height=6,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Proxy Lambda: errors and throttles",
+                left=[
+                    proxy.metric_errors(period=DASHBOARD_PERIOD, statistic="Sum", label="Errors"),
+                    proxy.metric_throttles(period=DASHBOARD_PERIOD, statistic="Sum", label="Throttles"),
+                ],
+                width=8,
+                height=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Firehose → Redshift: COPY success",
+                left=[
+                    self._firehose_metric(n, "DeliveryToRedshift.Success", "Average", f"{label} Redshift")
+                    for label, n in streams
+                ]
+                + [
+                    self._firehose_metric(n, "DeliveryToS3.Success", "Average", f"{label} S3")
+                    for label, n in streams
+                ],
+                width=8,
+                height=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Firehose: records and staging freshness (s)",
+                left=[
+                    self._firehose_metric(n, "DeliveryToRedshift.Records", "Sum", f"{label} records")
+                    for label, n in streams
+                ],
+                right=[
+                    self._firehose_metric(n, "DeliveryToS3.DataFreshness", "Maximum", f"{label} freshness")
+                    for label, n in streams
+                ],
+                width=8,
+                height=6,
+            ),
+        )
+
+    # ------------------------------------------------------------------------------------------- alarms
+    def _alarm(self, key: str, name: str, description: str, **props: Any) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            f"{key}Alarm",
+            alarm_name=name,
+            alarm_description=description,
+            **props,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        self.alarms[key] = alarm
+        return alarm
+
+    def _alarms(self) -> None:
+        cfg, project, endpoint = self.config, self.config.project_name, self.endpoint_name
+        gt = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+        not_breaching = cloudwatch.TreatMissingData.NOT_BREACHING
+
+        self.endpoint_5xx_alarm = self._alarm(
+            "Endpoint5xx",
+            f"{project}-endpoint-5xx",
+            f"5XX rate of {endpoint} over all variants above {cfg.error_rate_alarm} (deployment guardrail)",
+            metric=cloudwatch.MathExpression(
+                expression=insights("AVG", "Invocation5XXErrors", "AWS/SageMaker", SAGEMAKER_DIMS, endpoint),
+                using_metrics={},
+                label="5XX rate",
+                period=ALARM_PERIOD,
+            ),
+            threshold=cfg.error_rate_alarm,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+        self.endpoint_latency_alarm = self._alarm(
+            "EndpointLatency",
+            f"{project}-endpoint-latency-p99",
+            f"ModelLatency of {endpoint} above {cfg.latency_p99_alarm_ms} ms in 3 consecutive periods "
+            "(slowest request over all variants, an upper bound of p99; deployment guardrail)",
+            metric=cloudwatch.MathExpression(
+                expression=insights("MAX", "ModelLatency", "AWS/SageMaker", SAGEMAKER_DIMS, endpoint),
+                using_metrics={},
+                label="ModelLatency max (µs)",
+                period=ALARM_PERIOD,
+            ),
+            threshold=cfg.latency_p99_alarm_ms * 1000,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+        proxy = self.serving.proxy_function
+        self._alarm(
+            "ProxyErrors",
+            f"{project}-proxy-errors",
+            f"Prediction proxy Lambda error rate above {cfg.error_rate_alarm}",
+            metric=cloudwatch.MathExpression(
+                expression="IF(invocations > 0, errors / invocations, 0)",
+                using_metrics={
+                    "errors": proxy.metric_errors(period=ALARM_PERIOD, statistic="Sum"),
+                    "invocations": proxy.metric_invocations(period=ALARM_PERIOD, statistic="Sum"),
+                },
+                label="proxy error rate",
+                period=ALARM_PERIOD,
+            ),
+            threshold=cfg.error_rate_alarm,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+        for label, stream in (
+            ("Predictions", self.warehouse.predictions_stream_name),
+            ("Feedback", self.warehouse.feedback_stream_name),
+        ):
+            self._alarm(
+                f"Firehose{label}Redshift",
+                f"{project}-firehose-{label.lower()}-redshift",
+                f"Firehose {label.lower()} stream: a COPY into Redshift failed (DeliveryToRedshift.Success < 1); "
+                "records are retried, then left in the staging bucket's firehose/errors/ prefix",
+                metric=cloudwatch.Metric(
+                    namespace="AWS/Firehose",
+                    metric_name="DeliveryToRedshift.Success",
+                    dimensions_map={"DeliveryStreamName": stream},
+                    statistic="Minimum",
+                    period=ALARM_PERIOD,
+                ),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                treat_missing_data=not_breaching,
+            )
+        self._alarm(
+            "UndeliveredLogRecords",
+            f"{project}-undelivered-log-records",
+            "The proxy could not deliver prediction/feedback records to Firehose; they are in its log (replayable)",
+            metric=cloudwatch.MathExpression(
+                expression="FILL(predictions, 0) + FILL(feedback, 0)",
+                using_metrics={
+                    label: cloudwatch.Metric(
+                        namespace=PROXY_NAMESPACE,
+                        metric_name="UndeliveredLogRecords",
+                        dimensions_map={"DeliveryStream": stream},
+                        statistic="Sum",
+                        period=ALARM_PERIOD,
+                    )
+                    for label, stream in (
+                        ("predictions", self.warehouse.predictions_stream_name),
+                        ("feedback", self.warehouse.feedback_stream_name),
+                    )
+                },
+                label="undelivered records",
+                period=ALARM_PERIOD,
+            ),
+            threshold=0,
+            evaluation_periods=1,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+        self._alarm(
+            "ReleaseDlq",
+            f"{project}-release-dlq-not-empty",
+            "The release controller's on-failure queue holds an approval/rejection it could not apply",
+            metric=self.serving.release_dlq.metric_approximate_number_of_messages_visible(
+                period=ALARM_PERIOD, statistic="Maximum"
+            ),
+            threshold=0,
+            evaluation_periods=1,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+        drift_minutes = min(cfg.monitoring_interval_minutes, METRICS_INSIGHTS_MAX_MINUTES)
+        self._alarm(
+            "Drift",
+            f"{project}-prediction-drift",
+            f"Score PSI of a live model version against its training baseline above {cfg.drift_psi_threshold}",
+            metric=cloudwatch.MathExpression(
+                expression=insights("MAX", "ScorePSI", PREDICTIONS_NAMESPACE, PREDICTION_DIMS, endpoint),
+                using_metrics={},
+                label="max score PSI",
+                period=Duration.minutes(drift_minutes),
+            ),
+            threshold=cfg.drift_psi_threshold,
+            evaluation_periods=1,
+            comparison_operator=gt,
+            treat_missing_data=not_breaching,
+        )
+
+    # -------------------------------------------------------------------------------------- monitor job
+    def _monitor_job(self) -> None:
+        cfg, warehouse = self.config, self.warehouse
+        group = cfg.model_package_group_name
+        role = iam.Role(
+            self,
+            "MonitorRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{cfg.project_name}: prediction-monitoring Lambda",
+        )
+        self.monitor_function = python_function(
+            self,
+            "Monitor",
+            config=cfg,
+            code_dir="monitor",
+            handler="monitor_handler.handler",
+            description="Per-variant drift (PSI), positive rate and online accuracy from the warehouse to CloudWatch",
+            environment={
+                "ENDPOINT_NAME": self.endpoint_name,
+                "MODEL_PACKAGE_GROUP": group,
+                **warehouse.warehouse_environment(),
+                "WINDOW_MINUTES": str(cfg.monitoring_interval_minutes),
+                "METRIC_NAMESPACE": PREDICTIONS_NAMESPACE,
+                "QUERY_TIMEOUT_SECONDS": str(QUERY_TIMEOUT_SECONDS),
+            },
+            timeout=Duration.minutes(5),
+            key=self.data.key,
+            role=role,
+        )
+        acknowledge(
+            self.monitor_function,
+            "AwsSolutions-L1",
+            f"The project pins one Lambda runtime ({self.monitor_function.runtime.name}) for all functions in "
+            "stacks/common.py, so that the handlers run on the Python version they are tested with.",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="OwnLogGroup",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.monitor_function.log_group.log_group_arn],
+            )
+        )
+        warehouse.grant_data_api(role)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PublishPredictionMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": PREDICTIONS_NAMESPACE}},
+            )
+        )
+        group_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:model-package-group/{group}"
+        packages_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:model-package/{group}/*"
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadRegistry",
+                actions=["sagemaker:DescribeModelPackageGroup", "sagemaker:DescribeModelPackage"],
+                resources=[group_arn, packages_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadBaselines",
+                actions=["s3:GetObject"],
+                resources=[f"{self.data.artifacts_bucket_arn}/*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DecryptBaselines",
+                actions=["kms:Decrypt"],
+                resources=[self.data.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.{Aws.URL_SUFFIX}"}},
+            )
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:PutMetricData has no resource type (limited here by the cloudwatch:namespace condition); "
+            "redshift-data statement calls are limited by AWS to the caller's own statements; X-Ray has none.",
+        )
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::{_nag_arn(packages_arn)}]",
+            "Model package versions are numbered by SageMaker at registration; the ARN is scoped to this group.",
+        )
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::{self.data.export_name('ArtifactsBucketArn')}/*]",
+            "baseline.json objects sit under pipeline execution prefixes named at run time; read-only GetObject.",
+        )
+        self.schedule = events.Rule(
+            self,
+            "MonitorSchedule",
+            description=f"Runs the prediction-monitoring job every {cfg.monitoring_interval_minutes} minutes",
+            schedule=events.Schedule.rate(Duration.minutes(cfg.monitoring_interval_minutes)),
+            targets=[targets.LambdaFunction(self.monitor_function, retry_attempts=2)],
+        )
+
+
+def _nag_arn(arn: str) -> str:
+    """How cdk-nag prints an ARN built from pseudo parameters (``<AWS::Region>`` etc.)."""
+    return (
+        arn.replace(Aws.PARTITION, "<AWS::Partition>")
+        .replace(Aws.REGION, "<AWS::Region>")
+        .replace(Aws.ACCOUNT_ID, "<AWS::AccountId>")
+    )
