@@ -1,0 +1,212 @@
+"""What the local cloud adds to moto 5.2.5 so the product's code runs unchanged against it.
+
+moto's server dispatches an action to the method of the same snake_case name on the service's response
+class, which calls the service backend. ``install()`` (idempotent) adds or fixes, in this process:
+
+- ``UpdateEndpoint`` (moto raises NotImplementedError): the endpoint takes the new endpoint config's name
+  and production variants and is ``InService`` at once. ``DeploymentConfig`` (blue/green guardrails) and
+  ``RetainAllVariantProperties`` are accepted and ignored: there is no fleet to bake locally.
+- ``UpdateEndpointWeightsAndCapacities``: moto wipes a variant's instance counts when the request gives
+  only a weight; AWS keeps them. Here an omitted ``DesiredInstanceCount`` keeps the current count.
+- Production variants with ``InitialVariantWeight`` 0.0 keep their 0.0 weight (moto dropped it, so a
+  drained challenger looked weightless rather than at 0%).
+- ``InvokeEndpoint`` on the moto port: moto answers with canned bodies and ignores ``TargetVariant``;
+  when ``set_runtime_url(url)`` was called, the request is forwarded to the local SageMaker runtime, so
+  a ``sagemaker-runtime`` client that only has ``AWS_ENDPOINT_URL`` reaches the real models too.
+
+``check_internals()`` raises ``MotoInternalsChanged`` when a moto upgrade moved the internals these
+patches rely on (a test calls it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any
+
+MOTO_VERSION_TESTED = "5.2.5"
+
+_lock = threading.Lock()
+_installed = False
+_runtime_url: str | None = None
+_http = None
+
+
+class MotoInternalsChanged(RuntimeError):
+    """moto no longer has the internals the local cloud's patches rely on."""
+
+
+def set_runtime_url(url: str | None) -> None:
+    """Forward ``InvokeEndpoint`` requests that reach the moto server to the local runtime at ``url``."""
+    global _runtime_url
+    _runtime_url = url.rstrip("/") if url else None
+
+
+def check_internals() -> None:
+    """Fail loudly if moto's internals differ from what the patches were written against."""
+    from moto.sagemaker import models, responses
+    from moto.sagemakerruntime import responses as rt_responses
+
+    problems = []
+    backend = models.SageMakerModelBackend
+    for attr in ("describe_endpoint_config", "update_endpoint_weights_and_capacities"):
+        if not hasattr(backend, attr):
+            problems.append(f"SageMakerModelBackend.{attr}")
+    if "self.endpoints" not in inspect.getsource(backend.__init__):
+        problems.append("SageMakerModelBackend.endpoints")
+    if not hasattr(models.FakeEndpoint, "_process_production_variants"):
+        problems.append("FakeEndpoint._process_production_variants")
+    else:
+        params = list(inspect.signature(models.FakeEndpoint._process_production_variants).parameters)
+        if params != ["self", "production_variants"]:
+            problems.append(f"FakeEndpoint._process_production_variants{params}")
+    for attr in ("sagemaker_backend", "_get_param"):
+        if not hasattr(responses.SageMakerResponse, attr):
+            problems.append(f"SageMakerResponse.{attr}")
+    if not hasattr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint"):
+        problems.append("SageMakerRuntimeResponse.invoke_endpoint")
+    src = inspect.getsource(models.FakeEndpoint.__init__)
+    for needle in ("self.endpoint_config_name", "self.production_variants", "self.endpoint_status"):
+        if needle not in src:
+            problems.append(f"FakeEndpoint.__init__ no longer sets {needle}")
+    if problems:
+        raise MotoInternalsChanged(
+            "moto's SageMaker internals changed (patches written for moto "
+            f"{MOTO_VERSION_TESTED}): {', '.join(problems)}"
+        )
+
+
+def install() -> None:
+    """Patch moto in this process (safe to call more than once)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        check_internals()
+        _patch_update_endpoint()
+        _patch_weights_and_capacities()
+        _patch_zero_weights()
+        _patch_invoke_endpoint()
+        _installed = True
+
+
+def _patch_update_endpoint() -> None:
+    from moto.core.responses import ActionResult
+    from moto.sagemaker import models, responses
+    from moto.sagemaker.exceptions import ValidationError
+
+    def update_endpoint(
+        self: Any,
+        endpoint_name: str,
+        endpoint_config_name: str,
+        retain_all_variant_properties: bool | None = None,  # noqa: ARG001 - accepted, nothing to retain locally
+        deployment_config: dict[str, Any] | None = None,  # noqa: ARG001 - no fleet to bake locally
+    ) -> str:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is None:
+            arn = models.FakeEndpoint.arn_formatter(endpoint_name, self.account_id, self.region_name)
+            raise ValidationError(message=f"Could not find endpoint '{arn}'.")
+        config = self.describe_endpoint_config(endpoint_config_name)  # raises ValidationError if missing
+        endpoint.endpoint_config_name = endpoint_config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+        endpoint.data_capture_config = config.get("DataCaptureConfig")
+        endpoint.last_modified_time = models.utcnow()
+        endpoint.endpoint_status = "InService"
+        return endpoint.arn
+
+    def update_endpoint_response(self: Any) -> Any:
+        arn = self.sagemaker_backend.update_endpoint(
+            endpoint_name=self._get_param("EndpointName"),
+            endpoint_config_name=self._get_param("EndpointConfigName"),
+            retain_all_variant_properties=self._get_param("RetainAllVariantProperties"),
+            deployment_config=self._get_param("DeploymentConfig"),
+        )
+        return ActionResult({"EndpointArn": arn})
+
+    models.SageMakerModelBackend.update_endpoint = update_endpoint
+    responses.SageMakerResponse.update_endpoint = update_endpoint_response
+
+
+def _patch_weights_and_capacities() -> None:
+    from moto.sagemaker import models
+
+    original = models.SageMakerModelBackend.update_endpoint_weights_and_capacities
+
+    def update_endpoint_weights_and_capacities(
+        self: Any, endpoint_name: str, desired_weights_and_capacities: list[dict[str, Any]]
+    ) -> str:
+        endpoint = self.endpoints.get(endpoint_name)
+        before = {}
+        if endpoint is not None:
+            before = {v["VariantName"]: dict(v) for v in endpoint.production_variants}
+        arn = original(self, endpoint_name, desired_weights_and_capacities)
+        asked = {d.get("VariantName"): d for d in desired_weights_and_capacities}
+        for variant in endpoint.production_variants:
+            request = asked.get(variant["VariantName"], {})
+            old = before.get(variant["VariantName"], {})
+            if request.get("DesiredInstanceCount") is None:
+                for key in ("DesiredInstanceCount", "CurrentInstanceCount"):
+                    if old.get(key) is not None:
+                        variant[key] = old[key]
+                    else:
+                        variant.pop(key, None)
+            if request.get("DesiredWeight") is None:
+                for key in ("DesiredWeight", "CurrentWeight"):
+                    if old.get(key) is not None:
+                        variant[key] = old[key]
+                    else:
+                        variant.pop(key, None)
+        endpoint.last_modified_time = models.utcnow()
+        return arn
+
+    models.SageMakerModelBackend.update_endpoint_weights_and_capacities = (
+        update_endpoint_weights_and_capacities
+    )
+
+
+def _patch_zero_weights() -> None:
+    from moto.sagemaker import models
+
+    original = models.FakeEndpoint._process_production_variants
+
+    def _process_production_variants(self: Any, production_variants: list[dict[str, Any]]) -> list[dict]:
+        processed = original(self, production_variants)
+        for out, given in zip(processed, production_variants, strict=True):
+            weight = given.get("InitialVariantWeight")
+            if weight is not None and "CurrentWeight" not in out:
+                out["CurrentWeight"] = out["DesiredWeight"] = float(weight)
+        return processed
+
+    models.FakeEndpoint._process_production_variants = _process_production_variants
+
+
+def _patch_invoke_endpoint() -> None:
+    from moto.sagemakerruntime import responses as rt_responses
+
+    original = rt_responses.SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint(self: Any) -> Any:
+        if _runtime_url is None:
+            return original(self)
+        import urllib3
+
+        global _http
+        if _http is None:
+            _http = urllib3.PoolManager(maxsize=16)
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() in ("content-type", "accept") or k.lower().startswith("x-amzn-sagemaker")
+        }
+        path = self.path.split("?", 1)[0]
+        body = self.body if isinstance(self.body, bytes) else (self.body or "").encode()
+        resp = _http.request("POST", _runtime_url + path, body=body, headers=headers, retries=False)
+        out_headers = {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower() in ("content-type", "x-amzn-errortype") or k.lower().startswith("x-amzn")
+        }
+        out_headers["status"] = str(resp.status)  # moto's call_action takes the status from here
+        return resp.status, out_headers, resp.data
+
+    rt_responses.SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
