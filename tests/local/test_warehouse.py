@@ -1,0 +1,240 @@
+"""The local warehouse: COPY-like loading of Firehose staging objects into DuckDB, dedup, errors,
+cross-process concurrency, and the daemon component against a real moto server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from trainserve import PROJECT_ROOT
+from trainserve.local import warehouse as wh
+from trainserve.local.component import LocalContext
+from trainserve.target import Names
+
+BUCKET = "trainserve-staging"
+
+
+def _log(rid: str, t: str = "2026-11-24 01:02:03.000001", **extra) -> dict:
+    rec = {
+        "request_id": rid,
+        "event_time": t,
+        "endpoint_name": "trainserve-endpoint",
+        "variant_name": "v1",
+        "model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/1",
+        "model_version": 1,
+        "user_id": None,
+        "features": '{"f0":1.0}',
+        "score": 0.8,
+        "label": 1,
+        "threshold": 0.5,
+        "latency_ms": 3.2,
+        "params": '{"log_sample_rate":1.0}',
+    }
+    rec.update(extra)
+    return rec
+
+
+def _ndjson(records) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def test_loads_each_object_once_and_views_dedup(s3, tmp_path):
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/a", Body=_ndjson([_log("r-0"), _log("r-1")]))
+    # Firehose delivers at least once: the same record again in a later object.
+    s3.put_object(
+        Bucket=BUCKET, Key="firehose/predictions/b", Body=_ndjson([_log("r-1", "2026-11-24 01:02:04")])
+    )
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="firehose/feedback/c",
+        Body=_ndjson(
+            [
+                {"request_id": "r-0", "event_time": "2026-11-24 01:03:00", "outcome": 0},
+                {"request_id": "r-0", "event_time": "2026-11-24 01:04:00", "outcome": 1},
+            ]
+        ),
+    )
+    assert w.load_staged(s3, BUCKET, wh.DEFAULT_PREFIXES) == 5
+    assert w.load_staged(s3, BUCKET, wh.DEFAULT_PREFIXES) == 0  # each object once
+    counts = w.counts()
+    assert (counts["prediction_log"], counts["prediction_log_dedup"]) == (3, 2)
+    assert (counts["prediction_feedback"], counts["prediction_feedback_dedup"]) == (2, 1)
+    _, rows = w.query(
+        "SELECT request_id, event_time, model_version, score FROM prediction_log_dedup ORDER BY 1"
+    )
+    assert [r[0] for r in rows] == ["r-0", "r-1"]
+    assert str(rows[1][1]) == "2026-11-24 01:02:03.000001"  # the first delivery wins
+    assert rows[0][2:] == (1, 0.8)
+    assert w.query("SELECT outcome FROM prediction_feedback_dedup")[1] == [(1,)]
+
+
+def test_gzip_objects_and_columns_by_name(s3, tmp_path):
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    rec = {"OUTCOME": 1, "request_id": "g-0", "event_time": "2026-11-24T01:00:00+00:00", "ignored": 5}
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/x.gz", Body=gzip.compress(_ndjson([rec])))
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 1
+    assert w.query("SELECT request_id, outcome, CAST(event_time AS VARCHAR) FROM prediction_feedback")[1] == [
+        ("g-0", 1, "2026-11-24 01:00:00")
+    ]
+
+
+def test_bad_record_keeps_its_object_out_and_records_errors(s3, tmp_path):
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    bad = _ndjson([_log("ok-in-bad-object"), _log("x", score="high")]) + b"{not json\n"
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/1-bad", Body=bad)
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/2-good", Body=_ndjson([_log("good")]))
+    s3.put_object(
+        Bucket=BUCKET, Key="firehose/predictions/3-null", Body=_ndjson([_log("n", event_time=None)])
+    )
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 1
+    assert w.query("SELECT request_id FROM prediction_log")[1] == [("good",)]
+    _, errors = w.query(
+        "SELECT key, line_number, colname, err_reason FROM stl_load_errors ORDER BY key, line_number"
+    )
+    assert [(e[0], e[1], e[2]) for e in errors] == [
+        ("firehose/predictions/1-bad", 2, "score"),
+        ("firehose/predictions/1-bad", 3, None),
+        ("firehose/predictions/3-null", 1, "event_time"),
+    ]
+    assert "invalid JSON" in errors[1][3]
+    assert w.counts()["objects_in_error"] == 2
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 0  # not retried forever, not lost: logged
+
+
+def test_too_long_varchar_is_an_error(s3, tmp_path):
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/long", Body=_ndjson([_log("r" * 129)]))
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 0
+    assert w.query("SELECT colname FROM stl_load_errors")[1] == [("request_id",)]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time, datetime
+    sys.path.insert(0, {root!r})
+    from trainserve.local import warehouse as wh
+    w = wh.LocalWarehouse({path!r})
+    n = 0
+    while n < {count}:
+        with w._write() as con:  # what the loader does each cycle: open, write, close
+            con.execute("INSERT INTO prediction_feedback VALUES (?, ?, 1)", [f"p-{{n}}", datetime.datetime(2026, 1, 1)])
+        n += 1
+        time.sleep(0.01)
+    print(n)
+    """
+)
+
+
+def test_reader_and_writer_processes_share_the_file(tmp_path):
+    """The daemon (writer, here a subprocess doing load cycles) and the CLI (reader) never fail each other."""
+    path = tmp_path / "w.duckdb"
+    wh.LocalWarehouse(path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER.format(root=str(PROJECT_ROOT), path=str(path), count=30)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen = []
+    while writer.poll() is None:
+        _, rows = wh.query(path, "SELECT count(*) FROM prediction_feedback")
+        seen.append(rows[0][0])
+        time.sleep(0.02)
+    out, _ = writer.communicate(timeout=30)
+    assert writer.returncode == 0
+    written = int(out.strip())
+    assert written == 30 and seen
+    assert seen == sorted(seen)  # reads succeeded while the writer kept writing
+    assert wh.query(path, "SELECT count(*) FROM prediction_feedback")[1][0][0] == written
+
+
+def test_writer_waits_for_a_reader_in_another_process(tmp_path):
+    path = tmp_path / "w.duckdb"
+    wh.LocalWarehouse(path)
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}, read_only=True); print('open', flush=True); "
+            "time.sleep(0.8); c.close()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout.readline().strip() == "open"
+    with pytest.raises(Exception, match="(?i)lock"):
+        wh._connect_retrying(path, read_only=False, timeout=0.0)  # the conflict is real...
+    started = time.monotonic()
+    w = wh.LocalWarehouse(path)  # ...and opening for writing waits for the reader, then succeeds
+    assert time.monotonic() - started > 0.1
+    assert w.counts()["prediction_log"] == 0
+    reader.wait(timeout=10)
+
+
+def test_component_creates_streams_and_loads(tmp_path, config):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        names = Names.local(config)
+        ctx = LocalContext(
+            config=config,
+            names=names,
+            state_dir=tmp_path,
+            aws_endpoint_url=url,
+            runtime_url="http://127.0.0.1:9",
+            api_url="http://127.0.0.1:9",
+            warehouse_path=tmp_path / "warehouse.duckdb",
+            region="us-east-1",
+            log=logging.getLogger("test"),
+        )
+        comp = wh.WarehouseComponent(interval=60)
+        comp.start(ctx)
+        try:
+            firehose = ctx.target().client("firehose")
+            firehose.put_record_batch(
+                DeliveryStreamName=names.predictions_stream,
+                Records=[{"Data": _ndjson([_log("c-0")])}, {"Data": _ndjson([_log("c-1")])}],
+            )
+            firehose.put_record_batch(
+                DeliveryStreamName=names.feedback_stream,
+                Records=[
+                    {
+                        "Data": _ndjson(
+                            [{"request_id": "c-0", "event_time": "2026-11-24 01:00:00", "outcome": 1}]
+                        )
+                    }
+                ],
+            )
+            comp.load_now()  # (the loader thread may have loaded some already)
+            status = comp.status()
+            assert status["rows_loaded"] == 3
+            assert (
+                status["counts"]["prediction_log_dedup"] == 2 and status["counts"]["prediction_feedback"] == 1
+            )
+            assert status["path"] == str(tmp_path / "warehouse.duckdb") and status["running"]
+            assert "alarms" not in status
+        finally:
+            comp.stop()
+        assert not comp.status()["running"]
+    finally:
+        server.stop()

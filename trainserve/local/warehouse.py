@@ -1,0 +1,456 @@
+"""The local warehouse: a DuckDB file loaded from Firehose's S3 staging objects the way COPY loads Redshift.
+
+- Tables and views come from the same ``lambdas/warehouse_setup/schema.sql`` the Redshift custom resource runs.
+- ``LocalWarehouse.load_staged`` loads each new staging object once: newline-delimited JSON objects,
+  columns matched by name (``COPY ... JSON 'auto'``), gzip-aware. An object is loaded whole or not at all
+  (like a COPY with ``MAXERROR 0``, which is what Firehose runs): an object with a bad record is recorded in
+  ``stl_load_errors`` (key, line, column, error, the raw line) and in ``_staged_objects`` with status
+  ``error``; its records stay in S3, nothing is dropped silently, and other objects still load. Firehose
+  delivers at least once, so duplicates are expected: read through ``prediction_log_dedup`` and
+  ``prediction_feedback_dedup``.
+
+Concurrency (DuckDB allows one writing PROCESS per file, and a read-only connection from another process
+fails while the writer holds the file): the daemon's loader opens the file only for the length of one
+load cycle (a few milliseconds every ~2 s) and closes it; every reader — the CLI, the report, the monitor —
+uses ``connect_read(path)`` / ``query(path, sql)``, which open read-only and retry for a few seconds on a
+lock conflict, and close at once. A reader that holds the file makes the loader skip that cycle (it retries
+on the next one). Inside the daemon process itself (where a read-only connection to a file open for writing
+is refused) ``connect_read`` falls back to a normal connection to the same instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from trainserve import LAMBDAS_DIR
+
+SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
+DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
+LOCK_WAIT_SECONDS = 10.0
+LOAD_INTERVAL_SECONDS = 2.0
+
+_BOOKKEEPING = (
+    """CREATE TABLE IF NOT EXISTS _staged_objects (
+        bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR NOT NULL, status VARCHAR NOT NULL,
+        rows_loaded INTEGER NOT NULL, loaded_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS stl_load_errors (
+        bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR NOT NULL, line_number INTEGER,
+        colname VARCHAR, err_reason VARCHAR NOT NULL, raw_line VARCHAR, starttime TIMESTAMP NOT NULL)""",
+)
+_COLUMN = re.compile(
+    r"^\s*(\w+)\s+(VARCHAR|INTEGER|DOUBLE PRECISION|TIMESTAMP)(?:\((\d+)\))?(\s+NOT NULL)?", re.I
+)
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\(", re.I)
+
+
+def _statements() -> list[str]:
+    import warehouse_setup_handler  # lambdas/warehouse_setup/ (on sys.path via trainserve)
+
+    return warehouse_setup_handler.load_statements(SCHEMA_FILE)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # VARCHAR | INTEGER | DOUBLE PRECISION | TIMESTAMP
+    length: int | None
+    not_null: bool
+
+
+def table_columns(statements: Sequence[str]) -> dict[str, list[Column]]:
+    """Table -> columns, read from the CREATE TABLE statements of schema.sql (one source of truth)."""
+    out: dict[str, list[Column]] = {}
+    for s in statements:
+        m = _TABLE.search(s)
+        if not m:
+            continue
+        cols = []
+        for line in s[m.end() :].splitlines():
+            c = _COLUMN.match(line)
+            if c:
+                cols.append(
+                    Column(
+                        c.group(1).lower(),
+                        c.group(2).upper(),
+                        int(c.group(3)) if c.group(3) else None,
+                        bool(c.group(4)),
+                    )
+                )
+        out[m.group(1).lower()] = cols
+    return out
+
+
+class RecordError(ValueError):
+    def __init__(self, column: str | None, reason: str):
+        super().__init__(reason)
+        self.column = column
+        self.reason = reason
+
+
+def _convert(col: Column, value: Any) -> Any:
+    if value is None:
+        if col.not_null:
+            raise RecordError(col.name, f"missing value for NOT NULL column {col.name}")
+        return None
+    if col.kind == "VARCHAR":
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        if col.length is not None and len(text.encode()) > col.length:
+            raise RecordError(
+                col.name, f"value of {len(text.encode())} bytes is longer than VARCHAR({col.length})"
+            )
+        return text
+    if col.kind == "INTEGER":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
+            raise RecordError(col.name, f"invalid INTEGER {value!r}")
+        if not -(2**31) <= int(value) < 2**31:
+            raise RecordError(col.name, f"INTEGER out of range {value!r}")
+        return int(value)
+    if col.kind == "DOUBLE PRECISION":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise RecordError(col.name, f"invalid DOUBLE PRECISION {value!r}")
+        return float(value)
+    if col.kind == "TIMESTAMP":
+        if not isinstance(value, str):
+            raise RecordError(col.name, f"invalid TIMESTAMP {value!r}")
+        try:
+            ts = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise RecordError(col.name, f"invalid TIMESTAMP {value!r}") from None
+        return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    raise RecordError(
+        col.name, f"unsupported column type {col.kind}"
+    )  # pragma: no cover - schema parse guards
+
+
+def parse_object(
+    data: bytes, columns: Sequence[Column]
+) -> tuple[list[tuple], list[tuple[int, str | None, str, str]]]:
+    """A staging object -> (rows in column order, errors as (line number, column, reason, raw line))."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    rows: list[tuple] = []
+    errors: list[tuple[int, str | None, str, str]] = []
+    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise RecordError(None, "a line is not a JSON object")
+            lowered = {str(k).lower(): v for k, v in obj.items()}
+            rows.append(tuple(_convert(c, lowered.get(c.name)) for c in columns))
+        except RecordError as exc:
+            errors.append((n, exc.column, exc.reason, raw[:4096]))
+        except ValueError as exc:
+            errors.append((n, None, f"invalid JSON: {exc}", raw[:4096]))
+    return rows, errors
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text
+
+
+def _connect_retrying(path: str | Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.ConnectionException as exc:
+            if "different configuration" not in str(exc):
+                raise
+            if read_only:
+                return duckdb.connect(str(path))  # this process already holds it: share that instance
+            if time.monotonic() > deadline:  # a read-only instance of this process holds it: wait
+                raise
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+@contextlib.contextmanager
+def connect_read(path: str | Path, timeout: float = LOCK_WAIT_SECONDS) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived read-only connection (retries while the loader holds the file). Close it soon."""
+    con = _connect_retrying(path, read_only=True, timeout=timeout)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def query(
+    path: str | Path, sql: str, params: Sequence[Any] | None = None, timeout: float = LOCK_WAIT_SECONDS
+) -> tuple[list[str], list[tuple]]:
+    """Run one read query on the local warehouse: (column names, rows)."""
+    with connect_read(path, timeout) as con:
+        cur = con.execute(sql, params or [])
+        return [d[0] for d in cur.description], cur.fetchall()
+
+
+class LocalWarehouse:
+    """The DuckDB warehouse file; every method opens the file for its own duration only."""
+
+    def __init__(self, path: str | Path, *, lock_wait: float = LOCK_WAIT_SECONDS):
+        self.path = Path(path)
+        self.lock_wait = lock_wait
+        self.statements = _statements()
+        self.columns = table_columns(self.statements)
+        self._lock = threading.Lock()  # one writer per process
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._write() as con:
+            for s in self.statements:
+                con.execute(s)
+            for s in _BOOKKEEPING:
+                con.execute(s)
+
+    @contextlib.contextmanager
+    def _write(self, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            con = _connect_retrying(
+                self.path, read_only=False, timeout=self.lock_wait if timeout is None else timeout
+            )
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def load_staged(
+        self,
+        s3_client: Any,
+        bucket: str,
+        prefixes: Mapping[str, str] | Sequence[str] = DEFAULT_PREFIXES,
+        *,
+        lock_wait: float | None = None,
+    ) -> int:
+        """Load every staging object not loaded before; returns the number of rows loaded.
+
+        ``prefixes``: prefix -> table (or prefixes of ``DEFAULT_PREFIXES``)."""
+        mapping = (
+            dict(prefixes) if isinstance(prefixes, Mapping) else {p: DEFAULT_PREFIXES[p] for p in prefixes}
+        )
+        listed: list[tuple[str, str]] = []
+        for prefix, table in mapping.items():
+            paginator = s3_client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                listed.extend((obj["Key"], table) for obj in page.get("Contents", []))
+        if not listed:
+            return 0
+        total = 0
+        with self._write(lock_wait) as con:
+            done = {
+                k
+                for (k,) in con.execute(
+                    "SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]
+                ).fetchall()
+            }
+            for key, table in sorted(listed):
+                if key in done:
+                    continue
+                data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                total += self._load_object(con, bucket, key, table, data)
+        return total
+
+    def _load_object(
+        self, con: duckdb.DuckDBPyConnection, bucket: str, key: str, table: str, data: bytes
+    ) -> int:
+        columns = self.columns[table]
+        rows, errors = parse_object(data, columns)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if errors:
+                con.executemany(
+                    "INSERT INTO stl_load_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(bucket, key, table, n, col, reason, raw, now) for n, col, reason, raw in errors],
+                )
+                loaded, status = 0, "error"
+            else:
+                _insert_rows(con, table, columns, rows)
+                loaded, status = len(rows), "loaded"
+            con.execute(
+                "INSERT INTO _staged_objects VALUES (?, ?, ?, ?, ?, ?)",
+                [bucket, key, table, status, loaded, now],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        return loaded
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table and view, and the number of staging objects loaded / in error."""
+        sql = """SELECT
+            (SELECT count(*) FROM prediction_log), (SELECT count(*) FROM prediction_log_dedup),
+            (SELECT count(*) FROM prediction_feedback), (SELECT count(*) FROM prediction_feedback_dedup),
+            (SELECT count(*) FROM _staged_objects WHERE status = 'loaded'),
+            (SELECT count(*) FROM _staged_objects WHERE status = 'error')"""
+        _, rows = query(self.path, sql, timeout=self.lock_wait)
+        names = (
+            "prediction_log",
+            "prediction_log_dedup",
+            "prediction_feedback",
+            "prediction_feedback_dedup",
+            "objects_loaded",
+            "objects_in_error",
+        )
+        return dict(zip(names, rows[0], strict=True))
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+        return query(self.path, sql, params, timeout=self.lock_wait)
+
+
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column], rows: list[tuple]
+) -> None:
+    if not rows:
+        return
+    import pyarrow as pa
+
+    types = {
+        "VARCHAR": pa.string(),
+        "INTEGER": pa.int32(),
+        "DOUBLE PRECISION": pa.float64(),
+        "TIMESTAMP": pa.timestamp("us"),
+    }
+    batch = pa.table(
+        {c.name: pa.array([r[i] for r in rows], type=types[c.kind]) for i, c in enumerate(columns)}
+    )
+    name = f"_batch_{threading.get_ident()}"
+    con.register(name, batch)
+    try:
+        cols = ", ".join(c.name for c in columns)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+    finally:
+        con.unregister(name)
+
+
+# ---------------------------------------------------------------------------------------------- component
+
+
+def _firehose_streams(names: Any) -> dict[str, tuple[str, str]]:
+    """Stream name -> (staging prefix, table)."""
+    return {
+        names.predictions_stream: ("firehose/predictions/", "prediction_log"),
+        names.feedback_stream: ("firehose/feedback/", "prediction_feedback"),
+    }
+
+
+class WarehouseComponent:
+    """Local cloud component: Firehose delivery streams (moto, ExtendedS3 -> the staging bucket) and the
+    loader thread that loads new staging objects into the DuckDB warehouse every ~2 s."""
+
+    name = "warehouse"
+
+    def __init__(self, interval: float = LOAD_INTERVAL_SECONDS):
+        self.interval = interval
+        self.warehouse: LocalWarehouse | None = None
+        self._ctx: Any = None
+        self._s3: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._last_error: str | None = None
+        self._last_load: float | None = None
+        self._rows_loaded = 0
+        self._load_lock = threading.Lock()
+
+    def start(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self._s3 = ctx.target().client("s3")
+        self._create_streams(ctx)
+        self.warehouse = LocalWarehouse(ctx.warehouse_path)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="warehouse-loader", daemon=True)
+        self._thread.start()
+
+    def _create_streams(self, ctx: Any) -> None:
+        s3 = self._s3
+        bucket = ctx.names.staging_bucket
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            s3.create_bucket(Bucket=bucket)
+        firehose = ctx.target().client("firehose")
+        existing = set(firehose.list_delivery_streams(Limit=100).get("DeliveryStreamNames", []))
+        for stream, (prefix, _table) in _firehose_streams(ctx.names).items():
+            if stream in existing:
+                continue
+            firehose.create_delivery_stream(
+                DeliveryStreamName=stream,
+                DeliveryStreamType="DirectPut",
+                ExtendedS3DestinationConfiguration={
+                    "RoleARN": f"arn:aws:iam::123456789012:role/{ctx.config.project_name}-firehose",
+                    "BucketARN": f"arn:aws:s3:::{bucket}",
+                    "Prefix": prefix,
+                    "ErrorOutputPrefix": "firehose/errors/",
+                    "CompressionFormat": "UNCOMPRESSED",
+                },
+            )
+
+    def load_now(self, lock_wait: float | None = None) -> int:
+        """Load new staging objects at once (the loader thread does this every ``interval`` seconds)."""
+        assert self.warehouse is not None and self._ctx is not None, "start() first"
+        prefixes = {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
+        with self._load_lock:
+            n = self.warehouse.load_staged(
+                self._s3, self._ctx.names.staging_bucket, prefixes, lock_wait=lock_wait
+            )
+            self._rows_loaded += n
+            self._last_load = time.time()
+            return n
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.load_now(lock_wait=1.0)  # a reader holding the file: skip this cycle
+                self._last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep loading; status() shows the error
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if self._ctx is not None:
+                    self._ctx.log.warning("warehouse load failed: %s", self._last_error)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": str(self.warehouse.path) if self.warehouse else None,
+            "rows_loaded": self._rows_loaded,
+            "last_load": self._last_load,
+            "running": self._thread is not None and self._thread.is_alive(),
+        }
+        if self.warehouse is not None:
+            try:
+                out["counts"] = self.warehouse.counts()
+            except Exception as exc:  # noqa: BLE001 - status must not fail
+                out["counts_error"] = str(exc)
+        if self._last_error:
+            out["last_error"] = self._last_error
+            out["alarms"] = [f"warehouse loader: {self._last_error}"]
+        if out.get("counts", {}).get("objects_in_error"):
+            out.setdefault("alarms", []).append(
+                f"{out['counts']['objects_in_error']} staging object(s) failed to load: see stl_load_errors"
+            )
+        return out
