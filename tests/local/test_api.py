@@ -1,0 +1,206 @@
+"""The local prediction API end to end: HTTP -> the real proxy code -> (moto registry and endpoint, a
+stand-in runtime) -> moto Firehose -> S3 staging -> the local warehouse.
+
+The SageMaker runtime is a collaborator here (the real one is another component of the local cloud), so a
+tiny HTTP server answers ``InvokeEndpoint`` with score = first feature / 10 and reports the variant it was
+asked for (or ``v1``). Everything else is the real thing over HTTP: a ThreadedMotoServer for AWS, the
+proxy handler, the warehouse component.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from trainserve.local.api import ApiComponent
+from trainserve.local.component import LocalContext
+from trainserve.local.warehouse import WarehouseComponent
+from trainserve.target import Names
+
+FEATURES = ["f0", "f1", "f2"]
+
+
+class _Runtime(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    calls: list[dict] = []
+
+    def log_message(self, *args):
+        return
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        variant = self.headers.get("X-Amzn-SageMaker-Target-Variant") or "v1"
+        type(self).calls.append(
+            {"path": self.path, "variant": self.headers.get("X-Amzn-SageMaker-Target-Variant")}
+        )
+        out = json.dumps(
+            {"predictions": [{"score": r[0] / 10, "label": 0} for r in body["instances"]]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Amzn-Invoked-Production-Variant", variant)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _register(ctx: LocalContext) -> None:
+    sm = ctx.target().client("sagemaker")
+    group = ctx.names.model_package_group
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    for _ in range(2):
+        sm.create_model_package(
+            ModelPackageGroupName=group,
+            ModelApprovalStatus="Approved",
+            CustomerMetadataProperties={"feature_names": json.dumps(FEATURES)},
+            InferenceSpecification={
+                "Containers": [{"Image": "img"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )
+    sm.create_model(
+        ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={"Image": "i"}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="ec",
+        ProductionVariants=[
+            {
+                "VariantName": v,
+                "ModelName": "m",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": w,
+            }
+            for v, w in (("v1", 0.5), ("v2", 0.5))
+        ],
+    )
+    sm.create_endpoint(EndpointName=ctx.names.endpoint_name, EndpointConfigName="ec")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from stacks.config import load
+    from trainserve import PROJECT_ROOT
+
+    config = load(PROJECT_ROOT)
+    tmp = tmp_path_factory.mktemp("local")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    runtime = ThreadingHTTPServer(("127.0.0.1", 0), _Runtime)
+    threading.Thread(target=runtime.serve_forever, daemon=True).start()
+    host, port = moto.get_host_and_port()
+    ctx = LocalContext(
+        config=config,
+        names=Names.local(config),
+        state_dir=tmp,
+        aws_endpoint_url=f"http://{host}:{port}",
+        runtime_url=f"http://127.0.0.1:{runtime.server_address[1]}",
+        api_url=f"http://127.0.0.1:{_free_port()}",
+        warehouse_path=tmp / "warehouse.duckdb",
+        region="us-east-1",
+        log=logging.getLogger("test-local"),
+    )
+    _register(ctx)
+    warehouse = WarehouseComponent(interval=3600)
+    api = ApiComponent(refresh_seconds=3600)  # the test calls refresh() itself
+    warehouse.start(ctx)
+    api.start(ctx)
+    try:
+        yield ctx, api, warehouse
+    finally:
+        api.stop()
+        warehouse.stop()
+        runtime.shutdown()
+        moto.stop()
+
+
+def _post(ctx, path: str, payload) -> tuple[int, dict]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    req = urllib.request.Request(ctx.api_url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _set_params(ctx, api, **values):
+    lam = ctx.target().client("lambda")
+    env = lam.get_function_configuration(FunctionName=ctx.names.proxy_function)["Environment"]["Variables"]
+    env.update({k: str(v) for k, v in values.items()})
+    lam.update_function_configuration(FunctionName=ctx.names.proxy_function, Environment={"Variables": env})
+    api.refresh()
+
+
+def test_function_record_created_with_config_defaults(stack):
+    ctx, api, _ = stack
+    env = ctx.target().client("lambda").get_function_configuration(FunctionName=ctx.names.proxy_function)
+    variables = env["Environment"]["Variables"]
+    assert variables["ENDPOINT_NAME"] == ctx.names.endpoint_name
+    assert variables["PREDICTIONS_STREAM"] == ctx.names.predictions_stream
+    assert float(variables["DECISION_THRESHOLD"]) == ctx.config.decision_threshold
+    assert env["Handler"] == "proxy_handler.handler"
+    assert api.status()["params"]["decision_threshold"] == ctx.config.decision_threshold
+
+
+def test_predict_feedback_reach_the_warehouse(stack):
+    ctx, api, warehouse = stack
+    _set_params(ctx, api, DECISION_THRESHOLD="0.5", TARGET_VARIANT="")
+    status, body = _post(ctx, "/predict", {"instances": [[7, 1, 1], [2, 1, 1]], "user_id": "alice"})
+    assert status == 200, body
+    assert [p["label"] for p in body["predictions"]] == [1, 0]
+    status, fb = _post(ctx, "/feedback", {"request_id": body["predictions"][0]["request_id"], "outcome": 1})
+    assert (status, fb) == (200, {"accepted": 1})
+    warehouse.load_now()
+    _, rows = warehouse.warehouse.query(
+        "SELECT l.request_id, l.variant_name, l.user_id, f.outcome FROM prediction_log_dedup l "
+        "LEFT JOIN prediction_feedback_dedup f USING (request_id) WHERE l.user_id = 'alice' ORDER BY 1"
+    )
+    assert [r[0] for r in rows] == [p["request_id"] for p in body["predictions"]]
+    assert rows[0][3] == 1 and rows[1][3] is None
+    assert rows[0][1] == body["variant"]
+
+
+def test_params_set_applies_on_next_request(stack):
+    ctx, api, _ = stack
+    _set_params(ctx, api, DECISION_THRESHOLD="0.8", TARGET_VARIANT="v2")
+    status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})
+    assert status == 200 and body["predictions"][0]["label"] == 0 and body["variant"] == "v2"
+    assert _Runtime.calls[-1]["variant"] == "v2"
+    _set_params(ctx, api, SERVING_ENABLED="false")
+    status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})
+    assert status == 503 and "SERVING_ENABLED" in body["error"]
+    _set_params(ctx, api, SERVING_ENABLED="true", DECISION_THRESHOLD="0.5", TARGET_VARIANT="")
+
+
+def test_validation_errors_over_http(stack):
+    ctx, _, _ = stack
+    status, body = _post(ctx, "/predict", {"instances": [[1, 2]]})
+    assert status == 400 and (body["row"], body["field"]) == (0, "f2")
+    status, body = _post(ctx, "/predict", b"{broken")
+    assert status == 400
+    assert stack[1].status()["4xx"] >= 2
+
+
+def test_invalid_param_on_function_falls_back(stack):
+    ctx, api, _ = stack
+    _set_params(ctx, api, DECISION_THRESHOLD="abc")
+    assert api.status()["params"]["decision_threshold"] == 0.5
+    status, body = _post(ctx, "/predict", {"instances": [[6, 0, 0]]})
+    assert status == 200 and body["predictions"][0]["label"] == 1
+    _set_params(ctx, api, DECISION_THRESHOLD="0.5")

@@ -1,0 +1,249 @@
+"""The local prediction API: an HTTP server standing in for API Gateway in front of the real proxy code.
+
+``POST /predict`` and ``POST /feedback`` become the API Gateway REST proxy event the proxy Lambda gets on
+AWS and go through the same ``proxy_handler.Proxy``. The proxy's parameters live where they live on AWS:
+in the environment of the Lambda function record ``{project}-proxy`` (in moto), created at start with the
+project configuration's defaults. A background thread re-reads that environment every second and, when it
+changed, builds a new ``Proxy`` (a Lambda cold start), so ``trainserve params set`` applies to the next
+request. There is no authentication locally (on AWS the API needs an API key); the server listens on
+127.0.0.1 only.
+
+Server: the standard library's ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive; the proxy does blocking
+boto3 calls (the model, Firehose), so a thread per connection is the natural fit (an asyncio server would
+hand each request to a thread pool anyway).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
+
+from trainserve import LAMBDAS_DIR
+
+REFRESH_SECONDS = 1.0
+PROXY_DIR = LAMBDAS_DIR / "proxy"
+LOCAL_ACCOUNT = "123456789012"
+
+
+def proxy_environment(config: Any, names: Any) -> dict[str, str]:
+    """The proxy function's environment: wiring + the parameter defaults from the project configuration."""
+    import proxy_logic
+
+    params = proxy_logic.ProxyParams(
+        serving_enabled=True,
+        target_variant=None,
+        decision_threshold=float(config.decision_threshold),
+        log_sample_rate=float(config.log_sample_rate),
+        sticky_assignment=bool(config.sticky_assignment),
+    )
+    return {
+        "ENDPOINT_NAME": names.endpoint_name,
+        "MODEL_PACKAGE_GROUP": names.model_package_group,
+        "PREDICTIONS_STREAM": names.predictions_stream,
+        "FEEDBACK_STREAM": names.feedback_stream,
+        **proxy_logic.params_to_env(params),
+    }
+
+
+def _handler_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(PROXY_DIR.glob("*.py")):
+            z.write(f, f.name)
+    return buf.getvalue()
+
+
+def ensure_proxy_function(lambda_client: Any, iam_client: Any, config: Any, names: Any) -> dict[str, str]:
+    """Create the ``{project}-proxy`` function record (moto) if missing; returns its environment."""
+    try:
+        cfg = lambda_client.get_function_configuration(FunctionName=names.proxy_function)
+        return dict(cfg.get("Environment", {}).get("Variables", {}))
+    except lambda_client.exceptions.ResourceNotFoundException:
+        pass
+    role_name = f"{config.project_name}-proxy-role"
+    try:
+        role_arn = iam_client.get_role(RoleName=role_name)["Role"]["Arn"]
+    except iam_client.exceptions.NoSuchEntityException:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        role_arn = iam_client.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))[
+            "Role"
+        ]["Arn"]
+    env = proxy_environment(config, names)
+    lambda_client.create_function(
+        FunctionName=names.proxy_function,
+        Runtime="python3.12",
+        Role=role_arn,
+        Handler="proxy_handler.handler",
+        Code={"ZipFile": _handler_zip()},
+        Timeout=29,
+        MemorySize=512,
+        Environment={"Variables": env},
+    )
+    return env
+
+
+def api_event(method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The API Gateway REST proxy event for one HTTP request."""
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "queryStringParameters": None,
+        "requestContext": {"stage": "local", "requestId": f"local-{time.time_ns()}", "httpMethod": method},
+        "body": body.decode("utf-8", errors="replace") if body else None,
+        "isBase64Encoded": False,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no per-request access log (speed)
+        return
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if urlparse(self.path).path == "/_health":
+            self._send(200, b'{"status":"ok"}')
+        else:
+            self._send(404, b'{"error":"use POST /predict or POST /feedback"}')
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = urlparse(self.path).path
+        component = self.server.component
+        response = component.proxy().handle(api_event("POST", path, dict(self.headers.items()), body))
+        component.count(response["statusCode"])
+        self._send(response["statusCode"], (response.get("body") or "").encode())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    component: ApiComponent
+
+
+class ApiComponent:
+    """Local cloud component: the prediction API on ``ctx.api_url``'s port (127.0.0.1)."""
+
+    name = "api"
+
+    def __init__(self, refresh_seconds: float = REFRESH_SECONDS):
+        self.refresh_seconds = refresh_seconds
+        self._server: _Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._proxy: Any = None
+        self._env: dict[str, str] | None = None
+        self._clients: Any = None
+        self._lambda: Any = None
+        self._ctx: Any = None
+        self._counts: dict[str, int] = {"requests": 0, "4xx": 0, "5xx": 0}
+        self._last_error: str | None = None
+
+    def start(self, ctx: Any) -> None:
+        import proxy_handler
+
+        self._ctx = ctx
+        target = ctx.target()
+        self._clients = proxy_handler.Clients(target.client)
+        self._lambda = target.client("lambda")
+        env = ensure_proxy_function(self._lambda, target.client("iam"), ctx.config, ctx.names)
+        self._apply_env(env)
+        url = urlparse(ctx.api_url)
+        self._server = _Server(("127.0.0.1", url.port or 80), _Handler)
+        self._server.component = self
+        self._stop.clear()
+        serve = threading.Thread(target=self._server.serve_forever, name="api-server", daemon=True)
+        refresh = threading.Thread(target=self._refresh_loop, name="api-params", daemon=True)
+        self._threads = [serve, refresh]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    def _apply_env(self, env: dict[str, str]) -> None:
+        import proxy_handler
+
+        if env == self._env:
+            return
+        old = self._proxy
+        wiring = proxy_handler.Wiring.from_env(env)
+        directory = old.directory if old is not None and old.wiring == wiring else None
+        self._proxy = proxy_handler.Proxy.from_env(env, clients=self._clients, directory=directory)
+        self._env = env
+        if old is not None and self._ctx is not None:
+            self._ctx.log.info("proxy parameters changed: %s", self._proxy.params.as_json())
+
+    def refresh(self) -> None:
+        """Re-read the proxy function's environment (done every ``refresh_seconds`` by a thread)."""
+        cfg = self._lambda.get_function_configuration(FunctionName=self._ctx.names.proxy_function)
+        self._apply_env(dict(cfg.get("Environment", {}).get("Variables", {})))
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+                self._last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep serving with the last parameters
+                self._last_error = f"cannot read the proxy parameters: {exc}"
+
+    def proxy(self) -> Any:
+        return self._proxy
+
+    def count(self, status: int) -> None:
+        self._counts["requests"] += 1
+        if 400 <= status < 500:
+            self._counts["4xx"] += 1
+        elif status >= 500:
+            self._counts["5xx"] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads = []
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "url": self._ctx.api_url if self._ctx else None,
+            "running": self._server is not None,
+            "auth": "none (local)",
+            **self._counts,
+        }
+        if self._proxy is not None:
+            out["params"] = self._proxy.params.as_dict()
+        if self._last_error:
+            out["alarms"] = [self._last_error]
+        return out
