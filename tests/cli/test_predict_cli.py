@@ -1,0 +1,168 @@
+"""``trainserve predict``, ``feedback`` and ``params get|set``.
+
+``predict``/``feedback`` talk to the prediction API over HTTP; here the API is a small stand-in HTTP server
+(the real one is tested end to end in tests/local/test_api.py) that records what the CLI sent.
+``params`` runs against a moto server with the proxy's Lambda function record, as the local cloud has it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from trainserve.cli import cli
+from trainserve.commands import options
+from trainserve.commands import predict as predict_cmd
+from trainserve.console import UserError
+from trainserve.local.api import ensure_proxy_function
+from trainserve.target import Names, Target
+
+
+class _Api(BaseHTTPRequestHandler):
+    received: list[tuple[str, dict, dict]] = []
+
+    def log_message(self, *args):
+        return
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append((self.path, body, dict(self.headers.items())))
+        if self.path == "/predict" and len(body["instances"][0]) != 2:
+            status, out = 400, {"error": "row 0 has 3 values; the model expects 2", "row": 0, "field": "#2"}
+        elif self.path == "/predict":
+            preds = [
+                {"request_id": f"rid-{i}", "variant": "v2", "model_version": 2, "score": 0.9, "label": 1}
+                for i, _ in enumerate(body["instances"])
+            ]
+            status, out = (
+                200,
+                {"request_id": "rid", "predictions": preds, "variant": "v2", "model_version": 2},
+            )
+        else:
+            status, out = 200, {"accepted": 1}
+        data = json.dumps(out).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture(scope="module")
+def api_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def target(monkeypatch, config, api_url, moto_url):
+    t = Target(
+        mode="local",
+        region="us-east-1",
+        config=config,
+        names=Names.local(config),
+        aws_endpoint_url=moto_url,
+        api_url=api_url,
+    )
+    monkeypatch.setattr(options, "resolve_target", lambda local: t)
+    _Api.received.clear()
+    return t
+
+
+def _run(*args, input=None):  # noqa: A002
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def test_parse_rows_forms():
+    assert predict_cmd.parse_rows("1,2\n3,4\n") == [[1.0, 2.0], [3.0, 4.0]]
+    assert predict_cmd.parse_rows("a,b\n1,2\n") == [{"a": 1.0, "b": 2.0}]
+    assert predict_cmd.parse_rows('{"instances": [[1, 2]]}') == [[1, 2]]
+    assert predict_cmd.parse_rows("[1, 2]") == [[1, 2]]
+    assert predict_cmd.parse_rows('[{"a": 1}]') == [{"a": 1}]
+    with pytest.raises(UserError, match="line 3, column b"):
+        predict_cmd.parse_rows("a,b\n1,2\n1,x\n")
+    with pytest.raises(UserError, match="no rows"):
+        predict_cmd.parse_rows("  ")
+
+
+def test_predict_from_file_prints_table(target, tmp_path):
+    f = tmp_path / "rows.csv"
+    f.write_text("f0,f1\n1,2\n3,4\n")
+    result = _run("predict", "--file", str(f), "--user", "alice")
+    assert result.exit_code == 0, result.output
+    path, body, headers = _Api.received[0]
+    assert path == "/predict" and body == {
+        "instances": [{"f0": 1.0, "f1": 2.0}, {"f0": 3.0, "f1": 4.0}],
+        "user_id": "alice",
+    }
+    assert "x-api-key" not in {k.lower() for k in headers}  # local: no auth
+    assert "rid-1" in result.output and "v2" in result.output and "0.9000" in result.output
+
+
+def test_predict_from_stdin_json(target):
+    result = _run("predict", "--json", input="1,2\n")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["predictions"][0]["request_id"] == "rid-0"
+
+
+def test_predict_api_error_names_row_and_field(target):
+    result = CliRunner().invoke(cli, ["predict"], input="1,2,3\n")
+    assert result.exit_code == 1
+    assert "field #2" in " ".join(result.stderr.split())
+    assert len(_Api.received) == 1
+
+
+def test_predict_api_error_message(target):
+    with pytest.raises(UserError, match=r"400: row 0 has 3 values.*\(row 0, field #2\)"):
+        predict_cmd.call_api(target, "/predict", {"instances": [[1, 2, 3]]})
+
+
+def test_feedback(target):
+    result = _run("feedback", "rid-0", "1")
+    assert result.exit_code == 0 and "rid-0" in result.output
+    assert _Api.received[0][:2] == ("/feedback", {"request_id": "rid-0", "outcome": 1})
+    assert _run("feedback", "rid-0", "2").exit_code == 2  # click rejects the outcome
+
+
+def test_params_get_and_set(target):
+    lam, iam = target.client("lambda"), target.client("iam")
+    ensure_proxy_function(lam, iam, target.config, target.names)
+    result = _run("params", "get", "--json")
+    info = json.loads(result.output)
+    assert info["effective"]["decision_threshold"] == target.config.decision_threshold
+    assert info["parameters"]["SERVING_ENABLED"] == "true"
+
+    result = _run("params", "set", "DECISION_THRESHOLD=0.65", "target_variant=v2", "--json")
+    assert result.exit_code == 0, result.output
+    env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
+    assert env["DECISION_THRESHOLD"] == "0.65" and env["TARGET_VARIANT"] == "v2"
+    assert env["ENDPOINT_NAME"] == target.names.endpoint_name  # merged, not replaced
+
+    before = dict(env)
+    for bad in (["DECISION_THRESHOLD=abc"], ["LOG_SAMPLE_RATE=0.2", "LOG_SAMPLE_RATE=2"], ["NOPE=1"], ["x"]):
+        result = CliRunner().invoke(cli, ["params", "set", *bad])
+        assert result.exit_code == 1, bad
+    env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
+    assert env == before  # nothing changed
+
+    table = _run("params", "get").output
+    assert "DECISION_THRESHOLD" in table and "0.65" in table
+    _run("params", "set", "TARGET_VARIANT=", "DECISION_THRESHOLD=0.5")
+    env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
+    assert env["TARGET_VARIANT"] == ""

@@ -1,0 +1,179 @@
+"""``trainserve predict [--file F] [--user U]`` and ``trainserve feedback REQUEST_ID OUTCOME``.
+
+Both call the prediction API (``target.api_url``): locally the local cloud's API (no auth), on AWS the API
+Gateway stage with the ``x-api-key`` header (the key's value is read with ``apigateway get_api_key`` from
+the ``PredictionApiKeyId`` stack output).
+
+Rows come from ``--file`` (CSV with or without a header row, or JSON: ``{"instances": [...]}``, a list of
+rows, a list of ``{name: value}`` objects or one flat row) or, without ``--file``, from stdin.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trainserve.commands import options
+from trainserve.console import UserError, print_json, table
+from trainserve.target import Target, TargetError
+
+API_KEY_OUTPUT = "PredictionApiKeyId"
+HTTP_TIMEOUT_S = 60
+
+
+def _number(text: str, line: int, column: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"line {line}, column {column}: {text!r} is not a number") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_rows(text: str) -> list[Any]:
+    """CSV (header optional) or JSON text -> the ``instances`` list the API takes."""
+    stripped = text.strip()
+    if not stripped:
+        raise UserError("no rows given (pass --file, or rows on stdin as CSV or JSON)")
+    if stripped[0] in "[{":
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"the input is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and "instances" in data:
+            data = data["instances"]
+        elif isinstance(data, dict):
+            data = [data]
+        if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
+            data = [data]  # one flat row
+        if not isinstance(data, list) or not data:
+            raise UserError('JSON input must be {"instances": [...]}, a list of rows, or one row')
+        return data
+    rows = [r for r in csv.reader(io.StringIO(stripped)) if any(c.strip() for c in r)]
+    header = None
+    if not all(_is_number(c) for c in rows[0]):
+        header = [c.strip() for c in rows[0]]
+        rows = rows[1:]
+        if not rows:
+            raise UserError("the CSV has a header but no rows")
+    out: list[Any] = []
+    for n, row in enumerate(rows, start=2 if header else 1):
+        if header is not None:
+            if len(row) != len(header):
+                raise UserError(f"line {n} has {len(row)} values; the header has {len(header)}")
+            out.append({h: _number(c.strip(), n, h) for h, c in zip(header, row, strict=True)})
+        else:
+            out.append([_number(c.strip(), n, str(i + 1)) for i, c in enumerate(row)])
+    return out
+
+
+def api_key(target: Target) -> str | None:
+    """The API key value on AWS (None locally: the local API has no auth)."""
+    if target.is_local:
+        return None
+    if target.api_key:
+        return target.api_key
+    key_id = _stack_output(target, API_KEY_OUTPUT)
+    if not key_id:
+        raise TargetError(
+            f"no {API_KEY_OUTPUT} output in the deployed stacks: cannot authenticate to the API"
+        )
+    return target.client("apigateway").get_api_key(apiKey=key_id, includeValue=True)["value"]
+
+
+def _stack_output(target: Target, key: str) -> str | None:
+    prefix = "".join(p.capitalize() for p in target.config.project_name.split("-"))
+    for page in target.client("cloudformation").get_paginator("describe_stacks").paginate():
+        for stack in page["Stacks"]:
+            if stack["StackName"].startswith(prefix):
+                for o in stack.get("Outputs", []):
+                    if o["OutputKey"] == key:
+                        return o["OutputValue"]
+    return None
+
+
+def call_api(target: Target, path: str, payload: Any) -> dict[str, Any]:
+    """POST ``payload`` to the prediction API; a non-2xx answer is a UserError with the API's message."""
+    if not target.api_url:
+        raise TargetError(
+            "no prediction API URL (local cloud not running, or no PredictionApiUrl stack output)"
+        )
+    headers = {"Content-Type": "application/json"}
+    key = api_key(target)
+    if key:
+        headers["x-api-key"] = key
+    url = target.api_url.rstrip("/") + path
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"error": raw.decode(errors="replace")[:500]}
+        where = ""
+        if body.get("row") is not None:
+            where += f" (row {body['row']}"
+            where += f", field {body['field']})" if body.get("field") else ")"
+        raise UserError(
+            f"the API answered {exc.code}: {body.get('error') or body.get('message')}{where}"
+        ) from None
+    except urllib.error.URLError as exc:
+        raise UserError(f"cannot reach the prediction API at {url}: {exc.reason}") from None
+
+
+@click.command("predict")
+@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False), help="CSV or JSON rows.")
+@click.option("--user", "user_id", help="user_id for sticky variant assignment.")
+@options.json_option
+@options.local_option
+def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | None) -> None:
+    """Score rows through the prediction API (rows from --file, or stdin)."""
+    text = Path(path).read_text(encoding="utf-8") if path else sys.stdin.read()
+    payload: dict[str, Any] = {"instances": parse_rows(text)}
+    if user_id:
+        payload["user_id"] = user_id
+    result = call_api(options.resolve_target(local), "/predict", payload)
+    if as_json:
+        print_json(result)
+        return
+    table(
+        f"{len(result['predictions'])} prediction(s)",
+        ["request_id", "variant", "version", "score", "label"],
+        [
+            [p["request_id"], p["variant"], p["model_version"], f"{p['score']:.4f}", p["label"]]
+            for p in result["predictions"]
+        ],
+    )
+
+
+@click.command("feedback")
+@click.argument("request_id")
+@click.argument("outcome", type=click.Choice(["0", "1"]))
+@options.json_option
+@options.local_option
+def feedback(request_id: str, outcome: str, as_json: bool, local: bool | None) -> None:
+    """Record the true OUTCOME (0 or 1) of the prediction REQUEST_ID."""
+    result = call_api(
+        options.resolve_target(local), "/feedback", {"request_id": request_id, "outcome": int(outcome)}
+    )
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"feedback recorded: {request_id} -> {outcome}")
