@@ -1,0 +1,257 @@
+"""``models approve|reject``, ``endpoint status`` and ``traffic set|promote|rollback`` against a local target
+(a moto server on 127.0.0.1 with the local cloud's moto patches); the release controller handler runs
+in-process on the same server, as the local cloud's approval watcher runs it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+import release_handler
+from click.testing import CliRunner
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
+from moto.server import ThreadedMotoServer
+from release_planner import ReleaseSettings
+
+from trainserve import console as console_mod
+from trainserve.commands import endpoint as endpoint_cmd
+from trainserve.commands import models_review, options
+from trainserve.commands import traffic as traffic_cmd
+from trainserve.local import moto_patches
+from trainserve.target import Names, Target
+
+REGION = "us-east-1"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+SAMPLE_EVENT = json.loads(
+    (Path(__file__).parent.parent / "lambdas" / "events" / "model_package_state_change.json").read_text()
+)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    moto_patches.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def target(moto_url, config, monkeypatch):
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    names = Names.local(config)
+    local = Target(mode="local", region=REGION, config=config, names=names, aws_endpoint_url=moto_url)
+    monkeypatch.setattr(options, "resolve_target", lambda _local: local)
+    # the release controller, run in-process against the same server (as the local cloud runs it)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    settings = ReleaseSettings(
+        project_name=config.project_name,
+        endpoint_name=names.endpoint_name,
+        model_package_group=names.model_package_group,
+        challenger_weight=0.1,
+        max_live_variants=2,
+        guardrail_wait_seconds=0,
+        model_execution_role_arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/model",
+    )
+    for key, value in settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    local.client("sagemaker").create_model_package_group(ModelPackageGroupName=names.model_package_group)
+    return local
+
+
+def _register(target: Target, n: int) -> list[str]:
+    sm = target.client("sagemaker")
+    return [
+        sm.create_model_package(
+            ModelPackageGroupName=target.names.model_package_group,
+            ModelApprovalStatus="PendingManualApproval",
+            InferenceSpecification={
+                "Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://a/{i}/model.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )["ModelPackageArn"]
+        for i in range(n)
+    ]
+
+
+def _release(target: Target, version: int, status: str) -> dict:
+    """What the approval watcher does after a registry change: the state change event -> the handler."""
+    event = copy.deepcopy(SAMPLE_EVENT)
+    event["detail"].update(
+        ModelPackageGroupName=target.names.model_package_group,
+        ModelPackageVersion=version,
+        ModelApprovalStatus=status,
+    )
+    event["detail"].pop("ModelPackageArn")
+    return release_handler.handler(event, None)
+
+
+def _cli(command, *args: str) -> tuple[int, str]:
+    """Exit code and everything printed (stdout and stderr)."""
+    result = CliRunner().invoke(command, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def _cli_json(command, *args: str) -> dict:
+    """``--json`` output: stdout only, which must be exactly one JSON document."""
+    result = CliRunner().invoke(command, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _status(target: Target) -> dict:
+    return _cli_json(endpoint_cmd.endpoint, "status")
+
+
+def _weights(report: dict) -> dict[str, float]:
+    return {v["variant"]: round(v["desired_weight"], 9) for v in report["variants"]}
+
+
+def test_approve_reject_and_traffic_end_to_end(target):
+    sm = target.client("sagemaker")
+    arn1, arn2, arn3 = _register(target, 3)
+    assert _status(target)["status"] == "absent"
+
+    code, out = _cli(models_review.approve, "1", "--note", "first model")
+    assert code == 0 and "PendingManualApproval → Approved" in out
+    package = sm.describe_model_package(ModelPackageName=arn1)
+    assert package["ModelApprovalStatus"] == "Approved" and package["ApprovalDescription"] == "first model"
+    _release(target, 1, "Approved")
+
+    assert _cli(models_review.approve, "v2")[0] == 0
+    _release(target, 2, "Approved")
+    report = _status(target)
+    assert report["status"] == "InService" and report["champion"] == "v1"
+    assert _weights(report) == {"v1": 0.9, "v2": 0.1}
+    v1 = report["variants"][0]
+    assert v1["model_package_arn"] == arn1 and v1["champion"] is True and v1["approval_status"] == "Approved"
+    assert v1["instance_type"] == "ml.m5.large" and v1["instance_count"] == 1
+    assert v1["current_weight"] == pytest.approx(0.9)
+
+    out = _cli_json(traffic_cmd.traffic, "set", "v1=7", "2=3")
+    assert out["action"] == "update" and _weights(out) == {"v1": 0.7, "v2": 0.3}
+    assert _weights(_status(target)) == {"v1": 0.7, "v2": 0.3}
+
+    assert _cli_json(traffic_cmd.traffic, "promote", "2")["action"] == "update"
+    report = _status(target)
+    assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
+
+    assert _cli(models_review.approve, "3")[0] == 0
+    _release(target, 3, "Approved")
+    assert _weights(_status(target)) == {"v2": 0.9, "v3": 0.1}
+
+    code, out = _cli(traffic_cmd.traffic, "rollback")
+    assert code == 0, out
+    report = _status(target)
+    assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
+
+    out = _cli_json(models_review.reject, "3", "--note", "worse on holdout")
+    assert out["previous_status"] == "Approved" and out["status"] == "Rejected" and out["changed"] is True
+    assert sm.describe_model_package(ModelPackageName=arn3)["ModelApprovalStatus"] == "Rejected"
+    assert arn2  # v2 stays the champion
+    _release(target, 3, "Rejected")
+    assert _weights(_status(target)) == {"v2": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("set", "v1=-1"), "weights must be finite and >= 0"),
+        (("set", "v9=1"), "variant v9 is not live; live variants: v1, v2"),
+        (("set", "v1=0", "v2=0"), "all weights are zero"),
+        (("set", "v1"), "'v1' is not VARIANT=WEIGHT"),
+        (("set", "v1=0.5", "1=0.5"), "variant v1 is given twice"),
+        (("promote", "v7"), "variant v7 is not live"),
+    ],
+)
+def test_bad_traffic_requests_fail_and_change_nothing(target, args, message):
+    arn1, arn2 = _register(target, 2)
+    for version in (1, 2):
+        _cli(models_review.approve, str(version))
+        _release(target, version, "Approved")
+    before = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
+    code, out = _cli(traffic_cmd.traffic, *args)
+    assert code == 1
+    assert message in " ".join(out.split())
+    after = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
+    assert after["ProductionVariants"] == before["ProductionVariants"]
+    assert after["EndpointConfigName"] == before["EndpointConfigName"]
+
+
+def test_traffic_on_a_busy_endpoint_is_refused(target):
+    _register(target, 1)
+    _cli(models_review.approve, "1")
+    _release(target, 1, "Approved")
+    sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[
+        target.names.endpoint_name
+    ].endpoint_status = "Updating"
+    code, out = _cli(traffic_cmd.traffic, "rollback")
+    assert code == 1 and "is Updating" in out
+
+
+def test_traffic_without_endpoint_is_an_error(target):
+    code, out = _cli(traffic_cmd.traffic, "rollback")
+    assert code == 1 and "does not exist yet" in out
+
+
+def test_review_errors_and_no_op(target):
+    _register(target, 2)
+    code, out = _cli(models_review.approve, "7")
+    assert (
+        code == 1 and "model version 7 is not in the model package group" in out and "versions: 1, 2" in out
+    )
+    code, out = _cli(models_review.reject, "latest")
+    assert code == 1 and "'latest' is not a model version" in out
+    _cli(models_review.approve, "1")
+    code, out = _cli(models_review.approve, "1")
+    assert code == 0 and "already Approved: nothing changed" in out
+
+
+def test_status_table(target, monkeypatch):
+    monkeypatch.setattr(console_mod.console, "width", 160)
+    _register(target, 1)
+    _cli(models_review.approve, "1")
+    _release(target, 1, "Approved")
+    code, out = _cli(endpoint_cmd.endpoint, "status")
+    assert code == 0 and "v1 ★" in out and "champion" in out and "100.0%" in out
+    assert "1 × ml.m5.large" in out and "trainserve-models/1" in out
+
+
+def test_settings_come_from_the_release_function_when_it_exists(target):
+    fallback = endpoint_cmd.release_settings(target)  # no release function: built from the configuration
+    assert fallback.endpoint_name == target.names.endpoint_name
+    assert fallback.challenger_weight == target.config.challenger_weight
+    assert fallback.max_live_variants == target.config.max_live_variants
+
+    iam = target.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    role = iam.create_role(RoleName="lambda", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    deployed = ReleaseSettings(
+        project_name=target.config.project_name,
+        endpoint_name="deployed-endpoint",
+        model_package_group=target.names.model_package_group,
+        challenger_weight=0.25,
+        rollback_alarms=("a", "b"),
+    )
+    target.client("lambda").create_function(
+        FunctionName=target.names.release_function,
+        Runtime="python3.12",
+        Role=role,
+        Handler="release_handler.handler",
+        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        Environment={"Variables": deployed.as_env()},
+    )
+    assert endpoint_cmd.release_settings(target) == deployed

@@ -1,0 +1,128 @@
+"""``trainserve endpoint status``: the endpoint's variants, model versions, weights and champion.
+
+Also the release helpers the ``traffic`` and ``models approve|reject`` commands share: the release
+controller's settings (read from the deployed release function's environment, so the CLI acts exactly as
+the controller does; from the configuration when that function is absent) and its SageMaker adapter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import release_planner
+import sagemaker_adapter
+from botocore.exceptions import ClientError
+from release_planner import ReleaseBlocked, ReleaseSettings, SettingsError
+from sagemaker_adapter import EndpointBusy, SageMakerAdapter
+
+from trainserve.commands import options
+from trainserve.console import UserError, console, print_json, table
+from trainserve.target import Target
+
+
+def release_settings(target: Target) -> ReleaseSettings:
+    """The release controller's settings: its function's environment, else built from the configuration."""
+    name = target.names.release_function
+    try:
+        env = target.client("lambda").get_function_configuration(FunctionName=name).get("Environment", {})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        env = {}
+    variables = env.get("Variables") or {}
+    if variables:
+        try:
+            return ReleaseSettings.from_env(variables)
+        except SettingsError as exc:
+            raise UserError(f"release function {name}: {exc}") from None
+    cfg, names = target.config, target.names
+    return ReleaseSettings(
+        project_name=cfg.project_name,
+        endpoint_name=names.endpoint_name,
+        model_package_group=names.model_package_group,
+        challenger_weight=cfg.challenger_weight,
+        max_live_variants=cfg.max_live_variants,
+        instance_type=cfg.serving_instance_type,
+        instance_count=cfg.serving_instance_count,
+        traffic_routing=cfg.traffic_routing,
+        guardrail_wait_seconds=cfg.guardrail_wait_seconds,
+    )
+
+
+def release_adapter(target: Target) -> SageMakerAdapter:
+    return SageMakerAdapter(release_settings(target), target.client("sagemaker"))
+
+
+def read_ready_endpoint(adapter: SageMakerAdapter) -> release_planner.EndpointState:
+    """The endpoint, refusing to plan a change while it is busy."""
+    try:
+        return adapter.wait_until_ready(timeout_s=0)
+    except EndpointBusy as exc:
+        raise UserError(f"{exc}; try again when it is InService (trainserve endpoint status)") from None
+    except ReleaseBlocked as exc:
+        raise UserError(str(exc)) from None
+
+
+def endpoint_report(
+    adapter: SageMakerAdapter, state: release_planner.EndpointState | None = None
+) -> dict[str, Any]:
+    """The endpoint as plain data: status, champion, and each variant with version, package and weights."""
+    try:
+        state = state or adapter.read_endpoint()
+    except ReleaseBlocked as exc:
+        raise UserError(str(exc)) from None
+    registry = adapter.read_registry()
+    champion = state.champion
+    return {
+        "endpoint": adapter.settings.endpoint_name,
+        "exists": state.exists,
+        "status": state.status if state.exists else "absent",
+        "champion": release_planner.variant_name(champion) if champion is not None else None,
+        "endpoint_config": state.config_name,
+        "variants": sagemaker_adapter.describe_variants(state, registry),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    if not report["exists"]:
+        console.print(
+            f"endpoint {report['endpoint']} does not exist yet: approve a model version "
+            "(trainserve models approve V) and the release controller creates it"
+        )
+        return
+    rows = [
+        [
+            v["variant"] + (" ★" if v["champion"] else ""),
+            "champion" if v["champion"] else "challenger",
+            f"{v['current_weight']:.1%}" if v["current_weight"] is not None else "",
+            f"{v['desired_weight']:.1%}",
+            f"{v['instance_count']} × {v['instance_type']}",
+            v["approval_status"],
+            (v["model_package_arn"] or "").split(":model-package/")[-1],
+        ]
+        for v in report["variants"]
+    ]
+    table(
+        f"endpoint {report['endpoint']} ({report['status']})",
+        ["variant", "role", "current", "desired", "instances", "approval", "model package"],
+        rows,
+    )
+
+
+@click.group()
+def endpoint() -> None:
+    """The SageMaker endpoint the release controller manages."""
+
+
+@endpoint.command("status")
+@options.local_option
+@options.json_option
+def status(local: bool | None, as_json: bool) -> None:
+    """Variants, model versions, current and desired weights, the champion."""
+    target = options.resolve_target(local)
+    report = endpoint_report(release_adapter(target))
+    if as_json:
+        print_json(report)
+    else:
+        print_report(report)
