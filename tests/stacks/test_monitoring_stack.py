@@ -1,0 +1,345 @@
+"""MonitoringStack: dashboard lines per variant through SEARCH, alarms (exact names) wired to the SNS topic,
+the scheduled monitoring Lambda with a least-privilege role; cdk-nag and cfn-lint clean.
+
+The serving stack is stood in for by a small stack holding the same attributes (a real proxy Lambda and a real
+on-failure queue): the monitoring stack only reads ``endpoint_name``, ``proxy_function``, ``release_dlq`` and
+``release_function`` from it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import cfnlint.api
+import pytest
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Template
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.common import acknowledge, python_function
+from stacks.config import Config
+from stacks.data_stack import DataStack
+from stacks.monitoring_stack import MonitoringStack
+from stacks.warehouse_stack import WarehouseStack
+from trainserve import PROJECT_ROOT
+
+CONTEXT = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"]
+TEST_EMAIL = "ops@example.com"
+TEST_INTERVAL = 30
+ENDPOINT = "trainserve-endpoint"
+ALARM_NAMES = {
+    "trainserve-endpoint-5xx",
+    "trainserve-endpoint-latency-p99",
+    "trainserve-proxy-errors",
+    "trainserve-firehose-predictions-redshift",
+    "trainserve-firehose-feedback-redshift",
+    "trainserve-undelivered-log-records",
+    "trainserve-release-dlq-not-empty",
+    "trainserve-prediction-drift",
+}
+
+
+class _ServingStandIn(Stack):
+    """The serving stack's interface for monitoring: endpoint name, proxy Lambda, release controller and DLQ."""
+
+    def __init__(self, scope, construct_id: str, *, config: Config, data: DataStack, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.endpoint_name = config.endpoint_name
+        self.release_dlq = sqs.Queue(
+            self,
+            "ReleaseFailures",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=data.key,
+            enforce_ssl=True,
+        )
+        acknowledge(
+            self.release_dlq, "AwsSolutions-SQS3", "This queue is itself the release controller's DLQ."
+        )
+        self.proxy_function = self._function(
+            "PredictionProxy", "proxy", "proxy_handler.handler", config, data
+        )
+        self.release_function = self._function(
+            "ReleaseController", "release_controller", "release_handler.handler", config, data
+        )
+
+    def _function(self, construct_id: str, folder: str, handler: str, config: Config, data: DataStack):
+        role = iam.Role(self, f"{construct_id}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        fn = python_function(
+            self,
+            construct_id,
+            config=config,
+            code_dir=folder,
+            handler=handler,
+            description="stand-in",
+            key=data.key,
+            role=role,
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["logs:PutLogEvents"], resources=[fn.log_group.log_group_arn])
+        )
+        acknowledge(fn, "AwsSolutions-L1", "The project pins one Lambda runtime in stacks/common.py.")
+        acknowledge(
+            role, "AwsSolutions-IAM5[Resource::*]", "X-Ray trace upload has no resource-level permission."
+        )
+        return fn
+
+
+def _build(**overrides: Any) -> dict[str, Any]:
+    config = Config.from_mapping({**CONTEXT["trainserve"], **overrides})
+    app = App(context=CONTEXT)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    data = DataStack(app, "TestData", config=config)
+    warehouse = WarehouseStack(app, "TestWarehouse", config=config, data=data)
+    serving = _ServingStandIn(app, "TestServing", config=config, data=data)
+    monitoring = MonitoringStack(
+        app, "TestMonitoring", config=config, data=data, serving=serving, warehouse=warehouse
+    )
+    template = Template.from_stack(monitoring)  # synthesizes the app: cdk-nag findings raise here
+    return {"config": config, "template": template, "tpl": template.to_json()}
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Any]:
+    return _build(alarm_email=TEST_EMAIL, monitoring_interval_minutes=TEST_INTERVAL)
+
+
+def _resources(tpl: dict, type_: str) -> dict[str, dict]:
+    return {k: r for k, r in tpl["Resources"].items() if r["Type"] == type_}
+
+
+def _alarms_by_name(tpl: dict) -> dict[str, dict]:
+    return {
+        r["Properties"]["AlarmName"]: r["Properties"]
+        for r in _resources(tpl, "AWS::CloudWatch::Alarm").values()
+    }
+
+
+def _dashboard_body(tpl: dict) -> dict:
+    """The dashboard JSON with every CloudFormation token replaced by a placeholder string."""
+    (dashboard,) = _resources(tpl, "AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]
+    if isinstance(body, dict):
+        body = "".join(part if isinstance(part, str) else "TOKEN" for part in body["Fn::Join"][1])
+    return json.loads(body)
+
+
+def _dashboard_expressions(tpl: dict) -> list[str]:
+    exprs = []
+    for widget in _dashboard_body(tpl)["widgets"]:
+        for line in widget.get("properties", {}).get("metrics", []):
+            for item in line:
+                if isinstance(item, dict) and "expression" in item:
+                    exprs.append(item["expression"])
+    return exprs
+
+
+def _topic_id(tpl: dict) -> str:
+    (topic_id,) = _resources(tpl, "AWS::SNS::Topic")
+    return topic_id
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def test_stack_is_cdk_nag_and_cfn_lint_clean(built):
+    errors = [str(m) for m in cfnlint.api.lint_all(json.dumps(built["tpl"])) if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+# ------------------------------------------------------------------------------------------------- topic
+def test_topic_is_kms_encrypted_tls_only_with_the_configured_email(built):
+    tpl, template = built["tpl"], built["template"]
+    (topic,) = _resources(tpl, "AWS::SNS::Topic").values()
+    assert "Fn::ImportValue" in json.dumps(topic["Properties"]["KmsMasterKeyId"])
+    (policy,) = _resources(tpl, "AWS::SNS::TopicPolicy").values()
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    template.has_resource_properties(
+        "AWS::SNS::Subscription",
+        {"Protocol": "email", "Endpoint": TEST_EMAIL, "TopicArn": {"Ref": _topic_id(tpl)}},
+    )
+
+
+# --------------------------------------------------------------------------------------------- dashboard
+@pytest.mark.parametrize(
+    ("namespace", "metric", "stat"),
+    [
+        ("AWS/SageMaker", "Invocations", "Sum"),
+        ("AWS/SageMaker", "Invocation4XXErrors", "Sum"),
+        ("AWS/SageMaker", "Invocation5XXErrors", "Sum"),
+        ("AWS/SageMaker", "ModelLatency", "p50"),
+        ("AWS/SageMaker", "ModelLatency", "p99"),
+        ("AWS/SageMaker", "OverheadLatency", "p50"),
+        ("AWS/SageMaker", "OverheadLatency", "p99"),
+        ("/aws/sagemaker/Endpoints", "CPUUtilization", "Average"),
+        ("/aws/sagemaker/Endpoints", "MemoryUtilization", "Average"),
+    ],
+)
+def test_dashboard_searches_endpoint_metrics_per_variant(built, namespace, metric, stat):
+    expected = (
+        f'SEARCH(\'{{{namespace},EndpointName,VariantName}} EndpointName="{ENDPOINT}" '
+        f"MetricName=\"{metric}\"', '{stat}', 300)"
+    )
+    assert expected in _dashboard_expressions(built["tpl"])
+
+
+@pytest.mark.parametrize(
+    "metric", ["RequestCount", "PositiveRate", "ScorePSI", "OnlineAccuracy", "LabelledCount"]
+)
+def test_dashboard_searches_the_monitoring_jobs_metrics_per_variant_and_version(built, metric):
+    pattern = re.compile(
+        r"SEARCH\('\{Trainserve/Predictions,EndpointName,ModelVersion,VariantName\} "
+        rf"EndpointName=\"{ENDPOINT}\" MetricName=\"{metric}\"', '\w+', 300\)"
+    )
+    assert any(pattern.fullmatch(e) for e in _dashboard_expressions(built["tpl"]))
+
+
+def test_dashboard_shows_proxy_and_firehose_metrics(built):
+    body = json.dumps(_dashboard_body(built["tpl"]))
+    for needle in (
+        '"AWS/Lambda", "Errors"',
+        '"AWS/Lambda", "Throttles"',
+        '"AWS/Firehose", "DeliveryToRedshift.Success"',
+        '"AWS/Firehose", "DeliveryToS3.DataFreshness"',
+        '"AWS/Firehose", "DeliveryToS3.Success"',
+        '"Trainserve/Proxy", "UndeliveredLogRecords"',
+    ):
+        assert needle in body, needle
+
+
+# ------------------------------------------------------------------------------------------------ alarms
+def test_alarm_names_are_exact_and_every_alarm_notifies_the_topic(built):
+    tpl = built["tpl"]
+    alarms = _alarms_by_name(tpl)
+    assert set(alarms) == ALARM_NAMES
+    for name, props in alarms.items():
+        assert props["AlarmActions"] == [{"Ref": _topic_id(tpl)}], name
+
+
+def test_endpoint_5xx_alarm_is_the_rate_over_all_variants(built):
+    props = _alarms_by_name(built["tpl"])["trainserve-endpoint-5xx"]
+    (query,) = props["Metrics"]
+    assert query["Expression"] == (
+        'SELECT AVG(Invocation5XXErrors) FROM SCHEMA("AWS/SageMaker", EndpointName, VariantName) '
+        f"WHERE EndpointName = '{ENDPOINT}'"
+    )
+    assert query["ReturnData"] is True and query["Period"] == 300
+    assert props["Threshold"] == built["config"].error_rate_alarm
+    assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_endpoint_latency_alarm_compares_microseconds(built):
+    props = _alarms_by_name(built["tpl"])["trainserve-endpoint-latency-p99"]
+    (query,) = props["Metrics"]
+    assert "ModelLatency" in query["Expression"] and f"EndpointName = '{ENDPOINT}'" in query["Expression"]
+    assert props["Threshold"] == built["config"].latency_p99_alarm_ms * 1000
+
+
+def test_drift_alarm_watches_score_psi_against_the_configured_threshold(built):
+    props = _alarms_by_name(built["tpl"])["trainserve-prediction-drift"]
+    (query,) = props["Metrics"]
+    assert query["Expression"].startswith('SELECT MAX(ScorePSI) FROM SCHEMA("Trainserve/Predictions"')
+    assert query["Period"] == TEST_INTERVAL * 60
+    assert props["Threshold"] == built["config"].drift_psi_threshold
+
+
+def test_firehose_alarms_fire_when_a_copy_fails(built):
+    alarms = _alarms_by_name(built["tpl"])
+    for stream in ("predictions", "feedback"):
+        props = alarms[f"trainserve-firehose-{stream}-redshift"]
+        assert props["MetricName"] == "DeliveryToRedshift.Success" and props["Namespace"] == "AWS/Firehose"
+        assert props["Threshold"] == 1 and props["ComparisonOperator"] == "LessThanThreshold"
+        (dim,) = props["Dimensions"]
+        assert dim["Name"] == "DeliveryStreamName" and "Fn::ImportValue" in json.dumps(dim["Value"])
+
+
+def test_release_dlq_alarm_fires_on_any_visible_message(built):
+    props = _alarms_by_name(built["tpl"])["trainserve-release-dlq-not-empty"]
+    assert props["MetricName"] == "ApproximateNumberOfMessagesVisible" and props["Namespace"] == "AWS/SQS"
+    assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_proxy_error_alarm_is_a_rate(built):
+    props = _alarms_by_name(built["tpl"])["trainserve-proxy-errors"]
+    ids = {m["Id"]: m for m in props["Metrics"]}
+    assert ids["errors"]["MetricStat"]["Metric"]["MetricName"] == "Errors"
+    assert ids["invocations"]["MetricStat"]["Metric"]["MetricName"] == "Invocations"
+    assert props["Threshold"] == built["config"].error_rate_alarm
+
+
+# ------------------------------------------------------------------------------------------- monitor job
+def test_monitor_function_environment(built):
+    tpl = built["tpl"]
+    (fn_id, fn), *_ = [
+        (k, r)
+        for k, r in _resources(tpl, "AWS::Lambda::Function").items()
+        if r["Properties"].get("Handler") == "monitor_handler.handler"
+    ]
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["ENDPOINT_NAME"] == ENDPOINT
+    assert env["MODEL_PACKAGE_GROUP"] == "trainserve-models"
+    assert env["WAREHOUSE_DATABASE"] == "trainserve"
+    assert "Fn::ImportValue" in json.dumps(env["WAREHOUSE_WORKGROUP"])
+    assert "Fn::ImportValue" in json.dumps(env["WAREHOUSE_SECRET_ARN"])
+    assert "WAREHOUSE_CLUSTER" not in env
+    assert env["WINDOW_MINUTES"] == str(TEST_INTERVAL)
+    assert env["METRIC_NAMESPACE"] == "Trainserve/Predictions"
+    assert int(env["QUERY_TIMEOUT_SECONDS"]) > 0
+    assert tpl["Outputs"]["MonitorFunction"]["Value"] == {"Ref": fn_id}
+
+
+def test_monitor_runs_on_the_configured_schedule(built):
+    tpl = built["tpl"]
+    (rule,) = _resources(tpl, "AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"] == f"rate({TEST_INTERVAL} minutes)"
+    (target,) = rule["Properties"]["Targets"]
+    fn_id = tpl["Outputs"]["MonitorFunction"]["Value"]["Ref"]
+    assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    built["template"].has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"Principal": "events.amazonaws.com", "FunctionName": {"Fn::GetAtt": [fn_id, "Arn"]}},
+    )
+
+
+def test_monitor_role_is_least_privilege(built):
+    tpl = built["tpl"]
+    statements = [
+        s
+        for p in _resources(tpl, "AWS::IAM::Policy").values()
+        if "MonitorRole" in json.dumps(p["Properties"]["Roles"])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_sid = {s.get("Sid"): s for s in statements}
+    put = by_sid["PublishPredictionMetrics"]
+    assert put["Action"] == "cloudwatch:PutMetricData"
+    assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Trainserve/Predictions"}}
+    registry = json.dumps(by_sid["ReadRegistry"]["Resource"])
+    assert (
+        "model-package/trainserve-models/*" in registry
+        and "model-package-group/trainserve-models" in registry
+    )
+    assert by_sid["ReadBaselines"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadBaselines"]["Resource"] == {
+        "Fn::Join": ["", [{"Fn::ImportValue": "TestData-ArtifactsBucketArn"}, "/*"]]
+    }
+    execute = by_sid["RedshiftDataOnWarehouse"]
+    assert "Fn::ImportValue" in json.dumps(execute["Resource"]) and execute["Resource"] != "*"
+    assert "secretsmanager:GetSecretValue" in by_sid["ReadWarehouseSecret"]["Action"]
+    for s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        assert not any(a.endswith(":*") or a == "*" for a in actions), s
+
+
+def test_outputs(built):
+    outputs = built["tpl"]["Outputs"]
+    assert set(outputs) >= {"MonitorFunction", "AlarmTopicArn", "DashboardName"}
+    assert outputs["AlarmTopicArn"]["Value"] == {"Ref": _topic_id(built["tpl"])}
+
+
+def test_no_email_subscription_without_an_address():
+    tpl = _build(alarm_email=None, monitoring_interval_minutes=600)["tpl"]
+    assert _resources(tpl, "AWS::SNS::Subscription") == {}
+    props = _alarms_by_name(tpl)["trainserve-prediction-drift"]
+    assert props["Metrics"][0]["Period"] == 180 * 60  # Metrics Insights alarms see 3 hours at most
