@@ -486,6 +486,15 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client closing its keep-alive connection is not an error
+        super().handle_error(request, client_address)
+
+
 def _handler_for(runtime: RuntimeComponent) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

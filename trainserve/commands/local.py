@@ -1,0 +1,313 @@
+"""``trainserve local start|stop|status``: the local cloud (emulated AWS + SageMaker runtime + warehouse).
+
+``start`` spawns ``python -m trainserve.local.daemon`` detached (output in ``.trainserve/local.log``) and
+waits until it has written ``local.json``; ``stop`` sends SIGTERM (SIGKILL after a timeout); ``status``
+says what runs where, the environment to point other tools at it, and each component's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trainserve import PROJECT_ROOT
+from trainserve.console import UserError, console, err_console, print_json, step, table
+from trainserve.local.daemon import (
+    EXIT_PORT_IN_USE,
+    LOG_FILE,
+    STATUS_FILE,
+    PortInUse,
+    default_ports,
+    port_free,
+)
+from trainserve.target import (
+    LOCAL_ACCESS_KEY,
+    LOCAL_REGION,
+    LOCAL_SECRET_KEY,
+    local_state_file,
+    read_local_state,
+    state_dir,
+)
+
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+
+
+@click.group("local")
+def local() -> None:
+    """The local cloud: moto as AWS, a SageMaker runtime, the approval watcher, the API and the warehouse."""
+
+
+@local.command("start")
+@click.option(
+    "--timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait for it."
+)
+def start(timeout: float) -> None:
+    """Start the local cloud in the background (ports 4566-4568, or TRAINSERVE_PORT_BASE..+2)."""
+    state = read_local_state()
+    if state is not None:
+        console.print(
+            f"the local cloud is already running at {state['aws_endpoint_url']} (pid {state['pid']})"
+        )
+        return
+    _remove_stale_state()
+    try:
+        ports = default_ports()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for role, port in ports.items():
+        if not port_free(port):
+            raise UserError(str(PortInUse(role, port)))
+
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    log_file = home / LOG_FILE
+    with open(log_file, "ab") as log:
+        log.write(f"\n--- trainserve local start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainserve.local.daemon"],
+            cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the terminal; `local stop` ends it
+            env={**os.environ, "TRAINSERVE_HOME": str(home), "PYTHONUNBUFFERED": "1"},
+        )
+    state = None
+    with step(f"starting the local cloud (log: {log_file})"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                tail = _tail(log_file)
+                if code == EXIT_PORT_IN_USE:
+                    raise UserError(_port_message(tail) or f"a port is in use; see {log_file}")
+                raise UserError(
+                    f"the local cloud exited with code {code} while starting; last lines of {log_file}:\n{tail}"
+                )
+            state = read_local_state()
+            if state is not None and state.get("pid") == proc.pid:
+                break
+            time.sleep(0.2)
+        else:
+            _terminate(proc.pid, STOP_TIMEOUT)
+            raise UserError(
+                f"the local cloud did not come up within {timeout:.0f} s; last lines of {log_file}:\n{_tail(log_file)}"
+            )
+    _print_where(state)
+
+
+@local.command("stop")
+@click.option(
+    "--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL."
+)
+def stop(timeout: float) -> None:
+    """Stop the local cloud (its model servers too)."""
+    raw = _raw_state()
+    pid = raw.get("pid") if raw else None
+    if not isinstance(pid, int) or not _alive(pid):
+        _remove_stale_state()
+        console.print("the local cloud is not running")
+        return
+    with step(f"stopping the local cloud (pid {pid})"):
+        killed = _terminate(pid, timeout)
+        if killed:
+            _kill_model_servers()
+        _remove_stale_state(force=True)
+    if killed:
+        err_console.print(f"[yellow]the local cloud did not stop within {timeout:.0f} s and was killed[/]")
+
+
+@local.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(as_json: bool) -> None:
+    """What runs where: URLs, the environment to use, each component's state (and breached alarms)."""
+    state = read_local_state()
+    info = status_info(state)
+    if as_json:
+        print_json(info)
+        return
+    if not info["running"]:
+        console.print("the local cloud is not running; start it with: trainserve local start")
+        return
+    table(
+        f"local cloud (pid {info['pid']}, since {info['started_at']})",
+        ["what", "where"],
+        [
+            ["AWS (moto)", info["aws_endpoint_url"]],
+            ["SageMaker runtime", info["runtime_url"]],
+            ["prediction API", info["api_url"]],
+            ["warehouse (DuckDB)", info["warehouse_path"]],
+            ["region", info["region"]],
+            ["log", info["log_file"]],
+        ],
+    )
+    console.print("point AWS tools at it with:")
+    for key, value in info["environment"].items():
+        console.print(f"  export {key}={value}")
+    for name, comp in info["components"].items():
+        console.print(f"[bold]{name}[/]: {_summary(comp)}")
+        for alarm in comp.get("alarms") or []:
+            label = alarm if isinstance(alarm, str) else json.dumps(alarm, default=str)
+            console.print(f"  [bold red]ALARM[/] {label}")
+
+
+def status_info(state: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``status --json`` document."""
+    credentials = {"aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
+    if state is None:
+        return {
+            "running": False,
+            "pid": None,
+            "aws_endpoint_url": None,
+            "runtime_url": None,
+            "api_url": None,
+            "warehouse_path": None,
+            "region": LOCAL_REGION,
+            "credentials": credentials,
+            "environment": {},
+            "components": {},
+        }
+    components: dict[str, Any] = {}
+    snapshot = _read_json(state_dir() / STATUS_FILE)
+    if snapshot and snapshot.get("pid") == state.get("pid"):
+        components = snapshot.get("components", {})
+    region = state.get("region", LOCAL_REGION)
+    return {
+        "running": True,
+        "pid": state.get("pid"),
+        "aws_endpoint_url": state.get("aws_endpoint_url"),
+        "runtime_url": state.get("runtime_url"),
+        "api_url": state.get("api_url"),
+        "warehouse_path": state.get("warehouse_path"),
+        "region": region,
+        "started_at": state.get("started_at"),
+        "log_file": state.get("log_file"),
+        "credentials": credentials,
+        "environment": {
+            "AWS_ENDPOINT_URL": state.get("aws_endpoint_url"),
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": state.get("runtime_url"),
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            "AWS_DEFAULT_REGION": region,
+        },
+        "status_updated_at": snapshot.get("updated_at") if snapshot else None,
+        "components": components,
+    }
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def _print_where(state: dict[str, Any]) -> None:
+    console.print(f"local cloud running (pid {state['pid']})")
+    console.print(f"  AWS (moto)         {state['aws_endpoint_url']}")
+    console.print(f"  SageMaker runtime  {state['runtime_url']}")
+    console.print(f"  prediction API     {state['api_url']}")
+    console.print(f"  warehouse          {state['warehouse_path']}")
+    console.print("`trainserve local status` shows the environment to use and each component's state")
+
+
+def _summary(component: dict[str, Any]) -> str:
+    if "error" in component:
+        return f"[red]{component['error']}[/]"
+    parts = []
+    for key, value in component.items():
+        if key == "alarms":
+            continue
+        if isinstance(value, dict):
+            value = (
+                f"{len(value)} entries"
+                if len(value) > 3 or any(isinstance(v, dict) for v in value.values())
+                else value
+            )
+        elif isinstance(value, list):
+            value = f"{len(value)} entries"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts) or "running"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _raw_state() -> dict[str, Any] | None:
+    return _read_json(local_state_file())
+
+
+def _remove_stale_state(force: bool = False) -> None:
+    """Remove local.json / status.json left by a daemon that no longer runs."""
+    raw = _raw_state()
+    pid = raw.get("pid") if raw else None
+    if force or not (isinstance(pid, int) and _alive(pid)):
+        for path in (local_state_file(), state_dir() / STATUS_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it
+        if done == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns True when it had to be killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return False
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.05)
+    return True
+
+
+def _kill_model_servers() -> None:
+    """After a SIGKILL the daemon could not stop its model servers: stop those its last status lists."""
+    snapshot = _read_json(state_dir() / STATUS_FILE) or {}
+    servers = snapshot.get("components", {}).get("runtime", {}).get("model_servers", {})
+    for server in servers.values():
+        pid = server.get("pid")
+        if isinstance(pid, int):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_message(tail: str) -> str | None:
+    for line in reversed(tail.splitlines()):
+        if line.startswith("error: port"):
+            return line.removeprefix("error: ")
+    return None

@@ -1,0 +1,360 @@
+"""The local cloud daemon: ``python -m trainserve.local.daemon [--aws-port P] [--runtime-port P] [--api-port P]``.
+
+Runs in the foreground (``trainserve local start`` spawns it detached, its output in ``.trainserve/local.log``):
+
+1. patches moto (``moto_patches``) and starts ``ThreadedMotoServer`` on 127.0.0.1 (the AWS control plane);
+2. points this process at it (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, dummy credentials,
+   region us-east-1) so the real Lambda handlers run here unchanged;
+3. creates the base resources (``resources.create_base_resources``);
+4. starts the components in order: the runtime, the approval watcher, then ``EXTRA_COMPONENTS``;
+5. writes ``local.json`` (only once everything is up) and, every ``STATUS_INTERVAL`` seconds,
+   ``status.json`` (``{"updated_at", "pid", "components": {name: status()}}``);
+6. on SIGTERM / SIGINT stops the components in reverse order (model servers included), stops moto and
+   removes ``local.json`` and ``status.json``.
+
+Ports: AWS 4566, runtime 4567, API 4568; ``TRAINSERVE_PORT_BASE=N`` gives N, N+1, N+2; a port argument of 0
+picks a free port. A port already in use ends the daemon at once with exit code ``EXIT_PORT_IN_USE`` and a
+message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORTS = {"aws": 4566, "runtime": 4567, "api": 4568}
+PORT_BASE_ENV = "TRAINSERVE_PORT_BASE"
+STATUS_FILE = "status.json"
+LOG_FILE = "local.log"
+STATUS_INTERVAL = 2.0
+EXIT_PORT_IN_USE = 3
+EXIT_START_FAILED = 1
+
+# Components other parts of the project provide, started after the runtime and the watcher, in order.
+EXTRA_COMPONENTS = (
+    "trainserve.local.api:ApiComponent",
+    "trainserve.local.warehouse:WarehouseComponent",
+    "trainserve.local.monitoring:MonitoringComponent",
+)
+# False while those parts are being written: a missing module or a failing start of an extra component is
+# logged and shown in the status instead of stopping the daemon. Set True once they all exist.
+STRICT_EXTRAS = False
+
+log = logging.getLogger("trainserve.local")
+
+
+class PortInUse(RuntimeError):
+    def __init__(self, role: str, port: int) -> None:
+        super().__init__(
+            f"port {port} ({role}) is already in use on 127.0.0.1; stop what uses it, or move the local "
+            f"cloud's ports with {PORT_BASE_ENV}=<base> (it uses base, base+1, base+2)"
+        )
+        self.role, self.port = role, port
+
+
+def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """The three ports: the defaults, or ``TRAINSERVE_PORT_BASE``, ``+1``, ``+2``."""
+    environ = os.environ if environ is None else environ
+    base = environ.get(PORT_BASE_ENV)
+    if not base:
+        return dict(DEFAULT_PORTS)
+    try:
+        b = int(base)
+    except ValueError:
+        raise ValueError(f"{PORT_BASE_ENV} must be an integer port number, got {base!r}") from None
+    if not 1 <= b <= 65533:
+        raise ValueError(f"{PORT_BASE_ENV} must be in 1..65533, got {b}")
+    return {"aws": b, "runtime": b + 1, "api": b + 2}
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resolve_ports(requested: dict[str, int]) -> dict[str, int]:
+    """0 → a free port; any other port must be free, else ``PortInUse`` naming it."""
+    out = {}
+    for role, port in requested.items():
+        if port == 0:
+            out[role] = pick_free_port()
+        elif not port_free(port):
+            raise PortInUse(role, port)
+        else:
+            out[role] = port
+    return out
+
+
+def load_component(spec: str) -> Any:
+    """``"package.module:ClassName"`` → a new instance."""
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr)()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _point_process_at_local_cloud(aws_url: str, runtime_url: str, region: str) -> None:
+    from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+
+    for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(key, None)
+    for key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        del os.environ[key]
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": aws_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_REGION": region,
+        }
+    )
+
+
+class Daemon:
+    """The local cloud in this process (``run()`` blocks until ``shutdown()`` or a signal)."""
+
+    def __init__(self, ports: dict[str, int], state_dir: Path | None = None) -> None:
+        from trainserve.target import LOCAL_REGION
+        from trainserve.target import state_dir as default_state_dir
+
+        self.requested_ports = ports
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.region = LOCAL_REGION
+        self.components: list[Any] = []
+        self.failed: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._moto = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "local.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.state_dir / STATUS_FILE
+
+    def start(self) -> dict[str, Any]:
+        from moto.server import ThreadedMotoServer
+
+        from stacks.config import load as load_config
+        from trainserve import PROJECT_ROOT
+        from trainserve.local import moto_patches
+        from trainserve.local.component import LocalContext
+        from trainserve.local.resources import create_base_resources
+        from trainserve.local.runtime import RuntimeComponent
+        from trainserve.local.watcher import WatcherComponent
+        from trainserve.target import Names
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg = load_config(PROJECT_ROOT)
+        ports = resolve_ports(self.requested_ports)
+        self.ports = ports
+        aws_url = f"http://127.0.0.1:{ports['aws']}"
+        runtime_url = f"http://127.0.0.1:{ports['runtime']}"
+        api_url = f"http://127.0.0.1:{ports['api']}"
+        warehouse_path = self.state_dir / "warehouse.duckdb"
+
+        moto_patches.install()
+        moto_patches.set_runtime_url(runtime_url)
+        _point_process_at_local_cloud(aws_url, runtime_url, self.region)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["aws"], verbose=False)
+        self._moto.start()
+        log.info("AWS control plane (moto) on %s", aws_url)
+
+        self.ctx = LocalContext(
+            config=cfg,
+            names=Names.local(cfg),
+            state_dir=self.state_dir,
+            aws_endpoint_url=aws_url,
+            runtime_url=runtime_url,
+            api_url=api_url,
+            warehouse_path=warehouse_path,
+            region=self.region,
+            log=log,
+        )
+        _wait_for_moto(self.ctx)
+        create_base_resources(self.ctx.target())
+        log.info("base resources created for project %s", cfg.project_name)
+
+        for component in (RuntimeComponent(), WatcherComponent()):
+            self._start_component(component)
+        for spec in EXTRA_COMPONENTS:
+            name = spec.rpartition(":")[2]
+            try:
+                component = load_component(spec)
+            except ModuleNotFoundError as exc:
+                if STRICT_EXTRAS or exc.name != spec.partition(":")[0]:
+                    raise
+                log.warning("component %s is not available yet (%s); continuing without it", spec, exc)
+                self.failed[name] = f"not available: {exc}"
+                continue
+            try:
+                self._start_component(component)
+            except Exception as exc:
+                if STRICT_EXTRAS:
+                    raise
+                log.exception("component %s failed to start; continuing without it", spec)
+                self.failed[getattr(component, "name", name)] = (
+                    f"failed to start: {type(exc).__name__}: {exc}"
+                )
+
+        state = {
+            "pid": os.getpid(),
+            "region": self.region,
+            "aws_endpoint_url": aws_url,
+            "runtime_url": runtime_url,
+            "api_url": api_url,
+            "warehouse_path": str(warehouse_path),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "log_file": str(self.state_dir / LOG_FILE),
+        }
+        self.write_status()
+        _write_json(self.state_file, state)
+        log.info("local cloud ready: %s", json.dumps(state))
+        return state
+
+    def _start_component(self, component: Any) -> None:
+        log.info("starting component %s", component.name)
+        component.start(self.ctx)
+        self.components.append(component)
+
+    def status(self) -> dict[str, Any]:
+        components: dict[str, Any] = {}
+        for c in self.components:
+            try:
+                components[c.name] = c.status()
+            except Exception as exc:  # one broken status must not hide the others
+                components[c.name] = {"error": f"{type(exc).__name__}: {exc}"}
+        for name, why in self.failed.items():
+            components.setdefault(name, {"error": why})
+        return {
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "pid": os.getpid(),
+            "components": components,
+        }
+
+    def write_status(self) -> None:
+        try:
+            _write_json(self.status_file, self.status())
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.status_file, exc)
+
+    def run(self) -> None:
+        while not self._stop.wait(STATUS_INTERVAL):
+            self.write_status()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        for component in reversed(self.components):
+            log.info("stopping component %s", component.name)
+            try:
+                component.stop()
+            except Exception:  # keep stopping the others: their processes must not outlive the daemon
+                log.exception("component %s failed to stop cleanly", component.name)
+        self.components.clear()
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.stop()
+            self._moto = None
+        for path in (self.state_file, self.status_file):
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
+                if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():
+                    path.unlink()
+        log.info("local cloud stopped")
+
+
+def _wait_for_moto(ctx: Any, timeout: float = 20.0) -> None:
+    s3 = ctx.target().client("s3")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s3.list_buckets()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = default_ports()
+    ap = argparse.ArgumentParser(prog="python -m trainserve.local.daemon", description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--aws-port", type=int, default=defaults["aws"], help="moto server port (0 = pick a free one)"
+    )
+    ap.add_argument(
+        "--runtime-port", type=int, default=defaults["runtime"], help="SageMaker runtime port (0 = free)"
+    )
+    ap.add_argument("--api-port", type=int, default=defaults["api"], help="prediction API port (0 = free)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        args = parse_args(argv)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    daemon = Daemon({"aws": args.aws_port, "runtime": args.runtime_port, "api": args.api_port})
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        daemon.shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+    except PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        daemon.stop()
+        return EXIT_PORT_IN_USE
+    except Exception:
+        log.exception("the local cloud failed to start")
+        daemon.stop()
+        return EXIT_START_FAILED
+    try:
+        daemon.run()
+    finally:
+        daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import trainserve  # noqa: F401  (puts stacks/ and lambdas/*/ on sys.path)
+
+    sys.exit(main())
