@@ -322,7 +322,7 @@ def build_pipeline_definition(
                     "not registered: ",
                     quality_metric,
                     " ",
-                    quality_value,
+                    json_get("registry_metadata.quality_value"),
                     " < threshold ",
                     get("Parameters.QualityThreshold"),
                 ]

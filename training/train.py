@@ -106,10 +106,10 @@ def read_channel(channel_dir, label_column: str):
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)
     import joblib
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    args = parse_args(argv)
     X, y = read_channel(args.train, args.label_column)
     pipeline = build_pipeline(args)
     pipeline.fit(X, y)

@@ -39,6 +39,7 @@ from stacks.config import ESTIMATORS
 from training import pipeline_definition as pd_
 from training.packaging import make_model_tarball, make_sourcedir_tarball
 from trainserve import PROJECT_ROOT
+from trainserve.registry import register_model_package
 from trainserve.target import LOCAL_ACCOUNT, Target
 
 TRAINING_DIR = PROJECT_ROOT / "training"
@@ -362,9 +363,8 @@ class _LocalExecution:
     def _register(self, step: dict, ctx: pd_.ExecutionContext) -> tuple[str, bool]:
         args = ctx.resolve(step["Arguments"])
         group = args["ModelPackageGroupName"]
-        ensure_model_package_group(self.sm, group)
-        arn = self.sm.create_model_package(**args)["ModelPackageArn"]
-        described = self.sm.describe_model_package(ModelPackageName=arn)
+        described = register_model_package(self.sm, args)
+        arn = described["ModelPackageArn"]
         ctx.properties[step["Name"]] = {
             "ModelPackageArn": arn,
             "ModelPackageVersion": described.get("ModelPackageVersion"),
@@ -373,19 +373,6 @@ class _LocalExecution:
         return (
             f"{group} v{described.get('ModelPackageVersion')} ({described.get('ModelApprovalStatus')})",
             True,
-        )
-
-
-def ensure_model_package_group(sm, group: str) -> None:
-    """Create the model package group if it does not exist."""
-    try:
-        sm.describe_model_package_group(ModelPackageGroupName=group)
-    except sm.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code not in ("ValidationException", "ResourceNotFound", "ResourceNotFoundException"):
-            raise
-        sm.create_model_package_group(
-            ModelPackageGroupName=group, ModelPackageGroupDescription="trainserve models (local cloud)"
         )
 
 

@@ -1,0 +1,236 @@
+"""``trainserve train``: start the training pipeline (locally: run it, step by step)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trainserve.commands.options import json_option, local_option, resolve_target
+from trainserve.console import UserError, err_console, print_json, table
+
+EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the quality gate
+TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
+POLL_SECONDS = 10.0
+
+
+def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
+    """``("C=0.5", "max_iter=200")`` -> ``{"C": "0.5", "max_iter": "200"}``; a bad item names itself."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--hp expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class _StepPrinter:
+    """The local runner's progress as lines on stderr: a spinner while a step runs, then ✓ / ✗ / –."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.status = None
+        self.started: dict[str, float] = {}
+
+    def __call__(self, step: str, state: str, detail: str) -> None:
+        if self.quiet:
+            return
+        if state == "start":
+            self.started[step] = time.monotonic()
+            self._stop()
+            self.status = err_console.status(f"{step} ({detail})")
+            self.status.start()
+            return
+        self._stop()
+        seconds = time.monotonic() - self.started.get(step, time.monotonic())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        if state == "done":
+            err_console.print(f"[green]✓[/] {step} [dim]{seconds:.1f} s[/]  {detail}")
+        elif state == "failed":
+            err_console.print(f"[red]✗[/] {step} [dim]{seconds:.1f} s[/]  {detail}")
+        else:
+            err_console.print(f"[dim]– {step} skipped ({detail})[/]")
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+@click.command("train")
+@local_option
+@click.option(
+    "--estimator",
+    type=click.Choice(["logistic_regression", "random_forest", "gradient_boosting"]),
+    default=None,
+    help="Estimator (default: the configuration's estimator).",
+)
+@click.option(
+    "--hp",
+    "hp",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Hyperparameter (C, max_iter, n_estimators, max_depth, learning_rate, random_state); repeatable.",
+)
+@click.option(
+    "--data",
+    "data",
+    default=None,
+    help="Training data: a CSV file or folder (uploaded), or an s3:// prefix. Default: the sample data locally, "
+    "the pipeline's InputData default on AWS.",
+)
+@click.option(
+    "--wait", is_flag=True, help="AWS: follow the pipeline execution until it ends (local runs always wait)."
+)
+@json_option
+def train(
+    local: bool | None,
+    estimator: str | None,
+    hp: tuple[str, ...],
+    data: str | None,
+    wait: bool,
+    as_json: bool,
+):
+    """Train, evaluate and (if good enough) register a model as PendingManualApproval.
+
+    Locally the pipeline's own definition runs on this machine. Exit code 3 when the model
+    was trained but not registered because it missed the quality threshold.
+    """
+    from training.pipeline_definition import DefinitionError
+
+    hyperparameters = parse_hyperparameters(hp)
+    target = resolve_target(local)
+    try:
+        if target.is_local:
+            _train_local(target, estimator, hyperparameters, data, as_json)
+        else:
+            _train_aws(target, estimator, hyperparameters, data, wait, as_json)
+    except DefinitionError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> None:
+    from trainserve.local.training_runner import TrainingError, run_local_training
+
+    if data and not data.startswith("s3://") and not Path(data).exists():
+        raise UserError(f"--data {data}: no such file or folder")
+    try:
+        result = run_local_training(
+            target,
+            data_dir_or_uri=data,
+            hyperparameters=hyperparameters,
+            estimator=estimator,
+            progress=_StepPrinter(),
+        )
+    except TrainingError as exc:
+        raise UserError(str(exc)) from exc
+    if as_json:
+        print_json(result.as_json())
+    else:
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+        hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items())
+        err_console.print(f"estimator {result.estimator} ({hps})")
+        err_console.print(f"metrics   {metrics}")
+        if result.registered:
+            err_console.print(
+                f"[bold green]registered[/] {target.names.model_package_group} version "
+                f"[bold]{result.model_version}[/] ({result.approval_status}) in {result.seconds:.0f} s; "
+                f"approve with: trainserve models approve {result.model_version}"
+            )
+        else:
+            err_console.print(f"[bold yellow]{result.reason}[/] ({result.seconds:.0f} s)")
+    if not result.registered:
+        sys.exit(EXIT_NOT_REGISTERED)
+
+
+def _pipeline_parameters(estimator, hyperparameters, input_uri) -> list[dict[str, str]]:
+    from trainserve.local.training_runner import parameter_overrides
+
+    overrides: dict[str, Any] = parameter_overrides(estimator, hyperparameters)
+    if input_uri:
+        overrides["InputData"] = input_uri
+    return [{"Name": k, "Value": str(v)} for k, v in overrides.items()]
+
+
+def _upload_data(target, data: str) -> str:
+    if data.startswith("s3://"):
+        return data
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"--data {data}: no such file or folder")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.csv") if p.is_file())
+    if not files:
+        raise UserError(f"--data {data}: no CSV files")
+    prefix = f"input/{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    s3 = target.client("s3")
+    for f in files:
+        rel = f.name if path.is_file() else f.relative_to(path).as_posix()
+        s3.upload_file(str(f), target.names.data_bucket, f"{prefix}/{rel}")
+    return f"s3://{target.names.data_bucket}/{prefix}"
+
+
+def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bool) -> None:
+    sm = target.client("sagemaker")
+    input_uri = _upload_data(target, data) if data else None
+    parameters = _pipeline_parameters(estimator, hyperparameters, input_uri)
+    kwargs: dict[str, Any] = {
+        "PipelineName": target.names.pipeline_name,
+        "PipelineExecutionDescription": "started by trainserve train",
+    }
+    if parameters:
+        kwargs["PipelineParameters"] = parameters
+    arn = sm.start_pipeline_execution(**kwargs)["PipelineExecutionArn"]
+    out: dict[str, Any] = {"pipeline_execution_arn": arn, "parameters": parameters}
+    if not as_json:
+        err_console.print(f"started {target.names.pipeline_name}: {arn}")
+    if wait:
+        status, steps = follow_execution(sm, arn, quiet=as_json)
+        out.update(status=status, steps=steps)
+    if as_json:
+        print_json(out)
+    elif wait:
+        table(
+            "Pipeline steps",
+            ["step", "type", "status", "reason"],
+            [[s["name"], s["type"], s["status"], s.get("reason", "")] for s in out["steps"]],
+        )
+    if wait and out["status"] != "Succeeded":
+        raise UserError(f"pipeline execution {out['status']}: {arn}")
+
+
+def _step_rows(sm, arn: str) -> list[dict[str, Any]]:
+    rows = []
+    paginator = sm.get_paginator("list_pipeline_execution_steps")
+    for page in paginator.paginate(PipelineExecutionArn=arn, SortOrder="Ascending"):
+        for s in page.get("PipelineExecutionSteps", []):
+            rows.append(
+                {
+                    "name": s.get("StepName"),
+                    "type": s.get("StepType", ""),
+                    "status": s.get("StepStatus", ""),
+                    "reason": s.get("FailureReason", ""),
+                }
+            )
+    return rows
+
+
+def follow_execution(sm, arn: str, *, quiet: bool = False, poll_seconds: float = POLL_SECONDS):
+    """Poll a pipeline execution until it ends, printing each step's status changes; (status, steps)."""
+    seen: dict[str, str] = {}
+    while True:
+        status = sm.describe_pipeline_execution(PipelineExecutionArn=arn).get("PipelineExecutionStatus", "")
+        steps = _step_rows(sm, arn)
+        for s in steps:
+            if seen.get(s["name"]) != s["status"]:
+                seen[s["name"]] = s["status"]
+                if not quiet:
+                    mark = {"Succeeded": "[green]✓[/]", "Failed": "[red]✗[/]"}.get(s["status"], "·")
+                    reason = f"  {s['reason']}" if s["reason"] else ""
+                    err_console.print(f"{mark} {s['name']} ({s['type']}) {s['status']}{reason}")
+        if status in TERMINAL_STATUSES:
+            return status, steps
+        time.sleep(poll_seconds)
