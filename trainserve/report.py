@@ -87,11 +87,14 @@ def build_report(
     since: datetime | None = None,
     until: datetime | None = None,
     tau: float | None = None,
+    champion: str | None = None,
 ) -> dict:
     """Build the A/B report (JSON-able dict). ``query`` is a ``WarehouseQuery``; ``endpoint_state`` the
     endpoint's ``DescribeEndpoint`` response (``None``: no live endpoint known, weights and SRM are skipped).
 
     ``tau``: the mixing standard deviation of the sequential test (default ``config.ab_min_effect``).
+    ``champion``: the release controller's champion (its ``trainserve:champion`` tag) when known and live;
+    otherwise the largest live weight.
     """
     alpha, power, min_effect = float(config.ab_alpha), float(config.ab_power), float(config.ab_min_effect)
     tau = float(tau if tau is not None else min_effect)
@@ -180,7 +183,8 @@ def build_report(
 
     requests = {v: int((summary.get(v) or {}).get("requests") or 0) for v in live}
     total_requests = sum(requests.values())
-    champion = choose_champion(weights, requests)
+    if champion not in live:
+        champion = choose_champion(weights, requests)
     report["champion"] = champion
     total_w = sum(weights.values())
     for v in live:
@@ -325,3 +329,128 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
         ),
         "command": "trainserve report ab",
     }
+
+
+# ----------------------------------------------------------------------------------------- target wiring
+
+
+def warehouse_query_for(target: Any, timeout_s: float = 300.0) -> Any:
+    """The ``WarehouseQuery`` of a target: the local DuckDB file, or the Redshift Data API on AWS."""
+    from warehouse_query import RedshiftDataQuery
+
+    wh = target.warehouse or {}
+    if target.is_local:
+        from trainserve.local.monitoring import LocalWarehouseQuery
+
+        if not wh.get("path"):
+            raise ValueError("the local cloud reports no warehouse_path")
+        return LocalWarehouseQuery(wh["path"])
+    missing = [k for k in ("database", "secret_arn") if not wh.get(k)]
+    if not (wh.get("workgroup") or wh.get("cluster")):
+        missing.insert(0, "workgroup or cluster")
+    if missing:
+        keys = {
+            "workgroup or cluster": "WarehouseWorkgroup/WarehouseCluster",
+            "database": "WarehouseDatabase",
+            "secret_arn": "WarehouseSecretArn",
+        }
+        raise ValueError(
+            "the deployed stacks do not output the warehouse's "
+            + ", ".join(f"{m} ({keys[m]})" for m in missing)
+        )
+    return RedshiftDataQuery(
+        target.client("redshift-data"),
+        workgroup=wh.get("workgroup") or None,
+        cluster=None if wh.get("workgroup") else wh.get("cluster"),
+        database=wh["database"],
+        secret_arn=wh["secret_arn"],
+        timeout_s=timeout_s,
+    )
+
+
+def fetch_baselines(target: Any, report: Mapping[str, Any]) -> tuple[dict[str, dict], list[str]]:
+    """Training baselines of the report's variants (for the plot): variant -> baseline.json; plus problems."""
+    import monitor_job
+
+    sm, s3 = target.client("sagemaker"), target.client("s3")
+    out: dict[str, dict] = {}
+    problems: list[str] = []
+    for v in report.get("variants", []):
+        version = v.get("model_version")
+        if version is None:
+            continue
+        try:
+            arn = monitor_job.package_arn_for(sm, target.names.model_package_group, int(version))
+            out[v["variant_name"]] = monitor_job.load_baseline(sm, s3, arn)
+        except Exception as exc:  # noqa: BLE001 - the plot is drawn without that baseline
+            problems.append(f"no training baseline for {v['variant_name']}: {exc}")
+    return out, problems
+
+
+def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dict] | None = None) -> None:
+    """PNG: accuracy per variant with its interval; score distributions vs the training baseline; traffic share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    baselines = baselines or {}
+    variants = report.get("variants", [])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    ax = axes[0]
+    names = [v["variant_name"] for v in variants]
+    for i, v in enumerate(variants):
+        if v["accuracy"] is None:
+            continue
+        lo, hi = v["accuracy_ci"]
+        ax.errorbar(
+            [i],
+            [v["accuracy"]],
+            yerr=[[v["accuracy"] - lo], [hi - v["accuracy"]]],
+            fmt="o",
+            capsize=6,
+            color="C0" if v["role"] == "champion" else "C1",
+        )
+    ax.set_xticks(range(len(names)), [f"{n}\n({v['role']})" for n, v in zip(names, variants, strict=True)])
+    ax.set_xlim(-0.5, max(len(names), 1) - 0.5)
+    ax.set_title(f"Online accuracy, {100 * (1 - report['settings']['alpha']):.0f}% Wilson interval")
+    ax.set_ylabel("accuracy")
+
+    ax = axes[1]
+    bins = report.get("histogram_bins", 20)
+    edges = [i / bins for i in range(bins + 1)]
+    for i, (name, counts) in enumerate(sorted(report.get("histograms", {}).items())):
+        total = sum(counts) or 1
+        ax.stairs([c / total * bins for c in counts], edges, label=f"{name} live", color=f"C{i}")
+        base = baselines.get(name)
+        if base:
+            be, fr = base["score"]["bin_edges"], base["score"]["fractions"]
+            dens = [f / (b - a) if b > a else 0.0 for f, a, b in zip(fr, be[:-1], be[1:], strict=True)]
+            ax.stairs(dens, be, label=f"{name} training baseline", color=f"C{i}", linestyle="--")
+    ax.set_title("Score distribution (density)")
+    ax.set_xlabel("score")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    for i, name in enumerate(names):
+        pts = [
+            (datetime.fromisoformat(t["bucket"]), t["share"])
+            for t in report.get("traffic", [])
+            if t["variant_name"] == name and t["share"] is not None
+        ]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=f"C{i}")
+        w = variants[i].get("weight")
+        if w is not None:
+            ax.axhline(w, color=f"C{i}", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Traffic share over time (dotted: configured weight)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    rec = report.get("recommendation") or {}
+    fig.suptitle(
+        f"{report['endpoint_name']}: {rec.get('action', '')} — {rec.get('reason', '')}"[:180], fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

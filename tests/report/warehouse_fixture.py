@@ -148,3 +148,63 @@ def new_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     create_schema(con)
     return con
+
+
+UNIFORM_BASELINE = {
+    "score": {"bin_edges": [i / 10 for i in range(11)], "fractions": [0.1] * 10},
+    "features": {},
+    "positive_rate": 0.5,
+    "n": 1000,
+}
+
+
+def register_versions(sm, s3, baselines, *, group="trainserve-models", bucket="trainserve-artifacts"):
+    """One approved model package per baseline document (None: no baseline_uri); returns their ARNs."""
+    import json
+
+    s3.create_bucket(Bucket=bucket)
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    arns = []
+    for version, baseline in enumerate(baselines, start=1):
+        meta = {"estimator": "logistic_regression"}
+        if baseline is not None:
+            key = f"models/v{version}/baseline.json"
+            s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(baseline).encode())
+            meta["baseline_uri"] = f"s3://{bucket}/{key}"
+        arns.append(
+            sm.create_model_package(
+                ModelPackageGroupName=group,
+                ModelApprovalStatus="Approved",
+                CustomerMetadataProperties=meta,
+                InferenceSpecification={
+                    "Containers": [{"Image": "img", "ModelDataUrl": f"s3://{bucket}/m{version}.tar.gz"}],
+                    "SupportedContentTypes": ["text/csv"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                },
+            )["ModelPackageArn"]
+        )
+    return arns
+
+
+def create_endpoint(sm, weights: dict[str, float], endpoint: str = ENDPOINT) -> None:
+    """An InService endpoint (moto) with one production variant per ``v<N>`` at the given weights."""
+    role = "arn:aws:iam::123456789012:role/sagemaker"
+    variants = []
+    for name, w in weights.items():
+        model = f"trainserve-{name}-abc123"
+        sm.create_model(
+            ModelName=model,
+            ExecutionRoleArn=role,
+            PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/m"},
+        )
+        variants.append(
+            {
+                "VariantName": name,
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": w,
+            }
+        )
+    sm.create_endpoint_config(EndpointConfigName="trainserve-ec-1", ProductionVariants=variants)
+    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName="trainserve-ec-1")

@@ -1,0 +1,120 @@
+"""The local cloud's MonitoringComponent: scheduled runs against the warehouse file, metrics in the local
+CloudWatch (a moto server), and the alarms it evaluates itself (drift, 5XX rate, a failing job)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from moto.server import ThreadedMotoServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+
+from warehouse_fixture import UNIFORM_BASELINE, Arm, create_schema, fill, register_versions  # noqa: E402
+
+from trainserve.local.component import LocalContext  # noqa: E402
+from trainserve.local.monitoring import LocalWarehouseQuery, MonitoringComponent  # noqa: E402
+from trainserve.target import Names  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def ctx(moto_url, tmp_path, config):
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    context = LocalContext(
+        config=config,
+        names=Names.local(config),
+        state_dir=tmp_path,
+        aws_endpoint_url=moto_url,
+        runtime_url=moto_url,
+        api_url=moto_url,
+        warehouse_path=tmp_path / "warehouse.duckdb",
+        region="us-east-1",
+        log=logging.getLogger("test-monitoring"),
+    )
+    target = context.target()
+    register_versions(target.client("sagemaker"), target.client("s3"), [UNIFORM_BASELINE, UNIFORM_BASELINE])
+    con = duckdb.connect(str(context.warehouse_path))
+    create_schema(con)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=30)
+    fill(
+        con,
+        [Arm("v1", 1, 0.8, 0.8), Arm("v2", 2, 0.2, 0.8, score_shift=0.35)],
+        3_000,
+        start=start,
+        seconds=1200,
+    )
+    con.close()
+    return context
+
+
+def _wait(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_scheduled_run_publishes_metrics_and_raises_the_drift_alarm(ctx):
+    counts = {"requests": 0, "errors": 0}
+    comp = MonitoringComponent(interval_s=0.2, error_counts=lambda: dict(counts))
+    comp.start(ctx)
+    try:
+        assert _wait(lambda: comp.runs >= 1 and comp.last_result is not None)
+        status = comp.status()
+        assert status["running"] and status["metrics_published"] > 0 and "last_error" not in status
+        (drift,) = status["alarms"]
+        assert drift["name"] == "trainserve-prediction-drift" and drift["state"] == "ALARM"
+        assert "on v2 (model version 2)" in drift["reason"]
+        cw = ctx.target().client("cloudwatch")
+        names = {m["MetricName"] for m in cw.list_metrics(Namespace="Trainserve/Predictions")["Metrics"]}
+        assert {"RequestCount", "ScorePSI", "OnlineAccuracy"} <= names
+        comp.stop()  # the schedule works; now run on demand only, so no scheduled run takes the deltas
+        assert not comp.status()["running"]
+
+        # 5XX rate above error_rate_alarm (0.05) since the previous run -> the error alarm joins
+        counts.update(requests=200, errors=30)
+        result = comp.run_now()
+        assert result["error_rate"] == pytest.approx(0.15)
+        assert {a["name"] for a in comp.status()["alarms"]} == {
+            "trainserve-prediction-drift",
+            "trainserve-endpoint-5xx",
+        }
+        # no new requests: the rate is not evaluated, the error alarm clears
+        comp.run_now()
+        assert {a["name"] for a in comp.status()["alarms"]} == {"trainserve-prediction-drift"}
+    finally:
+        comp.stop()
+
+
+def test_no_drift_no_alarm_and_a_failing_job_is_an_alarm(ctx, tmp_path):
+    comp = MonitoringComponent(interval_s=3600)
+    comp.start(ctx)
+    try:
+        result = comp.run_now(window_minutes=1)  # the last minute holds no traffic: nothing to alarm on
+        assert result["variants"] == [] and comp.status()["alarms"] == []
+        comp.query = LocalWarehouseQuery(str(tmp_path / "empty.duckdb"))
+        duckdb.connect(str(tmp_path / "empty.duckdb")).close()
+        with pytest.raises(Exception, match="prediction_log_dedup"):
+            comp.run_now()
+        status = comp.status()
+        assert status["alarms"][0]["name"] == "trainserve-monitoring-job"
+        assert "prediction_log_dedup" in status["last_error"]
+    finally:
+        comp.stop()

@@ -1,0 +1,114 @@
+"""``trainserve monitor run [--json]``: the prediction-monitoring job, once, on demand.
+
+Locally it runs ``monitor_job.run_monitor`` against the DuckDB warehouse and publishes to the local
+CloudWatch; on AWS it invokes the deployed monitor Lambda synchronously and prints what it returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from trainserve.commands import options
+from trainserve.console import UserError, console, print_json, step, table
+
+
+def run_local(target: Any, window_minutes: int) -> dict:
+    import monitor_job
+
+    from trainserve.local.monitoring import LocalWarehouseQuery
+
+    if not (target.warehouse or {}).get("path"):
+        raise UserError("the local cloud reports no warehouse_path")
+    return monitor_job.run_monitor(
+        LocalWarehouseQuery(target.warehouse["path"]),
+        target.client("cloudwatch"),
+        target.client("sagemaker"),
+        target.client("s3"),
+        endpoint_name=target.names.endpoint_name,
+        group=target.names.model_package_group,
+        window_minutes=window_minutes,
+    )
+
+
+def run_aws(target: Any) -> dict:
+    resp = target.client("lambda").invoke(
+        FunctionName=target.names.monitor_function, InvocationType="RequestResponse", Payload=b"{}"
+    )
+    body = resp["Payload"].read()
+    try:
+        payload = json.loads(body or b"null")
+    except json.JSONDecodeError:
+        payload = body.decode("utf-8", "replace")
+    if resp.get("FunctionError"):
+        msg = payload.get("errorMessage", payload) if isinstance(payload, dict) else payload
+        kind = payload.get("errorType", "error") if isinstance(payload, dict) else "error"
+        raise UserError(f"the monitor function {target.names.monitor_function} failed: {kind}: {msg}")
+    if not isinstance(payload, dict):
+        raise UserError(f"the monitor function returned {payload!r}, not the job's result")
+    return payload
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "" if x is None else format(x, spec)
+
+
+def print_result(result: dict) -> None:
+    table(
+        f"{result['endpoint_name']} {result['window_start']} .. {result['window_end']} → {result['namespace']}",
+        ["variant", "version", "requests", "positive rate", "score PSI", "labelled", "online accuracy"],
+        [
+            [
+                r["variant_name"],
+                r["model_version"],
+                r["request_count"],
+                _fmt(r["positive_rate"], ".1%"),
+                _fmt(r["score_psi"], ".3f"),
+                r["labelled_count"],
+                _fmt(r["online_accuracy"], ".2%"),
+            ]
+            for r in result["variants"]
+        ],
+    )
+    console.print(f"{result['metrics_published']} metric(s) published")
+    for w in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+@click.group()
+def monitor() -> None:
+    """The prediction-monitoring job (drift, positive rate, online accuracy per variant)."""
+
+
+@monitor.command("run")
+@options.local_option
+@options.json_option
+@click.option(
+    "--window-minutes",
+    type=click.IntRange(1, 10080),
+    default=None,
+    help="Local only: the window to read (default: monitoring_interval_minutes).",
+)
+def run(local: bool | None, as_json: bool, window_minutes: int | None) -> None:
+    """Run the monitoring job once and print the metrics it published."""
+    from warehouse_query import WarehouseQueryError
+
+    target = options.resolve_target(local)
+    try:
+        with step("running the monitoring job"):
+            if target.is_local:
+                result = run_local(target, window_minutes or target.config.monitoring_interval_minutes)
+            else:
+                if window_minutes:
+                    raise UserError(
+                        "--window-minutes applies to the local cloud; on AWS the function's WINDOW_MINUTES"
+                    )
+                result = run_aws(target)
+    except WarehouseQueryError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result)
+    else:
+        print_result(result)

@@ -1,0 +1,173 @@
+"""``trainserve report ab [--json] [--plot FILE.png]``: the A/B report of the live variants.
+
+Reads the warehouse (DuckDB locally, Redshift through the Data API on AWS) and the endpoint's live weights
+and champion (the release controller's adapter). Never changes the endpoint: it prints the command to run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from trainserve.commands import options
+from trainserve.console import UserError, console, err_console, print_json, step, table
+
+
+def _endpoint(target: Any) -> tuple[dict | None, str | None]:
+    """(DescribeEndpoint-like dict with the live weights, champion variant) or (None, None) without endpoint."""
+    import release_planner
+
+    from trainserve.commands.endpoint import release_adapter
+
+    state = release_adapter(target).read_endpoint()
+    if not state.exists:
+        return None, None
+    variants = [
+        {
+            "VariantName": v.name,
+            "CurrentWeight": v.current_weight if v.current_weight is not None else v.weight,
+            "DesiredWeight": v.weight,
+        }
+        for v in state.variants
+    ]
+    champion = release_planner.variant_name(state.champion) if state.champion is not None else None
+    return {"EndpointName": target.names.endpoint_name, "ProductionVariants": variants}, champion
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def print_report(rep: dict) -> None:
+    w = rep.get("window")
+    span = f" — {w['start']} .. {w['end']}" if w else ""
+    console.print(f"[bold]A/B report[/] {rep['endpoint_name']}{span}  (decision: {rep['decision_test']})")
+    rows = []
+    for v in rep["variants"]:
+        ci = v["accuracy_ci"]
+        rows.append(
+            [
+                v["variant_name"],
+                v["model_version"],
+                v["role"],
+                _fmt(v["weight"], ".1%"),
+                v["requests"],
+                _fmt(v["share"], ".1%"),
+                f"{_fmt(v['latency_p50_ms'], '.1f')} / {_fmt(v['latency_p95_ms'], '.1f')} / {_fmt(v['latency_p99_ms'], '.1f')}",
+                _fmt(v["positive_rate"], ".1%"),
+                v["labelled"],
+                f"{_fmt(v['accuracy'], '.2%')} [{_fmt(ci[0], '.2%')}, {_fmt(ci[1], '.2%')}]" if ci else "",
+            ]
+        )
+    table(
+        "Variants",
+        [
+            "variant",
+            "version",
+            "role",
+            "weight",
+            "requests",
+            "share",
+            "latency p50/p95/p99 ms",
+            "positive",
+            "labelled",
+            "accuracy [CI]",
+        ],
+        rows,
+    )
+    srm = rep.get("srm")
+    if srm and srm.get("p_value") is not None:
+        style = "bold red" if srm["mismatch"] else "green"
+        verdict = "SAMPLE RATIO MISMATCH" if srm["mismatch"] else "split as configured"
+        console.print(f"[{style}]{verdict}[/] (chi-square {srm['chi2']:.2f}, p={srm['p_value']:.3g})")
+    if rep["comparisons"]:
+        table(
+            "Challengers vs champion",
+            [
+                "challenger",
+                "champion",
+                "difference",
+                "p fixed",
+                "p sequential",
+                "P(better)",
+                "still needed",
+                "decision",
+            ],
+            [
+                [
+                    c["challenger"],
+                    c["champion"],
+                    _fmt(c["difference"], "+.2%"),
+                    _fmt(c["p_value_fixed"], ".3g"),
+                    _fmt(c["p_value_sequential"], ".3g"),
+                    _fmt(c["prob_better"], ".3f"),
+                    ", ".join(f"{k}: {n:,}" for k, n in c["still_needed"].items()),
+                    c["decision"],
+                ]
+                for c in rep["comparisons"]
+            ],
+        )
+    for note in rep.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
+    rec = rep["recommendation"]
+    colour = {"promote": "green", "rollback": "red"}.get(rec["action"], "yellow")
+    console.print(f"[bold {colour}]{rec['action'].upper()}[/]: {rec['reason']}")
+    console.print(f"  next: [bold]{rec['command']}[/]")
+
+
+@click.group()
+def report() -> None:
+    """Reports over the prediction warehouse."""
+
+
+@report.command("ab")
+@options.local_option
+@options.json_option
+@click.option("--plot", "plot", type=click.Path(dir_okay=False), help="Also write a PNG with the charts.")
+@click.option(
+    "--since",
+    type=click.DateTime(),
+    default=None,
+    help="Start of the window (UTC; default: when the newest live variant started).",
+)
+def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | None) -> None:
+    """A/B report: per-variant traffic, latency, accuracy; challengers vs champion; what to do next."""
+    from warehouse_query import WarehouseQueryError
+
+    from trainserve.report import build_report, fetch_baselines, warehouse_query_for, write_plot
+
+    target = options.resolve_target(local)
+    try:
+        query = warehouse_query_for(target)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    state, champion = _endpoint(target)
+    try:
+        with step("querying the warehouse"):
+            rep = build_report(
+                query,
+                config=target.config,
+                endpoint_state=state,
+                endpoint_name=target.names.endpoint_name,
+                since=since,
+                champion=champion,
+            )
+    except WarehouseQueryError as exc:
+        raise UserError(str(exc)) from None
+    if state is None:
+        rep["notes"].append(
+            f"endpoint {target.names.endpoint_name} does not exist: weights and SRM unavailable"
+        )
+    if plot:
+        baselines, problems = fetch_baselines(target, rep)
+        rep["notes"].extend(problems)
+        write_plot(rep, plot, baselines)
+        rep["plot"] = plot
+        if not as_json:
+            err_console.print(f"plot written to {plot}")
+    if as_json:
+        print_json(rep)
+    else:
+        print_report(rep)
