@@ -1,0 +1,139 @@
+"""``trainserve local start|stop|status`` for real: a detached daemon in a temporary TRAINSERVE_HOME on free
+ports (TRAINSERVE_PORT_BASE), always stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from trainserve.cli import cli
+
+
+def _free_base() -> int:
+    for _ in range(200):
+        base = random.randint(20000, 60000)
+        socks = []
+        try:
+            for port in (base, base + 1, base + 2):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, ["local", *args], catch_exceptions=False)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A TRAINSERVE_HOME and port base; whatever daemon a test started there is stopped afterwards."""
+    path = tmp_path_factory.mktemp("trainserve-home")
+    base = _free_base()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRAINSERVE_HOME", str(path))
+        mp.setenv("TRAINSERVE_PORT_BASE", str(base))
+        yield path, base
+        state_file = path / "local.json"
+        if state_file.exists():
+            _kill(json.loads(state_file.read_text())["pid"])
+
+
+def test_start_status_start_again_stop_stop_again(home):
+    path, base = home
+    started = _run("start")
+    assert started.exit_code == 0, started.output + (started.stderr or "")
+    state = json.loads((path / "local.json").read_text())
+    assert state["aws_endpoint_url"] == f"http://127.0.0.1:{base}"
+    assert f"http://127.0.0.1:{base + 1}" in started.output
+
+    status = _run("status", "--json")
+    assert status.exit_code == 0
+    info = json.loads(status.stdout)
+    assert info["running"] is True
+    assert info["pid"] == state["pid"]
+    assert info["aws_endpoint_url"] == f"http://127.0.0.1:{base}"
+    assert info["runtime_url"] == f"http://127.0.0.1:{base + 1}"
+    assert info["api_url"] == f"http://127.0.0.1:{base + 2}"
+    assert info["warehouse_path"] == str(path / "warehouse.duckdb")
+    assert info["region"] == "us-east-1"
+    assert info["credentials"] == {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    assert info["environment"]["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{base}"
+    assert {"runtime", "watcher"} <= set(info["components"])
+    assert info["components"]["watcher"]["failures"] == 0
+
+    text = _run("status")
+    assert text.exit_code == 0
+    assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{base}" in text.stdout
+    assert "watcher" in text.stdout
+
+    again = _run("start")
+    assert again.exit_code == 0
+    assert f"already running at http://127.0.0.1:{base}" in again.stdout
+
+    stopped = _run("stop")
+    assert stopped.exit_code == 0, stopped.output
+    assert not (path / "local.json").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(state["pid"], 0)
+    assert json.loads(_run("status", "--json").stdout)["running"] is False
+
+    stopped_again = _run("stop")
+    assert stopped_again.exit_code == 0
+    assert "not running" in stopped_again.stdout
+
+
+def test_port_in_use_is_a_clear_error(home, tmp_path, monkeypatch):
+    _, base = home
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 1))
+        busy.listen()
+        result = _run("start")
+    assert result.exit_code == 1
+    assert f"port {base + 1} (runtime) is already in use" in result.stderr
+    assert "TRAINSERVE_PORT_BASE" in result.stderr
+    assert not (tmp_path / "local.json").exists()
+
+
+def test_a_stale_state_file_reads_as_not_running_and_stop_cleans_it(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    # a pid above Linux's largest possible pid (2**22) never runs
+    stale = {"pid": 2**22 + 1, "aws_endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}
+    (tmp_path / "local.json").write_text(json.dumps(stale))
+    assert json.loads(_run("status", "--json").stdout)["running"] is False
+    result = _run("stop")
+    assert result.exit_code == 0 and "not running" in result.stdout
+    assert not (tmp_path / "local.json").exists()
