@@ -210,7 +210,7 @@ class SageMakerAdapter:
         if current.exists and current.status in BUSY_STATUSES:
             raise EndpointBusy(f"endpoint {self.settings.endpoint_name} is {current.status}")
         arns = {p.version: p.arn for p in registry}
-        previous_config = current.config_name
+        keep = {current.config_name} if current.config_name else set()
         state = current
         for i, step in enumerate(decision.steps):
             if i > 0:
@@ -226,13 +226,15 @@ class SageMakerAdapter:
             if step.kind == "weights":
                 self._update_weights(step.endpoint, state)
             elif step.kind in ("create", "deploy"):
-                self._deploy(step, state, arns)
+                keep.add(self._deploy(step, state, arns))
             else:
                 raise ValueError(f"unknown step kind {step.kind!r}")
             self._set_champion(step.endpoint.champion)
         state = self.read_endpoint()
         if cleanup:
-            self.cleanup_unused(keep_configs={c for c in (previous_config, state.config_name) if c})
+            # Keep the config the endpoint had, every config just deployed (during a blue/green update AWS
+            # still reports the old one) and the one it reports now.
+            self.cleanup_unused(keep_configs=keep | ({state.config_name} if state.config_name else set()))
         return state
 
     def _update_weights(self, desired: DesiredEndpoint, state: EndpointState) -> None:
@@ -248,7 +250,8 @@ class SageMakerAdapter:
             EndpointName=self.settings.endpoint_name, DesiredWeightsAndCapacities=items
         )
 
-    def _deploy(self, step: Step, state: EndpointState, arns: dict[int, str]) -> None:
+    def _deploy(self, step: Step, state: EndpointState, arns: dict[int, str]) -> str:
+        """New endpoint config with the step's variants; create or (blue/green) update the endpoint."""
         s = self.settings
         variants = []
         for version, weight in step.endpoint.variants:
@@ -299,6 +302,7 @@ class SageMakerAdapter:
                 EndpointConfigName=config_name,
                 DeploymentConfig=self.deployment_config(),
             )
+        return config_name
 
     def deployment_config(self) -> dict[str, Any]:
         """Blue/green guardrails: traffic routing from TRAFFIC_ROUTING, auto-rollback on ROLLBACK_ALARMS."""

@@ -367,3 +367,27 @@ def test_event_pattern_matches_approvals_and_rejections_of_this_group_only(statu
         if matched:  # what the rule delivers is what the handler parses
             delivered = json.loads(messages[0]["Body"])
             assert release_handler.parse_event(delivered, GROUP).version == 2
+
+
+def test_a_config_being_deployed_is_never_cleaned_up(sm):
+    """On AWS an endpoint under a blue/green update still reports its old config: the new one must stay."""
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    old_config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def update_endpoint_like_aws(endpoint_name, endpoint_config_name, **_):
+        backend.describe_endpoint_config(endpoint_config_name)
+        backend.endpoints[endpoint_name].endpoint_status = "Updating"  # the new fleet is still baking
+        return backend.endpoints[endpoint_name].arn
+
+    backend.update_endpoint = update_endpoint_like_aws  # this backend instance only; mock_aws discards it
+    _approve(sm, arn2, 2)
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+    assert old_config in configs and len(configs) == 2
+    new_config = (configs - {old_config}).pop()
+    models = {
+        v["ModelName"]
+        for v in sm.describe_endpoint_config(EndpointConfigName=new_config)["ProductionVariants"]
+    }
+    assert models <= {m["ModelName"] for m in sm.list_models()["Models"]}
