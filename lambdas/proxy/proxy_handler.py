@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import io
 import json
 import os
 import random
+import tarfile
 import threading
 import time
 import uuid
@@ -148,22 +150,58 @@ class ModelDirectory:
         return logic.model_package_arn(self._group_arn, version)
 
     def feature_names(self, variant: str) -> tuple[str, ...]:
+        """The model's input features: registry metadata ``feature_names``, else ``schema.json`` inside the
+        package's ``model.tar.gz`` (both are written by training; the artifact is the fallback)."""
         arn = self.package_arn(variant)
         names = self._features.get(arn)
         if names is None:
             desc = self.clients("sagemaker").describe_model_package(ModelPackageName=arn)
-            raw = (desc.get("CustomerMetadataProperties") or {}).get("feature_names")
-            try:
-                parsed = json.loads(raw) if raw else None
-            except ValueError:
-                parsed = None
-            if not isinstance(parsed, list) or not parsed or not all(isinstance(n, str) for n in parsed):
+            parsed = _name_list((desc.get("CustomerMetadataProperties") or {}).get("feature_names"))
+            if parsed is None:
+                parsed = self._schema_from_artifact(desc)
+            if parsed is None:
                 raise ProxyError(
-                    503, f"model package {arn} has no valid feature_names metadata; cannot validate requests"
+                    503,
+                    f"model package {arn} has no feature_names metadata and no readable schema.json in its "
+                    "model artifact; cannot validate requests",
                 )
             names = tuple(parsed)
             self._features[arn] = names
         return names
+
+    def _schema_from_artifact(self, desc: Mapping[str, Any]) -> list[str] | None:
+        try:
+            url = desc["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+            bucket, _, key = url.removeprefix("s3://").partition("/")
+            data = self.clients("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+                for member in tar.getmembers():
+                    if member.name.lstrip("./") == "schema.json":
+                        fh = tar.extractfile(member)
+                        return _name_list(json.load(fh).get("feature_names")) if fh else None
+        except (
+            KeyError,
+            IndexError,
+            ValueError,
+            tarfile.TarError,
+            ClientError,
+            BotoCoreError,
+            AttributeError,
+        ):
+            return None
+        return None
+
+
+def _name_list(raw: Any) -> list[str] | None:
+    """A non-empty list of feature names from JSON text or a list; None otherwise."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if isinstance(raw, list) and raw and all(isinstance(n, str) for n in raw):
+        return raw
+    return None
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:

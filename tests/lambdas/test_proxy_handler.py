@@ -347,3 +347,47 @@ def test_module_handler_reads_environment_at_cold_start(aws, monkeypatch, capsys
     finally:
         monkeypatch.undo()
         importlib.reload(proxy_handler)
+
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_schema_from_model_artifact_when_metadata_missing(aws):
+    """A package without feature_names metadata: the proxy reads schema.json from its model.tar.gz."""
+    sm, s3 = aws["sagemaker"], aws["s3"]
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_object(
+        Bucket="artifacts",
+        Key="m/model.tar.gz",
+        Body=_tarball(
+            {"model.joblib": b"x", "schema.json": json.dumps({"feature_names": ["a", "b"]}).encode()}
+        ),
+    )
+    sm.create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelApprovalStatus="Approved",
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": "s3://artifacts/m/model.tar.gz"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )  # version 3, no metadata
+    aws["sagemaker-runtime"].calls.clear()
+    clients = {**{k: aws[k] for k in ("sagemaker", "firehose", "sagemaker-runtime")}, "s3": s3}
+    import proxy_handler
+
+    directory = proxy_handler.ModelDirectory(proxy_handler.Clients(clients), ENDPOINT, GROUP)
+    assert directory.feature_names("v3") == ("a", "b")
+    s3.put_object(Bucket="artifacts", Key="m/model.tar.gz", Body=b"not a tarball")
+    fresh = proxy_handler.ModelDirectory(proxy_handler.Clients(clients), ENDPOINT, GROUP)
+    with pytest.raises(proxy_handler.ProxyError, match="no feature_names metadata"):
+        fresh.feature_names("v3")
