@@ -193,7 +193,7 @@ def _invoke(rt, rows, endpoint=AB_ENDPOINT, **kwargs):
 
 
 def test_each_variant_serves_its_own_model_at_its_weight(rt, sample_rows):
-    n = 2000
+    n = 1200
 
     def call(_):
         return _invoke(rt, sample_rows)
@@ -281,26 +281,6 @@ def test_live_weights_and_variants_follow_the_control_plane(rt, control_plane, r
     assert err.value.response["Error"]["Code"] == "ValidationError"
 
 
-def test_servers_of_models_no_longer_live_are_stopped(control_plane, runtime, rt, sample_rows):
-    sm = control_plane
-    sm.create_model(
-        ModelName="m-temp",
-        ExecutionRoleArn=TEST_ROLE,
-        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{TEST_BUCKET}/good/model.tar.gz"},
-    )
-    _create_endpoint(sm, "temp-endpoint", [("only", "m-temp", 1.0)])
-    assert _invoke(rt, sample_rows, endpoint="temp-endpoint")[0] == "only"
-    server = runtime._servers["m-temp"]  # noqa: SLF001
-    assert server.alive()
-    sm.delete_endpoint(EndpointName="temp-endpoint")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "m-temp" in runtime.status()["model_servers"]:
-        time.sleep(0.1)
-    assert "m-temp" not in runtime.status()["model_servers"]
-    assert server.process.wait(timeout=5) is not None
-    assert runtime.status()["model_servers"]["m-good"]["alive"]
-
-
 def test_invoke_on_the_moto_port_reaches_the_runtime(moto_url, runtime, rt, sample_rows):
     moto_patches.set_runtime_url(runtime.url)
     try:
@@ -313,3 +293,19 @@ def test_invoke_on_the_moto_port_reaches_the_runtime(moto_url, runtime, rt, samp
         assert err.value.response["Error"]["Code"] == "ValidationError"
     finally:
         moto_patches.set_runtime_url(None)
+
+
+def test_servers_of_models_no_longer_live_are_stopped(control_plane, runtime, rt, sample_rows):
+    """Runs last: deleting the endpoints that use a model stops its server (and only then)."""
+    sm = control_plane
+    flipped = runtime._servers["m-flipped"]  # noqa: SLF001
+    good = runtime._servers["m-good"]  # noqa: SLF001
+    sm.delete_endpoint(EndpointName="live-endpoint")  # m-flipped is still live on the A/B endpoint
+    time.sleep(runtime.reconcile_seconds * 3)
+    assert flipped.alive() and good.alive()
+    sm.delete_endpoint(EndpointName=AB_ENDPOINT)  # now neither model is live anywhere
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and runtime.status()["model_servers"]:
+        time.sleep(0.1)
+    assert runtime.status()["model_servers"] == {}
+    assert flipped.process.wait(timeout=5) is not None and good.process.wait(timeout=5) is not None

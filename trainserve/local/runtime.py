@@ -151,7 +151,8 @@ class RuntimeComponent:
         self.url = f"http://127.0.0.1:{self.port}"
         serve = threading.Thread(target=self._httpd.serve_forever, name="runtime-http", daemon=True)
         reconcile = threading.Thread(target=self._reconcile_loop, name="runtime-reconcile", daemon=True)
-        self._threads = [serve, reconcile]
+        refresh = threading.Thread(target=self._refresh_loop, name="runtime-refresh", daemon=True)
+        self._threads = [serve, reconcile, refresh]
         for t in self._threads:
             t.start()
         self.log.info("SageMaker runtime listening on %s", ctx.runtime_url)
@@ -191,10 +192,15 @@ class RuntimeComponent:
     # --- control plane -----------------------------------------------------------------------------------
 
     def live_endpoint(self, endpoint_name: str) -> LiveEndpoint:
-        now = time.monotonic()
+        """The endpoint's live variants, at most ``cache_seconds`` old (a background loop keeps the
+        endpoints in use fresh, so requests rarely wait for the control plane)."""
         cached = self._endpoints.get(endpoint_name)
-        if cached is not None and now - cached.fetched_at < self.cache_seconds:
+        if cached is not None and time.monotonic() - cached.fetched_at < self.cache_seconds:
             return cached
+        return self._fetch_endpoint(endpoint_name)
+
+    def _fetch_endpoint(self, endpoint_name: str) -> LiveEndpoint:
+        now = time.monotonic()
         try:
             desc = self._sm.describe_endpoint(EndpointName=endpoint_name)
         except ClientError as exc:
@@ -388,6 +394,16 @@ class RuntimeComponent:
                 self.server_for(model_name)
             except InvokeError as exc:
                 self._note_error("ServiceUnavailable", exc.message)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.cache_seconds / 2):
+            for name in list(self._endpoints):
+                try:
+                    self._fetch_endpoint(name)
+                except InvokeError:
+                    pass  # deleted: dropped from the cache by _fetch_endpoint
+                except Exception as exc:  # moto hiccup: the request path fetches again when stale
+                    self.log.debug("endpoint refresh of %s failed: %s", name, exc)
 
     def _reconcile_loop(self) -> None:
         while not self._stop.wait(self.reconcile_seconds):
