@@ -144,19 +144,28 @@ def build_report(
     report["window"] = {"start": since.isoformat(), "end": until.isoformat(), "grain": grain}
     params = {"endpoint_name": endpoint_name, "since": since, "until": until}
 
-    summary = {r["variant_name"]: r for r in query.query(warehouse_sql.variant_summary_sql(dialect), params)}
-    traffic_rows = query.query(warehouse_sql.traffic_sql(grain), params)
-    hist_rows = query.query(warehouse_sql.score_histogram_sql(), params)
-
+    rows = query.query(warehouse_sql.report_sql(dialect, grain), params)
+    bins = warehouse_sql.HISTOGRAM_BINS
+    summary: dict[str, dict] = {}
     labelled = {v: 0 for v in live}
     correct = {v: 0 for v in live}
+    positives = {v: 0 for v in live}
+    versions: dict[str, set] = {v: set() for v in live}
     by_bucket: dict[datetime, dict[str, dict[str, int]]] = {}
-    for r in traffic_rows:
+    for r in rows:
         v = r["variant_name"]
         if v not in labelled:
             continue
+        if r["kind"] == "variant":
+            summary[v] = r
+            continue
         labelled[v] += int(r["labelled"] or 0)
         correct[v] += int(r["correct"] or 0)
+        positives[v] += int(r["positives"] or 0)
+        versions[v].update(x for x in (r["min_version"], r["max_version"]) if x is not None)
+        hist = report["histograms"].setdefault(v, [0] * bins)
+        for i in range(bins):
+            hist[i] += int(r[f"h{i}"] or 0)
         by_bucket.setdefault(_naive(r["bucket"]), {})[v] = {
             "requests": int(r["requests"] or 0),
             "labelled": int(r["labelled"] or 0),
@@ -175,11 +184,6 @@ def build_report(
                     "share": n / total if total else None,
                 }
             )
-    for r in hist_rows:
-        v = r["variant_name"]
-        if v in labelled:
-            counts = report["histograms"].setdefault(v, [0] * warehouse_sql.HISTOGRAM_BINS)
-            counts[int(r["bucket"])] += int(r["n"])
 
     requests = {v: int((summary.get(v) or {}).get("requests") or 0) for v in live}
     total_requests = sum(requests.values())
@@ -189,8 +193,8 @@ def build_report(
     total_w = sum(weights.values())
     for v in live:
         s = summary.get(v) or {}
-        if s and s.get("min_version") != s.get("max_version"):
-            notes.append(f"variant {v} logged model versions {s.get('min_version')}..{s.get('max_version')}")
+        if len(versions[v]) > 1:
+            notes.append(f"variant {v} logged model versions {sorted(versions[v])}")
         n = requests[v]
         report["variants"].append(
             {
@@ -205,7 +209,7 @@ def build_report(
                 "latency_p50_ms": s.get("latency_p50"),
                 "latency_p95_ms": s.get("latency_p95"),
                 "latency_p99_ms": s.get("latency_p99"),
-                "positive_rate": (int(s.get("positives") or 0) / n) if n else None,
+                "positive_rate": positives[v] / n if n else None,
                 "labelled": labelled[v],
                 "correct": correct[v],
                 "accuracy": correct[v] / labelled[v] if labelled[v] else None,

@@ -64,47 +64,49 @@ def variant_first_seen_sql() -> str:
     )
 
 
-def variant_summary_sql(dialect: str) -> str:
-    """Per variant in the window: requests, model versions, positives, latency percentiles."""
+def _inner_percentiles(dialect: str, column: str) -> tuple[str, str]:
     _check_dialect(dialect)
-    inner_pct, outer_pct = DIALECTS[dialect]("p.latency_ms")
-    return (
-        "SELECT variant_name, min_version, max_version, model_package_arn, requests, positives, "
-        f"{outer_pct} FROM ("
-        "SELECT p.variant_name AS variant_name, MIN(p.model_version) AS min_version,"
-        " MAX(p.model_version) AS max_version, MAX(p.model_package_arn) AS model_package_arn,"
-        " COUNT(*) AS requests, SUM(CASE WHEN p.label = 1 THEN 1 ELSE 0 END) AS positives,"
-        f" {inner_pct}"
-        f" FROM {LOG_VIEW} p WHERE {_window('p')} GROUP BY p.variant_name) s"
-    )
+    return DIALECTS[dialect](column)
 
 
-def traffic_sql(grain: str) -> str:
-    """Per time bucket and variant: requests, labelled and correct predictions (the one join of the report)."""
+def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
+    """The whole report in one statement, so the de-duplicating views are computed once (they dominate).
+
+    ``j`` = the window's de-duplicated predictions LEFT JOIN their de-duplicated outcomes. Two kinds of rows:
+
+    - ``kind = 'bucket'``: per time bucket (``DATE_TRUNC(grain)``) and variant: requests, labelled, correct,
+      positives, min/max model version, and the score histogram ``h0..h{bins-1}`` (equal-width bins of [0, 1]);
+    - ``kind = 'variant'``: per variant: requests and the latency percentiles ``latency_p50/p95/p99``.
+    """
     if grain not in TIME_GRAINS:
         raise ValueError(f"time grain {grain!r} not in {TIME_GRAINS}")
-    return (
-        f"SELECT DATE_TRUNC('{grain}', p.event_time) AS bucket, p.variant_name AS variant_name,"
-        " COUNT(*) AS requests, COUNT(f.outcome) AS labelled,"
-        " SUM(CASE WHEN f.outcome IS NOT NULL AND p.label = f.outcome THEN 1 ELSE 0 END) AS correct"
-        f" FROM {LOG_VIEW} p LEFT JOIN {FEEDBACK_VIEW} f ON f.request_id = p.request_id"
-        f" WHERE {_window('p')}"
-        f" GROUP BY DATE_TRUNC('{grain}', p.event_time), p.variant_name"
-    )
-
-
-def score_histogram_sql(bins: int = HISTOGRAM_BINS) -> str:
-    """Per variant: counts of scores in ``bins`` equal-width bins of [0, 1] (for the plot)."""
-    if not isinstance(bins, int) or not 1 <= bins <= 1000:
-        raise ValueError(f"bins must be an integer in 1..1000, got {bins!r}")
-    bucket = (
-        f"CASE WHEN p.score >= 1 THEN {bins - 1} WHEN p.score < 0 THEN 0"
+    if not isinstance(bins, int) or not 1 <= bins <= 100:
+        raise ValueError(f"bins must be an integer in 1..100, got {bins!r}")
+    inner_pct, outer_pct = _inner_percentiles(dialect, "latency_ms")
+    hb = (
+        f"CASE WHEN p.score IS NULL THEN -1 WHEN p.score >= 1 THEN {bins - 1} WHEN p.score < 0 THEN 0"
         f" ELSE CAST(FLOOR(p.score * {bins}) AS INTEGER) END"
     )
+    hist = ", ".join(f"SUM(CASE WHEN hb = {i} THEN 1 ELSE 0 END) AS h{i}" for i in range(bins))
+    null_hist = ", ".join(f"CAST(NULL AS BIGINT) AS h{i}" for i in range(bins))
+    null_pct = ", ".join(f"CAST(NULL AS DOUBLE PRECISION) AS {a}" for _, a in PERCENTILES)
     return (
-        f"SELECT p.variant_name AS variant_name, {bucket} AS bucket, COUNT(*) AS n"
-        f" FROM {LOG_VIEW} p WHERE {_window('p')} AND p.score IS NOT NULL"
-        f" GROUP BY p.variant_name, {bucket}"
+        "WITH j AS ("
+        f"SELECT p.variant_name AS variant_name, p.model_version AS model_version, p.label AS label,"
+        f" p.latency_ms AS latency_ms, DATE_TRUNC('{grain}', p.event_time) AS bucket, {hb} AS hb,"
+        " f.outcome AS outcome"
+        f" FROM {LOG_VIEW} p LEFT JOIN {FEEDBACK_VIEW} f ON f.request_id = p.request_id"
+        f" WHERE {_window('p')})"
+        " SELECT 'bucket' AS kind, bucket, variant_name, COUNT(*) AS requests, COUNT(outcome) AS labelled,"
+        " SUM(CASE WHEN outcome IS NOT NULL AND label = outcome THEN 1 ELSE 0 END) AS correct,"
+        " SUM(CASE WHEN label = 1 THEN 1 ELSE 0 END) AS positives,"
+        f" MIN(model_version) AS min_version, MAX(model_version) AS max_version, {hist}, {null_pct}"
+        " FROM j GROUP BY bucket, variant_name"
+        " UNION ALL"
+        " SELECT 'variant' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name, requests,"
+        " CAST(NULL AS BIGINT) AS labelled, CAST(NULL AS BIGINT) AS correct, CAST(NULL AS BIGINT) AS positives,"
+        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_hist}, {outer_pct}"
+        f" FROM (SELECT variant_name, COUNT(*) AS requests, {inner_pct} FROM j GROUP BY variant_name) s"
     )
 
 
