@@ -612,8 +612,8 @@ class WarehouseStack(Stack):
                 ),
             ),
         )
-        # The role's policy must exist before Firehose validates it, and COPY needs the tables.
-        stream.node.add_dependency(self.firehose_role)
+        # The role's policy must exist before Firehose checks its access, and COPY needs the tables.
+        stream.node.add_dependency(self.firehose_role.node.find_child("DefaultPolicy"))
         stream.node.add_dependency(self.setup_resource)
         return stream
 
