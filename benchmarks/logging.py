@@ -1,0 +1,255 @@
+"""Prediction logging cost through the local prediction API: predictions/s and p50/p99 latency with logging
+on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request.
+
+    .venv/bin/python benchmarks/logging.py                 # uses the running local cloud, or starts its own
+    .venv/bin/python benchmarks/logging.py --seconds 5 --concurrency 4 --json
+    .venv/bin/python benchmarks/logging.py --api-url http://127.0.0.1:4568 --n-features 30   # no switching
+
+Without a running local cloud it starts one in a temporary TRAINSERVE_HOME on free ports, trains and
+approves a model through the CLI, runs the benchmark and stops it. Everything stays on 127.0.0.1 and every
+phase is bounded in time. Firehose calls are counted, not estimated: the local Firehose (moto, ExtendedS3)
+writes one staging object per PutRecordBatch call, so calls = new objects under ``firehose/predictions/``.
+The load generator runs on the same machine as the server (and competes with it for CPU): compare the
+rows with each other, not with a production API.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the stdlib module ``logging``: keep its folder off the import path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
+
+import trainserve  # noqa: E402,F401  (puts lambdas/* on sys.path)
+from trainserve import PROJECT_ROOT  # noqa: E402
+from trainserve.target import local_target, read_local_state  # noqa: E402
+
+CLI = [sys.executable, "-m", "trainserve.cli"]
+PARAM_REFRESH_WAIT_S = 2.5  # the local API re-reads the proxy's environment every second
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float) -> str:
+    r = subprocess.run(
+        [*CLI, *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"`trainserve {' '.join(args)}` failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def _free_base() -> int:
+    import socket
+
+    for base in range(41000, 60000, 7):
+        ok = True
+        for port in (base, base + 1, base + 2):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise SystemExit("no three free ports found")
+
+
+def start_own_cloud() -> tuple[dict[str, str], str]:
+    """A local cloud in a temp home with one approved model live; returns (env, home)."""
+    home = tempfile.mkdtemp(prefix="trainserve-bench-")
+    env = {**os.environ, "TRAINSERVE_HOME": home, "TRAINSERVE_PORT_BASE": str(_free_base())}
+    print(f"starting a local cloud in {home} ...", file=sys.stderr)
+    _cli(env, "local", "start", timeout=180)
+    print("training a model (about a minute) ...", file=sys.stderr)
+    _cli(env, "train", timeout=900)
+    os.environ.update({"TRAINSERVE_HOME": home})
+    target = local_target(read_local_state())
+    sm = target.client("sagemaker")
+    arn = sm.list_model_packages(ModelPackageGroupName=target.names.model_package_group)[
+        "ModelPackageSummaryList"
+    ][0]["ModelPackageArn"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if sm.describe_endpoint(EndpointName=target.names.endpoint_name)["EndpointStatus"] == "InService":
+                break
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(2)
+    else:
+        raise SystemExit("the endpoint did not become InService within 300 s")
+    return env, home
+
+
+def feature_count(target) -> int:
+    import proxy_handler
+
+    directory = proxy_handler.ModelDirectory(
+        proxy_handler.Clients(target.client), target.names.endpoint_name, target.names.model_package_group
+    )
+    variants = directory.live_variants()
+    return len(directory.feature_names(sorted(variants)[0]))
+
+
+def set_sample_rate(target, rate: float) -> None:
+    lam = target.client("lambda")
+    fn = target.names.proxy_function
+    env = lam.get_function_configuration(FunctionName=fn)["Environment"]["Variables"]
+    env["LOG_SAMPLE_RATE"] = repr(float(rate))
+    lam.update_function_configuration(FunctionName=fn, Environment={"Variables": env})
+    time.sleep(PARAM_REFRESH_WAIT_S)
+
+
+def staged_objects(target) -> int:
+    s3 = target.client("s3")
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=target.names.staging_bucket, Prefix="firehose/predictions/"
+    ):
+        n += len(page.get("Contents", []))
+    return n
+
+
+def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients POSTing ``body`` for ``seconds``: rps and latency percentiles."""
+    url = urlparse(api_url)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        mine: list[float] = []
+        bad = 0
+        path = (url.path.rstrip("/") or "") + "/predict"
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    bad += 1
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                continue
+            mine.append((time.perf_counter() - t0) * 1000)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 60)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "errors": errors[0],
+        "rps": round(n / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 2) if n else None,
+        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))], 2) if n else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--api-url", help="benchmark this API as it is (no parameter switching, no call counting)"
+    )
+    ap.add_argument("--n-features", type=int, help="features per row (needed with --api-url)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement (default 5)")
+    ap.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients (default 4)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
+        raise SystemExit("--seconds must be in (0, 120] and --concurrency in 1..64")
+
+    own: tuple[dict[str, str], str] | None = None
+    target = None
+    if args.api_url:
+        if not args.n_features:
+            raise SystemExit("--api-url needs --n-features")
+        host = urlparse(args.api_url).hostname
+        if host not in ("127.0.0.1", "localhost"):
+            raise SystemExit("this benchmark only talks to 127.0.0.1")
+        api_url, n_features = args.api_url, args.n_features
+    else:
+        state = read_local_state()
+        if state is None:
+            own = start_own_cloud()
+            state = read_local_state()
+        target = local_target(state)
+        api_url = target.api_url
+        n_features = feature_count(target)
+
+    results = []
+    try:
+        rates = (1.0, 0.0) if target is not None else (None,)
+        for rows in (1, 100):
+            body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
+            for rate in rates:
+                if rate is not None:
+                    set_sample_rate(target, rate)
+                load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
+                before = staged_objects(target) if target is not None else None
+                r = load(api_url, body, args.seconds, args.concurrency)
+                if target is not None:
+                    time.sleep(0.5)
+                    calls = staged_objects(target) - before
+                    r["firehose_calls_per_request"] = (
+                        round(calls / r["requests"], 3) if r["requests"] else None
+                    )
+                results.append({"rows": rows, "log_sample_rate": rate, **r})
+                if not args.json:
+                    print(json.dumps(results[-1]), file=sys.stderr)
+    finally:
+        if target is not None:
+            set_sample_rate(target, 1.0)
+        if own is not None:
+            _cli(own[0], "local", "stop", timeout=120)
+    if args.json:
+        print(
+            json.dumps(
+                {"concurrency": args.concurrency, "seconds": args.seconds, "results": results}, indent=2
+            )
+        )
+        return
+    print(f"\nlocal prediction API, {args.concurrency} keep-alive clients, {args.seconds:g} s per row")
+    print(
+        f"{'rows':>5} {'log rate':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'firehose/req':>12} {'errors':>6}"
+    )
+    for r in results:
+        print(
+            f"{r['rows']:>5} {r['log_sample_rate'] if r['log_sample_rate'] is not None else '-':>8} {r['requests']:>9} "
+            f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r.get('firehose_calls_per_request', '-')!s:>12} "
+            f"{r['errors']:>6}"
+        )
+
+
+if __name__ == "__main__":
+    main()
