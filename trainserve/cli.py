@@ -27,6 +27,12 @@ COMMANDS = (
     ("demo", "demo"),
 )
 
+# (group name, module under trainserve.commands, attribute): commands added to a group defined elsewhere.
+SUBCOMMANDS = (
+    ("models", "models_review", "approve"),
+    ("models", "models_review", "reject"),
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="trainserve")
@@ -35,13 +41,11 @@ def cli() -> None:
 
 
 for module_name, attr in COMMANDS:
-    try:
-        module = importlib.import_module(f"trainserve.commands.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"trainserve.commands.{module_name}":
-            raise
-        continue
-    cli.add_command(getattr(module, attr))
+    cli.add_command(getattr(importlib.import_module(f"trainserve.commands.{module_name}"), attr))
+for group_name, module_name, attr in SUBCOMMANDS:
+    group = cli.commands[group_name]
+    assert isinstance(group, click.Group)
+    group.add_command(getattr(importlib.import_module(f"trainserve.commands.{module_name}"), attr))
 
 
 def main() -> None:
