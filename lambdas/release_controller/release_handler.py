@@ -12,9 +12,10 @@ Failures:
 - ``EndpointBusy`` (the endpoint is Updating, ...) propagates: Lambda retries the event (bounded by the
   function's retry configuration, then the on-failure destination).
 - ``ReleaseBlocked`` (a person must act, e.g. the champion was rejected and no older approved version
-  exists) is logged as an error and propagates too, so the event lands in the on-failure destination
-  where the operator sees it; the endpoint keeps serving unchanged. Retrying cannot loop: it is bounded
-  by the same retry configuration.
+  exists) is raised after the safe part of the decision is applied (the champion keeps serving; rejected
+  challengers still leave). It is logged as an error and propagates, so the event lands in the on-failure
+  destination where the operator sees it. Retrying cannot loop: it is bounded by the same retry
+  configuration, and a retry changes nothing more.
 - ``SettingsError`` (bad environment) propagates with the variable's name.
 
 Environment: PROJECT_NAME, ENDPOINT_NAME, MODEL_PACKAGE_GROUP, CHALLENGER_WEIGHT, MAX_LIVE_VARIANTS,
@@ -141,6 +142,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "variants": sagemaker_adapter.describe_variants(state, registry),
         "reason": decision.reason,
     }
+    if decision.blocked:
+        log.error(
+            "release blocked: a person must act", extra={**summary, "action": "blocked", "event": event_text}
+        )
+        raise ReleaseBlocked(decision.blocked)
     log.info("release decision applied", extra={**summary, "event": event_text})
     return summary
 

@@ -13,7 +13,9 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   deleted) is removed. A removed challenger's weight goes to the champion. A removed champion is replaced
   by the newest approved version older than it (live or not); the replacement takes the old champion's
   weight (plus its own, if it was already live as a challenger); the other challengers keep theirs. With
-  no such version, nothing changes and ``ReleaseBlocked`` is raised for the operator.
+  no such version the champion keeps serving (rejected challengers still leave, a newly approved version
+  may still join) and the decision is ``blocked``: the handler applies it, then raises ``ReleaseBlocked``
+  for the operator.
 - ``Approved(v)`` with no endpoint: the endpoint is created with the NEWEST approved version as champion at
   100% (v itself, unless a newer version is already approved too: the same endpoint whatever the order in
   which a burst of approvals arrives).
@@ -293,6 +295,7 @@ class Decision:
     desired: DesiredEndpoint | None = None
     steps: tuple[Step, ...] = ()
     changes: tuple[str, ...] = field(default=())
+    blocked: str | None = None  # set when a person must act; the steps are still safe to apply
 
     @property
     def changed(self) -> bool:
@@ -345,7 +348,8 @@ def plan(
 ) -> Decision:
     """The decision for ``event`` (None: reconcile only) given the registry and the current endpoint.
 
-    Raises ``ReleaseBlocked`` when a person must act; nothing is changed then.
+    ``Decision.blocked`` says when a person must act (the champion was rejected and no older approved
+    version exists). Raises ``ReleaseBlocked`` when the endpoint cannot be changed at all (Failed, ...).
     """
     if isinstance(event, tuple):
         event = ReleaseEvent(version=int(event[0]), status=str(event[1]))
@@ -375,25 +379,27 @@ def plan(
     weights = current.weights
     champion = current.champion
     changes: list[str] = []
+    blocked: str | None = None
 
     # 1. Versions no longer approved leave; a removed champion is replaced by the newest older approved one.
     removed = sorted(v for v in weights if status.get(v) != APPROVED)
     if champion in removed:
         older = [v for v in approved if v < champion]
         if not older:
-            raise ReleaseBlocked(
+            blocked = (
                 f"champion {variant_name(champion)} is {status.get(champion, 'deleted from the registry')} "
-                "and no approved version older than it exists; the endpoint keeps serving unchanged. "
-                "Approve an older version, or promote a challenger with: trainserve traffic promote V"
+                "and no approved version older than it exists; it keeps serving. Approve an older version, "
+                "or promote a challenger with: trainserve traffic promote V"
             )
-        replacement = older[-1]
-        freed = weights.pop(champion)
-        weights[replacement] = weights.get(replacement, 0.0) + freed
-        changes.append(
-            f"champion {variant_name(champion)} is {status.get(champion, 'gone')}: "
-            f"{variant_name(replacement)} replaces it"
-        )
-        champion = replacement
+        else:
+            replacement = older[-1]
+            freed = weights.pop(champion)
+            weights[replacement] = weights.get(replacement, 0.0) + freed
+            changes.append(
+                f"champion {variant_name(champion)} is {status.get(champion, 'gone')}: "
+                f"{variant_name(replacement)} replaces it"
+            )
+            champion = replacement
     for v in removed:
         if v in weights and v != champion:
             weights[champion] += weights.pop(v)
@@ -414,12 +420,13 @@ def plan(
 
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
+    tail = f"; BLOCKED: {blocked}" if blocked else ""
     if not steps:
         reason = "; ".join(changes) if changes else "the endpoint already matches the registry"
-        return Decision("none", f"{about}; {reason}", desired, (), tuple(changes))
+        return Decision("none", f"{about}; {reason}{tail}", desired, (), tuple(changes), blocked)
     if not changes:
         changes.append("endpoint brought in line with the registry")
-    return Decision("update", f"{about}; {'; '.join(changes)}", desired, steps, tuple(changes))
+    return Decision("update", f"{about}; {'; '.join(changes)}{tail}", desired, steps, tuple(changes), blocked)
 
 
 def _admit(

@@ -198,6 +198,20 @@ def test_rejected_champion_without_replacement_is_blocked_and_the_endpoint_keeps
     assert any(getattr(r, "action", None) == "blocked" for r in caplog.records)
 
 
+def test_blocked_champion_still_loses_a_rejected_challenger(sm):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    _approve(sm, arn2, 2)
+    _set_status(sm, arn1, "Rejected")
+    with pytest.raises(ReleaseBlocked, match="champion v1 is Rejected"):
+        release_handler.handler(_event(1, "Rejected"), None)
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})  # nothing safe to change: keeps serving
+    _set_status(sm, arn2, "Rejected")
+    with pytest.raises(ReleaseBlocked):
+        release_handler.handler(_event(2, "Rejected"), None)
+    assert _live(sm) == {"v1": 1.0}  # the rejected challenger left anyway
+
+
 def test_rejected_champion_is_replaced_by_the_newest_older_approved_version(sm):
     arn1, arn2 = _register(sm, 2)
     _approve(sm, arn1, 1)

@@ -205,8 +205,21 @@ def test_rejected_challenger_is_drained_by_weights_before_the_redeploy():
 
 
 def test_rejected_champion_without_older_approved_version_blocks_and_changes_nothing():
-    with pytest.raises(ReleaseBlocked, match="champion v1 is Rejected and no approved version older"):
-        plan(registry(v1=R, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (1, R))
+    decision = plan(registry(v1=R, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (1, R))
+    assert decision.blocked.startswith("champion v1 is Rejected and no approved version older than it exists")
+    assert "trainserve traffic promote" in decision.blocked and "BLOCKED" in decision.reason
+    assert decision.action == "none" and not decision.steps
+
+
+def test_blocked_champion_still_loses_its_rejected_challengers():
+    decision = plan(registry(v1=R, v2=R), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (2, R))
+    assert decision.blocked and decision.desired.weights == {1: 1.0} and decision.desired.champion == 1
+    assert [s.kind for s in decision.steps] == ["weights", "deploy"]
+
+
+def test_failed_endpoint_blocks():
+    with pytest.raises(ReleaseBlocked, match="Failed"):
+        plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1, status="Failed"), SETTINGS, (2, A))
 
 
 def test_rejecting_a_version_that_is_not_live_changes_nothing():
@@ -218,11 +231,6 @@ def test_pending_event_changes_nothing():
     decision = plan(registry(v1=A, v2=P), endpoint({1: 1.0}, 1), SETTINGS, (2, P))
     assert decision.action == "none" and not decision.steps
     assert plan(registry(v1=P), NO_ENDPOINT, SETTINGS, (1, P)).action == "none"
-
-
-def test_failed_endpoint_blocks():
-    with pytest.raises(ReleaseBlocked, match="Failed"):
-        plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1, status="Failed"), SETTINGS, (2, A))
 
 
 # --- idempotence and order ------------------------------------------------------------------------------
