@@ -13,6 +13,9 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
 - ``InvokeEndpoint`` on the moto port: moto answers with canned bodies and ignores ``TargetVariant``;
   when ``set_runtime_url(url)`` was called, the request is forwarded to the local SageMaker runtime, so
   a ``sagemaker-runtime`` client that only has ``AWS_ENDPOINT_URL`` reaches the real models too.
+- ``UpdateModelPackage``: moto overwrites ``CustomerMetadataProperties`` and ``ApprovalDescription`` with
+  None when a request leaves them out (an approval from the console or the CLI then wiped the feature
+  schema and baseline the proxy and the monitor read); AWS changes only the fields a request gives.
 
 ``check_internals()`` raises ``MotoInternalsChanged`` when a moto upgrade moved the internals these
 patches rely on (a test calls it).
@@ -63,6 +66,14 @@ def check_internals() -> None:
     for attr in ("sagemaker_backend", "_get_param"):
         if not hasattr(responses.SageMakerResponse, attr):
             problems.append(f"SageMakerResponse.{attr}")
+    update_params = list(inspect.signature(backend.update_model_package).parameters)
+    if update_params[:4] != [
+        "self",
+        "model_package_arn",
+        "model_approval_status",
+        "approval_description",
+    ] or ("customer_metadata_properties" not in update_params):
+        problems.append(f"SageMakerModelBackend.update_model_package{update_params}")
     if not hasattr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint"):
         problems.append("SageMakerRuntimeResponse.invoke_endpoint")
     src = inspect.getsource(models.FakeEndpoint.__init__)
@@ -87,7 +98,47 @@ def install() -> None:
         _patch_weights_and_capacities()
         _patch_zero_weights()
         _patch_invoke_endpoint()
+        _patch_update_model_package()
         _installed = True
+
+
+def _patch_update_model_package() -> None:
+    from moto.sagemaker import models
+
+    original = models.SageMakerModelBackend.update_model_package
+
+    def update_model_package(
+        self: Any,
+        model_package_arn: str,
+        model_approval_status: str | None,
+        approval_description: str | None,
+        customer_metadata_properties: dict[str, str] | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> str:
+        name = self.model_package_name_mapping.get(model_package_arn, model_package_arn)
+        package = self.model_packages.get(name)
+        if package is not None:
+            if approval_description is None:
+                approval_description = package.approval_description
+            if customer_metadata_properties is None:
+                customer_metadata_properties = package.customer_metadata_properties
+            else:
+                customer_metadata_properties = {
+                    **(package.customer_metadata_properties or {}),
+                    **customer_metadata_properties,
+                }
+        return original(
+            self,
+            model_package_arn,
+            model_approval_status,
+            approval_description,
+            customer_metadata_properties,
+            *args,
+            **kwargs,
+        )
+
+    models.SageMakerModelBackend.update_model_package = update_model_package
 
 
 def _patch_update_endpoint() -> None:
