@@ -80,7 +80,10 @@ def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (connections of a previous run still in TIME_WAIT do
+    not count: the servers set SO_REUSEADDR too)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
