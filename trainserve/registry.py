@@ -196,3 +196,22 @@ def describe_model_version(sm, group: str, version: int, s3=None) -> ModelVersio
     except ClientError as exc:
         raise RegistryError(f"model version {version} does not exist in group '{group}'") from exc
     return version_from_description(described, s3)
+
+
+def set_approval_status(sm, arn: str, status: str, description: str | None = None) -> dict[str, Any]:
+    """``UpdateModelPackage`` to ``status`` keeping the package's metadata; returns the new description.
+
+    Always sends ``ModelApprovalStatus`` and the current ``CustomerMetadataProperties``: moto 5.2.5 replaces
+    both with what the update carries (an update without them wipes them), while AWS leaves them; sending
+    the current values gives the same result on both.
+    """
+    if status not in APPROVAL_STATUSES:
+        raise RegistryError(f"unknown approval status '{status}' (one of: {', '.join(APPROVAL_STATUSES)})")
+    current = sm.describe_model_package(ModelPackageName=arn)
+    request: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    if description:
+        request["ApprovalDescription"] = description
+    if current.get("CustomerMetadataProperties"):
+        request["CustomerMetadataProperties"] = current["CustomerMetadataProperties"]
+    sm.update_model_package(**request)
+    return sm.describe_model_package(ModelPackageName=arn)

@@ -41,24 +41,16 @@ def list_models(local: bool | None, status: str | None, as_json: bool) -> None:
     if not versions:
         console.print(f"no model versions{f' with status {status}' if status else ''} in {group}")
         return
-    metric_names = []
-    for v in versions:
-        metric_names += [m for m in v.metrics if m not in metric_names]
     rows = []
     for v in versions:
-        quality = f"{v.quality_metric} {v.quality_value:.4f}" if v.quality_value is not None else ""
+        metrics = "  ".join(f"{k} {val:.3f}" for k, val in v.metrics.items())
         rows.append(
             [
                 v.version,
                 v.approval_status,
-                v.created.strftime("%Y-%m-%d %H:%M:%S") if v.created else "",
+                v.created.strftime("%Y-%m-%d %H:%M") if v.created else "",
                 v.estimator or "",
-                quality,
-                *[f"{v.metrics[m]:.4f}" if m in v.metrics else "" for m in metric_names],
+                metrics,
             ]
         )
-    table(
-        f"Model versions in {group}",
-        ["version", "status", "created", "estimator", "gate", *metric_names],
-        rows,
-    )
+    table(f"Model versions in {group}", ["version", "status", "created", "estimator", "metrics"], rows)

@@ -110,7 +110,7 @@ def sklearn_image_uri(region: str, version: str = "1.2-1", scope: str = "inferen
 
     Reads the SageMaker Python SDK's own image table (``sagemaker/core/image_uri_config/sklearn.json``) —
     importing ``sagemaker.core`` to call ``image_uris.retrieve`` costs seconds; that is the fallback when the
-    table is not where expected. ``tests/training/test_training_runner.py`` checks both agree.
+    table is not where expected. ``tests/training/test_training_runner.py`` pins the expected URIs.
     """
     import importlib.util
 
@@ -233,15 +233,15 @@ class _LocalExecution:
         self._report(name, kind, "Failed" if kind == "Fail" else "Succeeded", started, detail)
         if kind == "Condition":
             branch = "IfSteps" if ctx.properties[name]["Outcome"] else "ElseSteps"
-            for nested in step["Arguments"].get(branch, []):
-                if not self.run_step(nested, ctx):
-                    return False
             other = "ElseSteps" if branch == "IfSteps" else "IfSteps"
             for nested in step["Arguments"].get(other, []):
                 self.reports.append(
                     StepReport(nested["Name"], nested["Type"], "Skipped", 0.0, f"{name} chose {branch}")
                 )
                 self.progress(nested["Name"], "skipped", f"{name}: {branch}")
+            for nested in step["Arguments"].get(branch, []):
+                if not self.run_step(nested, ctx):
+                    return False
         return keep_going
 
     def _report(self, name: str, kind: str, status: str, started: float, detail: str) -> None:

@@ -1,0 +1,252 @@
+"""``trainserve train`` and ``trainserve models list`` against a moto server (local) and mock_aws (AWS)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from stacks.config import Config
+from training.pipeline_definition import build_pipeline_definition
+from trainserve.commands import models as models_cmd
+from trainserve.commands import training as training_cmd
+from trainserve.registry import register_model_package, set_approval_status
+from trainserve.target import Names, Target
+
+TEST_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _target(url: str | None, mode: str = "local", **config) -> Target:
+    cfg = Config.from_mapping(config)
+    return Target(mode=mode, region=TEST_REGION, config=cfg, names=Names.local(cfg), aws_endpoint_url=url)
+
+
+def _use(monkeypatch, target: Target) -> None:
+    """Point both commands at ``target`` (what ``--local``/``--aws`` would resolve to)."""
+    monkeypatch.setattr(training_cmd, "resolve_target", lambda local: target)
+    monkeypatch.setattr(models_cmd, "resolve_target", lambda local: target)
+
+
+def _buckets(target: Target) -> None:
+    s3 = target.client("s3")
+    for bucket in (target.names.data_bucket, target.names.artifacts_bucket):
+        s3.create_bucket(Bucket=bucket)
+
+
+def _all_packages(sm, group: str) -> list:
+    out = []
+    for status in ("Approved", "Rejected", "PendingManualApproval"):
+        out += sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus=status)[
+            "ModelPackageSummaryList"
+        ]
+    return out
+
+
+def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypatch):
+    target = _target(moto_url, project_name="gate-test", quality_threshold=0.999)
+    _buckets(target)
+    _use(monkeypatch, target)
+    weak = ["--hp", "n_estimators=1", "--hp", "max_depth=1", "--hp", "learning-rate=0.01"]
+    result = CliRunner().invoke(
+        training_cmd.train,
+        ["--local", "--estimator", "gradient_boosting", *weak, "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
+    out = json.loads(result.stdout)
+    assert out["registered"] is False and out["status"] == "not_registered"
+    assert out["estimator"] == "gradient_boosting"
+    assert out["hyperparameters"]["n_estimators"] == 1 and out["hyperparameters"]["learning_rate"] == 0.01
+    assert out["quality_threshold"] == 0.999 and out["quality_value"] < 0.999
+    assert out["reason"].startswith("not registered: roc_auc 0.")
+    assert out["reason"].endswith("< threshold 0.999")
+    assert [s["name"] for s in out["steps"] if s["status"] == "Skipped"] == ["Register"]
+    assert out["model_package_arn"] is None
+    sm = target.client("sagemaker")
+    group = target.names.model_package_group
+    groups = sm.list_model_package_groups()["ModelPackageGroupSummaryList"]
+    assert group not in {g["ModelPackageGroupName"] for g in groups} or _all_packages(sm, group) == []
+    # The evaluation report is still kept for the operator.
+    bucket, _, key = out["artifacts"]["evaluation"][5:].partition("/")
+    assert json.loads(target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
+
+
+def test_train_rejects_malformed_hyperparameters(monkeypatch, moto_url):
+    _use(monkeypatch, _target(moto_url))
+    result = CliRunner().invoke(training_cmd.train, ["--local", "--hp", "C"])
+    assert result.exit_code == 1 and "--hp expects KEY=VALUE, got 'C'" in result.output
+    result = CliRunner().invoke(training_cmd.train, ["--local", "--hp", "gamma=1"])
+    assert result.exit_code == 1 and "unknown hyperparameter 'gamma'" in result.output
+
+
+def _register(sm, group: str, estimator: str, roc_auc: float) -> str:
+    metrics = {"accuracy": 0.9, "f1": 0.91, "roc_auc": roc_auc}
+    described = register_model_package(
+        sm,
+        {
+            "ModelPackageGroupName": group,
+            "ModelPackageDescription": f"estimator: {estimator}",
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {
+                "Containers": [{"Image": "img", "ModelDataUrl": f"s3://a/{estimator}/model.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "CustomerMetadataProperties": {
+                "estimator": estimator,
+                "metrics": json.dumps(metrics),
+                "quality_metric": "roc_auc",
+                "quality_value": str(roc_auc),
+                "feature_names": json.dumps(["a", "b"]),
+                "n_features": "2",
+                "baseline_uri": "s3://a/baseline.json",
+            },
+        },
+    )
+    return described["ModelPackageArn"]
+
+
+def test_models_list_json_and_status_filter(moto_url, monkeypatch):
+    target = _target(moto_url, project_name="list-test")
+    _use(monkeypatch, target)
+    sm = target.client("sagemaker")
+    group = target.names.model_package_group
+    _register(sm, group, "logistic_regression", 0.97)
+    second = _register(sm, group, "random_forest", 0.99)
+    approved = set_approval_status(sm, second, "Approved", "looks good")
+    assert approved["ModelApprovalStatus"] == "Approved"
+    assert approved["CustomerMetadataProperties"]["estimator"] == "random_forest"  # kept (moto would wipe it)
+
+    result = CliRunner().invoke(models_cmd.models, ["list", "--local", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["version"], r["approval_status"], r["estimator"]) for r in rows] == [
+        (1, "PendingManualApproval", "logistic_regression"),
+        (2, "Approved", "random_forest"),
+    ]
+    assert rows[1]["metrics"] == {"accuracy": 0.9, "f1": 0.91, "roc_auc": 0.99}
+    assert rows[1]["quality_metric"] == "roc_auc" and rows[1]["quality_value"] == 0.99
+    assert rows[1]["approval_description"] == "looks good"
+    assert (
+        rows[0]["created"]
+        and rows[0]["n_features"] == 2
+        and rows[0]["baseline_uri"] == "s3://a/baseline.json"
+    )
+
+    result = CliRunner().invoke(models_cmd.models, ["list", "--status", "approved", "--json"])
+    assert [r["version"] for r in json.loads(result.stdout)] == [2]
+
+    result = CliRunner().invoke(models_cmd.models, ["list"])
+    assert result.exit_code == 0 and "Approved" in result.stdout and "roc_auc 0.990" in result.stdout
+
+
+def test_models_list_metrics_fall_back_to_the_evaluation_report(moto_url, monkeypatch):
+    target = _target(moto_url, project_name="fallback-test")
+    _use(monkeypatch, target)
+    s3, sm = target.client("s3"), target.client("sagemaker")
+    s3.create_bucket(Bucket="reports")
+    report = {
+        "binary_classification_metrics": {
+            "accuracy": {"value": 0.8, "standard_deviation": 0.01},
+            "auc": {"value": 0.85, "standard_deviation": 0.02},
+        }
+    }
+    s3.put_object(Bucket="reports", Key="evaluation.json", Body=json.dumps(report).encode())
+    register_model_package(
+        sm,
+        {
+            "ModelPackageGroupName": target.names.model_package_group,
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {
+                "Containers": [{"Image": "img", "ModelDataUrl": "s3://a/model.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "ModelMetrics": {
+                "ModelQuality": {
+                    "Statistics": {"ContentType": "application/json", "S3Uri": "s3://reports/evaluation.json"}
+                }
+            },
+        },
+    )
+    rows = json.loads(CliRunner().invoke(models_cmd.models, ["list", "--json"]).stdout)
+    assert rows[0]["metrics"] == {"accuracy": 0.8, "roc_auc": 0.85}
+
+
+def test_models_list_empty_group(moto_url, monkeypatch):
+    _use(monkeypatch, _target(moto_url, project_name="empty-test"))
+    result = CliRunner().invoke(models_cmd.models, ["list", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        _buckets(target)
+        sm = boto3.client("sagemaker", region_name=TEST_REGION)
+        definition = build_pipeline_definition(
+            role_arn="arn:aws:iam::123456789012:role/p",
+            model_package_group_name=target.names.model_package_group,
+            training_image_uri="img",
+            inference_image_uri="img",
+            code={
+                k: f"s3://code/{k}"
+                for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
+            },
+            artifacts_s3_prefix="s3://artifacts/pipeline",
+            kms_key_id="",
+            defaults={
+                "input_data_uri": "s3://data/input/",
+                "training_instance_type": "ml.m5.large",
+                "processing_instance_type": "ml.t3.medium",
+                "estimator": "logistic_regression",
+                "quality_metric": "roc_auc",
+                "quality_threshold": 0.9,
+            },
+        )
+        sm.create_pipeline(
+            PipelineName=target.names.pipeline_name,
+            PipelineDefinition=json.dumps(definition),
+            RoleArn="arn:aws:iam::123456789012:role/p",
+        )
+        (tmp_path / "d.csv").write_text("a,target\n1,0\n")
+        result = CliRunner().invoke(
+            training_cmd.train,
+            [
+                "--aws",
+                "--estimator",
+                "random_forest",
+                "--hp",
+                "n_estimators=300",
+                "--data",
+                str(tmp_path),
+                "--json",
+            ],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        params = {p["Name"]: p["Value"] for p in out["parameters"]}
+        assert params["Estimator"] == "random_forest" and params["NEstimators"] == "300"
+        assert params["InputData"].startswith(f"s3://{target.names.data_bucket}/input/")
+        listed = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=out["pipeline_execution_arn"])
+        assert {p["Name"]: p["Value"] for p in listed["PipelineParameters"]} == params
+        bucket, _, prefix = params["InputData"][5:].partition("/")
+        keys = [
+            o["Key"] for o in target.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+        ]
+        assert keys == [f"{prefix}/d.csv"]

@@ -1,0 +1,161 @@
+"""The local training runner against a moto server: train → evaluate → gate → register, artifacts in S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from stacks.config import Config
+from training.pipeline_definition import DefinitionError
+from trainserve.local.training_runner import TrainingError, run_local_training, sklearn_image_uri
+from trainserve.registry import list_model_versions
+from trainserve.target import Names, Target
+
+TEST_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _target(url: str, **config) -> Target:
+    cfg = Config.from_mapping(config)
+    target = Target(
+        mode="local", region=TEST_REGION, config=cfg, names=Names.local(cfg), aws_endpoint_url=url
+    )
+    s3 = target.client("s3")
+    existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    for bucket in (target.names.data_bucket, target.names.artifacts_bucket):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    return target
+
+
+def _read_s3(target: Target, uri: str) -> bytes:
+    bucket, _, key = uri[5:].partition("/")
+    return target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="module")
+def trained(moto_url):
+    target = _target(moto_url)
+    events = []
+    result = run_local_training(target, progress=lambda step, state, detail: events.append((step, state)))
+    return target, result, events
+
+
+def test_registers_a_pending_model_with_metrics(trained):
+    target, result, _ = trained
+    assert result.registered, result.reason
+    assert result.status == "registered" and result.reason is None
+    assert result.estimator == "logistic_regression" and result.model_version == 1
+    assert result.approval_status == "PendingManualApproval"
+    assert result.quality_metric == "roc_auc" and result.quality_value >= 0.9
+    sm = target.client("sagemaker")
+    described = sm.describe_model_package(ModelPackageName=result.model_package_arn)
+    assert described["ModelPackageGroupName"] == target.names.model_package_group
+    assert described["ModelApprovalStatus"] == "PendingManualApproval"
+    assert described["ModelPackageDescription"] == "estimator: logistic_regression"
+    container = described["InferenceSpecification"]["Containers"][0]
+    assert container["Image"] == sklearn_image_uri(TEST_REGION, "1.2-1", "inference")
+    assert container["ModelDataUrl"] == result.artifacts["model_data"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == result.artifacts["inference_sourcedir"]
+    assert described["InferenceSpecification"]["SupportedContentTypes"] == ["text/csv", "application/json"]
+    # moto 5.2.5 stores ModelMetrics and CustomerMetadataProperties as given.
+    stats = described["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert stats == {"ContentType": "application/json", "S3Uri": result.artifacts["evaluation"]}
+    props = described["CustomerMetadataProperties"]
+    assert set(props) == {
+        "feature_names",
+        "n_features",
+        "estimator",
+        "quality_metric",
+        "quality_value",
+        "metrics",
+        "baseline_uri",
+    }
+    assert all(isinstance(v, str) for v in props.values())
+    assert len(json.loads(props["feature_names"])) == int(props["n_features"]) == 30
+    assert props["estimator"] == "logistic_regression" and props["quality_metric"] == "roc_auc"
+    assert json.loads(props["metrics"])["roc_auc"] == pytest.approx(result.metrics["roc_auc"], abs=1e-6)
+    assert float(props["quality_value"]) == pytest.approx(result.quality_value, abs=1e-6)
+    assert props["baseline_uri"] == result.artifacts["baseline"]
+
+
+def test_artifacts_are_in_s3(trained):
+    target, result, _ = trained
+    assert result.artifacts["model_data"].startswith(f"s3://{target.names.artifacts_bucket}/pipeline/")
+    with tarfile.open(fileobj=io.BytesIO(_read_s3(target, result.artifacts["model_data"]))) as tar:
+        assert sorted(tar.getnames()) == ["model.joblib", "schema.json"]
+        schema = json.load(tar.extractfile("schema.json"))
+    assert schema["label"] == "target" and schema["classes"] == [0, 1] and len(schema["feature_names"]) == 30
+    evaluation = json.loads(_read_s3(target, result.artifacts["evaluation"]))
+    assert evaluation["metrics"] == pytest.approx(result.metrics)
+    assert "confusion_matrix" in evaluation["binary_classification_metrics"]
+    baseline = json.loads(_read_s3(target, result.artifacts["baseline"]))
+    assert set(baseline) == {"score", "features", "positive_rate", "n"}
+    with tarfile.open(fileobj=io.BytesIO(_read_s3(target, result.artifacts["inference_sourcedir"]))) as tar:
+        assert "inference.py" in tar.getnames()
+    assert result.artifacts["input_data"].startswith(f"s3://{target.names.data_bucket}/input/")
+
+
+def test_steps_ran_in_pipeline_order(trained):
+    _, result, events = trained
+    assert [(s.name, s.status) for s in result.steps] == [
+        ("Upload", "Succeeded"),
+        ("Preprocess", "Succeeded"),
+        ("Train", "Succeeded"),
+        ("Evaluate", "Succeeded"),
+        ("CheckQuality", "Succeeded"),
+        ("QualityGateFailed", "Skipped"),
+        ("Register", "Succeeded"),
+    ]
+    assert "validation:roc_auc=" in result.steps[2].detail  # printed by train.py under the training toolkit
+    assert events[:2] == [("Upload", "start"), ("Upload", "done")]
+    assert ("Register", "done") in events and ("QualityGateFailed", "skipped") in events
+
+
+def test_registry_lists_the_version(trained):
+    target, result, _ = trained
+    sm = target.client("sagemaker")
+    pending = list_model_versions(sm, target.names.model_package_group, "PendingManualApproval")
+    assert [v.version for v in pending] == [1]
+    assert pending[0].metrics == pytest.approx(result.metrics, abs=1e-6)
+    assert list_model_versions(sm, target.names.model_package_group, "Approved") == []
+
+
+def test_bad_training_data_fails_the_preprocess_step_naming_the_column(moto_url, tmp_path):
+    target = _target(moto_url)
+    (tmp_path / "d.csv").write_text("a,b,target\n1,2,0\n3,x,1\n")
+    with pytest.raises(TrainingError) as err:
+        run_local_training(target, data_dir_or_uri=tmp_path)
+    assert err.value.step == "Preprocess"
+    assert "d.csv, line 3: feature column 'b' is not a finite number: 'x'" in str(err.value)
+
+
+def test_unknown_hyperparameter_fails_before_running(moto_url):
+    with pytest.raises(DefinitionError, match="unknown hyperparameter 'gamma'"):
+        run_local_training(_target(moto_url), hyperparameters={"gamma": 1})
+    with pytest.raises(DefinitionError, match="unknown estimator 'svm'"):
+        run_local_training(_target(moto_url), estimator="svm")
+
+
+def test_image_uri_is_the_sdk_table_entry():
+    # Values from sagemaker.core.image_uris.retrieve("sklearn", version="1.2-1", ...) (importing the SDK costs
+    # ~10 s, so the expected URIs are pinned here; tests/stacks/test_image_uris.py checks the table itself).
+    assert sklearn_image_uri("us-east-1", "1.2-1", "inference") == (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    )
+    assert sklearn_image_uri("eu-west-1", "1.2-1", "training") == (
+        "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    )
