@@ -94,6 +94,9 @@ class MonitoringStack(Stack):
         warehouse: Any,
         **kwargs,
     ) -> None:
+        kwargs.setdefault(
+            "description", f"{config.project_name}: dashboard, alarms and prediction monitoring"
+        )
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.data = data

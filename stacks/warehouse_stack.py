@@ -10,6 +10,9 @@ Availability zones. Redshift Serverless wants subnets in three AZs. The stack st
 (like every stack of the app, so ``cdk synth`` needs no account, no lookups and no ``cdk.context.json``):
 instead of ``max_azs=3`` (which an agnostic stack silently caps at 2) the VPC gets the AZs as
 ``Fn::Select(i, Fn::GetAZs(''))``, resolved by CloudFormation in whatever region the stack is deployed to.
+Known limit: Redshift Serverless is not offered in a few AZ IDs (e.g. ``use1-az3``); if an account's first
+three AZ names map to one of them, the workgroup creation fails and the AZs must be chosen by hand (give the
+stack an ``env`` and ``availability_zones``).
 
 Firehose CIDR. With a concrete region (``env=Environment(region=...)``) the block is looked up at synth
 time and an unknown region fails synth with ``UnsupportedRegionError``. An agnostic stack carries the table
@@ -116,6 +119,9 @@ class WarehouseStack(Stack):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, data: Any, **kwargs) -> None:
+        kwargs.setdefault(
+            "description", f"{config.project_name}: Redshift warehouse and Firehose prediction logging"
+        )
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.data = data

@@ -349,6 +349,7 @@ def test_outputs(built):
     outputs = built["tpl"]["Outputs"]
     assert set(outputs) >= {"MonitorFunction", "AlarmTopicArn", "DashboardName"}
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": _topic_id(built["tpl"])}
+    assert built["tpl"]["Description"] == "trainserve: dashboard, alarms and prediction monitoring"
 
 
 def test_no_email_subscription_without_an_address(synthesized):

@@ -405,6 +405,7 @@ def test_outputs_the_cli_reads_serverless(serverless):
     assert "WarehouseCluster" not in outputs
     assert outputs["PredictionsStream"]["Value"] == {"Ref": "PredictionsDeliveryStream"}
     assert outputs["WarehouseDatabase"]["Value"] == "trainserve"
+    assert tpl["Description"] == "trainserve: Redshift warehouse and Firehose prediction logging"
 
 
 def test_outputs_the_cli_reads_provisioned(provisioned):
