@@ -31,6 +31,8 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   split never changes who is champion, only ``promote`` (or a champion rejection) does. When the tag is
   missing or names a variant that is not live, the champion is the variant with the largest weight, a tie
   going to the OLDEST version (a challenger that only ties the champion has not been promoted).
+- A live variant on another instance type than ``INSTANCE_TYPE`` is redeployed (same variant names, so
+  with blue/green deployment guardrails); instance COUNTS are not compared (autoscaling may own them).
 - Weights are floats that sum to 1 (SageMaker weights are relative). The champion takes the rounding
   residue so that the sum is exact to 1e-9.
 """
@@ -420,6 +422,16 @@ def plan(
 
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
+    # 4. Same variants but another instance type than configured: redeploy (the one case where SageMaker
+    #    allows deployment guardrails, which need the same variant names in the old and new config).
+    drifted = sorted(
+        v.name
+        for v in current.variants
+        if v.version in desired.weights and v.instance_type and v.instance_type != settings.instance_type
+    )
+    if drifted and set(current.weights) == set(desired.versions):
+        steps = (Step("deploy", desired),)
+        changes.append(f"{', '.join(drifted)} redeployed on {settings.instance_type} (instance type changed)")
     tail = f"; BLOCKED: {blocked}" if blocked else ""
     if not steps:
         reason = "; ".join(changes) if changes else "the endpoint already matches the registry"

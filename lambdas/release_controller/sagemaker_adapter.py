@@ -9,7 +9,9 @@ Only stdlib + boto3.
   0.0 — moto drops 0.0 weights), ``DescribeEndpointConfig`` (model names, instance type) and ``ListTags``
   (the ``trainserve:champion`` tag).
 - Applying: ``create`` = models + endpoint config + ``CreateEndpoint``; ``deploy`` = models + endpoint config +
-  ``UpdateEndpoint`` with blue/green ``DeploymentConfig`` (traffic routing and auto-rollback alarms);
+  ``UpdateEndpoint``, with blue/green ``DeploymentConfig`` (traffic routing and auto-rollback alarms)
+  wherever the API allows it: SageMaker's guardrails require the same variant names in the old and the new
+  config, so an update that adds or removes a variant gets SageMaker's default blue/green (all at once);
   ``weights`` = ``UpdateEndpointWeightsAndCapacities`` (instance counts passed too). Between two steps the
   adapter waits for ``InService`` (bounded). After a change, endpoint configs and models of the project that
   neither the live nor the previous config use are deleted (best effort).
@@ -297,11 +299,15 @@ class SageMakerAdapter:
                 ],
             )
         else:
-            self.sm.update_endpoint(
-                EndpointName=s.endpoint_name,
-                EndpointConfigName=config_name,
-                DeploymentConfig=self.deployment_config(),
-            )
+            kwargs = {"EndpointName": s.endpoint_name, "EndpointConfigName": config_name}
+            if {v.name for v in state.variants} == {v["VariantName"] for v in variants}:
+                kwargs["DeploymentConfig"] = self.deployment_config()
+            else:
+                log.info(
+                    "variants added or removed: SageMaker allows no deployment guardrails for this update "
+                    "(its default blue/green, all at once, applies)"
+                )
+            self.sm.update_endpoint(**kwargs)
         return config_name
 
     def deployment_config(self) -> dict[str, Any]:

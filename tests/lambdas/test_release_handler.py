@@ -259,31 +259,41 @@ def test_serving_image_uri_builds_the_model_from_the_package_artifact(sm, monkey
     assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py"}
 
 
-def test_update_uses_blue_green_guardrails_and_data_capture(sm):
-    settings = ReleaseSettings.from_env(
-        {
-            **ENV,
-            "TRAFFIC_ROUTING": "CANARY",
-            "GUARDRAIL_WAIT_SECONDS": "300",
-            "ROLLBACK_ALARMS": "proj-5xx, proj-latency",
-            "DATA_CAPTURE_ENABLED": "true",
-            "DATA_CAPTURE_S3_URI": "s3://proj-logs/capture",
-        }
-    )
-    seen: dict[str, dict] = {}
+def test_guardrails_only_where_sagemaker_allows_them_and_data_capture(sm):
+    """Guardrails need the same variant names in the old and new config: not when a variant comes or goes,
+    but when the same variants move to another instance type."""
+    env = {
+        **ENV,
+        "TRAFFIC_ROUTING": "CANARY",
+        "GUARDRAIL_WAIT_SECONDS": "300",
+        "ROLLBACK_ALARMS": "proj-5xx, proj-latency",
+        "DATA_CAPTURE_ENABLED": "true",
+        "DATA_CAPTURE_S3_URI": "s3://proj-logs/capture",
+    }
+    updates: list[dict] = []
     sm.meta.events.register(
-        "provide-client-params.sagemaker.UpdateEndpoint",
-        lambda params, **_: seen.setdefault("update", params),
+        "provide-client-params.sagemaker.UpdateEndpoint", lambda params, **_: updates.append(dict(params))
     )
     arn1, arn2 = _register(sm, 2)
-    adapter = SageMakerAdapter(settings, sm)
+
+    def release(settings, event):
+        adapter = SageMakerAdapter(settings, sm)
+        decision = release_planner.plan(adapter.read_registry(), adapter.read_endpoint(), settings, event)
+        adapter.apply(decision, adapter.read_registry(), adapter.read_endpoint(), poll_s=0)
+        return decision
+
     for arn, v in ((arn1, 1), (arn2, 2)):
         _set_status(sm, arn, "Approved")
-        decision = release_planner.plan(
-            adapter.read_registry(), adapter.read_endpoint(), settings, (v, "Approved")
-        )
-        adapter.apply(decision, adapter.read_registry(), adapter.read_endpoint(), poll_s=0)
-    deployment = seen["update"]["DeploymentConfig"]
+        release(ReleaseSettings.from_env(env), (v, "Approved"))
+    (add_challenger,) = updates
+    assert "DeploymentConfig" not in add_challenger  # v2 added: SageMaker refuses guardrails here
+    config = sm.describe_endpoint_config(EndpointConfigName=add_challenger["EndpointConfigName"])
+    assert config["DataCaptureConfig"]["DestinationS3Uri"] == "s3://proj-logs/capture"
+    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+
+    decision = release(ReleaseSettings.from_env({**env, "INSTANCE_TYPE": "ml.c5.xlarge"}), None)
+    assert "instance type changed" in decision.reason
+    deployment = updates[-1]["DeploymentConfig"]
     routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert routing == {
         "Type": "CANARY",
@@ -293,9 +303,9 @@ def test_update_uses_blue_green_guardrails_and_data_capture(sm):
     assert deployment["AutoRollbackConfiguration"] == {
         "Alarms": [{"AlarmName": "proj-5xx"}, {"AlarmName": "proj-latency"}]
     }
-    config = sm.describe_endpoint_config(EndpointConfigName=seen["update"]["EndpointConfigName"])
-    assert config["DataCaptureConfig"]["DestinationS3Uri"] == "s3://proj-logs/capture"
-    assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 20
+    config = sm.describe_endpoint_config(EndpointConfigName=updates[-1]["EndpointConfigName"])
+    assert {v["InstanceType"] for v in config["ProductionVariants"]} == {"ml.c5.xlarge"}
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
 
 
 @pytest.mark.parametrize(("routing", "key"), [("LINEAR", "LinearStepSize"), ("ALL_AT_ONCE", None)])

@@ -280,6 +280,14 @@ def test_champion_without_tag_is_the_heaviest_and_a_tie_goes_to_the_oldest():
     assert endpoint({1: 0.5, 2: 0.5}, champion=9).champion == 1  # a tag naming no live variant is ignored
 
 
+def test_instance_type_change_redeploys_the_same_variants():
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", instance_type="ml.c5.xlarge")
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), settings, None)
+    assert [s.kind for s in decision.steps] == ["deploy"] and weights_of(decision) == {1: 0.9, 2: 0.1}
+    assert "v1, v2 redeployed on ml.c5.xlarge" in decision.reason
+    assert not plan(registry(v1=A, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, None).steps
+
+
 def test_weights_are_normalized():
     decision = plan(registry(v1=A, v2=A), endpoint({1: 3.0}, 1), SETTINGS, (2, A))
     assert sum(decision.desired.weights.values()) == pytest.approx(1.0, abs=1e-9)
