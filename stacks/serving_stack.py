@@ -188,7 +188,6 @@ class ServingStack(Stack):
                 "TRAFFIC_ROUTING": config.traffic_routing,
                 "GUARDRAIL_WAIT_SECONDS": str(config.guardrail_wait_seconds),
                 "SERVING_IMAGE_URI": self.serving_image_uri,
-                "KMS_KEY_ARN": data.key.key_arn,
             },
             timeout=Duration.minutes(2),
             key=data.key,
@@ -268,7 +267,7 @@ class ServingStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="TagControllerResources",
-                actions=["sagemaker:AddTags"],
+                actions=["sagemaker:AddTags", "sagemaker:DeleteTags", "sagemaker:ListTags"],
                 resources=[
                     sagemaker_arn(f"endpoint/{project}-*"),
                     sagemaker_arn(f"endpoint-config/{project}-*"),
@@ -315,13 +314,6 @@ class ServingStack(Stack):
                 ],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="EndpointVolumeAndCaptureKey",
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
-                resources=[self.data.key.key_arn],
-            )
-        )
         acknowledge(
             role,
             f"AwsSolutions-IAM5[Resource::{_nag_arn(sagemaker_arn(f'model-package/{self._group}/*'))}]",
@@ -345,7 +337,7 @@ class ServingStack(Stack):
             handler="cleanup_handler.handler",
             description="On stack deletion removes the controller-created endpoints, configs and models",
             environment={"PROJECT_NAME": self.config.project_name, "ENDPOINT_NAME": self.endpoint_name},
-            timeout=Duration.minutes(10),
+            timeout=Duration.minutes(15),
             key=self.data.key,
             role=role,
         )
@@ -385,7 +377,6 @@ class ServingStack(Stack):
                 "DECISION_THRESHOLD": str(config.decision_threshold),
                 "LOG_SAMPLE_RATE": str(config.log_sample_rate),
                 "STICKY_ASSIGNMENT": "true" if config.sticky_assignment else "false",
-                "METRICS_NAMESPACE": self.metrics_namespace,
             },
             timeout=Duration.seconds(29),
             memory_size=512,

@@ -1,0 +1,263 @@
+"""ServingStack: approval rule -> release controller (retries, DLQ, env), cleanup, prediction API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import release_planner
+from cfn_helpers import as_list, only, resources
+
+pytestmark = pytest.mark.xdist_group("synth")
+
+CONTROLLER_ENV = {
+    "PROJECT_NAME",
+    "ENDPOINT_NAME",
+    "MODEL_PACKAGE_GROUP",
+    "CHALLENGER_WEIGHT",
+    "MAX_LIVE_VARIANTS",
+    "INSTANCE_TYPE",
+    "INSTANCE_COUNT",
+    "DATA_CAPTURE_ENABLED",
+    "DATA_CAPTURE_PERCENT",
+    "DATA_CAPTURE_S3_URI",
+    "MODEL_EXECUTION_ROLE_ARN",
+    "ROLLBACK_ALARMS",
+    "TRAFFIC_ROUTING",
+    "GUARDRAIL_WAIT_SECONDS",
+    "SERVING_IMAGE_URI",
+}
+PROXY_ENV = {
+    "ENDPOINT_NAME",
+    "MODEL_PACKAGE_GROUP",
+    "PREDICTIONS_STREAM",
+    "FEEDBACK_STREAM",
+    "SERVING_ENABLED",
+    "TARGET_VARIANT",
+    "DECISION_THRESHOLD",
+    "LOG_SAMPLE_RATE",
+    "STICKY_ASSIGNMENT",
+}
+FACTORY_ENV = {"POWERTOOLS_SERVICE_NAME"}  # added to every function by stacks.common.python_function
+
+
+@pytest.fixture(scope="module")
+def serving(cloud_assembly):
+    return cloud_assembly.stack("Serving")
+
+
+def _function(template, handler):
+    found = [
+        (k, v)
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == handler
+    ]
+    assert len(found) == 1, handler
+    return found[0]
+
+
+def _env(template, handler):
+    return _function(template, handler)[1]["Properties"]["Environment"]["Variables"]
+
+
+def _statements_of_function(template, handler):
+    role_id = _function(template, handler)[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    out = []
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            out += policy["Properties"]["PolicyDocument"]["Statement"]
+    assert "ManagedPolicyArns" not in resources(template, "AWS::IAM::Role")[role_id]["Properties"]
+    return out
+
+
+def test_rule_matches_approvals_and_rejections_of_this_group_only(serving, config):
+    rule = only(serving, "AWS::Events::Rule")["Properties"]
+    assert rule["EventPattern"] == release_planner.event_pattern(config.model_package_group_name)
+    assert rule["EventPattern"]["detail"]["ModelApprovalStatus"] == ["Approved", "Rejected"]
+    assert rule["EventPattern"]["detail-type"] == ["SageMaker Model Package State Change"]
+    (target,) = rule["Targets"]
+    fn_id, _ = _function(serving, "release_handler.handler")
+    assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+
+
+def test_controller_retries_twice_then_sends_to_the_encrypted_dlq(serving):
+    fn_id, _ = _function(serving, "release_handler.handler")
+    invoke = only(serving, "AWS::Lambda::EventInvokeConfig")["Properties"]
+    assert invoke["FunctionName"] == {"Ref": fn_id}
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert 60 <= invoke["MaximumEventAgeInSeconds"] <= 21600
+    queue_id = invoke["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    queue = resources(serving, "AWS::SQS::Queue")[queue_id]["Properties"]
+    assert "Fn::ImportValue" in json.dumps(queue["KmsMasterKeyId"])
+    policy = only(serving, "AWS::SQS::QueuePolicy")["Properties"]
+    assert {"Ref": queue_id} in policy["Queues"]
+    assert any(
+        s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in policy["PolicyDocument"]["Statement"]
+    )
+    alarm = only(serving, "AWS::CloudWatch::Alarm")["Properties"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert serving["Outputs"]["ReleaseDlq"]["Value"] == {"Fn::GetAtt": [queue_id, "QueueName"]}
+
+
+def test_controller_environment(serving, config):
+    env = _env(serving, "release_handler.handler")
+    assert set(env) == CONTROLLER_ENV | FACTORY_ENV
+    assert env["ROLLBACK_ALARMS"] == "trainserve-endpoint-5xx,trainserve-endpoint-latency-p99"
+    assert env["PROJECT_NAME"] == config.project_name
+    assert env["ENDPOINT_NAME"] == config.endpoint_name
+    assert env["MODEL_PACKAGE_GROUP"] == config.model_package_group_name
+    assert env["CHALLENGER_WEIGHT"] == str(config.challenger_weight)
+    assert env["MAX_LIVE_VARIANTS"] == str(config.max_live_variants)
+    assert env["DATA_CAPTURE_ENABLED"] == "false"
+    assert env["SERVING_IMAGE_URI"] == ""
+    assert "/data-capture/" in json.dumps(env["DATA_CAPTURE_S3_URI"])
+    assert "ModelExecutionRole" in json.dumps(env["MODEL_EXECUTION_ROLE_ARN"])
+
+
+def test_controller_environment_parses_with_the_controllers_own_settings(serving):
+    """The env the stack sets is exactly what the controller reads (tokens replaced by placeholders)."""
+    env = {
+        k: v if isinstance(v, str) else "token" for k, v in _env(serving, "release_handler.handler").items()
+    }
+    settings = release_planner.ReleaseSettings.from_env(env)
+    assert settings.rollback_alarms == ("trainserve-endpoint-5xx", "trainserve-endpoint-latency-p99")
+    assert settings.traffic_routing == "ALL_AT_ONCE"
+
+
+def test_controller_role_least_privilege(serving):
+    statements = _statements_of_function(serving, "release_handler.handler")
+    passes = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    assert len(passes) == 1
+    assert "ModelExecutionRole" in json.dumps(passes[0]["Resource"])
+    assert passes[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    for s in statements:
+        actions = as_list(s["Action"])
+        text = json.dumps(s["Resource"])
+        if any(a.startswith(("sagemaker:Create", "sagemaker:Delete", "sagemaker:Update")) for a in actions):
+            assert s["Resource"] != "*", s
+            for resource in as_list(s["Resource"]):
+                assert any(
+                    f":{kind}/trainserve-" in json.dumps(resource)
+                    for kind in ("endpoint", "endpoint-config", "model")
+                ), s
+        if s["Resource"] == "*":
+            assert set(actions) <= {
+                "sagemaker:ListEndpoints",
+                "sagemaker:ListEndpointConfigs",
+                "sagemaker:ListModels",
+                "sagemaker:ListModelPackages",
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+            }, s
+        if "cloudwatch:DescribeAlarms" in actions:
+            assert "alarm:trainserve-endpoint-5xx" in text
+
+
+def test_cleanup_custom_resource_calls_the_cleanup_function(serving):
+    fn_id, _ = _function(serving, "cleanup_handler.handler")
+    (cleanup,) = resources(serving, "Custom::EndpointCleanup").values()
+    assert cleanup["Properties"]["ServiceToken"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    statements = _statements_of_function(serving, "cleanup_handler.handler")
+    deletes = [a for s in statements for a in as_list(s["Action"]) if a.startswith("sagemaker:Delete")]
+    assert sorted(deletes) == [
+        "sagemaker:DeleteEndpoint",
+        "sagemaker:DeleteEndpointConfig",
+        "sagemaker:DeleteModel",
+    ]
+    assert not any(a.startswith("sagemaker:Create") for s in statements for a in as_list(s["Action"]))
+
+
+def test_proxy_environment(serving, config):
+    env = _env(serving, "proxy_handler.handler")
+    assert set(env) == PROXY_ENV | FACTORY_ENV
+    assert env["SERVING_ENABLED"] == "true"
+    assert env["TARGET_VARIANT"] == ""
+    assert env["DECISION_THRESHOLD"] == str(config.decision_threshold)
+    assert env["STICKY_ASSIGNMENT"] == ("true" if config.sticky_assignment else "false")
+    assert env["ENDPOINT_NAME"] == config.endpoint_name
+
+
+def test_proxy_role_invokes_only_the_endpoint(serving):
+    statements = _statements_of_function(serving, "proxy_handler.handler")
+    invoke = [s for s in statements if "sagemaker:InvokeEndpoint" in as_list(s["Action"])]
+    assert len(invoke) == 1
+    assert "endpoint/trainserve-endpoint" in json.dumps(invoke[0]["Resource"])
+    assert "*" not in json.dumps(invoke[0]["Resource"])
+    metrics = [s for s in statements if "cloudwatch:PutMetricData" in as_list(s["Action"])]
+    assert len(metrics) == 1 and "cloudwatch:namespace" in json.dumps(metrics[0]["Condition"])
+
+
+def test_every_api_method_requires_an_api_key_and_validates_the_body(serving):
+    methods = [m["Properties"] for m in resources(serving, "AWS::ApiGateway::Method").values()]
+    posts = [m for m in methods if m["HttpMethod"] == "POST"]
+    assert len(posts) == 2
+    for m in methods:
+        if m["HttpMethod"] != "OPTIONS":
+            assert m["ApiKeyRequired"] is True, m
+    for m in posts:
+        assert "RequestValidatorId" in m
+        assert "application/json" in m["RequestModels"]
+    validator = only(serving, "AWS::ApiGateway::RequestValidator")["Properties"]
+    assert validator["ValidateRequestBody"] is True
+
+
+def test_request_models(serving):
+    schemas = {
+        m["Properties"]["Name"]: m["Properties"]["Schema"]
+        for m in resources(serving, "AWS::ApiGateway::Model").values()
+    }
+    predict = schemas["PredictRequest"]
+    assert predict["required"] == ["instances"]
+    assert predict["properties"]["instances"]["type"] == "array"
+    assert predict["properties"]["user_id"]["type"] == "string"
+    feedback = schemas["FeedbackRequest"]
+    assert sorted(feedback["required"]) == ["outcome", "request_id"]
+    assert feedback["properties"]["outcome"]["enum"] == [0, 1]
+
+
+def test_usage_plan_throttles_from_config(serving, config):
+    plan = only(serving, "AWS::ApiGateway::UsagePlan")["Properties"]
+    assert plan["Throttle"] == {
+        "RateLimit": config.api_throttle_rate,
+        "BurstLimit": config.api_throttle_burst,
+    }
+    key_id = next(iter(resources(serving, "AWS::ApiGateway::ApiKey")))
+    assert only(serving, "AWS::ApiGateway::UsagePlanKey")["Properties"]["KeyId"] == {"Ref": key_id}
+    assert serving["Outputs"]["PredictionApiKeyId"]["Value"] == {"Ref": key_id}
+
+
+def test_stage_has_tracing_and_encrypted_access_logs(serving):
+    stage = only(serving, "AWS::ApiGateway::Stage")["Properties"]
+    assert stage["TracingEnabled"] is True
+    log_group_id = stage["AccessLogSetting"]["DestinationArn"]["Fn::GetAtt"][0]
+    log_group = resources(serving, "AWS::Logs::LogGroup")[log_group_id]["Properties"]
+    assert "KmsKeyId" in log_group
+    assert json.loads(stage["AccessLogSetting"]["Format"])["status"] == "$context.status"
+
+
+def test_every_function_is_traced_with_an_encrypted_log_group(serving):
+    log_groups = resources(serving, "AWS::Logs::LogGroup")
+    for fn_id, fn in resources(serving, "AWS::Lambda::Function").items():
+        props = fn["Properties"]
+        assert props["TracingConfig"] == {"Mode": "Active"}, fn_id
+        group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+        assert "KmsKeyId" in log_groups[group_id]["Properties"], fn_id
+
+
+def test_fast_image_and_data_capture_variant(variant_assembly):
+    serving = variant_assembly.stack("Serving")
+    env = _env(serving, "release_handler.handler")
+    assert "dkr.ecr" in json.dumps(env["SERVING_IMAGE_URI"])
+    assert env["DATA_CAPTURE_ENABLED"] == "true"
+    assert env["DATA_CAPTURE_PERCENT"] == "50"
+    assert env["TRAFFIC_ROUTING"] == "CANARY"
+    docker = variant_assembly.outdir / "TrainserveServing.assets.json"
+    assert json.loads(docker.read_text())["dockerImages"], "the fast image is a Docker image asset"
+
+
+def test_variant_synthesizes_clean(variant_assembly):
+    assert variant_assembly.returncode == 0, variant_assembly.stderr[-4000:]
+    assert variant_assembly.violations == []
