@@ -54,7 +54,13 @@ def moto_url():
 
 def _ctx(moto_url, tmp_path, group: str) -> LocalContext:
     cfg = load_config(PROJECT_ROOT)
-    names = dataclasses.replace(Names.local(cfg), model_package_group=group)
+    # names of its own: moto's state is shared by every test in this process
+    names = dataclasses.replace(
+        Names.local(cfg),
+        model_package_group=group,
+        release_function=f"{group}-release",
+        release_dlq=f"{group}-dlq",
+    )
     return LocalContext(
         config=cfg,
         names=names,
