@@ -250,3 +250,48 @@ def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
             o["Key"] for o in target.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
         ]
         assert keys == [f"{prefix}/d.csv"]
+
+
+class _ExecutionInProgress:
+    """Stands in for SageMaker's execution-step listing, which moto 5.2.5 does not implement
+    (``list_pipeline_execution_steps`` raises NotImplementedError there): three polls, then Succeeded."""
+
+    def __init__(self):
+        self.polls = 0
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
+        self.polls += 1
+        return {"PipelineExecutionStatus": "Executing" if self.polls < 3 else "Succeeded"}
+
+    def get_paginator(self, name):
+        assert name == "list_pipeline_execution_steps"
+        polls = self.polls
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                steps = [{"StepName": "Preprocess", "StepType": "Processing", "StepStatus": "Succeeded"}]
+                if polls >= 2:
+                    steps.append({"StepName": "Train", "StepType": "Training", "StepStatus": "Executing"})
+                if polls >= 3:
+                    steps[1]["StepStatus"] = "Succeeded"
+                    steps.append(
+                        {"StepName": "CheckQuality", "StepType": "Condition", "StepStatus": "Succeeded"}
+                    )
+                yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def test_follow_execution_polls_until_the_end_and_prints_step_changes(capsys):
+    sm = _ExecutionInProgress()
+    status, steps = training_cmd.follow_execution(sm, "arn:exec", poll_seconds=0)
+    assert status == "Succeeded" and sm.polls == 3
+    assert [(s["name"], s["status"]) for s in steps] == [
+        ("Preprocess", "Succeeded"),
+        ("Train", "Succeeded"),
+        ("CheckQuality", "Succeeded"),
+    ]
+    printed = capsys.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if line.strip()]
+    assert sum("Train (Training)" in line for line in lines) == 2  # Executing, then Succeeded
+    assert sum("Preprocess (Processing)" in line for line in lines) == 1  # printed once, not per poll

@@ -214,3 +214,14 @@ def test_feature_names_come_from_the_data(tmp_path):
     assert summary["rows"] == 8
     schema = json.loads((tmp_path / "schema" / "schema.json").read_text())
     assert schema["feature_names"] == ["height", "weight"]
+
+
+def test_container_code_is_python_39_compatible():
+    """training/ runs in the SageMaker scikit-learn container (Python 3.9)."""
+    import ast
+
+    for path in sorted(TRAINING_DIR.glob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source, filename=str(path), feature_version=(3, 9))
+        assert "from __future__ import annotations" in source, path.name
+        assert not any(type(node).__name__ == "Match" for node in ast.walk(tree)), path.name
