@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 PHYSICAL_ID = "trainserve-warehouse-schema"
 POLL_SECONDS = 2.0
@@ -74,11 +72,14 @@ def apply_schema(
     statements: list[str],
     *,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-    poll_seconds: float = POLL_SECONDS,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    poll_seconds: float | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> str:
     """Run ``statements`` as one batch and wait for it; returns the statement id, raises on failure."""
+    poll_seconds = POLL_SECONDS if poll_seconds is None else poll_seconds
+    clock = clock or time.monotonic
+    sleep = sleep or time.sleep
     started = clock()
     response = client.batch_execute_statement(
         Sqls=statements, StatementName="trainserve-schema", WithEvent=False, **_target(props)
@@ -114,6 +115,10 @@ def handler(event: Mapping[str, Any], context: Any, client: Any = None) -> dict[
         raise SchemaSetupError(f"unknown RequestType {request!r}")
     props = event.get("ResourceProperties", {})
     timeout = float(props.get("TimeoutSeconds", DEFAULT_TIMEOUT_SECONDS))
+    if client is None:
+        import boto3  # here, not at import: the local warehouse imports this module for the schema only
+
+        client = boto3.client("redshift-data")
     statement_id = apply_schema(
         client or boto3.client("redshift-data"), props, load_statements(), timeout_seconds=timeout
     )

@@ -127,15 +127,24 @@ def _staged(s3, kind: str) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def aws():
+@pytest.fixture(scope="module")
+def moto_aws():
     with mock_aws():
         sm = boto3.client("sagemaker", region_name=REGION)
         s3 = boto3.client("s3", region_name=REGION)
-        firehose = CountingFirehose(boto3.client("firehose", region_name=REGION))
+        firehose = boto3.client("firehose", region_name=REGION)
         _create_registry(sm, {"v1": 0.7, "v2": 0.3})
-        _create_streams(s3, firehose.client)
-        yield {"sagemaker": sm, "s3": s3, "firehose": firehose, "sagemaker-runtime": StubRuntime()}
+        _create_streams(s3, firehose)
+        yield {"sagemaker": sm, "s3": s3, "firehose": firehose}
+
+
+@pytest.fixture
+def aws(moto_aws):
+    """The shared moto account with an empty staging bucket, a fresh stub runtime and call counter."""
+    s3 = moto_aws["s3"]
+    for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    yield {**moto_aws, "firehose": CountingFirehose(moto_aws["firehose"]), "sagemaker-runtime": StubRuntime()}
 
 
 def _proxy(aws, emitted=None, **params):
@@ -311,8 +320,7 @@ def test_invalid_params_at_cold_start_fall_back_and_are_reported(aws):
 
 
 def test_no_endpoint_yet_is_503(aws):
-    aws["sagemaker"].delete_endpoint(EndpointName=ENDPOINT)
-    status, body = _call(_proxy(aws), "/predict", {"instances": [[1, 2, 3]]})
+    status, body = _call(_proxy(aws, endpoint_name="not-created-yet"), "/predict", {"instances": [[1, 2, 3]]})
     assert status == 503 and "does not exist" in body["error"]
 
 
