@@ -17,7 +17,7 @@ from release_planner import ReleaseBlocked, ReleaseSettings, SettingsError
 from sagemaker_adapter import EndpointBusy, SageMakerAdapter
 
 from trainserve.commands import options
-from trainserve.console import UserError, console, print_json, table
+from trainserve.console import UserError, console, err_console, print_json, table
 from trainserve.target import Target
 
 
@@ -36,6 +36,11 @@ def release_settings(target: Target) -> ReleaseSettings:
             return ReleaseSettings.from_env(variables)
         except SettingsError as exc:
             raise UserError(f"release function {name}: {exc}") from None
+    if env.get("Error"):  # e.g. no kms:Decrypt on the key that encrypts the function's environment
+        err_console.print(
+            f"[yellow]warning:[/] cannot read the environment of {name} ({env['Error'].get('Message', '')}); "
+            "using the configuration instead (without data capture)"
+        )
     cfg, names = target.config, target.names
     return ReleaseSettings(
         project_name=cfg.project_name,
