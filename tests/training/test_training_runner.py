@@ -146,6 +146,8 @@ def test_bad_training_data_fails_the_preprocess_step_naming_the_column(moto_url,
 def test_unknown_hyperparameter_fails_before_running(moto_url):
     with pytest.raises(DefinitionError, match="unknown hyperparameter 'gamma'"):
         run_local_training(_target(moto_url), hyperparameters={"gamma": 1})
+    with pytest.raises(DefinitionError, match="MaxIter must be integer, got 'lots'"):
+        run_local_training(_target(moto_url), hyperparameters={"max_iter": "lots"})
     with pytest.raises(DefinitionError, match="unknown estimator 'svm'"):
         run_local_training(_target(moto_url), estimator="svm")
 

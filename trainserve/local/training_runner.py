@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from stacks.config import ESTIMATORS
 from training import pipeline_definition as pd_
 from training.packaging import make_model_tarball, make_sourcedir_tarball
@@ -223,13 +225,9 @@ class _LocalExecution:
         except (pd_.DefinitionError, FileNotFoundError, ValueError) as exc:
             self._report(name, kind, "Failed", started, str(exc))
             raise TrainingError(name, str(exc)) from exc
-        except Exception as exc:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            if isinstance(exc, ClientError | BotoCoreError):
-                self._report(name, kind, "Failed", started, str(exc))
-                raise TrainingError(name, str(exc)) from exc
-            raise
+        except (ClientError, BotoCoreError) as exc:
+            self._report(name, kind, "Failed", started, str(exc))
+            raise TrainingError(name, str(exc)) from exc
         self._report(name, kind, "Failed" if kind == "Fail" else "Succeeded", started, detail)
         if kind == "Condition":
             branch = "IfSteps" if ctx.properties[name]["Outcome"] else "ElseSteps"
@@ -382,12 +380,15 @@ def _last_line(text: str) -> str:
 
 
 def _error_line(stderr: str, stdout: str) -> str:
-    """The most useful line of a failed script's output: its ``error: ...`` line, else the last line."""
+    """The most useful line of a failed script's output: its ``error: ...`` line (also argparse's
+    ``train.py: error: ...``), else the last line."""
     for text in (stderr, stdout):
         for line in reversed(text.splitlines()):
             stripped = line.strip()
             if stripped.startswith("error:"):
                 return stripped[len("error:") :].strip()
+            if ".py: error: " in stripped:
+                return stripped
     for text in (stderr, stdout):
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if lines:
@@ -427,8 +428,10 @@ def parameter_overrides(
         if estimator not in ESTIMATORS:
             raise pd_.DefinitionError(f"unknown estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
         out["Estimator"] = estimator
+    kinds = {param: kind for _hp, param, kind, _default in pd_.HYPERPARAMETERS}
     for key, value in (hyperparameters or {}).items():
-        out[pd_.parameter_name_for(key)] = value
+        param = pd_.parameter_name_for(key)
+        out[param] = pd_.coerce_parameter(param, kinds[param], value)
     if quality_threshold is not None:
         out["QualityThreshold"] = quality_threshold
     return out
@@ -452,7 +455,8 @@ def run_local_training(
     ``n_estimators``, ``max_depth``, ``learning_rate``, ``random_state``). ``estimator``/``quality_threshold``
     default to the configuration. ``progress(step, state, detail)`` is called as steps start and end.
     A model below the threshold is not registered: ``result.registered`` is False and ``result.reason``
-    says why. A failing step raises ``TrainingError`` naming the step and the cause.
+    says why. A failing step raises ``TrainingError`` naming the step and the cause (its work folder, with
+    each step's log, is then kept; ``TRAINSERVE_KEEP_WORK_DIR=1`` keeps it after a success too).
     """
     progress = progress or _noop
     started = time.monotonic()
@@ -462,14 +466,19 @@ def run_local_training(
     work = Path(work_dir or tempfile.mkdtemp(prefix="trainserve-train-"))
     work.mkdir(parents=True, exist_ok=True)
     run = _LocalExecution(target, work, progress)
+    succeeded = False
     names = target.names
     try:
         progress("Upload", "start", "data and code")
         t0 = time.monotonic()
-        for bucket in (names.data_bucket, names.artifacts_bucket):
-            run.ensure_bucket(bucket)
-        input_uri = _stage_input(run, target, data_dir_or_uri, execution_id, work)
-        code = _stage_code(run, target, work, Path(inference_dir or INFERENCE_DIR))
+        try:
+            for bucket in (names.data_bucket, names.artifacts_bucket):
+                run.ensure_bucket(bucket)
+            input_uri = _stage_input(run, target, data_dir_or_uri, execution_id, work)
+            code = _stage_code(run, target, work, Path(inference_dir or INFERENCE_DIR))
+        except (BotoCoreError, ClientError, OSError) as exc:
+            progress("Upload", "failed", str(exc))
+            raise TrainingError("Upload", str(exc)) from exc
         run.reports.append(
             StepReport("Upload", "Local", "Succeeded", round(time.monotonic() - t0, 2), input_uri)
         )
@@ -497,7 +506,7 @@ def run_local_training(
         )
         quality_metric = target.config.quality_metric
         hp_values = {hp: params[param] for hp, param, _k, _d in pd_.HYPERPARAMETERS}
-        return TrainingResult(
+        result = TrainingResult(
             execution_id=execution_id,
             registered=bool(register.get("ModelPackageArn")),
             estimator=str(params["Estimator"]),
@@ -516,13 +525,15 @@ def run_local_training(
                 "evaluation": f"{eval_uri}/evaluation.json" if eval_uri else "",
                 "baseline": f"{eval_uri}/baseline.json" if eval_uri else "",
                 "inference_sourcedir": code["inference_sourcedir"],
-                "work_dir": str(work),
             },
             steps=run.reports,
             seconds=round(time.monotonic() - started, 2),
         )
+        succeeded = True
+        return result
     finally:
-        if own_work_dir and os.environ.get("TRAINSERVE_KEEP_WORK_DIR") != "1":
+        # A failed run keeps its work folder (the step logs the error message points at).
+        if own_work_dir and succeeded and os.environ.get("TRAINSERVE_KEEP_WORK_DIR") != "1":
             shutil.rmtree(work, ignore_errors=True)
 
 
