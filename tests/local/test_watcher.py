@@ -175,9 +175,10 @@ def test_plain_boto3_approval_reaches_the_handler_as_the_sagemaker_event(watched
     assert env["CHALLENGER_WEIGHT"] == "0.25"
     assert all(e["resources"] != [old] for e, _ in handler.calls)
 
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
     routed = [json.loads(m["Body"]) for m in messages]
     assert sorted(r["detail"]["ModelApprovalStatus"] for r in routed) == ["Approved", "Rejected"]
+    assert wait_until(lambda: watcher.status()["handled"] == 2, 5)
     status = watcher.status()
     assert status["handled"] == 2 and status["failures"] == 0
     assert [e["status"] for e in status["last_events"]] == ["PendingManualApproval", "Approved", "Rejected"]
@@ -195,7 +196,9 @@ def test_failing_handler_is_retried_twice_then_dead_lettered(watched):
     queue_url = sqs.get_queue_url(QueueName=ctx.names.release_dlq)["QueueUrl"]
     bodies = [
         json.loads(m["Body"])
-        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)[
+            "Messages"
+        ]
     ]
     mine = [b for b in bodies if b["requestPayload"]["resources"] == [arn]]
     assert len(mine) == 1

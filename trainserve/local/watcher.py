@@ -220,14 +220,16 @@ class WatcherComponent:
         error, attempts = self._invoke_with_retries(event)
         record["attempts"] = attempts
         if error is None:
-            self.handled += 1
             record["result"] = "handled"
         else:
-            self.failures += 1
             record["result"] = "failed"
             record["error"] = f"{type(error).__name__}: {error}"
             self._dead_letter(event, error, attempts)
-        self._recent.append(record)
+        self._recent.append(record)  # counters last: whoever sees a count also sees its record
+        if error is None:
+            self.handled += 1
+        else:
+            self.failures += 1
 
     def _put_event(self, event: dict[str, Any]) -> None:
         try:
