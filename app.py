@@ -3,28 +3,31 @@
 
 Configuration: the ``trainserve`` block of ``cdk.json``'s context, with flat ``-c key=value`` overrides for any
 key of ``stacks.config.FIELDS`` (``cdk synth -c quality_threshold=0.95``). A bad value stops synth with a
-message naming the key. Every stack is environment-agnostic and checked by cdk-nag's AwsSolutions pack.
+message naming the key, before any stack is built. Every stack is environment-agnostic (no account, no
+region: synth runs offline) and checked by cdk-nag's AwsSolutions pack (a finding fails synth).
+
+``cdk synth`` passes cdk.json's context in ``CDK_CONTEXT_JSON``; a plain ``python app.py`` reads cdk.json
+itself, so both build the same app. Tests call ``build_app(context)``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from aws_cdk import App, Validations
-from cdk_nag import AwsSolutionsChecks
+from typing import TYPE_CHECKING, Any
 
 from stacks.config import CONTEXT_KEY, FIELDS, Config, ConfigError
-from stacks.data_stack import DataStack
-from stacks.serving_stack import ServingStack
-from stacks.training_stack import TrainingStack
+
+if TYPE_CHECKING:
+    from aws_cdk import App
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+# How the CDK CLI hands the context to the app (aws-cdk-lib cx-api CONTEXT_ENV / CONTEXT_OVERFLOW_LOCATION_ENV).
+CLI_CONTEXT_ENV = "CDK_CONTEXT_JSON"
+CLI_CONTEXT_OVERFLOW_ENV = "CONTEXT_OVERFLOW_LOCATION_ENV"
 
 
 def cdk_json_context(project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
@@ -32,9 +35,9 @@ def cdk_json_context(project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
     return dict(json.loads((project_root / "cdk.json").read_text()).get("context", {}))
 
 
-def read_config(app: App) -> Config:
-    """The ``trainserve`` context block merged with flat ``-c key=value`` overrides, validated once."""
-    block = app.node.try_get_context(CONTEXT_KEY)
+def config_from_context(get: Callable[[str], Any]) -> Config:
+    """The ``trainserve`` block merged with flat overrides (``get(key)``, e.g. ``try_get_context``), validated."""
+    block = get(CONTEXT_KEY)
     if isinstance(block, str):  # `-c trainserve='{...}'` arrives as a string
         try:
             block = json.loads(block)
@@ -44,10 +47,15 @@ def read_config(app: App) -> Config:
         raise ConfigError(f"context '{CONTEXT_KEY}' must be a JSON object, got {type(block).__name__}")
     values = dict(block or {})
     for field in FIELDS:
-        override = app.node.try_get_context(field.name)
+        override = get(field.name)
         if override is not None:
             values[field.name] = override
     return Config.from_mapping(values)
+
+
+def read_config(app: App) -> Config:
+    """The app's configuration, from its context (``cdk.json`` + ``-c`` overrides)."""
+    return config_from_context(app.node.try_get_context)
 
 
 def stack_prefix(config: Config) -> str:
@@ -55,35 +63,38 @@ def stack_prefix(config: Config) -> str:
     return "".join(part.capitalize() for part in config.project_name.split("-"))
 
 
-def _module_exists(name: str) -> bool:
-    # Integration guard: the warehouse and monitoring stacks are written in parallel; remove at integration.
-    return (PROJECT_ROOT / "stacks" / f"{name}.py").is_file() and importlib.util.find_spec(
-        f"stacks.{name}"
-    ) is not None
-
-
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> App:
-    """Build the app (the tests pass ``cdk.json``'s context; ``cdk synth`` passes it through the CLI)."""
+    """Validate the configuration, then build the five stacks with cdk-nag attached (not yet synthesized).
+
+    ``context``: the app context (``cdk.json``'s ``context`` object, plus flat overrides); ``None`` takes it
+    from the environment the way ``cdk synth`` provides it. Raises ``ConfigError`` naming the bad key.
+    """
+    if context is not None:
+        config_from_context(context.get)  # fail fast, before loading CDK
+    from aws_cdk import App, Validations
+    from cdk_nag import AwsSolutionsChecks
+
+    from stacks.data_stack import DataStack
+    from stacks.monitoring_stack import MonitoringStack
+    from stacks.serving_stack import ServingStack
+    from stacks.training_stack import TrainingStack
+    from stacks.warehouse_stack import WarehouseStack
+
     app = App(context=dict(context) if context is not None else None, outdir=outdir)
     config = read_config(app)
     prefix = stack_prefix(config)
+    project = config.project_name
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
 
-    data = DataStack(
-        app, f"{prefix}Data", config=config, description=f"{config.project_name}: KMS key and buckets"
-    )
+    data = DataStack(app, f"{prefix}Data", config=config, description=f"{project}: KMS key and buckets")
     training = TrainingStack(
         app,
         f"{prefix}Training",
         config=config,
         data=data,
-        description=f"{config.project_name}: model registry and SageMaker training pipeline",
+        description=f"{project}: model registry and SageMaker training pipeline",
     )
-    warehouse = None
-    if _module_exists("warehouse_stack"):
-        from stacks.warehouse_stack import WarehouseStack
-
-        warehouse = WarehouseStack(app, f"{prefix}Warehouse", config=config, data=data)
+    warehouse = WarehouseStack(app, f"{prefix}Warehouse", config=config, data=data)
     serving = ServingStack(
         app,
         f"{prefix}Serving",
@@ -91,22 +102,24 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         data=data,
         training=training,
         warehouse=warehouse,
-        description=f"{config.project_name}: release controller and prediction API",
+        description=f"{project}: release controller, endpoint cleanup and prediction API",
     )
-    if warehouse is not None and _module_exists("monitoring_stack"):
-        from stacks.monitoring_stack import MonitoringStack
-
-        MonitoringStack(
-            app, f"{prefix}Monitoring", config=config, data=data, serving=serving, warehouse=warehouse
-        )
+    MonitoringStack(
+        app, f"{prefix}Monitoring", config=config, data=data, serving=serving, warehouse=warehouse
+    )
     return app
 
 
 def main() -> None:
-    """``cdk synth`` passes cdk.json's context (and ``-c`` overrides) in CDK_CONTEXT_JSON; a plain
-    ``python app.py`` reads cdk.json itself, so both synthesize the same app."""
-    context = None if "CDK_CONTEXT_JSON" in os.environ else cdk_json_context()
+    """``cdk synth`` / ``python app.py``: fail fast on a bad configuration (before loading CDK), then synth."""
+    from_cli = CLI_CONTEXT_ENV in os.environ or CLI_CONTEXT_OVERFLOW_ENV in os.environ
+    context = None if from_cli else cdk_json_context()
     try:
+        if CLI_CONTEXT_ENV in os.environ:
+            cli_context = json.loads(os.environ[CLI_CONTEXT_ENV] or "{}")
+            config_from_context(cli_context.get)
+        elif context is not None:
+            config_from_context(context.get)
         app = build_app(context)
     except ConfigError as exc:
         sys.exit(f"trainserve: configuration error: {exc}")

@@ -261,3 +261,14 @@ def test_fast_image_and_data_capture_variant(variant_assembly):
 def test_variant_synthesizes_clean(variant_assembly):
     assert variant_assembly.returncode == 0, variant_assembly.stderr[-4000:]
     assert variant_assembly.violations == []
+
+
+def test_proxy_logs_to_the_warehouse_streams(serving):
+    env = _env(serving, "proxy_handler.handler")
+    for name in ("PREDICTIONS_STREAM", "FEEDBACK_STREAM"):
+        assert "TrainserveWarehouse:" in json.dumps(env[name]["Fn::ImportValue"]), name
+    statements = _statements_of_function(serving, "proxy_handler.handler")
+    (firehose,) = [s for s in statements if "firehose:PutRecordBatch" in as_list(s["Action"])]
+    streams = as_list(firehose["Resource"])
+    assert len(streams) == 2
+    assert all("TrainserveWarehouse:" in json.dumps(s) for s in streams)
