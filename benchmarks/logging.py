@@ -1,12 +1,14 @@
 """Prediction logging cost through the local prediction API: predictions/s and p50/p99 latency with logging
 on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request.
 
-    .venv/bin/python benchmarks/logging.py                 # uses the running local cloud, or starts its own
+    .venv/bin/python benchmarks/logging.py                 # starts its own local cloud (about 2 minutes)
+    .venv/bin/python benchmarks/logging.py --use-running   # the running local cloud (its params are switched)
     .venv/bin/python benchmarks/logging.py --seconds 5 --concurrency 4 --json
     .venv/bin/python benchmarks/logging.py --api-url http://127.0.0.1:4568 --n-features 30   # no switching
 
-Without a running local cloud it starts one in a temporary TRAINSERVE_HOME on free ports, trains and
-approves a model through the CLI, runs the benchmark and stops it. Everything stays on 127.0.0.1 and every
+By default it starts its own local cloud in a temporary TRAINSERVE_HOME on free ports, trains and approves
+a model through the CLI, runs the benchmark and stops it; ``--use-running`` uses the running local cloud
+instead (LOG_SAMPLE_RATE is switched during the run and restored after). Everything stays on 127.0.0.1 and every
 phase is bounded in time. Firehose calls are counted, not estimated: the local Firehose (moto, ExtendedS3)
 writes one staging object per PutRecordBatch call, so calls = new objects under ``firehose/predictions/``.
 The load generator runs on the same machine as the server (and competes with it for CPU): compare the
@@ -107,11 +109,11 @@ def feature_count(target) -> int:
     return len(directory.feature_names(sorted(variants)[0]))
 
 
-def set_sample_rate(target, rate: float) -> None:
+def set_sample_rate(target, rate: float | str) -> None:
     lam = target.client("lambda")
     fn = target.names.proxy_function
     env = lam.get_function_configuration(FunctionName=fn)["Environment"]["Variables"]
-    env["LOG_SAMPLE_RATE"] = repr(float(rate))
+    env["LOG_SAMPLE_RATE"] = rate if isinstance(rate, str) else repr(float(rate))
     lam.update_function_configuration(FunctionName=fn, Environment={"Variables": env})
     time.sleep(PARAM_REFRESH_WAIT_S)
 
@@ -184,6 +186,9 @@ def main() -> None:
     ap.add_argument("--n-features", type=int, help="features per row (needed with --api-url)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement (default 5)")
     ap.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients (default 4)")
+    ap.add_argument(
+        "--use-running", action="store_true", help="use the running local cloud (needs a live endpoint)"
+    )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
@@ -199,11 +204,19 @@ def main() -> None:
             raise SystemExit("this benchmark only talks to 127.0.0.1")
         api_url, n_features = args.api_url, args.n_features
     else:
-        state = read_local_state()
-        if state is None:
+        if args.use_running:
+            state = read_local_state()
+            if state is None:
+                raise SystemExit("no local cloud is running (start one, or drop --use-running)")
+        else:
             own = start_own_cloud()
             state = read_local_state()
         target = local_target(state)
+        original_rate = (
+            target.client("lambda")
+            .get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
+            .get("LOG_SAMPLE_RATE", "1.0")
+        )
         api_url = target.api_url
         n_features = feature_count(target)
 
@@ -228,8 +241,8 @@ def main() -> None:
                 if not args.json:
                     print(json.dumps(results[-1]), file=sys.stderr)
     finally:
-        if target is not None:
-            set_sample_rate(target, 1.0)
+        if target is not None and own is None:
+            set_sample_rate(target, original_rate)
         if own is not None:
             _cli(own[0], "local", "stop", timeout=120)
     if args.json:
