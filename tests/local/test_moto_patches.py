@@ -140,3 +140,37 @@ def test_weights_only_update_keeps_instance_counts_and_zero_weights(sm):
     )
     variants = _variants(sm, "patch-e4")
     assert variants["v2"]["CurrentInstanceCount"] == 3 and variants["v2"]["CurrentWeight"] == 1.0
+
+
+def test_update_model_package_keeps_what_the_request_leaves_out(sm):
+    sm.create_model_package_group(ModelPackageGroupName="patch-group")
+    arn = sm.create_model_package(
+        ModelPackageGroupName="patch-group",
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "image", "ModelDataUrl": "s3://bucket/model.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        CustomerMetadataProperties={
+            "feature_names": '["a", "b"]',
+            "baseline_uri": "s3://bucket/baseline.json",
+        },
+    )["ModelPackageArn"]
+
+    sm.update_model_package(
+        ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="looks good"
+    )
+    desc = sm.describe_model_package(ModelPackageName=arn)
+    assert desc["ModelApprovalStatus"] == "Approved"
+    assert desc["CustomerMetadataProperties"]["feature_names"] == '["a", "b"]'  # moto wiped these
+
+    sm.update_model_package(
+        ModelPackageArn=arn,
+        CustomerMetadataProperties={"reviewed_by": "alice"},
+        CustomerMetadataPropertiesToRemove=["baseline_uri"],
+    )
+    desc = sm.describe_model_package(ModelPackageName=arn)
+    assert desc["ModelApprovalStatus"] == "Approved"  # an update without a status keeps it
+    assert desc["ApprovalDescription"] == "looks good"
+    assert desc["CustomerMetadataProperties"] == {"feature_names": '["a", "b"]', "reviewed_by": "alice"}

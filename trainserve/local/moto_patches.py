@@ -10,12 +10,14 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
   only a weight; AWS keeps them. Here an omitted ``DesiredInstanceCount`` keeps the current count.
 - Production variants with ``InitialVariantWeight`` 0.0 keep their 0.0 weight (moto dropped it, so a
   drained challenger looked weightless rather than at 0%).
+- ``UpdateModelPackage``: moto sets every field the request leaves out to None (an approval wiped the
+  version's ``CustomerMetadataProperties`` and ``ApprovalDescription``, and an update without
+  ``ModelApprovalStatus`` wiped the status), so an approval wiped the feature schema and baseline the
+  proxy and the monitor read. As on AWS, omitted fields now stay; given
+  ``CustomerMetadataProperties`` are added or updated, ``CustomerMetadataPropertiesToRemove`` removed.
 - ``InvokeEndpoint`` on the moto port: moto answers with canned bodies and ignores ``TargetVariant``;
   when ``set_runtime_url(url)`` was called, the request is forwarded to the local SageMaker runtime, so
   a ``sagemaker-runtime`` client that only has ``AWS_ENDPOINT_URL`` reaches the real models too.
-- ``UpdateModelPackage``: moto overwrites ``CustomerMetadataProperties`` and ``ApprovalDescription`` with
-  None when a request leaves them out (an approval from the console or the CLI then wiped the feature
-  schema and baseline the proxy and the monitor read); AWS changes only the fields a request gives.
 
 ``check_internals()`` raises ``MotoInternalsChanged`` when a moto upgrade moved the internals these
 patches rely on (a test calls it).
@@ -66,14 +68,32 @@ def check_internals() -> None:
     for attr in ("sagemaker_backend", "_get_param"):
         if not hasattr(responses.SageMakerResponse, attr):
             problems.append(f"SageMakerResponse.{attr}")
+    if "self.model_packages" not in inspect.getsource(backend.__init__):
+        problems.append("SageMakerModelBackend.model_packages")
+    if "self.model_package_name_mapping" not in inspect.getsource(backend.__init__):
+        problems.append("SageMakerModelBackend.model_package_name_mapping")
     update_params = list(inspect.signature(backend.update_model_package).parameters)
-    if update_params[:4] != [
+    if update_params != [
         "self",
         "model_package_arn",
         "model_approval_status",
         "approval_description",
-    ] or ("customer_metadata_properties" not in update_params):
+        "customer_metadata_properties",
+        "customer_metadata_properties_to_remove",
+        "additional_inference_specifications_to_add",
+    ]:
         problems.append(f"SageMakerModelBackend.update_model_package{update_params}")
+    for attr in (
+        "set_model_approval_status",
+        "add_additional_inference_specifications",
+        "modifications_done",
+    ):
+        if not hasattr(models.ModelPackage, attr):
+            problems.append(f"ModelPackage.{attr}")
+    package_src = inspect.getsource(models.ModelPackage.__init__)
+    for needle in ("self.customer_metadata_properties", "self.approval_description"):
+        if needle not in package_src:
+            problems.append(f"ModelPackage.__init__ no longer sets {needle}")
     if not hasattr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint"):
         problems.append("SageMakerRuntimeResponse.invoke_endpoint")
     src = inspect.getsource(models.FakeEndpoint.__init__)
@@ -100,45 +120,6 @@ def install() -> None:
         _patch_invoke_endpoint()
         _patch_update_model_package()
         _installed = True
-
-
-def _patch_update_model_package() -> None:
-    from moto.sagemaker import models
-
-    original = models.SageMakerModelBackend.update_model_package
-
-    def update_model_package(
-        self: Any,
-        model_package_arn: str,
-        model_approval_status: str | None,
-        approval_description: str | None,
-        customer_metadata_properties: dict[str, str] | None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> str:
-        name = self.model_package_name_mapping.get(model_package_arn, model_package_arn)
-        package = self.model_packages.get(name)
-        if package is not None:
-            if approval_description is None:
-                approval_description = package.approval_description
-            if customer_metadata_properties is None:
-                customer_metadata_properties = package.customer_metadata_properties
-            else:
-                customer_metadata_properties = {
-                    **(package.customer_metadata_properties or {}),
-                    **customer_metadata_properties,
-                }
-        return original(
-            self,
-            model_package_arn,
-            model_approval_status,
-            approval_description,
-            customer_metadata_properties,
-            *args,
-            **kwargs,
-        )
-
-    models.SageMakerModelBackend.update_model_package = update_model_package
 
 
 def _patch_update_endpoint() -> None:
@@ -261,3 +242,38 @@ def _patch_invoke_endpoint() -> None:
         return resp.status, out_headers, resp.data
 
     rt_responses.SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
+
+
+def _patch_update_model_package() -> None:
+    from moto.sagemaker import models
+    from moto.sagemaker.exceptions import ValidationError
+
+    def update_model_package(
+        self: Any,
+        model_package_arn: str,
+        model_approval_status: str | None,
+        approval_description: str | None,
+        customer_metadata_properties: dict[str, str] | None,
+        customer_metadata_properties_to_remove: list[str] | None,
+        additional_inference_specifications_to_add: list[Any] | None,
+    ) -> str:
+        name = self.model_package_name_mapping.get(model_package_arn, model_package_arn)
+        package = self.model_packages.get(name)
+        if package is None:
+            raise ValidationError(f"Model package {model_package_arn} not found")
+        if model_approval_status is not None:
+            package.set_model_approval_status(model_approval_status)
+        if approval_description is not None:
+            package.approval_description = approval_description
+        if customer_metadata_properties or customer_metadata_properties_to_remove:
+            merged = dict(package.customer_metadata_properties or {})
+            merged.update(customer_metadata_properties or {})
+            for key in customer_metadata_properties_to_remove or []:
+                merged.pop(key, None)
+            package.customer_metadata_properties = merged
+        if additional_inference_specifications_to_add:
+            package.add_additional_inference_specifications(additional_inference_specifications_to_add)
+        package.modifications_done()
+        return package.arn
+
+    models.SageMakerModelBackend.update_model_package = update_model_package
