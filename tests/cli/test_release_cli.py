@@ -161,29 +161,31 @@ def test_approve_reject_and_traffic_end_to_end(target):
     assert _weights(_status(target)) == {"v2": 1.0}
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (("set", "v1=-1"), "weights must be finite and >= 0"),
-        (("set", "v9=1"), "variant v9 is not live; live variants: v1, v2"),
-        (("set", "v1=0", "v2=0"), "all weights are zero"),
-        (("set", "v1"), "'v1' is not VARIANT=WEIGHT"),
-        (("set", "v1=0.5", "1=0.5"), "variant v1 is given twice"),
-        (("promote", "v7"), "variant v7 is not live"),
-    ],
-)
-def test_bad_traffic_requests_fail_and_change_nothing(target, args, message):
-    arn1, arn2 = _register(target, 2)
+BAD_TRAFFIC_REQUESTS = [
+    (("set", "v1=-1"), "weights must be finite and >= 0"),
+    (("set", "v9=1"), "variant v9 is not live; live variants: v1, v2"),
+    (("set", "v1=0", "v2=0"), "all weights are zero"),
+    (("set", "v1=0", "v2=1"), "the champion v1 cannot get weight 0"),
+    (("set", "v1"), "'v1' is not VARIANT=WEIGHT"),
+    (("set", "v1=0.5", "1=0.5"), "variant v1 is given twice"),
+    (("promote", "v7"), "variant v7 is not live"),
+]
+
+
+def test_bad_traffic_requests_fail_and_change_nothing(target):
+    _register(target, 2)
     for version in (1, 2):
         _cli(models_review.approve, str(version))
         _release(target, version, "Approved")
-    before = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
-    code, out = _cli(traffic_cmd.traffic, *args)
-    assert code == 1
-    assert message in " ".join(out.split())
-    after = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
-    assert after["ProductionVariants"] == before["ProductionVariants"]
-    assert after["EndpointConfigName"] == before["EndpointConfigName"]
+    sm = target.client("sagemaker")
+    before = sm.describe_endpoint(EndpointName=target.names.endpoint_name)
+    for args, message in BAD_TRAFFIC_REQUESTS:
+        code, out = _cli(traffic_cmd.traffic, *args)
+        assert code == 1, args
+        assert message in " ".join(out.split()), (args, out)
+        after = sm.describe_endpoint(EndpointName=target.names.endpoint_name)
+        assert after["ProductionVariants"] == before["ProductionVariants"], args
+        assert after["EndpointConfigName"] == before["EndpointConfigName"], args
 
 
 def test_traffic_on_a_busy_endpoint_is_refused(target):
