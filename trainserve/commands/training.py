@@ -15,6 +15,11 @@ from trainserve.console import UserError, err_console, print_json, table
 EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the quality gate
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 POLL_SECONDS = 10.0
+RELEVANT_HYPERPARAMETERS = {  # what train.py uses per estimator (shown after a local run)
+    "logistic_regression": ("C", "max_iter", "random_state"),
+    "random_forest": ("n_estimators", "max_depth", "random_state"),
+    "gradient_boosting": ("n_estimators", "max_depth", "learning_rate", "random_state"),
+}
 
 
 def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
@@ -132,7 +137,8 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
         print_json(result.as_json())
     else:
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items())
+        relevant = RELEVANT_HYPERPARAMETERS.get(result.estimator, tuple(result.hyperparameters))
+        hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items() if k in relevant)
         err_console.print(f"estimator {result.estimator} ({hps})")
         err_console.print(f"metrics   {metrics}")
         if result.registered:
