@@ -10,6 +10,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -130,10 +132,25 @@ def test_port_in_use_is_a_clear_error(home, tmp_path, monkeypatch):
 
 def test_a_stale_state_file_reads_as_not_running_and_stop_cleans_it(home, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
-    # a pid above Linux's largest possible pid (2**22) never runs
-    stale = {"pid": 2**22 + 1, "aws_endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}
-    (tmp_path / "local.json").write_text(json.dumps(stale))
-    assert json.loads(_run("status", "--json").stdout)["running"] is False
-    result = _run("stop")
-    assert result.exit_code == 0 and "not running" in result.stdout
-    assert not (tmp_path / "local.json").exists()
+    # a daemon that was killed: its pid no longer runs (above Linux's largest pid, 2**22), one of its
+    # model servers still does
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "serve.py", "--model-dir", str(tmp_path)],
+        start_new_session=True,
+    )
+    try:
+        stale = {"pid": 2**22 + 1, "aws_endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}
+        (tmp_path / "local.json").write_text(json.dumps(stale))
+        servers = {"m": {"pid": orphan.pid, "alive": True}}
+        (tmp_path / "status.json").write_text(
+            json.dumps({"pid": stale["pid"], "components": {"runtime": {"model_servers": servers}}})
+        )
+        assert json.loads(_run("status", "--json").stdout)["running"] is False
+        result = _run("stop")
+        assert result.exit_code == 0 and "not running" in result.stdout
+        assert not (tmp_path / "local.json").exists() and not (tmp_path / "status.json").exists()
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()

@@ -253,6 +253,8 @@ def _remove_stale_state(force: bool = False) -> None:
     raw = _raw_state()
     pid = raw.get("pid") if raw else None
     if force or not (isinstance(pid, int) and _alive(pid)):
+        if not force:
+            _kill_model_servers()  # a daemon that died without stopping left its model servers behind
         for path in (local_state_file(), state_dir() / STATUS_FILE):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -294,9 +296,18 @@ def _kill_model_servers() -> None:
     servers = snapshot.get("components", {}).get("runtime", {}).get("model_servers", {})
     for server in servers.values():
         pid = server.get("pid")
-        if isinstance(pid, int):
+        if isinstance(pid, int) and _is_model_server(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _is_model_server(pid: int) -> bool:
+    """Only a process that still is a model server (pids get reused) is killed."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"serve.py") for arg in cmdline) and b"--model-dir" in cmdline
 
 
 def _tail(path: Path, lines: int = 20) -> str:
