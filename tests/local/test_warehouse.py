@@ -207,7 +207,7 @@ def test_component_creates_streams_and_loads(tmp_path, config):
             region="us-east-1",
             log=logging.getLogger("test"),
         )
-        comp = wh.WarehouseComponent(interval=60)
+        comp = wh.WarehouseComponent(interval=3600)
         comp.start(ctx)
         try:
             firehose = ctx.target().client("firehose")
@@ -225,7 +225,7 @@ def test_component_creates_streams_and_loads(tmp_path, config):
                     }
                 ],
             )
-            comp.load_now()  # (the loader thread may have loaded some already)
+            assert wh.request_flush(tmp_path, timeout=30)  # the loader thread loads on request
             status = comp.status()
             assert status["rows_loaded"] == 3
             assert (

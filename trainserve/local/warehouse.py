@@ -16,6 +16,10 @@ uses ``connect_read(path)`` / ``query(path, sql)``, which open read-only and ret
 lock conflict, and close at once. A reader that holds the file makes the loader skip that cycle (it retries
 on the next one). Inside the daemon process itself (where a read-only connection to a file open for writing
 is refused) ``connect_read`` falls back to a normal connection to the same instance.
+
+Freshness: the loader runs every ~2 s; a command that needs everything answered so far in the warehouse
+(the demo before its report) calls ``request_flush(state_dir)``, which waits until the loader confirms a
+load made after the request.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import contextlib
 import gzip
 import json
 import math
+import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +47,9 @@ SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
 DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
 LOCK_WAIT_SECONDS = 10.0
 LOAD_INTERVAL_SECONDS = 2.0
+FLUSH_REQUEST = "warehouse.flush"  # in the state dir: a token written by request_flush()
+FLUSH_DONE = "warehouse.flushed"  # the loader writes the token back once it has loaded after the request
+FLUSH_POLL_SECONDS = 0.2
 
 _BOOKKEEPING = (
     """CREATE TABLE IF NOT EXISTS _staged_objects (
@@ -344,6 +353,39 @@ def _insert_rows(
         con.unregister(name)
 
 
+# ---------------------------------------------------------------------------------------------- flush
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _write_token(path: Path, token: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(token)
+    tmp.replace(path)
+
+
+def request_flush(state_dir: str | Path, timeout: float = 15.0) -> bool:
+    """Ask the running local cloud's loader to load everything staged so far, and wait until it has.
+
+    For a CLI or demo that wants its latest predictions in the warehouse before reading it (Firehose
+    staging happens inside each prediction request locally, so everything answered before this call is
+    staged). Returns False if the loader did not confirm within ``timeout`` seconds."""
+    state_dir = Path(state_dir)
+    token = uuid.uuid4().hex
+    _write_token(state_dir / FLUSH_REQUEST, token)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _read_token(state_dir / FLUSH_DONE) == token:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 # ---------------------------------------------------------------------------------------------- component
 
 
@@ -373,6 +415,7 @@ class WarehouseComponent:
         self._last_load: float | None = None
         self._rows_loaded = 0
         self._load_lock = threading.Lock()
+        self._flushed: str | None = None
 
     def start(self, ctx: Any) -> None:
         self._ctx = ctx
@@ -418,15 +461,23 @@ class WarehouseComponent:
             return n
 
     def _run(self) -> None:
+        next_load = 0.0
         while not self._stop.is_set():
-            try:
-                self.load_now(lock_wait=1.0)  # a reader holding the file: skip this cycle
-                self._last_error = None
-            except Exception as exc:  # noqa: BLE001 - keep loading; status() shows the error
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                if self._ctx is not None:
+            token = _read_token(self._ctx.state_dir / FLUSH_REQUEST)
+            flush = token is not None and token != self._flushed
+            if flush or time.monotonic() >= next_load:
+                try:
+                    # a reader holding the file makes a periodic cycle wait 1 s and skip; a flush waits longer
+                    self.load_now(lock_wait=LOCK_WAIT_SECONDS if flush else 1.0)
+                    self._last_error = None
+                    if flush:
+                        _write_token(self._ctx.state_dir / FLUSH_DONE, token)
+                        self._flushed = token
+                except Exception as exc:  # noqa: BLE001 - keep loading; status() shows the error
+                    self._last_error = f"{type(exc).__name__}: {exc}"
                     self._ctx.log.warning("warehouse load failed: %s", self._last_error)
-            self._stop.wait(self.interval)
+                next_load = time.monotonic() + self.interval
+            self._stop.wait(FLUSH_POLL_SECONDS)
 
     def stop(self) -> None:
         self._stop.set()
