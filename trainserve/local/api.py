@@ -113,6 +113,9 @@ def api_event(method: str, path: str, headers: dict[str, str], body: bytes) -> d
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per
+    # keep-alive request (measured: 87 req/s -> thousands).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no per-request access log (speed)
