@@ -281,6 +281,29 @@ def test_live_weights_and_variants_follow_the_control_plane(rt, control_plane, r
     assert err.value.response["Error"]["Code"] == "ValidationError"
 
 
+def test_target_model_header_is_refused_like_a_single_model_endpoint(rt, sample_rows):
+    with pytest.raises(ClientError) as err:
+        _invoke(rt, sample_rows, TargetModel="model.tar.gz")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert "not a multi-model endpoint" in err.value.response["Error"]["Message"]
+
+
+def test_a_model_that_cannot_be_loaded_is_service_unavailable(control_plane, rt, sample_rows):
+    sm = control_plane
+    sm.create_model(
+        ModelName="m-missing",
+        ExecutionRoleArn=TEST_ROLE,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{TEST_BUCKET}/nothing-here/model.tar.gz"},
+    )
+    _create_endpoint(sm, "broken-endpoint", [("v1", "m-missing", 1.0)])
+    with pytest.raises(ClientError) as err:
+        _invoke(rt, sample_rows, endpoint="broken-endpoint")
+    assert err.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert "m-missing" in err.value.response["Error"]["Message"]
+    sm.delete_endpoint(EndpointName="broken-endpoint")
+
+
 def test_invoke_on_the_moto_port_reaches_the_runtime(moto_url, runtime, rt, sample_rows):
     moto_patches.set_runtime_url(runtime.url)
     try:

@@ -53,6 +53,7 @@ _INVOKE_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.sagemaker/"
 _FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")
 MAX_BODY = 6_291_456  # InvokeEndpoint's payload limit
+RETRY_FAILED_SECONDS = 30.0  # the background loop retries a model that failed to start after this long
 
 
 class InvokeError(Exception):
@@ -122,6 +123,7 @@ class RuntimeComponent:
         self._configs: dict[str, dict[str, str]] = {}  # endpoint config -> {variant: model} (immutable)
         self._servers: dict[str, ModelServer] = {}
         self._model_locks: dict[str, threading.Lock] = {}
+        self._failed_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._counts: Counter[str] = Counter()
@@ -387,13 +389,19 @@ class RuntimeComponent:
                 del self._servers[s.model_name]
         for s in stale:
             self._stop_server(s)
+        now = time.monotonic()
         for model_name in sorted(wanted):
             if self._stop.is_set():
                 return
+            if now - self._failed_at.get(model_name, -RETRY_FAILED_SECONDS) < RETRY_FAILED_SECONDS:
+                continue  # failed recently: requests still try it, the background loop waits a while
             try:
                 self.server_for(model_name)
+                self._failed_at.pop(model_name, None)
             except InvokeError as exc:
+                self._failed_at[model_name] = time.monotonic()
                 self._note_error("ServiceUnavailable", exc.message)
+                self.log.warning("cannot serve model %s: %s", model_name, exc.message)
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.cache_seconds / 2):
@@ -418,6 +426,12 @@ class RuntimeComponent:
         self, endpoint_name: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         live = self.live_endpoint(endpoint_name)
+        if headers.get("x-amzn-sagemaker-target-model"):
+            raise InvokeError(
+                "ValidationError",
+                400,
+                f"Endpoint {endpoint_name} is not a multi-model endpoint and does not support target model header.",
+            )
         target = headers.get("x-amzn-sagemaker-target-variant")
         if target:
             variant = next((v for v in live.variants if v.name == target), None)
