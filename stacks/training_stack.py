@@ -7,6 +7,8 @@ and source directories it runs are shipped as CDK file assets.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -73,6 +75,9 @@ class TrainingStack(Stack):
 
         # Code assets: single-file scripts and deterministic source-dir tarballs (built at synth time).
         build_dir = Path(tempfile.mkdtemp(prefix="trainserve-sourcedir-"))
+        atexit.register(
+            shutil.rmtree, build_dir, ignore_errors=True
+        )  # assets are staged into cdk.out by then
         self.preprocess_code = s3_assets.Asset(
             self, "PreprocessScript", path=str(TRAINING_DIR / "preprocess.py")
         )

@@ -77,6 +77,18 @@ class Assembly:
         assert len(matches) == 1, f"expected one stack ending in {suffix!r}, got {sorted(self.templates)}"
         return self.templates[matches[0]]
 
+    def annotations(self, *kinds: str) -> list[tuple[str, str, str]]:
+        """(stack, construct path, message) of every annotation of the given kinds (``aws:cdk:warning``...)."""
+        out = []
+        for name, artifact in self.manifest["artifacts"].items():
+            metadata = dict(artifact.get("metadata") or {})
+            extra = artifact.get("additionalMetadataFile")
+            if extra:
+                metadata.update(json.loads((self.outdir / extra).read_text()))
+            for path, entries in metadata.items():
+                out += [(name, path, str(e.get("data"))) for e in entries if e.get("type") in kinds]
+        return out
+
     def violations_of(self, stack_name: str) -> list[tuple[str, str]]:
         return [(rule, path) for rule, path in self.violations if path.split("/")[0] == stack_name]
 

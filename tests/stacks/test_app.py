@@ -41,6 +41,10 @@ def test_stacks_are_named_after_the_project_and_environment_agnostic(cloud_assem
         assert artifact["environment"] == "aws://unknown-account/unknown-region", name
 
 
+def test_synth_leaves_no_warning_or_error_annotations(cloud_assembly):
+    assert cloud_assembly.annotations("aws:cdk:warning", "aws:cdk:error") == []
+
+
 @pytest.mark.parametrize("suffix", EXPECTED_SUFFIXES)
 def test_cdk_nag_aws_solutions_reports_nothing(cloud_assembly, suffix):
     assert cloud_assembly.violations_of(f"Trainserve{suffix}") == []
