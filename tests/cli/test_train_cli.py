@@ -242,7 +242,7 @@ def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
         out = json.loads(result.stdout)
         params = {p["Name"]: p["Value"] for p in out["parameters"]}
         assert params["Estimator"] == "random_forest" and params["NEstimators"] == "300"
-        assert params["InputData"].startswith(f"s3://{target.names.data_bucket}/input/")
+        assert params["InputData"].startswith(f"s3://{target.names.data_bucket}/training-data/")
         listed = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=out["pipeline_execution_arn"])
         assert {p["Name"]: p["Value"] for p in listed["PipelineParameters"]} == params
         bucket, _, prefix = params["InputData"][5:].partition("/")

@@ -106,7 +106,7 @@ def test_artifacts_are_in_s3(trained):
     assert set(baseline) == {"score", "features", "positive_rate", "n"}
     with tarfile.open(fileobj=io.BytesIO(_read_s3(target, result.artifacts["inference_sourcedir"]))) as tar:
         assert "inference.py" in tar.getnames()
-    assert result.artifacts["input_data"].startswith(f"s3://{target.names.data_bucket}/input/")
+    assert result.artifacts["input_data"].startswith(f"s3://{target.names.data_bucket}/training-data/")
 
 
 def test_steps_ran_in_pipeline_order(trained):

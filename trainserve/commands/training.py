@@ -163,6 +163,8 @@ def _pipeline_parameters(estimator, hyperparameters, input_uri) -> list[dict[str
 
 
 def _upload_data(target, data: str) -> str:
+    from trainserve.local.training_runner import UPLOAD_PREFIX
+
     if data.startswith("s3://"):
         return data
     path = Path(data)
@@ -171,7 +173,8 @@ def _upload_data(target, data: str) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.csv") if p.is_file())
     if not files:
         raise UserError(f"--data {data}: no CSV files")
-    prefix = f"input/{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    # Not under input/ (the pipeline's default InputData, read whole): an upload must not join later default runs.
+    prefix = f"{UPLOAD_PREFIX}/{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3 = target.client("s3")
     for f in files:
         rel = f.name if path.is_file() else f.relative_to(path).as_posix()

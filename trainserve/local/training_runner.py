@@ -46,7 +46,9 @@ from trainserve.target import LOCAL_ACCOUNT, Target
 
 TRAINING_DIR = PROJECT_ROOT / "training"
 INFERENCE_DIR = PROJECT_ROOT / "inference"
-INPUT_PREFIX = "input"  # same prefix as the training stack's default InputData
+UPLOAD_PREFIX = (
+    "training-data"  # uploaded data sets, one folder per run (not under the default InputData input/)
+)
 PIPELINE_PREFIX = "pipeline"  # same prefix as the training stack's artifacts_s3_prefix
 CODE_PREFIX = "code"
 STEP_TIMEOUT_SECONDS = 900
@@ -559,7 +561,7 @@ def _stage_input(
             )
         if not any(folder.rglob("*.csv")):
             raise TrainingError("Upload", f"no CSV files in {folder}")
-    uri = f"s3://{target.names.data_bucket}/{INPUT_PREFIX}/{execution_id}"
+    uri = f"s3://{target.names.data_bucket}/{UPLOAD_PREFIX}/{execution_id}"
     run.upload_dir(folder, uri)
     return uri
 
