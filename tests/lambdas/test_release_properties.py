@@ -76,7 +76,7 @@ def _run(ops, release_settings: ReleaseSettings) -> None:
         assert all(w > 0 for w in weights.values())  # drained variants are removed, not left at 0%
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(OPS, max_size=40), max_live=st.integers(1, 4), share=st.sampled_from([0.1, 0.25, 0.5, 0.6])
 )

@@ -64,7 +64,7 @@ def traffic() -> None:
 @options.local_option
 @options.json_option
 def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
-    """Set live weights, e.g. `traffic set v1=0.7 v2=0.3` (normalized to sum 1; no redeploy).
+    """Set live weights (normalized to sum 1; no redeploy): traffic set v1=0.7 v2=0.3
 
     Variants not named keep their current weight before normalization. The champion does not change
     (use `traffic promote`).
