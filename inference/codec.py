@@ -289,6 +289,8 @@ def _text(body: Body) -> str:
 
 def decode_csv(body: Body, feature_names: Sequence[str]) -> np.ndarray:
     text = _text(body)
+    if text.startswith("\ufeff"):  # a byte-order mark from a spreadsheet export
+        text = text[1:]
     if not text.strip():
         raise PayloadError("empty request body: send one CSV row of numbers per line, no header")
     n = len(feature_names)

@@ -36,6 +36,7 @@ import codec  # noqa: E402
 log = logging.getLogger("trainserve.serve")
 
 MODEL_DIR_ENV = "TRAINSERVE_SERVE_MODEL_DIR"  # how the CLI hands the model dir to granian's workers
+PARENT_PID_ENV = "TRAINSERVE_SERVE_PARENT_PID"
 _JSON_HEADERS = [("content-type", codec.JSON)]
 _ASGI_JSON_HEADERS = [(b"content-type", codec.JSON.encode())]
 _PING_BODY = b'{"status":"ok"}'
@@ -187,7 +188,27 @@ def create_app(model_dir: str) -> InferenceApp:
 
 def app_from_env() -> InferenceApp:
     """Factory for server workers: the model dir comes from TRAINSERVE_SERVE_MODEL_DIR, else SM_MODEL_DIR."""
+    _die_with_parent()
     return create_app(os.environ.get(MODEL_DIR_ENV) or default_model_dir())
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when its server process dies, even by SIGKILL, so that no orphan keeps
+    the port (the local runtime may kill a variant's server hard)."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not sys.platform.startswith("linux") or not parent or int(parent) == os.getpid():
+        return  # not under serve.py's CLI, or serving in the CLI's own process (uvicorn, 1 worker)
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -233,6 +254,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     os.environ[MODEL_DIR_ENV] = model_dir
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
     if args.server == "uvicorn":
         import uvicorn
 

@@ -144,6 +144,11 @@ def test_csv_number_spellings_json_does_not_allow(names):
     assert batch.rows[0, :5].tolist() == [0.5, 1.0, 1000.0, 2.0, -0.25]
 
 
+def test_csv_with_a_byte_order_mark(names):
+    body = ("\ufeff" + ",".join(["2.5"] * 30)).encode("utf-8")
+    assert codec.decode(body, CSV, names).rows.tolist() == [[2.5] * 30]
+
+
 def test_csv_quoted_cells(names):
     batch = codec.decode(",".join(['"1.5"'] + ["2"] * 29), CSV, names)
     assert batch.rows[0, 0] == 1.5 and batch.rows[0, 1] == 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -70,11 +71,11 @@ class Server:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # anything left of its own process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
         self.proc.stdout.close()
 
 
@@ -208,3 +209,18 @@ def test_defaults_follow_the_sagemaker_contract(monkeypatch):
     monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "many")
     with pytest.raises(SystemExit, match="SAGEMAKER_MODEL_SERVER_WORKERS must be a whole number"):
         serve.parse_args([])
+
+
+def test_workers_do_not_outlive_a_killed_server(lr_model_dir):
+    import psutil
+
+    srv = Server(lr_model_dir, "granian")
+    try:
+        workers = psutil.Process(srv.proc.pid).children()
+        assert workers, "granian runs its workers as child processes"
+        srv.proc.kill()  # SIGKILL: no chance to stop the workers itself
+        srv.proc.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+    finally:
+        srv.stop()
