@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from pathlib import Path
 
 import boto3
@@ -415,3 +416,47 @@ def test_a_config_being_deployed_is_never_cleaned_up(sm):
         for v in sm.describe_endpoint_config(EndpointConfigName=new_config)["ProductionVariants"]
     }
     assert models <= {m["ModelName"] for m in sm.list_models()["Models"]}
+
+
+class _LambdaContext:
+    """The part of the Lambda context object the handler uses."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_busy_endpoint_is_waited_for_while_the_lambda_has_time(sm, monkeypatch):
+    arn1, arn2 = _register(sm, 2)
+    _approve(sm, arn1, 1)
+    endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[ENDPOINT]
+    endpoint.endpoint_status = "Updating"
+    _set_status(sm, arn2, "Approved")
+    monkeypatch.setattr(release_handler, "POLL_S", 0.05)
+    timer = threading.Timer(0.5, lambda: setattr(endpoint, "endpoint_status", "InService"))
+    timer.start()
+    try:  # 120 s left, 60 s kept free: the handler may wait up to 60 s for InService
+        out = release_handler.handler(_event(2, "Approved"), _LambdaContext(120_000))
+    finally:
+        timer.cancel()
+    assert out["action"] == "update"
+    assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
+
+
+def test_wait_until_ready_gives_up_after_its_timeout(sm):
+    (arn1,) = _register(sm)
+    _approve(sm, arn1, 1)
+    sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[ENDPOINT].endpoint_status = "SystemUpdating"
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    adapter = SageMakerAdapter(ReleaseSettings.from_env(ENV), sm, sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(EndpointBusy, match="SystemUpdating"):
+        adapter.wait_until_ready(timeout_s=60, poll_s=15)
+    assert sleeps == [15, 15, 15, 15]
