@@ -22,11 +22,14 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
 - ``Approved(v)`` with an endpoint: when v is approved, not live, and newer than the champion, v is added
   as a challenger at ``challenger_weight``, taken from the champion. If the champion has no more than that
   share (after manual weights, or with large shares and several challengers), every live variant gives in
-  proportion instead, so that no variant drops to 0%. When the endpoint already
-  serves ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live
-  ones and v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not
-  added if it is the oldest. With ``max_live_variants == 1`` no challenger is ever added.
-- A version already live, or older than the champion, changes nothing (the reason says so).
+  proportion instead, so that no variant drops to 0%. When the endpoint already serves
+  ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live ones and
+  v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not added if it
+  is the oldest. With ``max_live_variants == 1`` no challenger is ever added.
+- A version already live, or older than the champion, changes nothing (the reason says so). Only the
+  event's version can join: approved versions that were rolled back or dropped stay out, except that a
+  late duplicate ``Approved(v)`` for such a v adds it again (the registry still says Approved; reject v to
+  keep it out for good).
 - The champion is stored explicitly in the endpoint tag ``trainserve:champion`` (e.g. ``v3``): a weights
   split never changes who is champion, only ``promote`` (or a champion rejection) does. When the tag is
   missing or names a variant that is not live, the champion is the variant with the largest weight, a tie
