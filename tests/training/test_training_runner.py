@@ -136,11 +136,14 @@ def test_registry_lists_the_version(trained):
 
 def test_bad_training_data_fails_the_preprocess_step_naming_the_column(moto_url, tmp_path):
     target = _target(moto_url)
-    (tmp_path / "d.csv").write_text("a,b,target\n1,2,0\n3,x,1\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.csv").write_text("a,b,target\n1,2,0\n3,x,1\n")
     with pytest.raises(TrainingError) as err:
-        run_local_training(target, data_dir_or_uri=tmp_path)
+        run_local_training(target, data_dir_or_uri=data, work_dir=tmp_path / "work")
     assert err.value.step == "Preprocess"
     assert "d.csv, line 3: feature column 'b' is not a finite number: 'x'" in str(err.value)
+    assert (tmp_path / "work" / "Preprocess.log").exists()  # the step's log is kept for the operator
 
 
 def test_unknown_hyperparameter_fails_before_running(moto_url):
