@@ -64,17 +64,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def _setup_logging() -> logging.Logger:
-    """JSON log lines: in Lambda, on the runtime's handler; elsewhere only if nothing is configured."""
+    """JSON log lines in Lambda (on the runtime's own handler); elsewhere (the local cloud, the CLI, tests)
+    the importing process's logging configuration is left alone."""
     root = logging.getLogger()
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        if not root.handlers:
+            root.addHandler(logging.StreamHandler(sys.stdout))
         for h in root.handlers:
             h.setFormatter(JsonFormatter())
         root.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
-    elif not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+        logging.getLogger("botocore").setLevel(logging.WARNING)
     logger = logging.getLogger("release_controller")
     logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
     return logger

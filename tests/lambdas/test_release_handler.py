@@ -4,6 +4,7 @@ rule's pattern against a realistic "SageMaker Model Package State Change" event.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import threading
@@ -460,3 +461,17 @@ def test_wait_until_ready_gives_up_after_its_timeout(sm):
     with pytest.raises(EndpointBusy, match="SystemUpdating"):
         adapter.wait_until_ready(timeout_s=60, poll_s=15)
     assert sleeps == [15, 15, 15, 15]
+
+
+def test_in_lambda_the_runtime_handler_writes_json(monkeypatch):
+    root = logging.getLogger()
+    stream = io.StringIO()
+    lambda_runtime_handler = logging.StreamHandler(stream)
+    monkeypatch.setattr(root, "handlers", [lambda_runtime_handler])
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "proj-release-controller")
+    logger = release_handler._setup_logging()
+    logger.info("release decision applied", extra={"action": "create", "endpoint": ENDPOINT})
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["message"] == "release decision applied" and line["action"] == "create"
+    assert line["endpoint"] == ENDPOINT and line["logger"] == "release_controller"
