@@ -1,15 +1,17 @@
 """Delivery of prediction and feedback records to Firehose, with nothing lost silently.
 
 Why direct ``PutRecordBatch`` (and not log lines + a subscription filter): the proxy makes ONE
-``PutRecordBatch`` call per request in the common case (all rows of a request in one call), sent after the
-response has been computed; delivery is confirmed in the request, so a partial failure is retried (only the
-failed entries, bounded: ``max_retries`` with a short backoff) and whatever still fails is written whole to
-the structured log as one JSON line per record (``"undelivered_log_record": true``) that can be replayed
-into the stream. Each such line is also a CloudWatch Embedded Metric Format document counting 1 in
-``Trainserve/Proxy`` ``UndeliveredLogRecords`` (zero extra API calls), so an alarm can watch for losses.
-The same code runs unchanged locally (moto's ExtendedS3 stream writes one staging object per call) and
-keeps the record shape independent of the log format. The cost is one in-region call per request; it is
-measured by ``benchmarks/logging.py``. Logging never fails a prediction: every exception is caught here.
+``PutRecordBatch`` call per request in the common case (all rows of a request in one call, split only past
+500 records or 4 MiB), sent after the response has been computed. Delivery is confirmed inside the request,
+so a partial failure is retried (only the failed entries; at most ``max_retries`` times with a short
+backoff, within ``time_budget_seconds``; the proxy's Firehose client has 1 s connect / 2 s read timeouts and
+no botocore retries) and whatever still fails is written whole to the structured log, one JSON line per
+record (``"undelivered_log_record": true``), ready to be replayed into the stream. Each such line is also a
+CloudWatch Embedded Metric Format document counting 1 in ``Trainserve/Proxy`` ``UndeliveredLogRecords``
+(zero extra API calls), so an alarm can watch for losses. The same code runs unchanged locally (moto's
+ExtendedS3 stream writes one staging object per call), and the record shape does not depend on a log
+format or a subscription filter's envelope. The cost is one in-region call per request, measured by
+``benchmarks/logging.py``. Logging never fails a prediction: every exception is caught here.
 
 Records are newline-terminated JSON objects (Firehose concatenates them; Redshift ``COPY ... JSON 'auto'``
 and the local loader read them one per line).
@@ -79,6 +81,7 @@ class FirehoseLogger:
         *,
         max_retries: int = 2,
         backoff_seconds: float = 0.05,
+        time_budget_seconds: float = 3.0,
         emit: Callable[[dict[str, Any]], None] = log_json,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -86,6 +89,7 @@ class FirehoseLogger:
         self.stream_name = stream_name
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self.time_budget_seconds = time_budget_seconds
         self.emit = emit
         self.sleep = sleep
         self.calls = 0  # PutRecordBatch calls made by this logger (benchmarks read it)
@@ -120,8 +124,11 @@ class FirehoseLogger:
     ) -> list[tuple[int, str]]:
         pending = batch
         errors: dict[int, str] = {}
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             if attempt:
+                if time.monotonic() - started > self.time_budget_seconds:
+                    break  # a slow Firehose must not hold the prediction: fall back to the log now
                 self.sleep(self.backoff_seconds * (2 ** (attempt - 1)))
             self.calls += 1
             result.calls += 1

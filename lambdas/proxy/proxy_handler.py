@@ -40,6 +40,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from prediction_log import FirehoseLogger, log_json
 
 ENDPOINT_CACHE_SECONDS = 5.0
+# API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
+# no botocore retries (prediction_log retries failed entries itself within its own time budget).
+_DEFAULT_CONFIG = BotoConfig(
+    connect_timeout=2, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+)
+_CLIENT_CONFIGS = {
+    "sagemaker-runtime": BotoConfig(connect_timeout=2, read_timeout=25, retries={"max_attempts": 1}),
+    "firehose": BotoConfig(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+}
 _SERVING_STATUSES = ("InService", "Updating", "SystemUpdating", "UpdateRollbackFailed")
 
 
@@ -95,9 +104,7 @@ class Clients:
                 elif self._given is not None and service in self._given:
                     self._made[service] = self._given[service]
                 else:
-                    cfg = BotoConfig(
-                        connect_timeout=2, read_timeout=25, retries={"max_attempts": 2, "mode": "standard"}
-                    )
+                    cfg = _CLIENT_CONFIGS.get(service, _DEFAULT_CONFIG)
                     self._made[service] = boto3.client(service, config=cfg)
             return self._made[service]
 

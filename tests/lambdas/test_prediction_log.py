@@ -144,3 +144,20 @@ def test_moto_extended_s3_stream_receives_newline_json():
         assert len(keys) == 1 and keys[0].startswith("firehose/predictions/")
         body = s3.get_object(Bucket="staging", Key=keys[0])["Body"].read().decode()
         assert [json.loads(x) for x in body.splitlines()] == _records(7)
+
+
+def test_slow_firehose_stops_retrying_after_the_time_budget():
+    class Slow(StubFirehose):
+        def put_record_batch(self, DeliveryStreamName, Records):  # noqa: N803
+            import time
+
+            time.sleep(0.15)
+            raise TimeoutError("read timeout")
+
+    stub, emitted = Slow(), []
+    logger = plog.FirehoseLogger(
+        stub, "s", emit=emitted.append, sleep=lambda _s: None, time_budget_seconds=0.1
+    )
+    result = logger.put(_records(4))
+    assert result.calls == 1 and result.undelivered == 4
+    assert len(_undelivered(emitted)) == 4
