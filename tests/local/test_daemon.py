@@ -22,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from trainserve.local import daemon as daemon_mod
+from trainserve.local import moto_patches
 from trainserve.local.daemon import Daemon, PortInUse, default_ports, resolve_ports
 from trainserve.local.watcher import wait_until
 
@@ -173,6 +174,7 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
     d.shutdown()
     d.stop()
     assert not (tmp_path / "local.json").exists() and not (tmp_path / "status.json").exists()
+    assert moto_patches._runtime_url is None  # noqa: SLF001 - other moto users in this process are unaffected
     for pid in pids:  # the model servers stop with the daemon
         assert wait_until(lambda pid=pid: not _alive(pid), 10)
 

@@ -290,6 +290,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
+        from trainserve.local import moto_patches
+
+        moto_patches.set_runtime_url(None)  # moto's InvokeEndpoint no longer has a runtime to reach
         for path in (self.state_file, self.status_file):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
                 if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():
