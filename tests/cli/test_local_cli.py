@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from trainserve.cli import cli
+from trainserve.local.daemon import port_free
 
 
 def _free_base() -> int:
@@ -154,3 +155,14 @@ def test_a_stale_state_file_reads_as_not_running_and_stop_cleans_it(home, tmp_pa
         if orphan.poll() is None:
             orphan.kill()
             orphan.wait()
+
+
+def test_start_that_times_out_stops_the_daemon_and_shows_the_log(home, tmp_path, monkeypatch):
+    _, base = home
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    result = _run("start", "--timeout", "0.3")
+    assert result.exit_code == 1
+    assert "did not come up within 0 s" in result.stderr
+    assert "trainserve local start" in result.stderr  # the log's tail
+    assert not (tmp_path / "local.json").exists()
+    assert all(port_free(p) for p in (base, base + 1, base + 2))
