@@ -152,9 +152,24 @@ class ModelDirectory:
         if version is None:
             raise ProxyError(503, f"variant {variant} is not named v<model version>; cannot find its model")
         if self._group_arn is None:
-            desc = self.clients("sagemaker").describe_model_package_group(ModelPackageGroupName=self.group)
-            self._group_arn = desc["ModelPackageGroupArn"]
+            self._group_arn = self._find_group_arn()
         return logic.model_package_arn(self._group_arn, version)
+
+    def _find_group_arn(self) -> str:
+        """The group's ARN from DescribeModelPackageGroup, or (without that permission) built from the
+        caller's identity (sts:GetCallerIdentity needs no permission) and the client's region."""
+        sagemaker = self.clients("sagemaker")
+        try:
+            return sagemaker.describe_model_package_group(ModelPackageGroupName=self.group)[
+                "ModelPackageGroupArn"
+            ]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "AccessDeniedException"):
+                raise
+        identity = self.clients("sts").get_caller_identity()
+        partition = identity["Arn"].split(":")[1]
+        region = sagemaker.meta.region_name
+        return f"arn:{partition}:sagemaker:{region}:{identity['Account']}:model-package-group/{self.group}"
 
     def feature_names(self, variant: str) -> tuple[str, ...]:
         """The model's input features: registry metadata ``feature_names``, else ``schema.json`` inside the

@@ -399,3 +399,32 @@ def test_schema_from_model_artifact_when_metadata_missing(aws):
     fresh = proxy_handler.ModelDirectory(proxy_handler.Clients(clients), ENDPOINT, GROUP)
     with pytest.raises(proxy_handler.ProxyError, match="no feature_names metadata"):
         fresh.feature_names("v3")
+
+
+def test_group_arn_without_describe_group_permission(aws):
+    """Without sagemaker:DescribeModelPackageGroup the package ARN is built from the caller identity."""
+    import proxy_handler
+    from botocore.exceptions import ClientError
+
+    class NoGroupAccess:
+        def __init__(self, real):
+            self.real = real
+            self.meta = real.meta
+
+        def describe_model_package_group(self, **kwargs):
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "DescribeModelPackageGroup"
+            )
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    clients = proxy_handler.Clients(
+        {"sagemaker": NoGroupAccess(aws["sagemaker"]), "sts": boto3.client("sts", region_name=REGION)}
+    )
+    directory = proxy_handler.ModelDirectory(clients, ENDPOINT, GROUP)
+    assert (
+        directory.package_arn("v2")
+        == "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/2"
+    )
+    assert directory.feature_names("v2") == tuple(FEATURES)
