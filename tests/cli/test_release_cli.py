@@ -156,9 +156,30 @@ def test_approve_reject_and_traffic_end_to_end(target):
     out = _cli_json(models_review.reject, "3", "--note", "worse on holdout")
     assert out["previous_status"] == "Approved" and out["status"] == "Rejected" and out["changed"] is True
     assert sm.describe_model_package(ModelPackageName=arn3)["ModelApprovalStatus"] == "Rejected"
-    assert arn2  # v2 stays the champion
-    _release(target, 3, "Rejected")
-    assert _weights(_status(target)) == {"v2": 1.0}
+    assert _status(target)["pending_change"] is None  # v3 is not live: nothing to do
+    assert _cli(models_review.approve, "3")[0] == 0  # approved again, but its event is not handled yet
+    assert "v3 added as challenger" not in (_status(target)["pending_change"] or "")  # rollback holds
+    _cli(models_review.reject, "2")  # the champion rejected: v1 is the newest older approved version
+    report = _status(target)
+    assert "champion v2 is Rejected: v1 replaces it" in report["pending_change"] and report["blocked"] is None
+    _release(target, 2, "Rejected")
+    report = _status(target)
+    assert report["champion"] == "v1" and _weights(report) == {"v1": 1.0} and report["pending_change"] is None
+    assert arn2
+
+
+def test_status_shows_a_blocked_release(target):
+    _register(target, 1)
+    _cli(models_review.approve, "1")
+    _release(target, 1, "Approved")
+    _cli(models_review.reject, "1")
+    report = _status(target)
+    assert report["blocked"].startswith(
+        "champion v1 is Rejected and no approved version older than it exists"
+    )
+    assert _weights(report) == {"v1": 1.0}
+    code, out = _cli(endpoint_cmd.endpoint, "status")
+    assert code == 0 and "a person must act" in out
 
 
 BAD_TRAFFIC_REQUESTS = [

@@ -79,6 +79,15 @@ def endpoint_report(
         raise UserError(str(exc)) from None
     registry = adapter.read_registry()
     champion = state.champion
+    # What the release controller would still change (a failed or pending release), and whether a person
+    # must act: the same planner, in reconcile mode, over the same registry and endpoint.
+    blocked, pending = None, None
+    try:
+        decision = release_planner.plan(registry, state, adapter.settings)
+        blocked = decision.blocked
+        pending = decision.reason if decision.steps else None
+    except ReleaseBlocked as exc:
+        blocked = str(exc)
     return {
         "endpoint": adapter.settings.endpoint_name,
         "exists": state.exists,
@@ -86,10 +95,16 @@ def endpoint_report(
         "champion": release_planner.variant_name(champion) if champion is not None else None,
         "endpoint_config": state.config_name,
         "variants": sagemaker_adapter.describe_variants(state, registry),
+        "blocked": blocked,
+        "pending_change": pending,
     }
 
 
 def print_report(report: dict[str, Any]) -> None:
+    if report.get("blocked"):
+        err_console.print(f"[bold yellow]a person must act:[/] {report['blocked']}")
+    if report.get("pending_change"):
+        err_console.print(f"[yellow]not yet in line with the registry:[/] {report['pending_change']}")
     if not report["exists"]:
         console.print(
             f"endpoint {report['endpoint']} does not exist yet: approve a model version "
