@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -245,6 +246,7 @@ def main() -> None:
             set_sample_rate(target, original_rate)
         if own is not None:
             _cli(own[0], "local", "stop", timeout=120)
+            shutil.rmtree(own[1], ignore_errors=True)
     if args.json:
         print(
             json.dumps(
