@@ -428,3 +428,14 @@ def test_group_arn_without_describe_group_permission(aws):
         == "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/2"
     )
     assert directory.feature_names("v2") == tuple(FEATURES)
+
+
+def test_base64_encoded_body(aws):
+    import base64
+
+    event = _event("/predict", "")
+    event["body"] = base64.b64encode(json.dumps({"instances": [[9, 0, 0]]}).encode()).decode()
+    event["isBase64Encoded"] = True
+    response = _proxy(aws).handle(event)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["predictions"][0]["score"] == 0.9
