@@ -278,3 +278,18 @@ def test_settings_come_from_the_release_function_when_it_exists(target):
         Environment={"Variables": deployed.as_env()},
     )
     assert endpoint_cmd.release_settings(target) == deployed
+
+
+def test_sync_applies_a_release_whose_event_was_lost(target):
+    _register(target, 2)
+    _cli(models_review.approve, "1")  # no release handler run: the event ended in the failure queue
+    report = _status(target)
+    assert report["status"] == "absent" and "create the endpoint with v1" in report["pending_change"]
+    out = _cli_json(endpoint_cmd.endpoint, "sync")
+    assert out["action"] == "create" and _weights(out) == {"v1": 1.0} and out["pending_change"] is None
+    _cli(models_review.approve, "2")  # a new challenger joins only through its own approval event
+    assert _cli_json(endpoint_cmd.endpoint, "sync")["action"] == "none"
+    _cli(models_review.reject, "1")  # champion rejected, no older version: blocked
+    code, out = _cli(endpoint_cmd.endpoint, "sync")
+    assert code == 0 and "a person must act" in out
+    assert _weights(_status(target)) == {"v1": 1.0}

@@ -146,3 +146,22 @@ def status(local: bool | None, as_json: bool) -> None:
         print_json(report)
     else:
         print_report(report)
+
+
+@endpoint.command("sync")
+@options.local_option
+@options.json_option
+def sync(local: bool | None, as_json: bool) -> None:
+    """Make the endpoint match the registry now, as the release controller would (e.g. after a release
+    event ended in the failure queue). Only versions already live or the first approval are served."""
+    from trainserve.commands.traffic import apply_decision
+
+    target = options.resolve_target(local)
+    adapter = release_adapter(target)
+    state = read_ready_endpoint(adapter)
+    registry = adapter.read_registry()
+    try:
+        decision = release_planner.plan(registry, state, adapter.settings)
+    except ReleaseBlocked as exc:
+        raise UserError(str(exc)) from None
+    apply_decision(adapter, decision, state, registry, target.is_local, as_json)

@@ -23,7 +23,10 @@ LOCAL_STEP_WAIT_S = 60.0
 LOCAL_POLL_S = 0.2
 
 
-def _run(adapter: SageMakerAdapter, decision: Decision, state, registry, local: bool, as_json: bool) -> None:
+def apply_decision(
+    adapter: SageMakerAdapter, decision: Decision, state, registry, local: bool, as_json: bool
+) -> None:
+    """Apply a planner decision (waiting between its steps), then print the endpoint."""
     if decision.steps:
         try:
             with step(decision.reason):
@@ -83,7 +86,7 @@ def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
     decision = _plan(release_planner.set_weights, state, requested)
-    _run(adapter, decision, state, [], target.is_local, as_json)
+    apply_decision(adapter, decision, state, [], target.is_local, as_json)
 
 
 @traffic.command("promote")
@@ -97,7 +100,7 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
     state = read_ready_endpoint(adapter)
     registry = adapter.read_registry()
     decision = _plan(release_planner.promote, state, variant, registry)
-    _run(adapter, decision, state, registry, target.is_local, as_json)
+    apply_decision(adapter, decision, state, registry, target.is_local, as_json)
 
 
 @traffic.command("rollback")
@@ -109,4 +112,4 @@ def rollback(local: bool | None, as_json: bool) -> None:
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
     decision = _plan(release_planner.rollback, state)
-    _run(adapter, decision, state, [], target.is_local, as_json)
+    apply_decision(adapter, decision, state, [], target.is_local, as_json)
