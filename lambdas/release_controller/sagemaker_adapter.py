@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed")
 CANARY_PERCENT = 10  # blue/green CANARY: share of the new fleet's capacity that gets traffic first
 LINEAR_STEP_PERCENT = 25  # blue/green LINEAR: capacity shifted per step
-MAX_EXECUTION_SECONDS = 3600  # blue/green MaximumExecutionTimeoutInSeconds (600..14400)
+EXECUTION_MARGIN_S = 600  # added to the baking time for the blue/green MaximumExecutionTimeoutInSeconds
 
 
 class EndpointBusy(RuntimeError):
@@ -321,11 +321,14 @@ class SageMakerAdapter:
             routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": CANARY_PERCENT}
         elif s.traffic_routing == "LINEAR":
             routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": LINEAR_STEP_PERCENT}
+        # Baking: one wait per traffic shift (1 all at once, 2 canary, 100/step linear) plus the final wait.
+        shifts = {"ALL_AT_ONCE": 1, "CANARY": 2, "LINEAR": -(-100 // LINEAR_STEP_PERCENT)}[s.traffic_routing]
+        baking = s.guardrail_wait_seconds * (shifts + 1)
         config: dict[str, Any] = {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": routing,
-                "TerminationWaitInSeconds": min(s.guardrail_wait_seconds, 3600),
-                "MaximumExecutionTimeoutInSeconds": max(600, min(14400, MAX_EXECUTION_SECONDS)),
+                "TerminationWaitInSeconds": s.guardrail_wait_seconds,
+                "MaximumExecutionTimeoutInSeconds": max(600, min(14400, baking + EXECUTION_MARGIN_S)),
             }
         }
         if s.rollback_alarms:

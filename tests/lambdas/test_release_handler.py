@@ -320,6 +320,24 @@ def test_deployment_config_per_routing(routing, key):
         assert key in config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
 
 
+@pytest.mark.parametrize(
+    ("routing", "wait", "timeout"),
+    [
+        ("ALL_AT_ONCE", "0", 600),
+        ("ALL_AT_ONCE", "300", 1200),
+        ("LINEAR", "300", 2100),
+        ("LINEAR", "3600", 14400),
+    ],
+)
+def test_blue_green_timeout_covers_the_baking_time_within_sagemakers_limits(routing, wait, timeout):
+    env = {**ENV, "TRAFFIC_ROUTING": routing, "GUARDRAIL_WAIT_SECONDS": wait}
+    policy = SageMakerAdapter(ReleaseSettings.from_env(env), client=object()).deployment_config()[
+        "BlueGreenUpdatePolicy"
+    ]
+    assert policy["MaximumExecutionTimeoutInSeconds"] == timeout
+    assert policy["TerminationWaitInSeconds"] == int(wait)
+
+
 def test_weights_update_keeps_instance_counts_and_zero_weights_read_back(sm):
     arn1, arn2 = _register(sm, 2)
     _approve(sm, arn1, 1)
