@@ -148,6 +148,21 @@ def test_body_over_the_limit_is_413(server):
     assert doc == {"error": f"request body is {2 * (LIMIT // 2 + 1)} bytes, the limit is {LIMIT} bytes"}
 
 
+def test_chunked_body_over_the_limit_is_413(server, cancer):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        chunks = (b"1," * 65536 for _ in range(LIMIT // (2 * 65536) + 1))  # no Content-Length
+        conn.request(
+            "POST", "/invocations", body=chunks, headers={"Content-Type": "text/csv"}, encode_chunked=True
+        )
+        resp = conn.getresponse()
+        assert resp.status == 413 and "the limit is 6291456 bytes" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+    status, doc = server.invoke(csv_of(cancer[0][:1]), "text/csv")
+    assert status == 200
+
+
 def test_unknown_route_and_method(server):
     status, _, body = server.request("GET", "/nope")
     assert status == 404 and "use GET /ping or POST /invocations" in json.loads(body)["error"]
