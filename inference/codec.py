@@ -122,7 +122,10 @@ def load_model(model_dir: str, compile_pipeline: bool = True) -> Model:
     path = os.path.join(model_dir, MODEL_FILE)
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path} not found: a model directory holds {MODEL_FILE} and {SCHEMA_FILE}")
-    pipeline = joblib.load(path)
+    try:
+        pipeline = joblib.load(path)
+    except Exception as e:  # a truncated file, a pickle from other library versions, ...
+        raise ModelLoadError(f"{path} cannot be loaded: {type(e).__name__}: {e}") from e
     if not hasattr(pipeline, "predict_proba"):
         raise ModelLoadError(f"{path}: {type(pipeline).__name__} has no predict_proba")
     n_in = getattr(pipeline, "n_features_in_", None)

@@ -115,6 +115,9 @@ def test_load_model_errors_name_the_file(tmp_path, make_model_dir, lr_pipeline, 
     make_model_dir(tmp_path, lr_pipeline, cancer[2][:29])
     with pytest.raises(codec.ModelLoadError, match="expects 30 features but schema.json names 29"):
         codec.load_model(str(tmp_path))
+    (tmp_path / "model.joblib").write_bytes(b"not a pickle")
+    with pytest.raises(codec.ModelLoadError, match="model.joblib cannot be loaded: "):
+        codec.load_model(str(tmp_path))
     (tmp_path / "schema.json").write_text(json.dumps({"feature_names": "x"}))
     with pytest.raises(codec.ModelLoadError, match="'feature_names' must be a non-empty list"):
         codec.load_model(str(tmp_path))
