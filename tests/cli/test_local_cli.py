@@ -13,12 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from trainserve.cli import cli
 from trainserve.local.daemon import port_free
+from trainserve.local.watcher import wait_until
 
 
 def _free_base() -> int:
@@ -140,6 +142,8 @@ def test_a_stale_state_file_reads_as_not_running_and_stop_cleans_it(home, tmp_pa
         start_new_session=True,
     )
     try:
+        cmdline = Path(f"/proc/{orphan.pid}/cmdline")
+        assert wait_until(lambda: b"serve.py" in cmdline.read_bytes(), 10)  # it has exec'd
         stale = {"pid": 2**22 + 1, "aws_endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}
         (tmp_path / "local.json").write_text(json.dumps(stale))
         servers = {"m": {"pid": orphan.pid, "alive": True}}
