@@ -264,47 +264,63 @@ class LocalWarehouse:
                 listed.extend((obj["Key"], table) for obj in page.get("Contents", []))
         if not listed:
             return 0
-        total = 0
+        done = self._loaded_keys(bucket, lock_wait)
+        todo = [(key, table) for key, table in sorted(listed) if key not in done]
+        if not todo:
+            return 0
+        # Fetch and parse outside the file lock (S3 reads are the slow part), then write every object of
+        # this cycle in one short transaction, so readers wait milliseconds, not the whole cycle.
+        parsed = []
+        for key, table in todo:
+            data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            rows, errors = parse_object(data, self.columns[table])
+            parsed.append((key, table, rows, errors))
         with self._write(lock_wait) as con:
-            done = {
-                k
-                for (k,) in con.execute(
-                    "SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]
-                ).fetchall()
-            }
-            for key, table in sorted(listed):
-                if key in done:
-                    continue
-                data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                total += self._load_object(con, bucket, key, table, data)
-        return total
+            return self._load_parsed(con, bucket, parsed)
 
-    def _load_object(
-        self, con: duckdb.DuckDBPyConnection, bucket: str, key: str, table: str, data: bytes
+    def _loaded_keys(self, bucket: str, lock_wait: float | None) -> set[str]:
+        with self._write(lock_wait) as con:
+            rows = con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
+        return {k for (k,) in rows}
+
+    def _load_parsed(
+        self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, list, list]]
     ) -> int:
-        columns = self.columns[table]
-        rows, errors = parse_object(data, columns)
+        """Insert the good objects' rows (table by table) and record every object, in one transaction; an
+        object with a bad record loads nothing and its errors go to ``stl_load_errors`` (COPY MAXERROR 0)."""
         now = datetime.now(UTC).replace(tzinfo=None)
+        done = {
+            k for (k,) in con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
+        }
+        by_table: dict[str, list[tuple]] = {}
+        bookkeeping, error_rows = [], []
+        total = 0
+        for key, table, rows, errors in parsed:
+            if key in done:
+                continue
+            if errors:
+                error_rows.extend(
+                    (bucket, key, table, n, col, reason, raw, now) for n, col, reason, raw in errors
+                )
+                bookkeeping.append([bucket, key, table, "error", 0, now])
+            else:
+                by_table.setdefault(table, []).extend(rows)
+                bookkeeping.append([bucket, key, table, "loaded", len(rows), now])
+                total += len(rows)
+        if not bookkeeping:
+            return 0
         con.execute("BEGIN TRANSACTION")
         try:
-            if errors:
-                con.executemany(
-                    "INSERT INTO stl_load_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(bucket, key, table, n, col, reason, raw, now) for n, col, reason, raw in errors],
-                )
-                loaded, status = 0, "error"
-            else:
-                _insert_rows(con, table, columns, rows)
-                loaded, status = len(rows), "loaded"
-            con.execute(
-                "INSERT INTO _staged_objects VALUES (?, ?, ?, ?, ?, ?)",
-                [bucket, key, table, status, loaded, now],
-            )
+            for table, rows in by_table.items():
+                _insert_rows(con, table, self.columns[table], rows)
+            if error_rows:
+                con.executemany("INSERT INTO stl_load_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", error_rows)
+            con.executemany("INSERT INTO _staged_objects VALUES (?, ?, ?, ?, ?, ?)", bookkeeping)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
-        return loaded
+        return total
 
     def counts(self) -> dict[str, int]:
         """Rows per table and view, and the number of staging objects loaded / in error."""
