@@ -173,3 +173,30 @@ def test_cdk_synth_with_bad_configuration_exits_with_the_message():
     assert "configuration error" in proc.stderr
     assert "quality_threshold" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------- the checks can fail
+
+
+def test_harness_sees_a_cdk_nag_violation(tmp_path):
+    """The nag assertions above are not vacuous: an unencrypted, unlogged bucket fails synth and shows up
+    in the validation report the way ``Assembly`` reads it."""
+    from aws_cdk import App, Stack, Validations
+    from aws_cdk import aws_s3 as s3
+    from cdk_nag import AwsSolutionsChecks
+    from cfn_helpers import Assembly
+
+    app = App(outdir=str(tmp_path))
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    stack = Stack(app, "Bad")
+    s3.Bucket(stack, "Plain")
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    rules = {rule for rule, path in Assembly.load(tmp_path, 1, "").violations_of("Bad")}
+    assert {"AwsSolutions-S1", "AwsSolutions-S10"} <= rules
+
+
+def test_harness_sees_a_cfn_lint_error():
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"NoSuchProperty": 1}}}}
+    matches = lint(json.dumps(template), config=ManualArgs(ignore_checks=["W3005"], regions=["us-east-1"]))
+    assert any(m.rule.id.startswith("E") for m in matches)
