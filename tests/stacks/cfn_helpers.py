@@ -110,14 +110,20 @@ def synth_app(outdir: Path, context: dict[str, Any] | None = None) -> Assembly:
 
 
 def resolve_join(value: Any, placeholder: str = "TOKEN") -> Any:
-    """A CloudFormation string value with intrinsic parts (``Fn::Join``/``Ref``/...) rendered as plain text,
-    each non-literal part replaced by ``placeholder``."""
-    if isinstance(value, str):
-        return value
+    """A CloudFormation string value with intrinsic parts rendered as plain text: a ``Fn::Sub`` part as its
+    template (``s3://cdk-...-${AWS::Region}/key``), any other non-literal part as ``placeholder``."""
+
+    def part(p: Any) -> str:
+        if isinstance(p, str):
+            return p
+        if isinstance(p, dict) and isinstance(p.get("Fn::Sub"), str):
+            return p["Fn::Sub"]
+        return placeholder
+
     if isinstance(value, dict) and set(value) == {"Fn::Join"}:
         sep, parts = value["Fn::Join"]
-        return sep.join(p if isinstance(p, str) else placeholder for p in parts)
-    return placeholder
+        return sep.join(part(p) for p in parts)
+    return part(value)
 
 
 def resources(template: dict[str, Any], cfn_type: str) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import pytest
 from cfn_helpers import as_list, only, resolve_join, resources
@@ -209,3 +210,34 @@ def test_schedule_starts_the_pipeline_with_a_scoped_role(variant_assembly):
     _, statements = _role_statements(training, role_id[:-8])
     assert [as_list(s["Action"]) for s in statements] == [["sagemaker:StartPipelineExecution"]]
     assert "pipeline/trainserve-training" in json.dumps(statements[0]["Resource"])
+
+
+def test_steps_run_the_projects_code_assets(cloud_assembly, definition, project_root):
+    """Each code URI in the definition is a file asset of the stack holding the project's own sources."""
+    manifest = json.loads((cloud_assembly.outdir / "TrainserveTraining.assets.json").read_text())
+    files = {}
+    for asset in manifest["files"].values():
+        (destination,) = asset["destinations"].values()
+        files[destination["objectKey"]] = cloud_assembly.outdir / asset["source"]["path"]
+
+    def asset_for(uri):
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        assert bucket.startswith("cdk-") and "-assets-" in bucket, uri  # the bootstrap assets bucket
+        return files[key]
+
+    steps = _steps(definition)
+    for step, script in (("Preprocess", "preprocess.py"), ("Evaluate", "evaluate.py")):
+        (code,) = [i for i in steps[step]["Arguments"]["ProcessingInputs"] if i["InputName"] == "code"]
+        assert (
+            asset_for(code["S3Input"]["S3Uri"]).read_bytes()
+            == (project_root / "training" / script).read_bytes()
+        )
+    train_dir = asset_for(steps["Train"]["Arguments"]["HyperParameters"]["sagemaker_submit_directory"])
+    with tarfile.open(train_dir) as tar:
+        assert "train.py" in tar.getnames()
+    register = steps["CheckQuality"]["Arguments"]["IfSteps"][0]["Arguments"]
+    inference_dir = asset_for(
+        register["InferenceSpecification"]["Containers"][0]["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"]
+    )
+    with tarfile.open(inference_dir) as tar:
+        assert "inference.py" in tar.getnames()
