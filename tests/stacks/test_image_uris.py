@@ -7,6 +7,8 @@ from sagemaker.core import image_uris as sdk_image_uris
 
 from stacks.image_uris import SKLEARN_IMAGE_ACCOUNTS, expected_uri
 
+pytestmark = pytest.mark.xdist_group("synth")  # test_synthesized_mapping_equals_the_table shares the synth
+
 ROWS = [(version, region) for version, table in SKLEARN_IMAGE_ACCOUNTS.items() for region in sorted(table)]
 
 
