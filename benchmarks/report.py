@@ -10,13 +10,19 @@ SQL share is measured by timing the query backend. Target: < 5 s at 10^7 rows.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
-from datetime import datetime
-from pathlib import Path
+
+# Run as a script, this folder is sys.path[0]; a sibling benchmark module could shadow the stdlib
+# (benchmarks/logging.py does), so take the folder off the path before anything else is imported.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != _HERE]
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,7 +101,11 @@ def main() -> None:
         total, sql_s, rep = best
         size_mb = path.stat().st_size / 1e6
         rows.append((n, gen_s, size_mb, sql_s, total - sql_s, total, rep["recommendation"]["action"]))
-        print(f"done {n:>12,}: report {total:.2f} s (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        print(
+            f"done {n:>12,}: report {total:.2f} s (load average {os.getloadavg()[0]:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
         path.unlink()
     print(
         f"{'predictions':>12} | {'generate s':>10} | {'file MB':>8} | {'SQL s':>7} | {'stats s':>7} | "

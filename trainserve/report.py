@@ -218,7 +218,12 @@ def build_report(
         )
 
     srm = None
-    if weights and len(live) >= 2:
+    unlogged = [v for v in live if v not in seen and weights.get(v, 0) > 0]
+    if unlogged:
+        notes.append(
+            f"live variant(s) {', '.join(unlogged)} have no logged predictions yet: no sample-ratio check"
+        )
+    elif weights and len(live) >= 2:
         srm = abtest.srm_test(requests, weights)
         report["srm"] = srm
     elif not weights:
@@ -269,6 +274,13 @@ def build_report(
             }
         )
     report["recommendation"] = recommend(report, alpha)
+    if unlogged:
+        report["recommendation"] = {
+            "action": "keep collecting",
+            "reason": f"{', '.join(unlogged)} is live but has no logged predictions yet (check TARGET_VARIANT and "
+            "LOG_SAMPLE_RATE, or wait for the warehouse load)",
+            "command": "trainserve params get",
+        }
     return report
 
 
@@ -450,7 +462,7 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
     ax.set_ylim(0, 1)
     ax.set_title("Traffic share over time (dotted: configured weight)")
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
+    ax.tick_params(axis="x", labelrotation=30)
     rec = report.get("recommendation") or {}
     fig.suptitle(
         f"{report['endpoint_name']}: {rec.get('action', '')} — {rec.get('reason', '')}"[:180], fontsize=10

@@ -132,11 +132,13 @@ def collect(
     for (_, version), rec in records.items():
         if version is None or version in baselines or rec["request_count"] == 0:
             continue
-        arn = rec["model_package_arn"] or package_arn_for(sagemaker, group, version)
         try:
+            arn = rec["model_package_arn"] or package_arn_for(sagemaker, group, version)
             baselines[version] = load_baseline(sagemaker, s3, arn)
         except BaselineUnavailable as exc:
             warnings.append(f"no ScorePSI for model version {version}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a registry error costs the drift metric, not the others
+            warnings.append(f"no ScorePSI for model version {version}: cannot read the registry: {exc}")
     if baselines:
         edges = {v: drift.score_bins(b)[0] for v, b in baselines.items()}
         counts: dict[tuple[str, int], list[int]] = {}

@@ -281,3 +281,23 @@ def test_handler_invocation_fails_when_the_warehouse_query_never_finishes(aws, m
     with pytest.raises(WarehouseQueryError, match="timed out after 0.3 s in state STARTED"):
         monitor_handler.handler({"source": "aws.scheduler"}, None)
     assert aws["cloudwatch"].list_metrics(Namespace="Trainserve/Predictions")["Metrics"] == []
+
+
+def test_an_unreadable_registry_costs_only_the_drift_metric(aws):
+    # nothing registered: describe_model_package fails; the other metrics are still published
+    result = monitor_job.run_monitor(
+        DuckDBQuery(connection=_warehouse()),
+        aws["cloudwatch"],
+        aws["sagemaker"],
+        aws["s3"],
+        endpoint_name=ENDPOINT,
+        group=TEST_GROUP,
+        window_minutes=60,
+        now=NOW,
+    )
+    assert len(result["warnings"]) == 2 and all("cannot read the registry" in w for w in result["warnings"])
+    assert all(r["score_psi"] is None and r["request_count"] > 0 for r in result["variants"])
+    names = {
+        m["MetricName"] for m in aws["cloudwatch"].list_metrics(Namespace="Trainserve/Predictions")["Metrics"]
+    }
+    assert names == {"RequestCount", "PositiveRate", "LabelledCount", "OnlineAccuracy"}

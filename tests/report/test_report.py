@@ -172,3 +172,12 @@ def test_champion_and_weights_from_describe_endpoint():
     assert choose_champion({"v3": 0.5, "v2": 0.5}, {}) == "v2"  # tie -> lowest version
     assert choose_champion({}, {"v3": 10, "v2": 4}) == "v3"
     assert choose_champion({}, {}) is None
+
+
+def test_a_live_challenger_without_logged_predictions_is_not_a_split_problem(tmp_path, config):
+    q = _warehouse(tmp_path, [Arm("v1", 1, 1.0, 0.8)], 2_000)
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.9, v2=0.1))
+    assert report["srm"] is None
+    assert report["recommendation"]["action"] == "keep collecting"
+    assert report["recommendation"]["reason"].startswith("v2 is live but has no logged predictions yet")
+    assert [v["requests"] for v in report["variants"]] == [2_000, 0]

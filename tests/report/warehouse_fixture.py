@@ -109,14 +109,17 @@ def fill(
         return "CASE arm " + " ".join(f"WHEN {k} THEN {x}" for k, x in enumerate(lit)) + " END"
 
     step_us = seconds * 1e6 / max(n, 1)
+    gi = (
+        f"(r.i + {offset})"  # the global row index: the random numbers depend on it, not on the chunk's index
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE gen AS
         SELECT i, arm, u2, u3, u4, u5,
                LEAST(0.999999, GREATEST(0.0, u2 + {pick("score_shift")})) AS score
         FROM (SELECT i, {arm_idx} AS arm, u2, u3, u4, u5
-              FROM (SELECT i + {offset} AS i, {_u("i", 1 + salt)} AS u1, {_u("i", 2 + salt)} AS u2,
-                           {_u("i", 3 + salt)} AS u3, {_u("i", 4 + salt)} AS u4, {_u("i", 5 + salt)} AS u5
+              FROM (SELECT r.i + {offset} AS i, {_u(gi, 1 + salt)} AS u1, {_u(gi, 2 + salt)} AS u2,
+                           {_u(gi, 3 + salt)} AS u3, {_u(gi, 4 + salt)} AS u4, {_u(gi, 5 + salt)} AS u5
                     FROM range({n}) r(i)))
         """
     )
