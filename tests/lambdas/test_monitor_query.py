@@ -79,7 +79,10 @@ def test_failed_statement_raises_with_its_state_and_error():
     with pytest.raises(WarehouseQueryError, match=r"stmt-1 ended FAILED: ERROR: relation \"prediction_log\""):
         q.query("SELECT 1 FROM prediction_log WHERE endpoint_name = :e", {"e": "x"})
     assert client.executed[0]["Parameters"] == [{"name": "e", "value": "x"}]
-    assert client.executed[0]["WorkgroupName"] == "trainserve-wg" and "ClusterIdentifier" not in client.executed[0]
+    assert (
+        client.executed[0]["WorkgroupName"] == "trainserve-wg"
+        and "ClusterIdentifier" not in client.executed[0]
+    )
 
 
 def test_aborted_statement_raises():
