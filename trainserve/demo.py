@@ -52,6 +52,7 @@ class DemoError(RuntimeError):
 @dataclass
 class DemoResult:
     started_at: datetime
+    traffic_started_at: datetime | None = None
     baseline_version: int | None = None
     candidate_version: int | None = None
     predictions: int = 0
@@ -138,6 +139,26 @@ def _weights(state: dict[str, Any]) -> dict[str, float]:
 
 def _live(state: dict[str, Any]) -> dict[str, float]:
     return {k: w for k, w in _weights(state).items() if w > 0}
+
+
+def warm_up(target: Target, variants: list[str]) -> None:
+    """One direct invocation per variant (not through the API, so nothing is logged), as a load balancer's
+    health check would: the first real requests then do not pay for a model server's start."""
+    from trainserve.registry import describe_model_version
+
+    runtime = target.client("sagemaker-runtime")
+    sm = target.client("sagemaker")
+    for variant in variants:
+        features = describe_model_version(
+            sm, target.names.model_package_group, int(variant[1:])
+        ).feature_names
+        body = json.dumps({"instances": [[0.0] * len(features)]})
+        runtime.invoke_endpoint(
+            EndpointName=target.names.endpoint_name,
+            TargetVariant=variant,
+            ContentType="application/json",
+            Body=body,
+        )
 
 
 def print_endpoint(state: dict[str, Any]) -> None:
@@ -281,9 +302,17 @@ def run_demo(
             f"v{v2} at {weight:.0%} beside v{v1}",
         )
         print_endpoint(state)
+        # The operator ramps the challenger up once it serves without errors, so the comparison needs fewer
+        # requests; the report compares the observed split with these weights.
+        _traffic("set", target, weights=(f"v{v1}=0.5", f"v{v2}=0.5"))
+        state = wait_for_endpoint(
+            target, lambda s: _live(s) == {f"v{v1}": 0.5, f"v{v2}": 0.5}, f"v{v1} and v{v2} at 50/50"
+        )
+        warm_up(target, [f"v{v1}", f"v{v2}"])
 
     with demo_step(4, "Send held-out rows through the prediction API, then feedback for most of them"):
         _, rows, labels = load_traffic(_sample_data_dir(out_dir))
+        result.traffic_started_at = datetime.now(UTC).replace(tzinfo=None)
         predictions, counts = send_traffic(target, rows, labels, requests=requests, users=users, seed=seed)
         result.predictions = len(predictions)
         result.by_variant = dict(sorted(counts.items()))
@@ -292,12 +321,13 @@ def run_demo(
         err_console.print(f"  {result.feedback} feedback outcomes sent")
 
     with demo_step(5, "Load the warehouse, run the monitoring job, report on the A/B test"):
-        got = wait_for_warehouse(target, result.started_at, result.predictions, result.feedback)
-        err_console.print(f"  warehouse: {got[0]} predictions, {got[1]} feedback rows since the demo started")
+        since = result.traffic_started_at or result.started_at
+        got = wait_for_warehouse(target, since, result.predictions, result.feedback)
+        err_console.print(f"  warehouse: {got[0]} predictions, {got[1]} feedback rows from this run's traffic")
         from trainserve.commands.monitor import print_result, run_local
 
         print_result(run_local(target, max(5, int((time.monotonic() - t0) / 60) + 5)))
-        result.report, result.plot = ab_report(target, result.started_at, out_dir / "ab_report.png")
+        result.report, result.plot = ab_report(target, since, out_dir / "ab_report.png")
         result.recommendation = result.report["recommendation"]
 
     action = result.recommendation.get("action")
@@ -351,17 +381,21 @@ def ab_report(target: Target, since: datetime, plot: Path) -> tuple[dict[str, An
     return rep, str(plot)
 
 
-def _traffic(action: str, target: Target, variant: str | None = None) -> None:
-    """The same code path as ``trainserve traffic promote|rollback`` (the planner + adapter)."""
+def _traffic(
+    action: str, target: Target, variant: str | None = None, weights: tuple[str, ...] | None = None
+) -> None:
+    """The same code path as ``trainserve traffic set|promote|rollback`` (the planner + adapter)."""
     import click
 
     from trainserve.commands import traffic
 
-    command = traffic.promote if action == "promote" else traffic.rollback
+    command = {"promote": traffic.promote, "rollback": traffic.rollback, "set": traffic.set_}[action]
     kwargs: dict[str, Any] = {"local": True, "as_json": False}
     if variant is not None:
         kwargs["variant"] = variant
-    err_console.print(f"  $ trainserve traffic {action}{' ' + variant if variant else ''}")
+    if weights is not None:
+        kwargs["weights"] = weights
+    err_console.print(f"  $ trainserve traffic {action} {variant or ' '.join(weights or ())}".rstrip())
     with click.Context(command) as ctx:
         ctx.invoke(command, **kwargs)
 
