@@ -3,6 +3,7 @@ CloudWatch (a moto server), and the alarms it evaluates itself (drift, 5XX rate,
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -116,5 +117,31 @@ def test_no_drift_no_alarm_and_a_failing_job_is_an_alarm(ctx, tmp_path):
         status = comp.status()
         assert status["alarms"][0]["name"] == "trainserve-monitoring-job"
         assert "prediction_log_dedup" in status["last_error"]
+    finally:
+        comp.stop()
+
+
+def test_error_rate_from_the_prediction_apis_counters_in_the_daemon_status(ctx):
+    status = ctx.state_dir / "status.json"
+
+    def write(requests, errors):
+        doc = {
+            "components": {
+                "api": {"url": "http://127.0.0.1:1", "requests": requests, "4xx": 1, "5xx": errors}
+            }
+        }
+        status.write_text(json.dumps(doc))
+
+    write(100, 0)
+    comp = MonitoringComponent(interval_s=3600)
+    comp.start(ctx)
+    try:
+        write(150, 10)  # 10 of the 50 requests since the start failed
+        result = comp.run_now()
+        assert result["error_rate"] == pytest.approx(0.2)
+        assert "trainserve-endpoint-5xx" in {a["name"] for a in comp.status()["alarms"]}
+        write(250, 11)  # 1 of 100: under error_rate_alarm (5%)
+        assert comp.run_now()["error_rate"] == pytest.approx(0.01)
+        assert "trainserve-endpoint-5xx" not in {a["name"] for a in comp.status()["alarms"]}
     finally:
         comp.stop()

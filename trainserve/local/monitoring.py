@@ -4,15 +4,17 @@ local CloudWatch (moto). moto stores alarms but never evaluates them, so this co
 the monitoring stack defines on these signals itself and shows breached ones in ``status()["alarms"]``:
 
 - ``{project}-prediction-drift``: the highest ScorePSI of the last run above ``drift_psi_threshold``;
-- ``{project}-endpoint-5xx``: the 5XX rate since the previous run above ``error_rate_alarm``. The rate comes
-  from ``error_counts`` when the daemon passes it (a callable returning cumulative ``{"requests": n,
-  "errors": m}``, e.g. the local API's counters), else from the ``AWS/SageMaker`` ``Invocations`` /
-  ``Invocation5XXErrors`` metrics of the endpoint in the local CloudWatch (absent: not evaluated).
+- ``{project}-endpoint-5xx``: the 5XX rate since the previous run above ``error_rate_alarm``. The counts come
+  from ``error_counts`` when given (a callable returning cumulative ``{"requests": n, "errors": m}``), else
+  from the prediction API's counters in the daemon's ``status.json`` (``components.api``: ``requests``,
+  ``5xx``), else from the ``AWS/SageMaker`` ``Invocations`` / ``Invocation5XXErrors`` metrics of the endpoint
+  in the local CloudWatch; with none of them the rate is not evaluated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -108,7 +110,7 @@ class MonitoringComponent:
             self.query = LocalWarehouseQuery(str(ctx.warehouse_path))
         if self.interval_s is None:
             self.interval_s = 60.0 * ctx.config.monitoring_interval_minutes
-        self._last_counts = self.error_counts() if self.error_counts else None
+        self._last_counts = self._counts()
         self._last_cw_check = datetime.now(UTC)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="monitoring", daemon=True)
@@ -120,9 +122,23 @@ class MonitoringComponent:
             with contextlib.suppress(Exception):
                 self.run_now()
 
+    def _api_counts(self) -> dict[str, int] | None:
+        """The local prediction API's cumulative counters from the daemon's status file, if it has them."""
+        try:
+            status = json.loads((self._ctx.state_dir / "status.json").read_text())
+            api = status["components"]["api"]
+            if "error" in api:
+                return None
+            return {"requests": int(api.get("requests", 0)), "errors": int(api.get("5xx", 0))}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _counts(self) -> dict[str, int] | None:
+        return self.error_counts() if self.error_counts is not None else self._api_counts()
+
     def _error_rate(self) -> tuple[float | None, int]:
-        if self.error_counts is not None:
-            now = self.error_counts()
+        now = self._counts()
+        if now is not None:
             before = self._last_counts or {"requests": 0, "errors": 0}
             self._last_counts = now
             requests = int(now.get("requests", 0)) - int(before.get("requests", 0))
