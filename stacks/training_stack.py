@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import Aws, CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
@@ -72,6 +72,9 @@ class TrainingStack(Stack):
                 f"{config.project_name}: models registered by the training pipeline (PendingManualApproval)"
             ),
         )
+        # The registry is the audit trail of what was trained and approved, and costs nothing: it outlives
+        # the stack (SageMaker would refuse to delete a group that still holds versions anyway).
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
 
         # Code assets: single-file scripts and deterministic source-dir tarballs (built at synth time).
         build_dir = Path(tempfile.mkdtemp(prefix="trainserve-sourcedir-"))

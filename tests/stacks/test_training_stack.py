@@ -53,6 +53,8 @@ def test_model_package_group_is_named_from_config(training, project_root):
     group = only(training, "AWS::SageMaker::ModelPackageGroup")
     assert group["Properties"]["ModelPackageGroupName"] == config.model_package_group_name
     assert training["Outputs"]["ModelPackageGroup"]["Value"] == config.model_package_group_name
+    # the registry (audit trail, no cost) outlives `cdk destroy`
+    assert group["DeletionPolicy"] == "Retain" and group["UpdateReplacePolicy"] == "Retain"
 
 
 def test_pipeline_runs_as_its_role_and_waits_for_the_group(training):
