@@ -22,6 +22,9 @@ from trainserve.cli import cli
 from trainserve.local.daemon import port_free
 from trainserve.local.watcher import wait_until
 
+# one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("test_local_cli")
+
 
 def _free_base() -> int:
     for _ in range(200):

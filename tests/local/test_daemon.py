@@ -26,6 +26,9 @@ from trainserve.local import moto_patches
 from trainserve.local.daemon import Daemon, PortInUse, default_ports, resolve_ports
 from trainserve.local.watcher import wait_until
 
+# one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("test_daemon")
+
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 MISSING_EXTRA = "trainserve.local.not_written_yet:Nothing"
 

@@ -10,6 +10,9 @@ from moto.server import ThreadedMotoServer
 
 from trainserve.local import moto_patches
 
+# one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("test_moto_patches")
+
 TEST_ROLE = "arn:aws:iam::123456789012:role/model-execution"
 GUARDRAILS = {
     "BlueGreenUpdatePolicy": {

@@ -7,6 +7,7 @@ stand-in ``runtime_fake_serve.py`` (same command line and HTTP contract as ``inf
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -33,6 +34,9 @@ from trainserve.local import moto_patches
 from trainserve.local.component import LocalContext
 from trainserve.local.runtime import RuntimeComponent
 from trainserve.target import Names
+
+# one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("test_runtime")
 
 FAKE_SERVE = Path(__file__).with_name("runtime_fake_serve.py")
 TEST_BUCKET = "runtime-test-models"
@@ -321,11 +325,17 @@ def test_invoke_on_the_moto_port_reaches_the_runtime(moto_url, runtime, rt, samp
 def test_servers_of_models_no_longer_live_are_stopped(control_plane, runtime, rt, sample_rows):
     """Runs last: deleting the endpoints that use a model stops its server (and only then)."""
     sm = control_plane
+    for variant in ("v1", "v2"):  # both models have a server (whichever tests ran before in this process)
+        _invoke(rt, sample_rows, TargetVariant=variant)
     flipped = runtime._servers["m-flipped"]  # noqa: SLF001
     good = runtime._servers["m-good"]  # noqa: SLF001
-    sm.delete_endpoint(EndpointName="live-endpoint")  # m-flipped is still live on the A/B endpoint
+    _create_endpoint(sm, "second-endpoint", [("v2", "m-flipped", 1.0)])
+    time.sleep(runtime.reconcile_seconds * 2)
+    sm.delete_endpoint(EndpointName="second-endpoint")  # m-flipped is still live on the A/B endpoint
     time.sleep(runtime.reconcile_seconds * 3)
     assert flipped.alive() and good.alive()
+    with contextlib.suppress(ClientError):
+        sm.delete_endpoint(EndpointName="live-endpoint")  # left by the test of live weights, if it ran here
     sm.delete_endpoint(EndpointName=AB_ENDPOINT)  # now neither model is live anywhere
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and runtime.status()["model_servers"]:

@@ -21,6 +21,9 @@ from trainserve.local.resources import create_base_resources
 from trainserve.local.watcher import EVENT_DETAIL_TYPE, EVENT_SOURCE, WatcherComponent, wait_until
 from trainserve.target import Names
 
+# one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
+pytestmark = pytest.mark.xdist_group("test_watcher")
+
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
 
