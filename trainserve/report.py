@@ -150,6 +150,8 @@ def build_report(
     labelled = {v: 0 for v in live}
     correct = {v: 0 for v in live}
     positives = {v: 0 for v in live}
+    users = {v: 0 for v in live}
+    anonymous = {v: 0 for v in live}
     versions: dict[str, set] = {v: set() for v in live}
     by_bucket: dict[datetime, dict[str, dict[str, int]]] = {}
     for r in rows:
@@ -158,6 +160,10 @@ def build_report(
             continue
         if r["kind"] == "variant":
             summary[v] = r
+            continue
+        if r["kind"] == "units":
+            users[v] = int(r["requests"] or 0)
+            anonymous[v] = int(r["labelled"] or 0)
             continue
         labelled[v] += int(r["labelled"] or 0)
         correct[v] += int(r["correct"] or 0)
@@ -205,6 +211,7 @@ def build_report(
                 "role": "champion" if v == champion else "challenger",
                 "weight": (weights[v] / total_w) if weights and total_w else None,
                 "requests": n,
+                "users": users[v],
                 "share": n / total_requests if total_requests else None,
                 "latency_p50_ms": s.get("latency_p50"),
                 "latency_p95_ms": s.get("latency_p95"),
@@ -224,7 +231,12 @@ def build_report(
             f"live variant(s) {', '.join(unlogged)} have no logged predictions yet: no sample-ratio check"
         )
     elif weights and len(live) >= 2:
-        srm = abtest.srm_test(requests, weights)
+        # The unit of randomisation: with sticky assignment a user_id is assigned once, so its requests are
+        # not independent draws; requests without a user_id are each their own unit.
+        units = {v: users[v] + anonymous[v] for v in live}
+        srm = abtest.srm_test(units, weights)
+        srm["unit"] = "users" if any(users.values()) else "requests"
+        srm["observed"] = units
         report["srm"] = srm
     elif not weights:
         notes.append("no live endpoint weights: the sample-ratio check is skipped")
@@ -293,8 +305,8 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
         return {
             "action": "keep collecting",
             "reason": (
-                f"sample ratio mismatch (chi-square p={srm['p_value']:.2g} < {srm['threshold']}): the observed "
-                "split differs from the configured weights; fix the split first (check TARGET_VARIANT, "
+                f"sample ratio mismatch (chi-square on {srm.get('unit', 'requests')}, p={srm['p_value']:.2g} < "
+                f"{srm['threshold']}): the observed split differs from the configured weights; fix the split first (check TARGET_VARIANT, "
                 "STICKY_ASSIGNMENT, LOG_SAMPLE_RATE), no decision is trustworthy until then"
             ),
             "command": "trainserve params get",

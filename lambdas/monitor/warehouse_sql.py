@@ -76,7 +76,10 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
 
     - ``kind = 'bucket'``: per time bucket (``DATE_TRUNC(grain)``) and variant: requests, labelled, correct,
       positives, min/max model version, and the score histogram ``h0..h{bins-1}`` (equal-width bins of [0, 1]);
-    - ``kind = 'variant'``: per variant: requests and the latency percentiles ``latency_p50/p95/p99``.
+    - ``kind = 'variant'``: per variant: requests and the latency percentiles ``latency_p50/p95/p99``;
+    - ``kind = 'units'``: per variant, the randomisation units of the sample-ratio check (sticky assignment
+      assigns users, not requests): ``requests`` holds the distinct ``user_id`` count and ``labelled`` the
+      requests without a ``user_id`` (each its own unit).
     """
     if grain not in TIME_GRAINS:
         raise ValueError(f"time grain {grain!r} not in {TIME_GRAINS}")
@@ -93,7 +96,8 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
     return (
         "WITH j AS ("
         f"SELECT p.variant_name AS variant_name, p.model_version AS model_version, p.label AS label,"
-        f" p.latency_ms AS latency_ms, DATE_TRUNC('{grain}', p.event_time) AS bucket, {hb} AS hb,"
+        f" p.latency_ms AS latency_ms, p.user_id AS user_id, DATE_TRUNC('{grain}', p.event_time) AS bucket,"
+        f" {hb} AS hb,"
         " f.outcome AS outcome"
         f" FROM {LOG_VIEW} p LEFT JOIN {FEEDBACK_VIEW} f ON f.request_id = p.request_id"
         f" WHERE {_window('p')})"
@@ -107,6 +111,12 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
         " CAST(NULL AS BIGINT) AS labelled, CAST(NULL AS BIGINT) AS correct, CAST(NULL AS BIGINT) AS positives,"
         f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_hist}, {outer_pct}"
         f" FROM (SELECT variant_name, COUNT(*) AS requests, {inner_pct} FROM j GROUP BY variant_name) s"
+        " UNION ALL"
+        " SELECT 'units' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name,"
+        " COUNT(DISTINCT user_id) AS requests, SUM(CASE WHEN user_id IS NULL THEN 1 ELSE 0 END) AS labelled,"
+        " CAST(NULL AS BIGINT) AS correct, CAST(NULL AS BIGINT) AS positives,"
+        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_hist}, {null_pct}"
+        " FROM j GROUP BY variant_name"
     )
 
 

@@ -181,3 +181,25 @@ def test_a_live_challenger_without_logged_predictions_is_not_a_split_problem(tmp
     assert report["recommendation"]["action"] == "keep collecting"
     assert report["recommendation"]["reason"].startswith("v2 is live but has no logged predictions yet")
     assert [v["requests"] for v in report["variants"]] == [2_000, 0]
+
+
+def test_with_sticky_users_the_split_is_checked_on_users_not_requests(tmp_path, config):
+    # 300 users with very unequal activity, each sticky on one arm, 50/50: the request split wanders far
+    # from 50/50 (a few heavy users), the user split does not. A request-level chi-square would cry SRM.
+    q = _warehouse(tmp_path, [Arm("v1", 1, 0.5, 0.8), Arm("v2", 2, 0.5, 0.8)], 6_000, users=300)
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.5, v2=0.5))
+    by = {v["variant_name"]: v for v in report["variants"]}
+    assert report["srm"]["unit"] == "users"
+    assert report["srm"]["observed"] == {k: v["users"] for k, v in by.items()}
+    assert by["v1"]["users"] + by["v2"]["users"] <= 300
+    assert report["srm"]["mismatch"] is False
+    request_level = abtest.srm_test({k: v["requests"] for k, v in by.items()}, {"v1": 0.5, "v2": 0.5})
+    assert request_level["mismatch"] is True  # what the report would have said counting requests
+
+
+def test_a_real_user_split_mismatch_is_still_caught(tmp_path, config):
+    q = _warehouse(tmp_path, [Arm("v1", 1, 0.7, 0.8), Arm("v2", 2, 0.3, 0.9)], 20_000, users=5_000)
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.9, v2=0.1))
+    assert report["srm"]["unit"] == "users" and report["srm"]["mismatch"] is True
+    assert report["recommendation"]["action"] == "keep collecting"
+    assert "chi-square on users" in report["recommendation"]["reason"]

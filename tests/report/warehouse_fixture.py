@@ -92,10 +92,15 @@ def fill(
     offset: int = 0,
     endpoint: str = ENDPOINT,
     salt: int = 0,
+    users: int | None = None,
 ) -> None:
     """Insert ``n`` predictions spread evenly over ``seconds`` from ``start`` (request ids ``r{offset+i}``),
     split between ``arms`` by share, and feedback for about ``feedback_rate`` of them (correct with the arm's
-    accuracy probability), one second after the prediction."""
+    accuracy probability), one second after the prediction.
+
+    ``users=None``: no user ids (every request assigned on its own). ``users=N``: N user ids with skewed
+    activity (user = floor(N * u²)), each user sticky on the arm its own hash picks (sticky assignment).
+    """
     total = sum(a.share for a in arms)
     cum, whens = 0.0, []
     for k, a in enumerate(arms):
@@ -109,16 +114,19 @@ def fill(
         return "CASE arm " + " ".join(f"WHEN {k} THEN {x}" for k, x in enumerate(lit)) + " END"
 
     step_us = seconds * 1e6 / max(n, 1)
-    gi = (
-        f"(r.i + {offset})"  # the global row index: the random numbers depend on it, not on the chunk's index
-    )
+    gi = f"(r.i + {offset})"  # global row index: random numbers depend on it, not on the chunk's index
+    if users:
+        user = f"CAST(FLOOR({users} * {_u(gi, 6 + salt)} * {_u(gi, 6 + salt)}) AS BIGINT)"
+        u1, user_sql = _u(user, 1 + salt), "'u' || user_ix"
+    else:
+        user, u1, user_sql = "NULL", _u(gi, 1 + salt), "CAST(NULL AS VARCHAR)"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE gen AS
-        SELECT i, arm, u2, u3, u4, u5,
+        SELECT i, arm, u2, u3, u4, u5, user_ix,
                LEAST(0.999999, GREATEST(0.0, u2 + {pick("score_shift")})) AS score
-        FROM (SELECT i, {arm_idx} AS arm, u2, u3, u4, u5
-              FROM (SELECT r.i + {offset} AS i, {_u(gi, 1 + salt)} AS u1, {_u(gi, 2 + salt)} AS u2,
+        FROM (SELECT i, {arm_idx} AS arm, u2, u3, u4, u5, user_ix
+              FROM (SELECT r.i + {offset} AS i, {user} AS user_ix, {u1} AS u1, {_u(gi, 2 + salt)} AS u2,
                            {_u(gi, 3 + salt)} AS u3, {_u(gi, 4 + salt)} AS u4, {_u(gi, 5 + salt)} AS u5
                     FROM range({n}) r(i)))
         """
@@ -129,7 +137,7 @@ def fill(
         INSERT INTO prediction_log
         SELECT 'r' || i, TIMESTAMP '{start_lit}' + to_microseconds(CAST((i - {offset}) * {step_us!r} AS BIGINT)),
                '{endpoint}', {pick("variant", True)}, '{GROUP_ARN}/' || {pick("version")},
-               {pick("version")}, 'u' || (i % 1000), '{{}}', score,
+               {pick("version")}, {user_sql}, '{{}}', score,
                CASE WHEN score >= 0.5 THEN 1 ELSE 0 END, 0.5, {pick("latency_ms")} * (0.5 + u3), '{{}}'
         FROM gen
         """
