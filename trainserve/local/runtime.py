@@ -145,10 +145,7 @@ class RuntimeComponent:
         self.models_dir = Path(ctx.state_dir) / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         parsed = urlparse(ctx.runtime_url)
-        self._httpd = ThreadingHTTPServer(
-            (parsed.hostname or "127.0.0.1", parsed.port or 0), _handler_for(self)
-        )
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer((parsed.hostname or "127.0.0.1", parsed.port or 0), _handler_for(self))
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         serve = threading.Thread(target=self._httpd.serve_forever, name="runtime-http", daemon=True)
@@ -493,7 +490,7 @@ class RuntimeComponent:
         custom = resp.headers.get("X-Amzn-SageMaker-Custom-Attributes")
         if custom:
             out["X-Amzn-SageMaker-Custom-Attributes"] = custom
-        self._counts[variant.name] += 1
+        self._counts[f"{endpoint_name}/{variant.name}"] += 1
         return 200, out, resp.data
 
     def _note_error(self, code: str, message: str) -> None:
