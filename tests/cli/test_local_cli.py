@@ -173,3 +173,34 @@ def test_start_that_times_out_stops_the_daemon_and_shows_the_log(home, tmp_path,
     assert "trainserve local start" in result.stderr  # the log's tail
     assert not (tmp_path / "local.json").exists()
     assert all(port_free(p) for p in (base, base + 1, base + 2))
+
+
+def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):
+    """Rendering only: a local.json naming a live pid (this test's) and the daemon's status snapshot."""
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    state = {
+        "pid": os.getpid(),
+        "region": "us-east-1",
+        "aws_endpoint_url": "http://127.0.0.1:4566",
+        "runtime_url": "http://127.0.0.1:4567",
+        "api_url": "http://127.0.0.1:4568",
+        "warehouse_path": str(tmp_path / "warehouse.duckdb"),
+        "started_at": "2026-11-24T03:00:00+00:00",
+        "log_file": str(tmp_path / "local.log"),
+    }
+    components = {
+        "watcher": {"handled": 3, "failures": 1},
+        "monitoring": {"runs": 2, "alarms": ["trainserve-drift-v2 (PSI 0.31 > 0.2)"]},
+        "warehouse": {"error": "failed to start: OSError: disk full"},
+    }
+    (tmp_path / "local.json").write_text(json.dumps(state))
+    (tmp_path / "status.json").write_text(json.dumps({"pid": os.getpid(), "components": components}))
+
+    text = _run("status")
+    assert text.exit_code == 0
+    assert "watcher: handled=3, failures=1" in text.stdout
+    assert "ALARM trainserve-drift-v2 (PSI 0.31 > 0.2)" in text.stdout
+    assert "failed to start: OSError: disk full" in text.stdout
+    info = json.loads(_run("status", "--json").stdout)
+    assert info["components"] == components
+    assert info["environment"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:4567"
