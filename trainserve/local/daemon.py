@@ -50,7 +50,7 @@ EXTRA_COMPONENTS = (
 )
 # False while those parts are being written: a missing module or a failing start of an extra component is
 # logged and shown in the status instead of stopping the daemon. Set True once they all exist.
-STRICT_EXTRAS = False
+STRICT_EXTRAS = True
 
 log = logging.getLogger("trainserve.local")
 
