@@ -48,8 +48,8 @@ EXTRA_COMPONENTS = (
     "trainserve.local.warehouse:WarehouseComponent",
     "trainserve.local.monitoring:MonitoringComponent",
 )
-# False while those parts are being written: a missing module or a failing start of an extra component is
-# logged and shown in the status instead of stopping the daemon. Set True once they all exist.
+# True: a missing module or a failing start of an extra component stops the daemon's start (False would only
+# log it and show it in the status).
 STRICT_EXTRAS = True
 
 log = logging.getLogger("trainserve.local")
