@@ -15,7 +15,9 @@ def _expose_project_code() -> None:
     Each ``lambdas/<name>/`` folder is a self-contained Lambda asset whose modules import their siblings
     by plain name (as the Lambda runtime does), so module names are unique across all Lambda folders.
     """
-    paths = [str(PROJECT_ROOT)] + sorted(str(p) for p in LAMBDAS_DIR.iterdir() if p.is_dir() and p.name[0] != "_")
+    paths = [str(PROJECT_ROOT)] + sorted(
+        str(p) for p in LAMBDAS_DIR.iterdir() if p.is_dir() and p.name[0] != "_"
+    )
     for p in reversed(paths):
         if p not in sys.path:
             sys.path.insert(0, p)

@@ -93,7 +93,10 @@ class Target:
 
     def client(self, service: str):
         """A boto3 client for ``service`` at this target (the local cloud's endpoints when local)."""
-        kwargs: dict[str, Any] = {"region_name": self.region, "config": BotoConfig(retries={"max_attempts": 3})}
+        kwargs: dict[str, Any] = {
+            "region_name": self.region,
+            "config": BotoConfig(retries={"max_attempts": 3}),
+        }
         if self.is_local:
             endpoint = self.runtime_url if service == "sagemaker-runtime" else self.aws_endpoint_url
             kwargs.update(

@@ -1,0 +1,152 @@
+"""End to end: the demo's flow on a real local cloud (its own state folder and ports), asserted on the result.
+
+Nothing is stubbed: the daemon runs moto, the runtime with one model server per variant, the approval
+watcher feeding the real release controller, the proxy behind the local API, Firehose staging, the warehouse
+loader and the monitoring job. The test drives ``trainserve.demo.run_demo`` (what ``trainserve demo`` runs)
+and then checks the registry, the endpoint after each step, the warehouse and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import boto3
+import click
+import pytest
+
+from trainserve.local.warehouse import query
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+REQUESTS = 1200
+USERS = 300
+
+
+def _free_base() -> int:
+    """A base port with base, base+1 and base+2 free."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base > 60000:
+            continue
+        ok = True
+        for port in (base + 1, base + 2):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise RuntimeError("no three consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("trainserve-home")
+    mp.setenv("TRAINSERVE_HOME", str(home))
+    mp.setenv("TRAINSERVE_PORT_BASE", str(_free_base()))
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+        mp.delenv(key, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+    from trainserve.commands.local import start, stop
+    from trainserve.demo import run_demo
+    from trainserve.target import resolve
+
+    def start_local() -> None:
+        with click.Context(start) as ctx:
+            ctx.invoke(start, timeout=120.0)
+
+    try:
+        result = run_demo(start_local=start_local, requests=REQUESTS, users=USERS)
+        target = resolve(local=True)
+        yield result, target
+    finally:
+        with click.Context(stop) as ctx:
+            ctx.invoke(stop, timeout=20.0)
+        mp.undo()
+
+
+def _weights(state):
+    return {v["variant"]: round(v["desired_weight"], 6) for v in state["variants"] if v["desired_weight"] > 0}
+
+
+def test_registry_has_both_versions_approved_with_metrics(demo_run):
+    result, target = demo_run
+    sm = target.client("sagemaker")
+    packages = sm.list_model_packages(
+        ModelPackageGroupName=target.names.model_package_group, ModelApprovalStatus="Approved"
+    )["ModelPackageSummaryList"]
+    versions = sorted(p["ModelPackageVersion"] for p in packages)
+    assert versions == [result.baseline_version, result.candidate_version] == [1, 2]
+    for p in packages:
+        described = sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+        props = described["CustomerMetadataProperties"]
+        assert len(json.loads(props["feature_names"])) == 30  # the schema survived the approval
+        assert float(props["quality_value"]) >= target.config.quality_threshold
+        assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith("evaluation.json")
+
+
+def test_endpoint_after_each_step(demo_run):
+    result, target = demo_run
+    snaps = result.snapshots
+    assert _weights(snaps["baseline"]) == {"v1": 1.0}
+    assert snaps["baseline"]["champion"] == "v1"
+    w = target.config.challenger_weight
+    assert _weights(snaps["challenger"]) == {"v1": round(1 - w, 6), "v2": round(w, 6)}
+    assert _weights(snaps["ramped"]) == {"v1": 0.5, "v2": 0.5}
+    # the candidate is truly better, so the report says promote and the demo acts on it
+    assert _weights(snaps["final"]) == {"v2": 1.0}
+    assert snaps["final"]["champion"] == "v2"
+    # each variant serves its own model version
+    for snap in snaps.values():
+        for v in snap["variants"]:
+            assert v["model_package_arn"].endswith(f"/{v['variant'][1:]}")
+
+
+def test_warehouse_has_one_row_per_prediction_with_variant_and_version(demo_run):
+    result, target = demo_run
+    path = target.warehouse["path"]
+    since = result.traffic_started_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    _, rows = query(
+        path,
+        "SELECT variant_name, model_version, COUNT(*), COUNT(DISTINCT request_id) FROM prediction_log_dedup "
+        "WHERE event_time >= ? GROUP BY 1, 2 ORDER BY 1",
+        [since],
+    )
+    assert {r[0]: r[1] for r in rows} == {"v1": 1, "v2": 2}
+    assert {r[0]: r[2] for r in rows} == result.by_variant
+    assert all(r[2] == r[3] for r in rows)
+    assert sum(r[2] for r in rows) == REQUESTS == result.predictions
+    _, joined = query(
+        path,
+        "SELECT COUNT(*) FROM prediction_log_dedup p JOIN prediction_feedback_dedup f USING (request_id) "
+        "WHERE p.event_time >= ?",
+        [since],
+    )
+    assert joined[0][0] == result.feedback
+    assert 0.8 * REQUESTS < result.feedback < REQUESTS
+
+
+def test_report_recommends_promoting_the_better_candidate(demo_run):
+    result, _ = demo_run
+    rep = result.report
+    assert result.recommendation["action"] == "promote"
+    assert result.recommendation["command"] == "trainserve traffic promote v2"
+    variants = {v["variant"]: v for v in rep["variants"]}
+    assert variants["v2"]["accuracy"] > variants["v1"]["accuracy"]
+    assert not rep["srm"]["mismatch"]
+    assert sum(v["requests"] for v in rep["variants"]) == REQUESTS
+
+
+def test_monitoring_published_metrics_to_the_local_cloudwatch(demo_run):
+    _, target = demo_run
+    cw = boto3.client("cloudwatch", endpoint_url=target.aws_endpoint_url, region_name=target.region)
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace="Trainserve/Predictions")["Metrics"]}
+    assert {"RequestCount", "OnlineAccuracy", "ScorePSI"} <= names
