@@ -61,6 +61,7 @@ class DemoResult:
     recommendation: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     endpoint: dict[str, Any] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     plot: str | None = None
     seconds: float = 0.0
 
@@ -265,7 +266,8 @@ def run_demo(
     seed: int = TRAFFIC_SEED,
     act: bool = True,
 ) -> DemoResult:
-    """Run the six steps; raise ``DemoError`` naming the failing step."""
+    """Run the six steps; raise ``DemoError`` naming the failing step. The endpoint after each change is
+    kept in ``result.snapshots`` (label -> ``endpoint status --json`` shape)."""
     from trainserve.target import resolve
 
     t0 = time.monotonic()
@@ -288,6 +290,7 @@ def run_demo(
             err_console.print(f"  other variants are live ({_live(state)}): promoting v{v1} to start clean")
             _traffic("promote", target, f"v{v1}")
             state = wait_for_endpoint(target, lambda s: _live(s) == {f"v{v1}": 1.0}, f"v{v1} alone at 100%")
+        result.snapshots["baseline"] = state
         print_endpoint(state)
 
     title = "Train a different candidate v2, approve it: it goes live as a challenger"
@@ -301,6 +304,7 @@ def run_demo(
             lambda s: abs(_live(s).get(f"v{v2}", 0) - weight) < 1e-6 and f"v{v1}" in _live(s),
             f"v{v2} at {weight:.0%} beside v{v1}",
         )
+        result.snapshots["challenger"] = state
         print_endpoint(state)
         # The operator ramps the challenger up once it serves without errors, so the comparison needs fewer
         # requests; the report compares the observed split with these weights.
@@ -308,6 +312,7 @@ def run_demo(
         state = wait_for_endpoint(
             target, lambda s: _live(s) == {f"v{v1}": 0.5, f"v{v2}": 0.5}, f"v{v1} and v{v2} at 50/50"
         )
+        result.snapshots["ramped"] = state
         warm_up(target, [f"v{v1}", f"v{v2}"])
 
     with demo_step(4, "Send held-out rows through the prediction API, then feedback for most of them"):
@@ -323,7 +328,9 @@ def run_demo(
     with demo_step(5, "Load the warehouse, run the monitoring job, report on the A/B test"):
         since = result.traffic_started_at or result.started_at
         got = wait_for_warehouse(target, since, result.predictions, result.feedback)
-        err_console.print(f"  warehouse: {got[0]} predictions, {got[1]} feedback rows from this run's traffic")
+        err_console.print(
+            f"  warehouse: {got[0]} predictions, {got[1]} feedback rows from this run's traffic"
+        )
         from trainserve.commands.monitor import print_result, run_local
 
         print_result(run_local(target, max(5, int((time.monotonic() - t0) / 60) + 5)))
@@ -344,7 +351,7 @@ def run_demo(
         else:
             err_console.print(f"  no action: {result.recommendation.get('reason')}")
             state = endpoint_state(target)
-        result.endpoint = state
+        result.endpoint = result.snapshots["final"] = state
         print_endpoint(state)
 
     result.seconds = time.monotonic() - t0
