@@ -445,17 +445,28 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
     ax.set_ylabel("accuracy")
 
     ax = axes[1]
+    # CDFs, not densities: training baselines use decile edges, which can be arbitrarily narrow.
     bins = report.get("histogram_bins", 20)
     edges = [i / bins for i in range(bins + 1)]
     for i, (name, counts) in enumerate(sorted(report.get("histograms", {}).items())):
         total = sum(counts) or 1
-        ax.stairs([c / total * bins for c in counts], edges, label=f"{name} live", color=f"C{i}")
+        cdf, acc = [0.0], 0
+        for c in counts:
+            acc += c
+            cdf.append(acc / total)
+        ax.plot(edges, cdf, label=f"{name} live", color=f"C{i}")
         base = baselines.get(name)
         if base:
             be, fr = base["score"]["bin_edges"], base["score"]["fractions"]
-            dens = [f / (b - a) if b > a else 0.0 for f, a, b in zip(fr, be[:-1], be[1:], strict=True)]
-            ax.stairs(dens, be, label=f"{name} training baseline", color=f"C{i}", linestyle="--")
-    ax.set_title("Score distribution (density)")
+            tot = sum(fr) or 1.0
+            bcdf, acc_f = [0.0], 0.0
+            for f in fr:
+                acc_f += f
+                bcdf.append(acc_f / tot)
+            ax.plot(be, bcdf, label=f"{name} training baseline", color=f"C{i}", linestyle="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Score distribution (cumulative) vs training baseline")
     ax.set_xlabel("score")
     ax.legend(fontsize=8)
 
@@ -467,10 +478,16 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
             if t["variant_name"] == name and t["share"] is not None
         ]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=f"C{i}")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", markersize=3, label=name, color=f"C{i}")
         w = variants[i].get("weight")
         if w is not None:
             ax.axhline(w, color=f"C{i}", linestyle=":", linewidth=1)
+    times = [datetime.fromisoformat(t["bucket"]) for t in report.get("traffic", [])]
+    if times:
+        pad = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}[
+            (report.get("window") or {}).get("grain", "minute")
+        ]
+        ax.set_xlim(min(times) - pad, max(times) + pad)
     ax.set_ylim(0, 1)
     ax.set_title("Traffic share over time (dotted: configured weight)")
     ax.legend(fontsize=8)

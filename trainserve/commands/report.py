@@ -81,7 +81,10 @@ def print_report(rep: dict) -> None:
     if srm and srm.get("p_value") is not None:
         style = "bold red" if srm["mismatch"] else "green"
         verdict = "SAMPLE RATIO MISMATCH" if srm["mismatch"] else "split as configured"
-        console.print(f"[{style}]{verdict}[/] (chi-square {srm['chi2']:.2f}, p={srm['p_value']:.3g})")
+        unit = srm.get("unit", "requests")
+        console.print(
+            f"[{style}]{verdict}[/] (chi-square on {unit} {srm['chi2']:.2f}, p={srm['p_value']:.3g})"
+        )
     if rep["comparisons"]:
         table(
             "Challengers vs champion",
