@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/report.py [--sizes 100000,1000000,10000000] [--dir /tmp/trainserve-bench]
 
 Rows are generated inside DuckDB (``range()`` + ``hash()``, see ``tests/report/warehouse_fixture.py``), two
-variants at 90/10 over 24 hours. ``build_report`` is timed end to end (its 4 SQL statements through the
+variants at 90/10 over 24 hours, 100,000 sticky users. ``build_report`` is timed end to end (its 4 SQL statements through the
 same ``DuckDBQuery`` the CLI uses, over the de-duplicating views of schema.sql, plus the statistics); the
 SQL share is measured by timing the query backend. Target: < 5 s at 10^7 rows.
 """
@@ -35,6 +35,7 @@ import trainserve  # noqa: E402,F401  (puts lambdas/* on sys.path)
 from stacks.config import load  # noqa: E402
 from trainserve.report import build_report  # noqa: E402
 
+USERS = 100_000  # sticky users with skewed activity (the sample-ratio check counts users)
 ARMS = [Arm("v1", 1, 0.9, 0.80), Arm("v2", 2, 0.1, 0.81, score_shift=0.05, latency_ms=12.0)]
 STATE = {
     "EndpointName": ENDPOINT,
@@ -72,7 +73,9 @@ def generate(path: Path, n: int) -> float:
         size = min(chunk, n - offset)
         seconds = 24 * 3600 * size / n
         start = datetime(2026, 1, 1).timestamp() + 24 * 3600 * offset / n
-        fill(con, ARMS, size, start=datetime.fromtimestamp(start), seconds=seconds, offset=offset)
+        fill(
+            con, ARMS, size, start=datetime.fromtimestamp(start), seconds=seconds, offset=offset, users=USERS
+        )
     con.close()
     return time.perf_counter() - t
 
