@@ -170,13 +170,14 @@ def build_report(
         positives[v] += int(r["positives"] or 0)
         versions[v].update(x for x in (r["min_version"], r["max_version"]) if x is not None)
         hist = report["histograms"].setdefault(v, [0] * bins)
-        for i in range(bins):
-            hist[i] += int(r[f"h{i}"] or 0)
-        by_bucket.setdefault(_naive(r["bucket"]), {})[v] = {
-            "requests": int(r["requests"] or 0),
-            "labelled": int(r["labelled"] or 0),
-            "correct": int(r["correct"] or 0),
-        }
+        if r["hb"] is not None and 0 <= int(r["hb"]) < bins:
+            hist[int(r["hb"])] += int(r["requests"] or 0)
+        cell = by_bucket.setdefault(_naive(r["bucket"]), {}).setdefault(
+            v, {"requests": 0, "labelled": 0, "correct": 0}
+        )
+        cell["requests"] += int(r["requests"] or 0)
+        cell["labelled"] += int(r["labelled"] or 0)
+        cell["correct"] += int(r["correct"] or 0)
     buckets = sorted(by_bucket)
     for b in buckets:
         total = sum(x["requests"] for x in by_bucket[b].values())

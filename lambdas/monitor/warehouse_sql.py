@@ -74,8 +74,10 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
 
     ``j`` = the window's de-duplicated predictions LEFT JOIN their de-duplicated outcomes. Two kinds of rows:
 
-    - ``kind = 'bucket'``: per time bucket (``DATE_TRUNC(grain)``) and variant: requests, labelled, correct,
-      positives, min/max model version, and the score histogram ``h0..h{bins-1}`` (equal-width bins of [0, 1]);
+    - ``kind = 'bucket'``: per time bucket (``DATE_TRUNC(grain)``), variant and score bin ``hb`` (equal-width
+      bins of [0, 1], ``-1`` = no score): requests, labelled, correct, positives, min/max model version;
+      summing over ``hb`` gives the traffic per bucket, over buckets the score histogram (grouping by the
+      bin is cheaper than one conditional sum per bin);
     - ``kind = 'variant'``: per variant: requests and the latency percentiles ``latency_p50/p95/p99``;
     - ``kind = 'units'``: per variant, the randomisation units of the sample-ratio check (sticky assignment
       assigns users, not requests): ``requests`` holds the distinct ``user_id`` count and ``labelled`` the
@@ -90,8 +92,6 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
         f"CASE WHEN p.score IS NULL THEN -1 WHEN p.score >= 1 THEN {bins - 1} WHEN p.score < 0 THEN 0"
         f" ELSE CAST(FLOOR(p.score * {bins}) AS INTEGER) END"
     )
-    hist = ", ".join(f"SUM(CASE WHEN hb = {i} THEN 1 ELSE 0 END) AS h{i}" for i in range(bins))
-    null_hist = ", ".join(f"CAST(NULL AS BIGINT) AS h{i}" for i in range(bins))
     null_pct = ", ".join(f"CAST(NULL AS DOUBLE PRECISION) AS {a}" for _, a in PERCENTILES)
     return (
         "WITH j AS ("
@@ -101,21 +101,22 @@ def report_sql(dialect: str, grain: str, bins: int = HISTOGRAM_BINS) -> str:
         " f.outcome AS outcome"
         f" FROM {LOG_VIEW} p LEFT JOIN {FEEDBACK_VIEW} f ON f.request_id = p.request_id"
         f" WHERE {_window('p')})"
-        " SELECT 'bucket' AS kind, bucket, variant_name, COUNT(*) AS requests, COUNT(outcome) AS labelled,"
+        " SELECT 'bucket' AS kind, bucket, variant_name, hb, COUNT(*) AS requests, COUNT(outcome) AS labelled,"
         " SUM(CASE WHEN outcome IS NOT NULL AND label = outcome THEN 1 ELSE 0 END) AS correct,"
         " SUM(CASE WHEN label = 1 THEN 1 ELSE 0 END) AS positives,"
-        f" MIN(model_version) AS min_version, MAX(model_version) AS max_version, {hist}, {null_pct}"
-        " FROM j GROUP BY bucket, variant_name"
+        f" MIN(model_version) AS min_version, MAX(model_version) AS max_version, {null_pct}"
+        " FROM j GROUP BY bucket, variant_name, hb"
         " UNION ALL"
-        " SELECT 'variant' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name, requests,"
+        " SELECT 'variant' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name, CAST(NULL AS INTEGER) AS hb,"
+        " requests,"
         " CAST(NULL AS BIGINT) AS labelled, CAST(NULL AS BIGINT) AS correct, CAST(NULL AS BIGINT) AS positives,"
-        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_hist}, {outer_pct}"
+        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {outer_pct}"
         f" FROM (SELECT variant_name, COUNT(*) AS requests, {inner_pct} FROM j GROUP BY variant_name) s"
         " UNION ALL"
-        " SELECT 'units' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name,"
+        " SELECT 'units' AS kind, CAST(NULL AS TIMESTAMP) AS bucket, variant_name, CAST(NULL AS INTEGER) AS hb,"
         " COUNT(DISTINCT user_id) AS requests, SUM(CASE WHEN user_id IS NULL THEN 1 ELSE 0 END) AS labelled,"
         " CAST(NULL AS BIGINT) AS correct, CAST(NULL AS BIGINT) AS positives,"
-        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_hist}, {null_pct}"
+        f" CAST(NULL AS INTEGER) AS min_version, CAST(NULL AS INTEGER) AS max_version, {null_pct}"
         " FROM j GROUP BY variant_name"
     )
 
