@@ -86,6 +86,7 @@ def running(tmp_path, monkeypatch):
     ):
         monkeypatch.setenv(key, "restored-after-test")
     monkeypatch.setattr(daemon_mod, "EXTRA_COMPONENTS", (MISSING_EXTRA,))
+    monkeypatch.setattr(daemon_mod, "STRICT_EXTRAS", False)  # lenient mode: a missing extra is only reported
     d = Daemon({"aws": 0, "runtime": 0, "api": 0}, state_dir=tmp_path)
     try:
         state = d.start()
