@@ -15,12 +15,11 @@ import boto3
 import click
 import pytest
 
+from trainserve.demo import DEFAULT_REQUESTS, DEFAULT_USERS
 from trainserve.local.warehouse import query
 
-pytestmark = pytest.mark.xdist_group("e2e")
-
-REQUESTS = 1200
-USERS = 300
+REQUESTS = DEFAULT_REQUESTS  # the demo's own traffic: the test runs what `trainserve demo` runs
+USERS = DEFAULT_USERS
 
 
 def _free_base() -> int:
@@ -139,7 +138,7 @@ def test_report_recommends_promoting_the_better_candidate(demo_run):
     rep = result.report
     assert result.recommendation["action"] == "promote"
     assert result.recommendation["command"] == "trainserve traffic promote v2"
-    variants = {v["variant"]: v for v in rep["variants"]}
+    variants = {v["variant_name"]: v for v in rep["variants"]}
     assert variants["v2"]["accuracy"] > variants["v1"]["accuracy"]
     assert not rep["srm"]["mismatch"]
     assert sum(v["requests"] for v in rep["variants"]) == REQUESTS
