@@ -79,6 +79,13 @@ def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
     return {"aws": b, "runtime": b + 1, "api": b + 2}
 
 
+def reset_moto() -> None:
+    """Wipe every moto backend of this process (what ``POST /moto-api/reset`` does)."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+
+
 def port_free(port: int) -> bool:
     """Whether a server could listen on ``port`` now (connections of a previous run still in TIME_WAIT do
     not count: the servers set SO_REUSEADDR too)."""
@@ -191,6 +198,8 @@ class Daemon:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["aws"], verbose=False)
         self._moto.start()
+        # moto's backends are process-wide: a local cloud starts empty even in a process that used moto before
+        reset_moto()
         log.info("AWS control plane (moto) on %s", aws_url)
 
         self.ctx = LocalContext(
