@@ -25,6 +25,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Union
 import joblib
 import numpy as np
 
+_orjson: Any
 try:  # not in the SageMaker container; twice as fast as json where available
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised in the container
@@ -335,7 +336,7 @@ def _loads(body: Body) -> Any:
         raise PayloadError(f"request body is not valid JSON: {e}") from None
 
 
-def decode_json(body: Body, feature_names: Sequence[str], threshold: Any = None):
+def decode_json(body: Union[bytes, str], feature_names: Sequence[str], threshold: Any = None):
     if not body.strip():
         raise PayloadError('empty request body: send {"instances": [[...], ...]} or a list of rows')
     doc = _loads(body)

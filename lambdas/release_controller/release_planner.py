@@ -382,7 +382,7 @@ def plan(
         raise ReleaseBlocked("endpoint has no production variants; delete it and re-approve a version")
 
     weights = current.weights
-    champion = current.champion
+    champion = current._champion_from(weights)  # variants exist (checked above): never None
     changes: list[str] = []
     blocked: str | None = None
 
@@ -531,9 +531,11 @@ def _event_text(event: ReleaseEvent | None, status: Mapping[int, str]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _require_endpoint(current: EndpointState) -> None:
-    if not current.exists or not current.variants:
+def _require_endpoint(current: EndpointState) -> int:
+    """The live champion's version (PlanError when there is no endpoint to act on)."""
+    if not current.exists or not current.variants or current.champion is None:
         raise PlanError("the endpoint does not exist yet; approve a model version first")
+    return current.champion
 
 
 def _live_version(current: EndpointState, variant: str | int) -> int:
@@ -549,7 +551,7 @@ def _live_version(current: EndpointState, variant: str | int) -> int:
 def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decision:
     """Live weights (weights only, no redeploy). Variants not named keep their current weight; all weights
     are then normalized to sum 1. The champion does not change (use ``promote``) and cannot get 0."""
-    _require_endpoint(current)
+    champion = _require_endpoint(current)
     if not requested:
         raise PlanError("no weights given; use VARIANT=WEIGHT, e.g. v1=0.9 v2=0.1")
     weights = current.weights
@@ -564,7 +566,6 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
         weights[version] = w
     if sum(weights.values()) <= 0:
         raise PlanError("all weights are zero; at least one variant must receive traffic")
-    champion = current.champion
     if weights[champion] <= 0:
         raise PlanError(
             f"the champion {variant_name(champion)} cannot get weight 0; promote another variant first "
@@ -598,8 +599,7 @@ def promote(
 
 def rollback(current: EndpointState) -> Decision:
     """Challengers go to 0% at once (weights only), then are removed (a redeploy with the champion alone)."""
-    _require_endpoint(current)
-    champion = current.champion
+    champion = _require_endpoint(current)
     desired = DesiredEndpoint(((champion, 1.0),), champion)
     steps = _steps(current, desired)
     if not steps:
