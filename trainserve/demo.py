@@ -429,7 +429,7 @@ def _closing(target: Target, result: DemoResult) -> None:
     for cmd in (
         "trainserve endpoint status",
         "trainserve models list",
-        "trainserve predict --user alice < row.csv",
+        f"cut -d, -f2- {home / 'demo' / 'sample-data' / 'traffic' / 'traffic.csv'} | head -3 | trainserve predict --user alice",
         "trainserve params set DECISION_THRESHOLD=0.7",
         "trainserve report ab --plot ab.png",
         "trainserve local status",
