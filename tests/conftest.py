@@ -36,3 +36,13 @@ def config():
     from stacks.config import load
 
     return load(PROJECT_ROOT)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_moto_state():
+    """moto's backends are process-wide (in-process ThreadedMotoServer shares them): every test module
+    starts with an empty emulated AWS, whatever ran before it on the same worker."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+    yield
