@@ -279,7 +279,7 @@ def run_demo(
         start_local()
         target = resolve(local=True)
 
-    title = "Train the baseline v1, register it, approve it: the endpoint serves it"
+    title = "Train a baseline model, register it, approve it: the endpoint serves it alone"
     with demo_step(2, title):
         v1 = train_and_register(target, BASELINE, title)
         result.baseline_version = v1
@@ -293,7 +293,7 @@ def run_demo(
         result.snapshots["baseline"] = state
         print_endpoint(state)
 
-    title = "Train a different candidate v2, approve it: it goes live as a challenger"
+    title = "Train a different candidate, approve it: it goes live as a challenger"
     with demo_step(3, title):
         v2 = train_and_register(target, CANDIDATE, title)
         result.candidate_version = v2
