@@ -414,3 +414,13 @@ def test_outputs_the_cli_reads_provisioned(provisioned):
     cluster_id, _ = _one(tpl, "AWS::Redshift::Cluster")
     assert outputs["WarehouseCluster"]["Value"] == {"Ref": cluster_id}
     assert "WarehouseWorkgroup" not in outputs
+
+
+def test_copy_columns_are_the_columns_of_schema_sql():
+    """The stack's COPY column lists and the DDL both local and Redshift run cannot drift apart."""
+    from stacks import warehouse_stack
+    from trainserve.local.warehouse import _statements, table_columns
+
+    ddl = {table: tuple(c.name for c in cols) for table, cols in table_columns(_statements()).items()}
+    assert ddl[warehouse_stack.PREDICTION_LOG_TABLE] == warehouse_stack.PREDICTION_LOG_COLUMNS
+    assert ddl[warehouse_stack.FEEDBACK_TABLE] == warehouse_stack.FEEDBACK_COLUMNS
