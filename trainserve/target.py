@@ -122,12 +122,13 @@ def read_local_state() -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     pid = state.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if not isinstance(pid, int) or not pid_alive(pid):
         return None
     return state
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

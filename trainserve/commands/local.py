@@ -34,6 +34,7 @@ from trainserve.target import (
     LOCAL_REGION,
     LOCAL_SECRET_KEY,
     local_state_file,
+    pid_alive,
     read_local_state,
     state_dir,
 )
@@ -265,13 +266,7 @@ def _alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it
         if done == pid:
             return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _terminate(pid: int, timeout: float) -> bool:
