@@ -194,6 +194,7 @@ class Daemon:
 
         moto_patches.install()
         moto_patches.set_runtime_url(runtime_url)
+        moto_patches.enable_firehose_buffering()  # one staging object per stream and load cycle, as Firehose
         _point_process_at_local_cloud(aws_url, runtime_url, self.region)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["aws"], verbose=False)
@@ -302,6 +303,7 @@ class Daemon:
         from trainserve.local import moto_patches
 
         moto_patches.set_runtime_url(None)  # moto's InvokeEndpoint no longer has a runtime to reach
+        moto_patches.enable_firehose_buffering(False)
         for path in (self.state_file, self.status_file):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
                 if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():

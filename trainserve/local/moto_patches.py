@@ -10,6 +10,10 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
   only a weight; AWS keeps them. Here an omitted ``DesiredInstanceCount`` keeps the current count.
 - Production variants with ``InitialVariantWeight`` 0.0 keep their 0.0 weight (moto dropped it, so a
   drained challenger looked weightless rather than at 0%).
+- Firehose S3 delivery buffering (``enable_firehose_buffering()``, used by the local cloud): records are kept
+  in memory and written as one staging object per stream when ``flush_firehose()`` runs (the warehouse loader
+  flushes before every load, so objects are at most one load interval old), as Firehose's buffering hints do;
+  moto wrote one object per call.
 - ``UpdateModelPackage``: moto sets every field the request leaves out to None (an approval wiped the
   version's ``CustomerMetadataProperties`` and ``ApprovalDescription``, and an update without
   ``ModelApprovalStatus`` wiped the status), so an approval wiped the feature schema and baseline the
@@ -35,6 +39,13 @@ _lock = threading.Lock()
 _installed = False
 _runtime_url: str | None = None
 _http = None
+# Firehose buffering (off unless the local cloud turns it on): stream key -> [backend, version, destination,
+# records]. Real Firehose buffers records and writes one S3 object per buffer interval; moto writes one object
+# per call, which makes the warehouse loader's work grow with every request.
+_firehose_lock = threading.Lock()
+_firehose_buffering = False
+_firehose_buffer: dict[tuple[str, str, str], list[Any]] = {}
+_original_put_s3_records: Any = None
 
 
 class MotoInternalsChanged(RuntimeError):
@@ -94,6 +105,11 @@ def check_internals() -> None:
     for needle in ("self.customer_metadata_properties", "self.approval_description"):
         if needle not in package_src:
             problems.append(f"ModelPackage.__init__ no longer sets {needle}")
+    from moto.firehose import models as firehose_models
+
+    put_s3 = list(inspect.signature(firehose_models.FirehoseBackend.put_s3_records).parameters)
+    if put_s3 != ["self", "delivery_stream_name", "version_id", "s3_destination", "records"]:
+        problems.append(f"FirehoseBackend.put_s3_records{put_s3}")
     if not hasattr(rt_responses.SageMakerRuntimeResponse, "invoke_endpoint"):
         problems.append("SageMakerRuntimeResponse.invoke_endpoint")
     src = inspect.getsource(models.FakeEndpoint.__init__)
@@ -119,7 +135,63 @@ def install() -> None:
         _patch_zero_weights()
         _patch_invoke_endpoint()
         _patch_update_model_package()
+        _patch_firehose_s3_records()
         _installed = True
+
+
+def enable_firehose_buffering(enabled: bool = True) -> None:
+    """Buffer Firehose S3 deliveries until ``flush_firehose()`` (turning it off flushes what is buffered)."""
+    global _firehose_buffering
+    install()
+    with _firehose_lock:
+        _firehose_buffering = enabled
+    if not enabled:
+        flush_firehose()
+
+
+def flush_firehose() -> int:
+    """Write every buffered stream's records as one S3 object each; returns the number of records written.
+    A write that fails puts its records back, so nothing buffered is lost."""
+    with _firehose_lock:
+        pending = list(_firehose_buffer.items())
+        _firehose_buffer.clear()
+    written = 0
+    for key, (backend, version_id, destination, records) in pending:
+        try:
+            _original_put_s3_records(backend, key[2], version_id, destination, records)
+        except Exception:
+            with _firehose_lock:
+                entry = _firehose_buffer.setdefault(key, [backend, version_id, destination, []])
+                entry[3][:0] = records
+            raise
+        written += len(records)
+    return written
+
+
+def _patch_firehose_s3_records() -> None:
+    import uuid
+
+    from moto.firehose import models
+
+    global _original_put_s3_records
+    _original_put_s3_records = models.FirehoseBackend.put_s3_records
+
+    def put_s3_records(
+        self: Any,
+        delivery_stream_name: str,
+        version_id: str,
+        s3_destination: dict[str, Any],
+        records: list[dict[str, bytes]],
+    ) -> list[dict[str, str]]:
+        with _firehose_lock:
+            if _firehose_buffering:
+                key = (self.account_id, self.region_name, delivery_stream_name)
+                entry = _firehose_buffer.setdefault(key, [self, version_id, s3_destination, []])
+                entry[3].extend(records)
+                return [{"RecordId": str(uuid.uuid4())} for _ in records]
+        return _original_put_s3_records(self, delivery_stream_name, version_id, s3_destination, records)
+
+    models.FirehoseBackend.put_s3_records = put_s3_records
 
 
 def _patch_update_endpoint() -> None:

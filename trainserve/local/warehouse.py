@@ -467,8 +467,11 @@ class WarehouseComponent:
     def load_now(self, lock_wait: float | None = None) -> int:
         """Load new staging objects at once (the loader thread does this every ``interval`` seconds)."""
         assert self.warehouse is not None and self._ctx is not None, "start() first"
+        from trainserve.local import moto_patches
+
         prefixes = {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
         with self._load_lock:
+            moto_patches.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
             n = self.warehouse.load_staged(
                 self._s3, self._ctx.names.staging_bucket, prefixes, lock_wait=lock_wait
             )

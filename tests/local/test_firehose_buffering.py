@@ -1,0 +1,95 @@
+"""The local Firehose buffers records like Firehose's buffering hints: one staging object per stream and flush
+(moto writes one object per call), and nothing buffered is lost."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from trainserve.local import moto_patches
+
+BUCKET = "staging-bucket"
+
+
+@pytest.fixture
+def clients():
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+    moto_patches.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    kw = dict(endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+    s3, firehose = boto3.client("s3", **kw), boto3.client("firehose", **kw)
+    s3.create_bucket(Bucket=BUCKET)
+    for name in ("preds", "fb"):
+        firehose.create_delivery_stream(
+            DeliveryStreamName=name,
+            DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                "BucketARN": f"arn:aws:s3:::{BUCKET}",
+                "Prefix": f"{name}/",
+            },
+        )
+    try:
+        yield s3, firehose
+    finally:
+        moto_patches.enable_firehose_buffering(False)
+        server.stop()
+
+
+def _objects(s3, prefix):
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return [s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys]
+
+
+def _put(firehose, stream, values):
+    out = firehose.put_record_batch(
+        DeliveryStreamName=stream, Records=[{"Data": (json.dumps({"v": v}) + "\n").encode()} for v in values]
+    )
+    assert out["FailedPutCount"] == 0 and len(out["RequestResponses"]) == len(values)
+
+
+def test_buffered_records_become_one_object_per_stream_in_order(clients):
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    _put(firehose, "preds", [1, 2])
+    _put(firehose, "preds", [3])
+    _put(firehose, "fb", [9])
+    assert _objects(s3, "preds/") == [] and _objects(s3, "fb/") == []  # still buffered
+    assert moto_patches.flush_firehose() == 4
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n{"v": 3}\n']
+    assert _objects(s3, "fb/") == [b'{"v": 9}\n']
+    assert moto_patches.flush_firehose() == 0  # nothing twice
+
+
+def test_turning_buffering_off_flushes_and_writes_per_call_again(clients):
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    _put(firehose, "preds", [1])
+    moto_patches.enable_firehose_buffering(False)
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n']
+    _put(firehose, "preds", [2])
+    assert len(_objects(s3, "preds/")) == 2
+
+
+def test_a_failed_flush_keeps_the_records(clients, monkeypatch):
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    _put(firehose, "preds", [1, 2])
+    original = moto_patches._original_put_s3_records
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("S3 down")
+
+    monkeypatch.setattr(moto_patches, "_original_put_s3_records", failing)
+    with pytest.raises(RuntimeError):
+        moto_patches.flush_firehose()
+    monkeypatch.setattr(moto_patches, "_original_put_s3_records", original)
+    assert moto_patches.flush_firehose() == 2
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n']
