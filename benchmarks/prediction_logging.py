@@ -1,16 +1,16 @@
 """Prediction logging cost through the local prediction API: predictions/s and p50/p99 latency with logging
 on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request.
 
-    .venv/bin/python benchmarks/logging.py                 # starts its own local cloud (about 2 minutes)
-    .venv/bin/python benchmarks/logging.py --use-running   # the running local cloud (its params are switched)
-    .venv/bin/python benchmarks/logging.py --seconds 5 --concurrency 4 --json
-    .venv/bin/python benchmarks/logging.py --api-url http://127.0.0.1:4568 --n-features 30   # no switching
+    .venv/bin/python benchmarks/prediction_logging.py                 # starts its own local cloud (about 2 minutes)
+    .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
+    .venv/bin/python benchmarks/prediction_logging.py --seconds 5 --concurrency 4 --json
+    .venv/bin/python benchmarks/prediction_logging.py --api-url http://127.0.0.1:4568 --n-features 30   # no switching
 
 By default it starts its own local cloud in a temporary TRAINSERVE_HOME on free ports, trains and approves
 a model through the CLI, runs the benchmark and stops it; ``--use-running`` uses the running local cloud
 instead (LOG_SAMPLE_RATE is switched during the run and restored after). Everything stays on 127.0.0.1 and every
-phase is bounded in time. Firehose calls are counted, not estimated: the local Firehose (moto, ExtendedS3)
-writes one staging object per PutRecordBatch call, so calls = new objects under ``firehose/predictions/``.
+phase is bounded in time. Firehose calls are counted, not estimated: the local cloud counts PutRecordBatch
+calls per stream (``firehose_calls`` of the warehouse component in ``.trainserve/status.json``).
 The load generator runs on the same machine as the server (and competes with it for CPU): compare the
 rows with each other, not with a production API.
 """
@@ -119,14 +119,21 @@ def set_sample_rate(target, rate: float | str) -> None:
     time.sleep(PARAM_REFRESH_WAIT_S)
 
 
-def staged_objects(target) -> int:
-    s3 = target.client("s3")
-    n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=target.names.staging_bucket, Prefix="firehose/predictions/"
-    ):
-        n += len(page.get("Contents", []))
-    return n
+def firehose_calls(target) -> int:
+    """PutRecordBatch calls on the predictions stream so far, from the local cloud's status snapshot (written
+    every 2 s: wait for a fresh one)."""
+    from trainserve.target import state_dir
+
+    path = state_dir() / "status.json"
+    first = json.loads(path.read_text())["updated_at"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = json.loads(path.read_text())
+        if status["updated_at"] != first:
+            calls = status["components"]["warehouse"].get("firehose_calls", {})
+            return int(calls.get(target.names.predictions_stream, 0))
+        time.sleep(0.2)
+    raise RuntimeError(f"{path} was not refreshed within 10 s")
 
 
 def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
@@ -230,11 +237,10 @@ def main() -> None:
                 if rate is not None:
                     set_sample_rate(target, rate)
                 load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
-                before = staged_objects(target) if target is not None else None
+                before = firehose_calls(target) if target is not None else None
                 r = load(api_url, body, args.seconds, args.concurrency)
                 if target is not None:
-                    time.sleep(0.5)
-                    calls = staged_objects(target) - before
+                    calls = firehose_calls(target) - before
                     r["firehose_calls_per_request"] = (
                         round(calls / r["requests"], 3) if r["requests"] else None
                     )

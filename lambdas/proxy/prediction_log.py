@@ -11,7 +11,7 @@ CloudWatch Embedded Metric Format document counting 1 in ``Trainserve/Proxy`` ``
 (zero extra API calls), so an alarm can watch for losses. The same code runs unchanged locally (moto's
 ExtendedS3 stream writes one staging object per call), and the record shape does not depend on a log
 format or a subscription filter's envelope. The cost is one in-region call per request, measured by
-``benchmarks/logging.py``. Logging never fails a prediction: every exception is caught here.
+``benchmarks/prediction_logging.py``. Logging never fails a prediction: every exception is caught here.
 
 Records are newline-terminated JSON objects (Firehose concatenates them; Redshift ``COPY ... JSON 'auto'``
 and the local loader read them one per line).

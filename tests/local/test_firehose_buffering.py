@@ -58,9 +58,11 @@ def _put(firehose, stream, values):
 def test_buffered_records_become_one_object_per_stream_in_order(clients):
     s3, firehose = clients
     moto_patches.enable_firehose_buffering()
+    calls = moto_patches.firehose_calls().get("preds", 0)
     _put(firehose, "preds", [1, 2])
     _put(firehose, "preds", [3])
     _put(firehose, "fb", [9])
+    assert moto_patches.firehose_calls()["preds"] == calls + 2  # calls are counted, not objects
     assert _objects(s3, "preds/") == [] and _objects(s3, "fb/") == []  # still buffered
     assert moto_patches.flush_firehose() == 4
     assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n{"v": 3}\n']

@@ -46,6 +46,9 @@ _firehose_lock = threading.Lock()
 _firehose_buffering = False
 _firehose_buffer: dict[tuple[str, str, str], list[Any]] = {}
 _original_put_s3_records: Any = None
+_firehose_calls: dict[
+    str, int
+] = {}  # stream name -> PutRecord(Batch) calls delivered to S3 (benchmarks read it)
 
 
 class MotoInternalsChanged(RuntimeError):
@@ -149,6 +152,12 @@ def enable_firehose_buffering(enabled: bool = True) -> None:
         flush_firehose()
 
 
+def firehose_calls() -> dict[str, int]:
+    """PutRecord/PutRecordBatch calls per stream since this process started (S3 destinations)."""
+    with _firehose_lock:
+        return dict(_firehose_calls)
+
+
 def flush_firehose() -> int:
     """Write every buffered stream's records as one S3 object each; returns the number of records written.
     A write that fails puts its records back, so nothing buffered is lost."""
@@ -184,6 +193,7 @@ def _patch_firehose_s3_records() -> None:
         records: list[dict[str, bytes]],
     ) -> list[dict[str, str]]:
         with _firehose_lock:
+            _firehose_calls[delivery_stream_name] = _firehose_calls.get(delivery_stream_name, 0) + 1
             if _firehose_buffering:
                 key = (self.account_id, self.region_name, delivery_stream_name)
                 entry = _firehose_buffer.setdefault(key, [self, version_id, s3_destination, []])

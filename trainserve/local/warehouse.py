@@ -413,6 +413,12 @@ def _firehose_streams(names: Any) -> dict[str, tuple[str, str]]:
     }
 
 
+def moto_patches_calls() -> dict[str, int]:
+    from trainserve.local import moto_patches
+
+    return moto_patches.firehose_calls()
+
+
 class WarehouseComponent:
     """Local cloud component: Firehose delivery streams (moto, ExtendedS3 -> the staging bucket) and the
     loader thread that loads new staging objects into the DuckDB warehouse every ~2 s."""
@@ -510,6 +516,7 @@ class WarehouseComponent:
             "rows_loaded": self._rows_loaded,
             "last_load": self._last_load,
             "running": self._thread is not None and self._thread.is_alive(),
+            "firehose_calls": moto_patches_calls(),
         }
         if self.warehouse is not None:
             try:
