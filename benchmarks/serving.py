@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -320,21 +319,6 @@ _LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-@contextlib.contextmanager
-def alone(server: Server, servers: list[Server]):
-    """Pause every other server's process group (SIGSTOP) while ``server`` is measured: idle servers' timers
-    and runtime threads otherwise steal the 2 cores from the one under load and inflate its tail latency."""
-    others = [s for s in servers if s is not server and s.proc is not None and s.proc.poll() is None]
-    for s in others:
-        os.killpg(s.proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for s in others:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(s.proc.pid, signal.SIGCONT)
-
-
 def run_wrk(server: Server, lua: Path, seconds: float) -> Result:
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "--latency", "-s",
            str(lua), f"http://{HOST}:{server.port}/invocations"]  # fmt: skip
@@ -416,19 +400,17 @@ def main(argv=None) -> int:
             print("predictions checked: " + ", ".join(checks), flush=True)
             warm = 1 if args.quick else 2
             for server in servers:
-                with alone(server, servers):
-                    for workload in WORKLOADS:
-                        run_wrk(server, payloads[server.name, workload][3], warm)
+                for workload in WORKLOADS:
+                    run_wrk(server, payloads[server.name, workload][3], warm)
             runs: dict = {w: {s.name: [] for s in servers} for w in WORKLOADS}
             total = args.reps * len(WORKLOADS) * len(servers)
             done = 0
             for _ in range(args.reps):  # interleaved: drift in the machine's load hits every server alike
                 for workload in WORKLOADS:
                     for server in servers:
-                        with alone(server, servers):
-                            runs[workload][server.name].append(
-                                run_wrk(server, payloads[server.name, workload][3], args.seconds)
-                            )
+                        runs[workload][server.name].append(
+                            run_wrk(server, payloads[server.name, workload][3], args.seconds)
+                        )
                         done += 1
                         print(
                             f"  [{done}/{total}] {workload} {server.name}: {runs[workload][server.name][-1].rps:.0f} rps",
