@@ -40,6 +40,7 @@ from constructs import Construct
 
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
+from stacks.constructs.lambda_access import function_role
 
 PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
 PROXY_NAMESPACE = "Trainserve/Proxy"
@@ -438,12 +439,7 @@ class MonitoringStack(Stack):
     def _monitor_job(self) -> None:
         cfg, warehouse = self.config, self.warehouse
         group = cfg.model_package_group_name
-        role = iam.Role(
-            self,
-            "MonitorRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{cfg.project_name}: prediction-monitoring Lambda",
-        )
+        role = function_role(self, "MonitorRole", config=cfg, what="prediction-monitoring")
         self.monitor_function = python_function(
             self,
             "Monitor",

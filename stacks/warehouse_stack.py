@@ -54,6 +54,7 @@ from constructs import Construct
 from stacks import common
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
+from stacks.constructs.lambda_access import function_role
 from stacks.firehose_ranges import FIREHOSE_REDSHIFT_CIDRS, firehose_cidr
 
 REDSHIFT_PORT = 5439
@@ -407,12 +408,7 @@ class WarehouseStack(Stack):
     def _schema(self) -> None:
         """Tables and dedup views: ``schema.sql`` run through the Data API by a custom resource; it waits for
         the statements and fails the deployment if any fails."""
-        role = iam.Role(
-            self,
-            "SetupRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{self.config.project_name}: warehouse schema setup Lambda",
-        )
+        role = function_role(self, "SetupRole", config=self.config, what="warehouse schema setup")
         self.setup_function = python_function(
             self,
             "SetupFunction",
