@@ -3,9 +3,13 @@
     .venv/bin/python benchmarks/report.py [--sizes 100000,1000000,10000000] [--dir /tmp/trainserve-bench]
 
 Rows are generated inside DuckDB (``range()`` + ``hash()``, see ``tests/report/warehouse_fixture.py``), two
-variants at 90/10 over 24 hours, 100,000 sticky users. ``build_report`` is timed end to end (its 4 SQL statements through the
-same ``DuckDBQuery`` the CLI uses, over the de-duplicating views of schema.sql, plus the statistics); the
-SQL share is measured by timing the query backend. Target: < 5 s at 10^7 rows.
+variants at 90/10 over 24 hours, 100,000 sticky users, then the local warehouse's de-duplicated tables are
+built from them (``trainserve.local.warehouse.create_dedup_tables``, what its loader keeps up to date batch
+by batch). ``build_report`` is timed end to end (its SQL statements through the same ``DuckDBQuery`` the
+CLI uses, plus the statistics); the SQL share is measured by timing the query backend. ``merge ms`` is what
+the loader adds to one load cycle at that size: merging a batch of 500 new predictions and their outcomes
+into the de-duplicated tables. ``--layout views`` times the report over schema.sql's ROW_NUMBER views
+instead (Redshift's layout: de-duplication at every read). Target: < 5 s at 10^7 rows.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from warehouse_query import DuckDBQuery  # noqa: E402
 
 import trainserve  # noqa: E402,F401  (puts lambdas/* on sys.path)
 from stacks.config import load  # noqa: E402
+from trainserve.local import warehouse  # noqa: E402
 from trainserve.report import build_report  # noqa: E402
 
 USERS = 100_000  # sticky users with skewed activity (the sample-ratio check counts users)
@@ -61,7 +66,8 @@ class TimedQuery(DuckDBQuery):
             self.statements += 1
 
 
-def generate(path: Path, n: int) -> float:
+def generate(path: Path, n: int, layout: str) -> float:
+    """Fill ``path`` with ``n`` predictions; ``layout='local'`` also builds the de-duplicated tables."""
     import duckdb
 
     path.unlink(missing_ok=True)
@@ -76,8 +82,40 @@ def generate(path: Path, n: int) -> float:
         fill(
             con, ARMS, size, start=datetime.fromtimestamp(start), seconds=seconds, offset=offset, users=USERS
         )
+    if layout == "local":
+        warehouse.create_dedup_tables(con)
     con.close()
     return time.perf_counter() - t
+
+
+def merge_ms(path: Path, n: int, batch: int = 500) -> float:
+    """Milliseconds to merge ``batch`` new predictions (one a redelivery) and their outcomes into the
+    de-duplicated tables of an ``n``-row warehouse, as one load cycle does (rolled back afterwards)."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE new_log AS SELECT * REPLACE ('new-' || request_id AS request_id)"
+            f" FROM prediction_log LIMIT {batch - 1}"
+        )
+        con.execute("INSERT INTO new_log SELECT * FROM prediction_log LIMIT 1")
+        con.execute(
+            f"CREATE TEMP TABLE new_feedback AS SELECT * REPLACE ('new-' || request_id AS request_id)"
+            f" FROM prediction_feedback LIMIT {batch}"
+        )
+        con.execute("BEGIN TRANSACTION")
+        t = time.perf_counter()
+        warehouse.merge_dedup(con, "prediction_log", "new_log")
+        warehouse.merge_dedup(con, "prediction_feedback", "new_feedback")
+        took = time.perf_counter() - t
+        added = con.execute("SELECT COUNT(*) FROM prediction_log_dedup").fetchone()[0] - n
+        con.execute("ROLLBACK")
+        if added != batch - 1:
+            raise SystemExit(f"merge added {added} rows, expected {batch - 1}")
+        return 1000 * took
+    finally:
+        con.close()
 
 
 def main() -> None:
@@ -85,6 +123,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000,10000000")
     ap.add_argument("--dir", default=None, help="where the DuckDB files go (default: a temporary folder)")
     ap.add_argument("--repeat", type=int, default=3, help="report runs per size (the best is shown)")
+    ap.add_argument(
+        "--layout",
+        choices=("local", "views"),
+        default="local",
+        help="local: the local warehouse's de-duplicated tables (default); views: schema.sql's views",
+    )
     args = ap.parse_args()
     cfg = load(ROOT)
     folder = Path(args.dir or tempfile.mkdtemp(prefix="trainserve-bench-"))
@@ -92,7 +136,7 @@ def main() -> None:
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         path = folder / f"warehouse-{n}.duckdb"
-        gen_s = generate(path, n)
+        gen_s = generate(path, n, args.layout)
         best = None
         for _ in range(args.repeat):
             q = TimedQuery(path)
@@ -103,22 +147,24 @@ def main() -> None:
                 best = (total, q.seconds, rep)
         total, sql_s, rep = best
         size_mb = path.stat().st_size / 1e6
-        rows.append((n, gen_s, size_mb, sql_s, total - sql_s, total, rep["recommendation"]["action"]))
+        merge = merge_ms(path, n) if args.layout == "local" else float("nan")
+        rows.append((n, gen_s, size_mb, merge, sql_s, total - sql_s, total, rep["recommendation"]["action"]))
         print(
             f"done {n:>12,}: report {total:.2f} s (load average {os.getloadavg()[0]:.1f})",
             file=sys.stderr,
             flush=True,
         )
         path.unlink()
+    print(f"layout: {args.layout}")
     print(
-        f"{'predictions':>12} | {'generate s':>10} | {'file MB':>8} | {'SQL s':>7} | {'stats s':>7} | "
-        f"{'report s':>8} | {'µs/row':>7} | recommendation"
+        f"{'predictions':>12} | {'generate s':>10} | {'file MB':>8} | {'merge ms':>8} | {'SQL s':>7} | "
+        f"{'stats s':>7} | {'report s':>8} | {'µs/row':>7} | recommendation"
     )
-    print("-" * 100)
-    for n, gen_s, mb, sql_s, stats_s, total, action in rows:
+    print("-" * 111)
+    for n, gen_s, mb, merge, sql_s, stats_s, total, action in rows:
         print(
-            f"{n:>12,} | {gen_s:>10.2f} | {mb:>8.0f} | {sql_s:>7.2f} | {stats_s:>7.3f} | {total:>8.2f} | "
-            f"{1e6 * total / n:>7.3f} | {action}"
+            f"{n:>12,} | {gen_s:>10.2f} | {mb:>8.0f} | {merge:>8.1f} | {sql_s:>7.2f} | {stats_s:>7.3f} | "
+            f"{total:>8.2f} | {1e6 * total / n:>7.3f} | {action}"
         )
 
 

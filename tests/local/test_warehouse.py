@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import random
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,97 @@ def test_loads_each_object_once_and_views_dedup(s3, tmp_path):
     assert str(rows[1][1]) == "2026-11-24 01:02:03.000001"  # the first delivery wins
     assert rows[0][2:] == (1, 0.8)
     assert w.query("SELECT outcome FROM prediction_feedback_dedup")[1] == [(1,)]
+
+
+def _schema_views() -> dict[str, str]:
+    """The SELECT of each *_dedup view in schema.sql (what Redshift runs at every read)."""
+    out = {}
+    for statement in wh._statements():
+        m = wh._VIEW.search(statement)
+        if m:
+            out[m.group(1).lower()] = statement[statement.upper().index(" AS", m.end()) + 3 :]
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dedup_tables_hold_what_the_schema_views_return(s3, tmp_path, seed):
+    """Objects arrive in any order with redelivered records, earlier deliveries in later objects, and several
+    outcomes per request: after every load cycle the *_dedup tables equal schema.sql's views over the raw
+    tables, which keep every delivery."""
+    rnd = random.Random(seed)
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    views = _schema_views()
+    assert set(views) == {"prediction_log_dedup", "prediction_feedback_dedup"}
+    sent: list[dict] = []
+    for cycle in range(4):
+        for obj in range(rnd.randint(1, 3)):
+            logs, feedback = [], []
+            for _ in range(rnd.randint(1, 40)):
+                if sent and rnd.random() < 0.4:  # a redelivery, sometimes stamped earlier or changed
+                    rec = dict(rnd.choice(sent))
+                    if rnd.random() < 0.3:
+                        rec["event_time"] = f"2026-11-24 00:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}"
+                        rec["score"] = rnd.random()
+                else:
+                    rec = _log(
+                        f"r-{rnd.randint(0, 60)}",
+                        f"2026-11-24 01:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
+                        score=rnd.random(),
+                    )
+                sent.append(rec)
+                logs.append(rec)
+                feedback.append(
+                    {
+                        "request_id": rec["request_id"],
+                        "event_time": f"2026-11-24 02:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
+                        "outcome": rnd.randint(0, 1),
+                    }
+                )
+            key = f"{cycle:02d}-{obj}"
+            s3.put_object(Bucket=BUCKET, Key=f"firehose/predictions/{key}", Body=_ndjson(logs))
+            s3.put_object(Bucket=BUCKET, Key=f"firehose/feedback/{key}", Body=_ndjson(feedback))
+        w.load_staged(s3, BUCKET, wh.DEFAULT_PREFIXES)
+        for name, select in views.items():
+            # ties on event_time make the view's choice arbitrary: compare on (request_id, event_time) and
+            # require the payload columns to come from one delivery with that key
+            _, table = w.query(f"SELECT * FROM {name} ORDER BY request_id")
+            _, view = w.query(f"SELECT * FROM ({select}) v ORDER BY request_id")
+            assert [r[:2] for r in table] == [r[:2] for r in view], (name, cycle)
+            raw = "prediction_log" if name == "prediction_log_dedup" else "prediction_feedback"
+            _, deliveries = w.query(f"SELECT * FROM {raw}")
+            assert set(table) <= set(deliveries)
+    counts = w.counts()
+    assert counts["prediction_log"] > counts["prediction_log_dedup"]
+    assert counts["prediction_feedback"] > counts["prediction_feedback_dedup"]
+
+
+def test_a_warehouse_file_with_the_dedup_views_becomes_tables(tmp_path):
+    """A file written with schema.sql's views (an earlier version of the local warehouse) is migrated."""
+    import duckdb
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    for statement in wh._statements():
+        con.execute(statement)
+    con.execute(
+        "INSERT INTO prediction_feedback VALUES ('a', TIMESTAMP '2026-11-24 01:00:00', 0),"
+        " ('a', TIMESTAMP '2026-11-24 02:00:00', 1), ('b', TIMESTAMP '2026-11-24 01:00:00', 0)"
+    )
+    con.close()
+    w = wh.LocalWarehouse(path)
+    _, rows = w.query(
+        "SELECT table_name, table_type FROM information_schema.tables WHERE table_name LIKE '%dedup'"
+    )
+    assert sorted(rows) == [
+        ("prediction_feedback_dedup", "BASE TABLE"),
+        ("prediction_log_dedup", "BASE TABLE"),
+    ]
+    assert w.query("SELECT request_id, outcome FROM prediction_feedback_dedup ORDER BY 1")[1] == [
+        ("a", 1),
+        ("b", 0),
+    ]
+    wh.LocalWarehouse(path)  # opening it again changes nothing
+    assert w.counts()["prediction_feedback_dedup"] == 2
 
 
 def test_gzip_objects_and_columns_by_name(s3, tmp_path):

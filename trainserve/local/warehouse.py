@@ -8,6 +8,14 @@
   ``error``; its records stay in S3, nothing is dropped silently, and other objects still load. Firehose
   delivers at least once, so duplicates are expected: read through ``prediction_log_dedup`` and
   ``prediction_feedback_dedup``.
+- De-duplication happens when a batch loads, not when a query runs. On Redshift the ``*_dedup`` objects are
+  the views of schema.sql (``ROW_NUMBER()`` over the whole table at every read). Here they are tables of
+  the same name and columns. The loader merges each new batch into them in the transaction that loads it
+  (``DEDUP``: the earliest delivery of a prediction is kept, the latest outcome per request replaces an
+  older one), so they always hold exactly the rows the views would return. The raw tables keep every
+  delivery, duplicates included, as COPY loads them. This is the local warehouse's one difference from
+  Redshift's layout, and it is why a report over 10^7 rows does not re-sort them at every read
+  (``benchmarks/report.py``). ``tests/local/test_warehouse.py`` checks the tables against the views.
 
 Concurrency (DuckDB allows one writing PROCESS per file, and a read-only connection from another process
 fails while the writer holds the file): the daemon's loader opens the file only for the length of one
@@ -59,6 +67,13 @@ _BOOKKEEPING = (
         bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR NOT NULL, line_number INTEGER,
         colname VARCHAR, err_reason VARCHAR NOT NULL, raw_line VARCHAR, starttime TIMESTAMP NOT NULL)""",
 )
+# raw table -> (its de-duplicated table, which delivery wins: ORDER BY event_time ASC = first, DESC = latest);
+# the same rule as the views of the same names in schema.sql
+DEDUP = {
+    "prediction_log": ("prediction_log_dedup", "ASC"),
+    "prediction_feedback": ("prediction_feedback_dedup", "DESC"),
+}
+_VIEW = re.compile(r"CREATE (?:OR REPLACE )?VIEW (\w+)", re.I)
 _COLUMN = re.compile(
     r"^\s*(\w+)\s+(VARCHAR|INTEGER|DOUBLE PRECISION|TIMESTAMP)(?:\((\d+)\))?(\s+NOT NULL)?", re.I
 )
@@ -216,6 +231,54 @@ def query(
         return [d[0] for d in cur.description], cur.fetchall()
 
 
+def _relation_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    row = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+        [name],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _winners_sql(source: str, order: str) -> str:
+    return (
+        f"SELECT * EXCLUDE (_rn) FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY request_id"
+        f" ORDER BY event_time {order}) AS _rn FROM {source} s) w WHERE _rn = 1"
+    )
+
+
+def create_dedup_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Make each ``*_dedup`` a table (``DEDUP``) filled from its raw table; a view of that name (from schema.sql,
+    or a warehouse file written by an earlier version) is replaced. Run after the raw tables exist."""
+    for raw, (dedup, order) in DEDUP.items():
+        kind = _relation_type(con, dedup)
+        if kind == "BASE TABLE":
+            continue
+        if kind is not None:
+            con.execute(f"DROP VIEW {dedup}")
+        con.execute(f"CREATE TABLE {dedup} AS {_winners_sql(raw, order)}")
+
+
+def merge_dedup(con: duckdb.DuckDBPyConnection, raw: str, batch: str) -> None:
+    """Merge a batch of rows just added to ``raw`` (``batch``: a table or registered relation with the same
+    columns) into its de-duplicated table: per request_id, the batch's winner replaces the stored row only
+    if it wins against it (strictly earlier first delivery, strictly later outcome), and is added if the
+    request_id is new. Run it in the transaction that inserts the batch."""
+    dedup, order = DEDUP[raw]
+    wins = "<" if order == "ASC" else ">"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _merge AS {_winners_sql(batch, order)}")
+    try:
+        con.execute(
+            f"DELETE FROM {dedup} USING _merge m"
+            f" WHERE {dedup}.request_id = m.request_id AND m.event_time {wins} {dedup}.event_time"
+        )
+        con.execute(
+            f"INSERT INTO {dedup} SELECT * FROM _merge m"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {dedup} d WHERE d.request_id = m.request_id)"
+        )
+    finally:
+        con.execute("DROP TABLE IF EXISTS _merge")
+
+
 class LocalWarehouse:
     """The DuckDB warehouse file; every method opens the file for its own duration only."""
 
@@ -226,9 +289,14 @@ class LocalWarehouse:
         self.columns = table_columns(self.statements)
         self._lock = threading.Lock()  # one writer per process
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        dedup_names = {d for d, _ in DEDUP.values()}
         with self._write() as con:
             for s in self.statements:
+                view = _VIEW.search(s)
+                if view and view.group(1).lower() in dedup_names:
+                    continue  # a table here, kept by the loader (module docstring)
                 con.execute(s)
+            create_dedup_tables(con)
             for s in _BOOKKEEPING:
                 con.execute(s)
 
@@ -365,6 +433,8 @@ def _insert_rows(
     try:
         cols = ", ".join(c.name for c in columns)
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+        if table in DEDUP:
+            merge_dedup(con, table, f"(SELECT {cols} FROM {name})")
     finally:
         con.unregister(name)
 
