@@ -95,3 +95,31 @@ def test_a_failed_flush_keeps_the_records(clients, monkeypatch):
     monkeypatch.setattr(moto_patches, "_original_put_s3_records", original)
     assert moto_patches.flush_firehose() == 2
     assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n']
+
+
+def test_fast_put_record_batch_path_keeps_bytes_and_the_errors_of_moto(clients):
+    """PutRecordBatch is parsed and answered without moto's shape-driven (de)serializers: the same bytes
+    arrive, the response has one entry per record, and bad requests still get moto's errors."""
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    blobs = [b"\x00\xffbinary\n", "é\n".encode(), b'{"v": 1}\n']
+    out = firehose.put_record_batch(DeliveryStreamName="preds", Records=[{"Data": b} for b in blobs])
+    assert out["FailedPutCount"] == 0 and out["Encrypted"] is False
+    assert len(out["RequestResponses"]) == 3 and all(r["RecordId"] for r in out["RequestResponses"])
+    moto_patches.flush_firehose()
+    assert _objects(s3, "preds/") == [b"".join(blobs)]
+    with pytest.raises(firehose.exceptions.ResourceNotFoundException):
+        firehose.put_record_batch(DeliveryStreamName="nope", Records=[{"Data": b"x"}])
+    from botocore.exceptions import ClientError
+
+    def corrupt(request, **_kw):  # a signed PutRecordBatch whose body is not JSON
+        request.body = b"{not json"
+        request.headers["Content-Length"] = str(len(request.body))
+
+    firehose.meta.events.register("before-send.firehose.PutRecordBatch", corrupt)
+    try:
+        with pytest.raises(ClientError):  # moto's own parser answers it with an error, the server lives on
+            firehose.put_record_batch(DeliveryStreamName="preds", Records=[{"Data": b"x"}])
+    finally:
+        firehose.meta.events.unregister("before-send.firehose.PutRecordBatch", corrupt)
+    _put(firehose, "preds", [4])
