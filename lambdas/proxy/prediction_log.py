@@ -1,8 +1,9 @@
 """Delivery of prediction and feedback records to Firehose, with nothing lost silently.
 
-Why direct ``PutRecordBatch`` (and not log lines + a subscription filter): the proxy makes ONE
+Why direct ``PutRecordBatch`` (and not log lines + a subscription filter): the proxy makes at most ONE
 ``PutRecordBatch`` call per request in the common case (all rows of a request in one call, split only past
-500 records or 4 MiB), sent after the response has been computed. Delivery is confirmed inside the request,
+500 records or 4 MiB), sent after the response has gone out (``background_delivery``: a sender thread, held
+open on Lambda by an internal extension until the send is confirmed). Delivery is confirmed inside the request,
 so a partial failure is retried (only the failed entries; at most ``max_retries`` times with a short
 backoff, within ``time_budget_seconds``; the proxy's Firehose client has 1 s connect / 2 s read timeouts and
 no botocore retries) and whatever still fails is written whole to the structured log, one JSON line per
@@ -161,6 +162,10 @@ class FirehoseLogger:
             if not pending:
                 return []
         return [(i, errors.get(i, "undelivered")) for i, _ in pending]
+
+    def undelivered(self, record: dict[str, Any], error: str) -> None:
+        """Write a record that will not be sent to the log (replayable line + metric)."""
+        self._undelivered(record, error, DeliveryResult())
 
     def _undelivered(self, record: dict[str, Any], error: str, result: DeliveryResult) -> None:
         result.undelivered += 1

@@ -35,6 +35,12 @@ from typing import Any
 
 import boto3
 import proxy_logic as logic
+from background_delivery import (
+    BackgroundDelivery,
+    LambdaDeliveryExtension,
+    install_sigterm_drain,
+    lambda_runtime_api,
+)
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from prediction_log import FirehoseLogger, log_json
@@ -47,8 +53,14 @@ _DEFAULT_CONFIG = BotoConfig(
 )
 _CLIENT_CONFIGS = {
     "sagemaker-runtime": BotoConfig(connect_timeout=2, read_timeout=25, retries={"max_attempts": 1}),
-    "firehose": BotoConfig(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+    # parameter_validation off: prediction_log builds every call itself within Firehose's limits, and
+    # botocore's validation of 500 records costs milliseconds of the function's CPU
+    "firehose": BotoConfig(
+        connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}, parameter_validation=False
+    ),
 }
+# sync: the Firehose call is made inside the request; background: after the response (background_delivery)
+DELIVERY_MODES = ("sync", "background")
 _SERVING_STATUSES = ("InService", "Updating", "SystemUpdating", "UpdateRollbackFailed")
 
 
@@ -245,7 +257,10 @@ class Proxy:
         directory: ModelDirectory | None = None,
         *,
         emit: Callable[[dict[str, Any]], None] = log_json,
+        delivery: str = "sync",
     ):
+        if delivery not in DELIVERY_MODES:
+            raise ValueError(f"delivery must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
         self.params = params
         self.wiring = wiring
         self.clients = clients
@@ -253,15 +268,40 @@ class Proxy:
             clients, wiring.endpoint_name, wiring.model_package_group
         )
         self.emit = emit
+        self.delivery = delivery
         self.params_json = params.as_json()
+        self._loggers: list[Any] = []
+        self._loggers_lock = threading.Lock()
+
+    def _logger(self, stream: str) -> FirehoseLogger | BackgroundDelivery:
+        logger: FirehoseLogger | BackgroundDelivery = FirehoseLogger(
+            self.clients("firehose"), stream, emit=self.emit
+        )
+        if self.delivery == "background":
+            logger = BackgroundDelivery(logger)
+        with self._loggers_lock:
+            self._loggers.append(logger)
+        return logger
 
     @functools.cached_property
-    def predictions_log(self) -> FirehoseLogger:
-        return FirehoseLogger(self.clients("firehose"), self.wiring.predictions_stream, emit=self.emit)
+    def predictions_log(self) -> FirehoseLogger | BackgroundDelivery:
+        return self._logger(self.wiring.predictions_stream)
 
     @functools.cached_property
-    def feedback_log(self) -> FirehoseLogger:
-        return FirehoseLogger(self.clients("firehose"), self.wiring.feedback_stream, emit=self.emit)
+    def feedback_log(self) -> FirehoseLogger | BackgroundDelivery:
+        return self._logger(self.wiring.feedback_stream)
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Background delivery: wait until every record handed over so far is delivered (or in the log)."""
+        with self._loggers_lock:
+            loggers = list(self._loggers)
+        return all([log.drain(timeout) for log in loggers if isinstance(log, BackgroundDelivery)])
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Drain and stop the background senders (a replaced proxy, the local cloud stopping)."""
+        with self._loggers_lock:
+            loggers = list(self._loggers)
+        return all([log.close(timeout) for log in loggers if isinstance(log, BackgroundDelivery)])
 
     @classmethod
     def from_env(
@@ -271,6 +311,7 @@ class Proxy:
         directory: ModelDirectory | None = None,
         *,
         emit: Callable[[dict[str, Any]], None] = log_json,
+        delivery: str = "sync",
     ) -> Proxy:
         """Build from environment variables; invalid parameters are reported and take safe defaults."""
         params, problems = logic.parse_params(env)
@@ -287,7 +328,7 @@ class Proxy:
             )
         wiring = Wiring.from_env(env)
         clients = clients if isinstance(clients, Clients) else Clients(clients)
-        return cls(params, wiring, clients, directory, emit=emit)
+        return cls(params, wiring, clients, directory, emit=emit, delivery=delivery)
 
     # ------------------------------------------------------------------------------------------ routes
 
@@ -452,10 +493,37 @@ class Proxy:
         return {"accepted": len(records)}
 
 
-# The cold-start proxy: parameters read once per execution environment.
-PROXY = Proxy.from_env(os.environ)
+def _cold_start() -> tuple[Proxy, LambdaDeliveryExtension | None]:
+    """The proxy of this execution environment (parameters read once). On Lambda, prediction logs are sent
+    after the response, and the delivery extension holds each invocation open until they are confirmed; if
+    the extension cannot register, they are sent inside the request instead (never left in a frozen buffer)."""
+    runtime_api = lambda_runtime_api()
+    if not runtime_api:
+        return Proxy.from_env(os.environ), None
+    proxy = Proxy.from_env(os.environ, delivery="background")
+    try:
+        extension = LambdaDeliveryExtension(runtime_api, proxy.drain).start()
+    except Exception as exc:  # noqa: BLE001 - fall back to delivery inside the request
+        log_json(
+            {
+                "level": "WARNING",
+                "message": "log delivery extension did not register; prediction logs are sent inside the request",
+                "error": repr(exc),
+            }
+        )
+        proxy.close(0.0)
+        return Proxy(proxy.params, proxy.wiring, proxy.clients, proxy.directory), None
+    install_sigterm_drain(proxy.drain)
+    return proxy, extension
+
+
+PROXY, EXTENSION = _cold_start()
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:  # noqa: ARG001
     """API Gateway REST proxy event -> ``{"statusCode", "headers", "body"}``."""
-    return PROXY.handle(event)
+    try:
+        return PROXY.handle(event)
+    finally:
+        if EXTENSION is not None:
+            EXTENSION.invocation_finished()

@@ -176,6 +176,25 @@ def test_predict_feedback_reach_the_warehouse(stack):
     assert rows[0][1] == body["variant"]
 
 
+def test_logs_go_out_after_the_response_and_survive_a_parameter_change(stack):
+    """The local API sends prediction logs the way the Lambda does: after the response. A parameter change
+    (a new proxy, as a cold start) retires the old one without dropping what it was still sending."""
+    ctx, api, warehouse = stack
+    assert api.proxy().delivery == "background"
+    status, body = _post(ctx, "/predict", {"instances": [[3, 1, 1], [4, 1, 1]], "user_id": "bob"})
+    assert status == 200, body
+    answered_by = api.proxy()
+    _set_params(ctx, api, DECISION_THRESHOLD="0.6")
+    assert api.proxy() is not answered_by
+    warehouse.load_now()  # drains every sender of the process first
+    _, rows = warehouse.warehouse.query(
+        "SELECT request_id, threshold FROM prediction_log_dedup WHERE user_id = 'bob' ORDER BY 1"
+    )
+    assert [r[0] for r in rows] == [p["request_id"] for p in body["predictions"]]
+    assert {r[1] for r in rows} == {0.5}
+    _set_params(ctx, api, DECISION_THRESHOLD="0.5")
+
+
 def test_params_set_applies_on_next_request(stack):
     ctx, api, _ = stack
     _set_params(ctx, api, DECISION_THRESHOLD="0.8", TARGET_VARIANT="v2")

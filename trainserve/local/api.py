@@ -8,6 +8,10 @@ changed, builds a new ``Proxy`` (a Lambda cold start), so ``trainserve params se
 request. There is no authentication locally (on AWS the API needs an API key); the server listens on
 127.0.0.1 only.
 
+Prediction logs are sent the way they are on AWS: after the response, by the proxy's background sender
+(``background_delivery``), whose concurrent requests share ``PutRecordBatch`` calls. The warehouse loader
+drains it before a flush, so a flush sees every prediction answered before it.
+
 Server: the standard library's ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive; the proxy does blocking
 boto3 calls (the model, Firehose), so a thread per connection is the natural fit (an asyncio server would
 hand each request to a thread pool anyway).
@@ -27,6 +31,7 @@ from urllib.parse import urlparse
 from trainserve import LAMBDAS_DIR
 
 REFRESH_SECONDS = 1.0
+RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests in flight log through it)
 PROXY_DIR = LAMBDAS_DIR / "proxy"
 LOCAL_ACCOUNT = "123456789012"
 
@@ -167,6 +172,7 @@ class ApiComponent:
         self._ctx: Any = None
         self._counts: dict[str, int] = {"requests": 0, "4xx": 0, "5xx": 0}
         self._last_error: str | None = None
+        self._retired: dict[int, tuple[Any, threading.Timer]] = {}
 
     def start(self, ctx: Any) -> None:
         import proxy_handler
@@ -200,10 +206,26 @@ class ApiComponent:
         old = self._proxy
         wiring = proxy_handler.Wiring.from_env(env)
         directory = old.directory if old is not None and old.wiring == wiring else None
-        self._proxy = proxy_handler.Proxy.from_env(env, clients=self._clients, directory=directory)
+        self._proxy = proxy_handler.Proxy.from_env(
+            env, clients=self._clients, directory=directory, delivery="background"
+        )
         self._env = env
-        if old is not None and self._ctx is not None:
-            self._ctx.log.info("proxy parameters changed: %s", self._proxy.params.as_json())
+        if old is not None:
+            self._retire(old)
+            if self._ctx is not None:
+                self._ctx.log.info("proxy parameters changed: %s", self._proxy.params.as_json())
+
+    def _retire(self, proxy: Any) -> None:
+        """Close a replaced proxy's senders once requests still running on it are done (API Gateway's
+        29 s integration limit); until then it keeps delivering what they log."""
+        timer = threading.Timer(RETIRE_SECONDS, self._close_retired, args=(proxy,))
+        timer.daemon = True
+        self._retired[id(proxy)] = (proxy, timer)
+        timer.start()
+
+    def _close_retired(self, proxy: Any) -> None:
+        if self._retired.pop(id(proxy), None) is not None:
+            proxy.close()
 
     def refresh(self) -> None:
         """Re-read the proxy function's environment (done every ``refresh_seconds`` by a thread)."""
@@ -237,6 +259,11 @@ class ApiComponent:
         for t in self._threads:
             t.join(timeout=10)
         self._threads = []
+        for proxy, timer in list(self._retired.values()):
+            timer.cancel()
+            self._close_retired(proxy)
+        if self._proxy is not None:
+            self._proxy.close()  # deliver what is still buffered before the local cloud goes down
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {

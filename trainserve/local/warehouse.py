@@ -547,6 +547,9 @@ class WarehouseComponent:
 
         prefixes = {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
         with self._load_lock:
+            import background_delivery  # lambdas/proxy/: the prediction API's senders, in this process
+
+            background_delivery.drain_all(timeout=lock_wait or 1.0)  # answered predictions reach Firehose
             moto_patches.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
             n = self.warehouse.load_staged(
                 self._s3, self._ctx.names.staging_bucket, prefixes, lock_wait=lock_wait
