@@ -1,5 +1,6 @@
 """Prediction logging cost through the local prediction API: predictions/s and p50/p99 latency with logging
-on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request.
+on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request;
+repetitions interleave logging on and off, and the table shows medians and the cost of logging.
 
     .venv/bin/python benchmarks/prediction_logging.py                 # starts its own local cloud (about 2 minutes)
     .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
@@ -197,10 +198,18 @@ def main() -> None:
     ap.add_argument(
         "--use-running", action="store_true", help="use the running local cloud (needs a live endpoint)"
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions, logging on and off interleaved; medians (default 3)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
         raise SystemExit("--seconds must be in (0, 120] and --concurrency in 1..64")
+    if not 1 <= args.repeat <= 10:
+        raise SystemExit("--repeat must be in 1..10")
 
     own: tuple[dict[str, str], str] | None = None
     target = None
@@ -228,39 +237,53 @@ def main() -> None:
         api_url = target.api_url
         n_features = feature_count(target)
 
-    results = []
+    runs: list[dict[str, Any]] = []
     try:
         rates = (1.0, 0.0) if target is not None else (None,)
-        for rows in (1, 100):
-            body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
-            for rate in rates:
-                if rate is not None:
-                    set_sample_rate(target, rate)
-                load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
-                before = firehose_calls(target) if target is not None else None
-                r = load(api_url, body, args.seconds, args.concurrency)
-                if target is not None:
-                    calls = firehose_calls(target) - before
-                    r["firehose_calls_per_request"] = (
-                        round(calls / r["requests"], 3) if r["requests"] else None
-                    )
-                results.append({"rows": rows, "log_sample_rate": rate, **r})
-                if not args.json:
-                    print(json.dumps(results[-1]), file=sys.stderr)
+        for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
+            for rows in (1, 100):
+                body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
+                for rate in rates:
+                    if rate is not None:
+                        set_sample_rate(target, rate)
+                    load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
+                    before = firehose_calls(target) if target is not None else None
+                    r = load(api_url, body, args.seconds, args.concurrency)
+                    if target is not None:
+                        calls = firehose_calls(target) - before
+                        r["firehose_calls_per_request"] = (
+                            round(calls / r["requests"], 3) if r["requests"] else None
+                        )
+                    runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
+                    if not args.json:
+                        print(json.dumps(runs[-1]), file=sys.stderr)
     finally:
         if target is not None and own is None:
             set_sample_rate(target, original_rate)
         if own is not None:
             _cli(own[0], "local", "stop", timeout=120)
             shutil.rmtree(own[1], ignore_errors=True)
+    results = medians(runs)
+    costs = logging_costs(results)
     if args.json:
         print(
             json.dumps(
-                {"concurrency": args.concurrency, "seconds": args.seconds, "results": results}, indent=2
+                {
+                    "concurrency": args.concurrency,
+                    "seconds": args.seconds,
+                    "repeat": args.repeat,
+                    "results": results,
+                    "logging_cost": costs,
+                    "runs": runs,
+                },
+                indent=2,
             )
         )
         return
-    print(f"\nlocal prediction API, {args.concurrency} keep-alive clients, {args.seconds:g} s per row")
+    print(
+        f"\nlocal prediction API, {args.concurrency} keep-alive clients, {args.seconds:g} s per run, "
+        f"medians of {args.repeat}"
+    )
     print(
         f"{'rows':>5} {'log rate':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'firehose/req':>12} {'errors':>6}"
     )
@@ -270,6 +293,43 @@ def main() -> None:
             f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r.get('firehose_calls_per_request', '-')!s:>12} "
             f"{r['errors']:>6}"
         )
+    for c in costs:
+        print(
+            f"logging cost, {c['rows']} row(s): throughput {c['throughput_cost_pct']:+.1f}%, "
+            f"p99 {c['p99_cost_pct']:+.1f}% (target: under 10% each)"
+        )
+
+
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (rows, log rate): the median of each figure over the repetitions, errors summed."""
+    out = []
+    keys = sorted({(r["rows"], r["log_sample_rate"]) for r in runs}, key=lambda k: (k[0], -(k[1] or 0)))
+    for rows, rate in keys:
+        group = [r for r in runs if r["rows"] == rows and r["log_sample_rate"] == rate]
+        row: dict[str, Any] = {"rows": rows, "log_sample_rate": rate}
+        for key in ("requests", "rps", "p50_ms", "p99_ms", "firehose_calls_per_request"):
+            values = [r[key] for r in group if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+        row["errors"] = sum(r["errors"] for r in group)
+        out.append(row)
+    return out
+
+
+def logging_costs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per payload size: how much lower the throughput and how much higher the p99 are with logging on."""
+    out = []
+    for rows in sorted({r["rows"] for r in results}):
+        on = next((r for r in results if r["rows"] == rows and r["log_sample_rate"] == 1.0), None)
+        off = next((r for r in results if r["rows"] == rows and r["log_sample_rate"] == 0.0), None)
+        if on and off and on["rps"] and off["rps"] and on["p99_ms"] and off["p99_ms"]:
+            out.append(
+                {
+                    "rows": rows,
+                    "throughput_cost_pct": round(100 * (1 - on["rps"] / off["rps"]), 1),
+                    "p99_cost_pct": round(100 * (on["p99_ms"] / off["p99_ms"] - 1), 1),
+                }
+            )
+    return out
 
 
 if __name__ == "__main__":
