@@ -3,16 +3,16 @@
 Why direct ``PutRecordBatch`` (and not log lines + a subscription filter): the proxy makes at most ONE
 ``PutRecordBatch`` call per request in the common case (all rows of a request in one call, split only past
 500 records or 4 MiB), sent after the response has gone out (``background_delivery``: a sender thread, held
-open on Lambda by an internal extension until the send is confirmed). Delivery is confirmed inside the request,
-so a partial failure is retried (only the failed entries; at most ``max_retries`` times with a short
+open on Lambda by an internal extension until the send is confirmed). Delivery is confirmed within the
+invocation, so a partial failure is retried (only the failed entries; at most ``max_retries`` times with a short
 backoff, within ``time_budget_seconds``; the proxy's Firehose client has 1 s connect / 2 s read timeouts and
 no botocore retries) and whatever still fails is written whole to the structured log, one JSON line per
 record (``"undelivered_log_record": true``), ready to be replayed into the stream. Each such line is also a
 CloudWatch Embedded Metric Format document counting 1 in ``Trainserve/Proxy`` ``UndeliveredLogRecords``
 (zero extra API calls), so an alarm can watch for losses. The same code runs unchanged locally (moto's
 ExtendedS3 stream writes one staging object per call), and the record shape does not depend on a log
-format or a subscription filter's envelope. The cost is one in-region call per request, measured by
-``benchmarks/prediction_logging.py``. Logging never fails a prediction: every exception is caught here.
+format or a subscription filter's envelope. The cost is at most one in-region call per request, made after the
+response, measured by ``benchmarks/prediction_logging.py``. Logging never fails a prediction: every exception is caught here.
 
 Records are newline-terminated JSON objects (Firehose concatenates them; Redshift ``COPY ... JSON 'auto'``
 and the local loader read them one per line).

@@ -2,7 +2,8 @@
 
 Takes: an API Gateway REST proxy event, ``POST /predict`` or ``POST /feedback``.
 Changes: calls SageMaker ``InvokeEndpoint`` on the project's endpoint and sends one log record per
-prediction (and one per feedback outcome) to Firehose; returns the API Gateway proxy response.
+prediction (and one per feedback outcome) to Firehose, after the response on Lambda (``background_delivery``);
+returns the API Gateway proxy response.
 
 Behaviour is set by environment variables, read once per cold start into a frozen ``ProxyParams``
 (``trainserve params set`` changes them; Lambda starts new environments with the new values):
