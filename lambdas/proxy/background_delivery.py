@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-LINGER_SECONDS = 0.2
+LINGER_SECONDS = 1.0
 MAX_BUFFERED = 20_000
 EXTENSION_NAME = "trainserve-log-delivery"
 
@@ -86,12 +86,17 @@ class BackgroundDelivery:
                 room = max(0, self.max_buffered - len(self._pending))
                 accepted, overflow = records[:room], records[room:]
                 if accepted:
-                    if not self._pending:
+                    was_empty = not self._pending
+                    if was_empty:
                         self._first_at = self.clock()
                     self._pending.extend(accepted)
                     self._submitted += len(accepted)
                     self._ensure_thread()
-                    self._cond.notify_all()
+                    if was_empty or len(self._pending) >= self.max_buffered:
+                        # wake the sender only when it has something new to time (it waits for the first
+                        # record) or must send now; a lingering sender wakes on its own timer. A wake-up
+                        # per request would cost every request a thread switch.
+                        self._cond.notify_all()
         for record in overflow:  # outside the lock: this writes log lines
             self.logger.undelivered(record, "prediction log buffer full or closed: not sent to Firehose")
 

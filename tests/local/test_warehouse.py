@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -325,8 +326,23 @@ def test_component_creates_streams_and_loads(tmp_path, config):
             )
             assert status["path"] == str(tmp_path / "warehouse.duckdb") and status["running"]
             assert "alarms" not in status
+            # the loading runs in its own process (off this process's GIL); a dead one is replaced
+            loader = comp._loader._proc
+            assert loader.pid != os.getpid() and loader.is_alive()
+            loader.kill()
+            loader.join(10)
+            firehose.put_record_batch(
+                DeliveryStreamName=names.predictions_stream, Records=[{"Data": _ndjson([_log("c-2")])}]
+            )
+            assert comp.load_now() == 1
+            assert comp._loader._proc.pid != loader.pid
+            assert comp.status()["counts"]["prediction_log_dedup"] == 3
+            with pytest.raises(RuntimeError, match="NoSuchBucket"):  # the child's error comes back whole
+                comp._loader.load("no-such-bucket", {"firehose/predictions/": "prediction_log"}, 1.0)
+            assert comp.load_now() == 0  # and the same process goes on loading
         finally:
             comp.stop()
         assert not comp.status()["running"]
+        assert comp._loader._proc is None  # stopped with the component
     finally:
         server.stop()

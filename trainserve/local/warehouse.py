@@ -483,6 +483,90 @@ def _firehose_streams(names: Any) -> dict[str, tuple[str, str]]:
     }
 
 
+def _loader_process_main(conn: Any, path: str, endpoint_url: str, region: str) -> None:
+    """The warehouse loader's own process: ``("load", bucket, prefixes, lock_wait)`` -> ``("ok", rows)`` or
+    ``("error", message)``; ``None`` or a closed pipe ends it. Parsing and loading staged objects is CPU
+    work in Python (about 50 µs a record); in its own process it does not hold the GIL of the daemon,
+    whose threads serve the prediction API and the local runtime (on AWS, COPY runs on Redshift)."""
+    import boto3
+
+    from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=LOCAL_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_SECRET_KEY,
+    )
+    warehouse = LocalWarehouse(path)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        _, bucket, prefixes, lock_wait = message
+        try:
+            conn.send(("ok", warehouse.load_staged(s3, bucket, prefixes, lock_wait=lock_wait)))
+        except Exception as exc:  # noqa: BLE001 - reported to the daemon, which keeps loading
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class LoaderProcess:
+    """The loader's child process (spawned: the daemon has threads), started on first use and restarted if
+    it dies; ``load`` sends one request and waits for its answer."""
+
+    def __init__(self, path: Path, endpoint_url: str, region: str, timeout: float = 120.0):
+        self.args = (str(path), endpoint_url, region)
+        self.timeout = timeout
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_loader_process_main, args=(child, *self.args), name="warehouse-loader", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def load(self, bucket: str, prefixes: Mapping[str, str], lock_wait: float | None) -> int:
+        self._ensure()
+        self._conn.send(("load", bucket, dict(prefixes), lock_wait))
+        if not self._conn.poll(self.timeout):
+            self.stop()  # a stuck loader is replaced on the next cycle
+            raise TimeoutError(f"the warehouse loader did not answer within {self.timeout:.0f} s")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            self.stop()
+            raise RuntimeError("the warehouse loader process ended") from None
+        if status != "ok":
+            raise RuntimeError(value)
+        return int(value)
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(None)
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=5)
+            self._proc = None
+
+
 def moto_patches_calls() -> dict[str, int]:
     from trainserve.local import moto_patches
 
@@ -491,7 +575,8 @@ def moto_patches_calls() -> dict[str, int]:
 
 class WarehouseComponent:
     """Local cloud component: Firehose delivery streams (moto, ExtendedS3 -> the staging bucket) and the
-    loader thread that loads new staging objects into the DuckDB warehouse every ~2 s."""
+    loader thread that, every ~2 s, turns the local Firehose's buffer into staging objects (in this
+    process, where moto runs) and has the loader process (``LoaderProcess``) load them into DuckDB."""
 
     name = "warehouse"
 
@@ -508,12 +593,14 @@ class WarehouseComponent:
         self._rows_loaded = 0
         self._load_lock = threading.Lock()
         self._flushed: str | None = None
+        self._loader: LoaderProcess | None = None
 
     def start(self, ctx: Any) -> None:
         self._ctx = ctx
         self._s3 = ctx.target().client("s3")
         self._create_streams(ctx)
         self.warehouse = LocalWarehouse(ctx.warehouse_path)
+        self._loader = LoaderProcess(ctx.warehouse_path, ctx.aws_endpoint_url, ctx.region)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="warehouse-loader", daemon=True)
         self._thread.start()
@@ -551,9 +638,8 @@ class WarehouseComponent:
 
             background_delivery.drain_all(timeout=lock_wait or 1.0)  # answered predictions reach Firehose
             moto_patches.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
-            n = self.warehouse.load_staged(
-                self._s3, self._ctx.names.staging_bucket, prefixes, lock_wait=lock_wait
-            )
+            assert self._loader is not None
+            n = self._loader.load(self._ctx.names.staging_bucket, prefixes, lock_wait)
             self._rows_loaded += n
             self._last_load = time.time()
             return n
@@ -582,6 +668,8 @@ class WarehouseComponent:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._loader is not None:
+            self._loader.stop()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
