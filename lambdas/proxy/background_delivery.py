@@ -70,10 +70,6 @@ class BackgroundDelivery:
         self._thread: threading.Thread | None = None
         _INSTANCES.add(self)
 
-    @property
-    def calls(self) -> int:
-        return int(self.logger.calls)
-
     def put(self, records: list[dict[str, Any]]) -> None:
         """Buffer ``records`` for the sender; never raises, never waits for Firehose."""
         if not records:

@@ -271,18 +271,17 @@ class Proxy:
         self.emit = emit
         self.delivery = delivery
         self.params_json = params.as_json()
-        self._loggers: list[Any] = []
-        self._loggers_lock = threading.Lock()
+        self._senders: list[BackgroundDelivery] = []  # background delivery: what drain/close act on
+        self._senders_lock = threading.Lock()
 
     def _logger(self, stream: str) -> FirehoseLogger | BackgroundDelivery:
-        logger: FirehoseLogger | BackgroundDelivery = FirehoseLogger(
-            self.clients("firehose"), stream, emit=self.emit
-        )
-        if self.delivery == "background":
-            logger = BackgroundDelivery(logger)
-        with self._loggers_lock:
-            self._loggers.append(logger)
-        return logger
+        logger = FirehoseLogger(self.clients("firehose"), stream, emit=self.emit)
+        if self.delivery == "sync":
+            return logger
+        sender = BackgroundDelivery(logger)
+        with self._senders_lock:
+            self._senders.append(sender)
+        return sender
 
     @functools.cached_property
     def predictions_log(self) -> FirehoseLogger | BackgroundDelivery:
@@ -294,15 +293,15 @@ class Proxy:
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Background delivery: wait until every record handed over so far is delivered (or in the log)."""
-        with self._loggers_lock:
-            loggers = list(self._loggers)
-        return all([log.drain(timeout) for log in loggers if isinstance(log, BackgroundDelivery)])
+        with self._senders_lock:
+            senders = list(self._senders)
+        return all([sender.drain(timeout) for sender in senders])
 
     def close(self, timeout: float = 5.0) -> bool:
         """Drain and stop the background senders (a replaced proxy, the local cloud stopping)."""
-        with self._loggers_lock:
-            loggers = list(self._loggers)
-        return all([log.close(timeout) for log in loggers if isinstance(log, BackgroundDelivery)])
+        with self._senders_lock:
+            senders = list(self._senders)
+        return all([sender.close(timeout) for sender in senders])
 
     @classmethod
     def from_env(

@@ -483,22 +483,12 @@ def _firehose_streams(names: Any) -> dict[str, tuple[str, str]]:
     }
 
 
-def _loader_process_main(conn: Any, path: str, endpoint_url: str, region: str) -> None:
+def _loader_process_main(conn: Any, path: str, target: Any) -> None:
     """The warehouse loader's own process: ``("load", bucket, prefixes, lock_wait)`` -> ``("ok", rows)`` or
     ``("error", message)``; ``None`` or a closed pipe ends it. Parsing and loading staged objects is CPU
     work in Python (about 50 µs a record); in its own process it does not hold the GIL of the daemon,
     whose threads serve the prediction API and the local runtime (on AWS, COPY runs on Redshift)."""
-    import boto3
-
-    from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=LOCAL_ACCESS_KEY,
-        aws_secret_access_key=LOCAL_SECRET_KEY,
-    )
+    s3 = target.client("s3")
     warehouse = LocalWarehouse(path)
     while True:
         try:
@@ -518,8 +508,9 @@ class LoaderProcess:
     """The loader's child process (spawned: the daemon has threads), started on first use and restarted if
     it dies; ``load`` sends one request and waits for its answer."""
 
-    def __init__(self, path: Path, endpoint_url: str, region: str, timeout: float = 120.0):
-        self.args = (str(path), endpoint_url, region)
+    def __init__(self, path: Path, target: Any, timeout: float = 120.0):
+        """``target``: the local cloud's ``Target`` (picklable; the child makes its S3 client from it)."""
+        self.args = (str(path), target)
         self.timeout = timeout
         self._proc: Any = None
         self._conn: Any = None
@@ -597,10 +588,11 @@ class WarehouseComponent:
 
     def start(self, ctx: Any) -> None:
         self._ctx = ctx
-        self._s3 = ctx.target().client("s3")
+        target = ctx.target()
+        self._s3 = target.client("s3")
         self._create_streams(ctx)
         self.warehouse = LocalWarehouse(ctx.warehouse_path)
-        self._loader = LoaderProcess(ctx.warehouse_path, ctx.aws_endpoint_url, ctx.region)
+        self._loader = LoaderProcess(ctx.warehouse_path, target)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="warehouse-loader", daemon=True)
         self._thread.start()
