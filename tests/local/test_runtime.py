@@ -285,6 +285,43 @@ def test_live_weights_and_variants_follow_the_control_plane(rt, control_plane, r
     assert err.value.response["Error"]["Code"] == "ValidationError"
 
 
+def test_a_variant_just_made_live_answers_when_named_even_before_the_cache_expires(
+    rt, control_plane, runtime, sample_rows, monkeypatch
+):
+    """A caller that watched DescribeEndpoint show a new variant InService can name it at once, as on AWS:
+    the runtime looks a missing target variant up afresh instead of refusing it from a stale cache."""
+    sm = control_plane
+    monkeypatch.setattr(runtime, "cache_seconds", 600.0)
+    time.sleep(0.6)  # the refresh loop does its last pass now and then sleeps for the long interval
+    _create_endpoint(sm, "fresh-endpoint", [("v1", "m-good", 1.0)])
+    assert _invoke(rt, sample_rows, endpoint="fresh-endpoint")[0] == "v1"  # cached: v1 only
+
+    config = "fresh-endpoint-v1-v3"
+    sm.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {
+                "VariantName": name,
+                "ModelName": model,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": 0.5,
+            }
+            for name, model in (("v1", "m-good"), ("v3", "m-flipped"))
+        ],
+    )
+    sm.update_endpoint(EndpointName="fresh-endpoint", EndpointConfigName=config)
+    assert sm.describe_endpoint(EndpointName="fresh-endpoint")["EndpointStatus"] == "InService"
+    variant, body = _invoke(rt, sample_rows, endpoint="fresh-endpoint", TargetVariant="v3")
+    assert variant == "v3"
+    assert body["predictions"][0]["score"] > 0.5  # v3 serves the flipped model
+    # a variant the control plane does not have is still refused after the fresh look
+    with pytest.raises(ClientError) as err:
+        _invoke(rt, sample_rows, endpoint="fresh-endpoint", TargetVariant="v9")
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    sm.delete_endpoint(EndpointName="fresh-endpoint")  # the last test expects only its own endpoints
+
+
 def test_target_model_header_is_refused_like_a_single_model_endpoint(rt, sample_rows):
     with pytest.raises(ClientError) as err:
         _invoke(rt, sample_rows, TargetModel="model.tar.gz")

@@ -6,7 +6,8 @@ An unmodified boto3 ``sagemaker-runtime`` client with ``endpoint_url=<runtime ur
 the model's body, its ``Content-Type`` and ``x-Amzn-Invoked-Production-Variant``.
 
 Routing follows the endpoint's live state in the control plane (moto): ``DescribeEndpoint`` weights
-(cached for at most ``cache_seconds``), a random choice in proportion to ``CurrentWeight`` unless a target
+(cached for at most ``cache_seconds``; a target variant missing from the cache is looked up afresh before it
+is refused), a random choice in proportion to ``CurrentWeight`` unless a target
 variant is named. Each variant resolves to its model (endpoint config → model → ``ModelDataUrl``, directly
 or through the model package), whose ``model.tar.gz`` is downloaded from S3 and extracted under
 ``<state dir>/models/<model name>/``; one serving process per model runs
@@ -422,6 +423,7 @@ class RuntimeComponent:
     def invoke(
         self, endpoint_name: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
+        asked_at = time.monotonic()
         live = self.live_endpoint(endpoint_name)
         if headers.get("x-amzn-sagemaker-target-model"):
             raise InvokeError(
@@ -432,6 +434,11 @@ class RuntimeComponent:
         target = headers.get("x-amzn-sagemaker-target-variant")
         if target:
             variant = next((v for v in live.variants if v.name == target), None)
+            if variant is None and live.fetched_at < asked_at:
+                # The cached view may predate a variant the control plane already shows InService (a caller
+                # that just watched DescribeEndpoint expects it to answer): read the control plane once more.
+                live = self._fetch_endpoint(endpoint_name)
+                variant = next((v for v in live.variants if v.name == target), None)
             if variant is None:
                 raise InvokeError(
                     "ValidationError",
