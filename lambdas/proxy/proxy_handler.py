@@ -44,7 +44,7 @@ from background_delivery import (
 )
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from prediction_log import FirehoseLogger, log_json
+from prediction_log import FirehoseLogger, json_text, log_json
 
 ENDPOINT_CACHE_SECONDS = 5.0
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
@@ -441,24 +441,30 @@ class Proxy:
 
         if params.log_sample_rate > 0:
             event_time = now_text()
+            endpoint_name, latency, params_json = (
+                self.wiring.endpoint_name,
+                round(latency_ms, 3),
+                self.params_json,
+            )
+            rate = params.log_sample_rate
             records = [
                 {
                     "request_id": p["request_id"],
                     "event_time": event_time,
-                    "endpoint_name": self.wiring.endpoint_name,
+                    "endpoint_name": endpoint_name,
                     "variant_name": variant,
                     "model_package_arn": package_arn,
                     "model_version": version,
                     "user_id": request.user_id,
-                    "features": json.dumps(dict(zip(features, row, strict=True)), separators=(",", ":")),
+                    "features": json_text(dict(zip(features, row, strict=True))),
                     "score": p["score"],
                     "label": p["label"],
                     "threshold": threshold,
-                    "latency_ms": round(latency_ms, 3),
-                    "params": self.params_json,
+                    "latency_ms": latency,
+                    "params": params_json,
                 }
                 for p, row in zip(out, rows, strict=True)
-                if logic.sampled(p["request_id"], params.log_sample_rate)
+                if rate >= 1.0 or logic.sampled(p["request_id"], rate)
             ]
             if records:
                 self.predictions_log.put(records)

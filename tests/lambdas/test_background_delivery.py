@@ -35,7 +35,7 @@ class GatedFirehose:
         self.lock = threading.Lock()
 
     def put_record_batch(self, DeliveryStreamName, Records):  # noqa: N803 - boto3's names
-        records = [json.loads(r["Data"]) for r in Records]
+        records = [json.loads(line) for r in Records for line in r["Data"].splitlines()]
         with self.lock:
             self.calls.append(records)
         self.entered.set()
@@ -47,8 +47,10 @@ class GatedFirehose:
         return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "id"} for _ in Records]}
 
 
-def _delivery(client, emitted, **kw) -> bd.BackgroundDelivery:
-    logger = plog.FirehoseLogger(client, "s", emit=emitted.append, sleep=lambda _s: None, max_retries=1)
+def _delivery(client, emitted, pack_bytes: int = plog.MAX_RECORD_BYTES, **kw) -> bd.BackgroundDelivery:
+    logger = plog.FirehoseLogger(
+        client, "s", emit=emitted.append, sleep=lambda _s: None, max_retries=1, pack_bytes=pack_bytes
+    )
     return bd.BackgroundDelivery(logger, **kw)
 
 
@@ -91,7 +93,7 @@ def test_concurrent_requests_share_calls_and_every_record_is_delivered_once():
 
 def test_a_big_backlog_is_split_into_calls_of_at_most_500_records():
     fh, emitted = GatedFirehose(gated=True), []
-    d = _delivery(fh, emitted, linger_seconds=0.0)
+    d = _delivery(fh, emitted, pack_bytes=1, linger_seconds=0.0)  # one log record per Firehose record
     d.put(_records("first", 1))
     assert fh.entered.wait(WAIT)
     for k in range(12):

@@ -10,6 +10,7 @@ import json
 
 import boto3
 import prediction_log as plog
+import pytest
 from moto import mock_aws
 
 
@@ -17,39 +18,49 @@ def _records(n: int, pad: int = 0) -> list[dict]:
     return [{"request_id": f"r-{i}", "score": i / n, "features": "x" * pad} for i in range(n)]
 
 
+def _lines(data: bytes) -> list[dict]:
+    assert data.endswith(b"\n")
+    return [json.loads(x) for x in data.splitlines()]
+
+
 class StubFirehose:
-    """Fails the records whose request_id is in ``fail[attempt]`` (per call number), or raises."""
+    """Fails the Firehose records holding a log record whose request_id is in ``fail[attempt]`` (per call
+    number), or raises. ``calls``: the log records of each call; ``firehose_records``: per call, the log
+    records of each Firehose record."""
 
     def __init__(self, fail: dict[int, set[str]] | None = None, raise_on: set[int] | None = None):
         self.fail = fail or {}
         self.raise_on = raise_on or set()
         self.calls: list[list[dict]] = []
+        self.firehose_records: list[list[list[dict]]] = []
         self.delivered: list[dict] = []
 
     def put_record_batch(self, DeliveryStreamName, Records):  # noqa: N803 - boto3's names
         n = len(self.calls)
-        records = [json.loads(r["Data"]) for r in Records]
-        self.calls.append(records)
         assert len(Records) <= 500 and sum(len(r["Data"]) for r in Records) <= 4 * 1024 * 1024
-        assert all(r["Data"].endswith(b"\n") for r in Records)
+        assert all(len(r["Data"]) <= 1000 * 1024 for r in Records)
+        packed = [_lines(r["Data"]) for r in Records]
+        self.firehose_records.append(packed)
+        self.calls.append([rec for lines in packed for rec in lines])
         if n in self.raise_on:
             raise ConnectionError("network down")
         failing = self.fail.get(n, set())
         responses = []
-        for rec in records:
-            if rec["request_id"] in failing:
+        for lines in packed:
+            if any(rec["request_id"] in failing for rec in lines):
                 responses.append({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "slow down"})
             else:
                 responses.append({"RecordId": "id"})
-                self.delivered.append(rec)
+                self.delivered.extend(lines)
         return {
             "FailedPutCount": sum(1 for r in responses if "ErrorCode" in r),
             "RequestResponses": responses,
         }
 
 
-def _logger(client, emitted):
-    return plog.FirehoseLogger(client, "s", emit=emitted.append, sleep=lambda _s: None)
+def _logger(client, emitted, pack_bytes: int = 1):
+    """pack_bytes 1: one log record per Firehose record (the retry tests count entries); the default packs."""
+    return plog.FirehoseLogger(client, "s", emit=emitted.append, sleep=lambda _s: None, pack_bytes=pack_bytes)
 
 
 def _undelivered(emitted) -> list[dict]:
@@ -61,6 +72,44 @@ def test_one_call_for_a_normal_request():
     result = _logger(stub, emitted).put(_records(100))
     assert (result.delivered, result.undelivered, result.calls) == (100, 0, 1)
     assert len(stub.calls) == 1 and emitted == []
+
+
+def test_a_request_is_one_firehose_record_of_newline_json_lines():
+    """Packed by default: Firehose bills per record rounded up to 5 KB, and the staged bytes are the same."""
+    stub, emitted = StubFirehose(), []
+    records = _records(100)
+    result = plog.FirehoseLogger(stub, "s", emit=emitted.append).put(records)
+    assert (result.delivered, result.undelivered, result.calls) == (100, 0, 1)
+    assert stub.firehose_records == [[records]]  # one call, one Firehose record, the lines in order
+
+
+def test_packing_respects_the_firehose_record_limit():
+    records = _records(9, pad=300 * 1024)  # ~300 KB lines: three fit in 1,000 KiB
+    stub = StubFirehose()
+    result = plog.FirehoseLogger(stub, "s", emit=[].append).put(records)
+    assert result.delivered == 9 and result.calls == 1
+    assert [len(lines) for lines in stub.firehose_records[0]] == [3, 3, 3]
+    assert [rec for lines in stub.firehose_records[0] for rec in lines] == records
+    assert list(plog.pack([(0, b"a\n"), (1, b"bb\n"), (2, b"c\n")], max_bytes=5)) == [
+        ([0, 1], b"a\nbb\n"),
+        ([2], b"c\n"),
+    ]
+    assert list(plog.pack([(0, b"long line\n"), (1, b"x\n")], max_bytes=4)) == [
+        ([0], b"long line\n"),
+        ([1], b"x\n"),
+    ]
+
+
+def test_a_refused_packed_record_is_retried_whole_then_each_log_record_goes_to_the_log():
+    records = _records(6, pad=400 * 1024)  # two per Firehose record: [r-0 r-1] [r-2 r-3] [r-4 r-5]
+    stub = StubFirehose(fail={0: {"r-3"}, 1: {"r-3"}, 2: {"r-3"}})
+    emitted: list[dict] = []
+    result = plog.FirehoseLogger(stub, "s", emit=emitted.append, sleep=lambda _s: None).put(records)
+    assert [len(c) for c in stub.firehose_records] == [3, 1, 1]
+    assert [r["request_id"] for r in stub.calls[1]] == ["r-2", "r-3"]  # only the refused Firehose record
+    assert (result.delivered, result.undelivered) == (4, 2)
+    assert [r["request_id"] for r in _undelivered(emitted)] == ["r-2", "r-3"]
+    assert all(e["UndeliveredLogRecords"] == 1 for e in emitted)  # the metric counts log records
 
 
 def test_partial_failure_retries_only_failed_entries():
@@ -88,7 +137,7 @@ def test_persistent_failure_goes_to_log_with_metric():
 
 def test_total_failure_every_record_in_log_never_raises(capsys):
     stub = StubFirehose(raise_on={0, 1, 2})
-    logger = plog.FirehoseLogger(stub, "s", sleep=lambda _s: None)  # default sink: stdout lines
+    logger = plog.FirehoseLogger(stub, "s", sleep=lambda _s: None)  # default sink: stdout lines; packed
     records = _records(30)
     result = logger.put(records)
     assert result.undelivered == 30 and result.delivered == 0
@@ -161,3 +210,30 @@ def test_slow_firehose_stops_retrying_after_the_time_budget():
     result = logger.put(_records(4))
     assert result.calls == 1 and result.undelivered == 4
     assert len(_undelivered(emitted)) == 4
+
+
+@pytest.mark.parametrize("encoder", ["orjson", "stdlib"])
+def test_both_encoders_write_the_same_values_and_refuse_nan(encoder, monkeypatch):
+    """On Lambda the asset has no orjson and the standard library encodes; both give equal JSON values."""
+    if encoder == "stdlib":
+        monkeypatch.setattr(plog, "_orjson", None)
+    else:
+        assert plog._orjson is not None  # the local cloud has it (requirements.in)
+    features = {"mean radius": 17.99, "tiny": 1e-05, "big": 1.5e16, "neg": -0.0, "third": 1 / 3}
+    record = {
+        "request_id": "r-1",
+        "user_id": None,
+        "model_version": 2,
+        "score": 0.123456789012345,
+        "label": 1,
+        "features": plog.json_text(features),
+        "params": '{"DECISION_THRESHOLD":0.5}',
+        "note": 'quote " and unicode é and newline \n',
+    }
+    line = plog.encode(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == record
+    assert json.loads(json.loads(line)["features"]) == features
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError):
+            plog.encode({**record, "score": bad})
