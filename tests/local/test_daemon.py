@@ -175,11 +175,13 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
     servers = d.status()["components"]["runtime"]["model_servers"]
     pids = [s["pid"] for s in servers.values()]
     assert pids
+    control = d.status()["control_plane"]  # moto runs in a process of its own, not in the daemon's
+    assert control["process"] == "moto" and control["alive"] and control["pid"] != os.getpid()
     d.shutdown()
     d.stop()
     assert not (tmp_path / "local.json").exists() and not (tmp_path / "status.json").exists()
-    assert moto_patches._runtime_url is None  # noqa: SLF001 - other moto users in this process are unaffected
-    for pid in pids:  # the model servers stop with the daemon
+    assert moto_patches._runtime_url is None  # noqa: SLF001 - moto in this process was never patched to forward
+    for pid in [*pids, control["pid"]]:  # the model servers and moto stop with the daemon
         assert wait_until(lambda pid=pid: not _alive(pid), 10)
 
 

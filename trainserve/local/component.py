@@ -1,6 +1,6 @@
 """The pieces the local cloud daemon runs, and what each is given.
 
-The daemon (``trainserve.local.daemon``) starts moto first, creates the project's base resources, then
+The daemon (``trainserve.local.daemon``) starts moto first (in its own process, ``control_plane``), creates the project's base resources, then
 starts each component in order with a ``LocalContext`` and stops them in reverse order. A component is a
 small object with ``name``, ``start(ctx)``, ``stop()`` and ``status() -> dict`` (shown by
 ``trainserve local status``; a ``"alarms"`` list there is shown as breached alarms).
@@ -28,6 +28,9 @@ class LocalContext:
     warehouse_path: Path  # the DuckDB file
     region: str
     log: logging.Logger
+    # what Firehose does on its own (flush, call counts): ``control_plane.MotoProcess`` in the daemon; None
+    # means moto runs in this process (``control_plane.InProcessControlPlane``)
+    control_plane: Any = None
 
     def target(self) -> Target:
         """A CLI-style Target on this local cloud (its ``client(service)`` talks to moto / the runtime)."""

@@ -2,7 +2,8 @@
 
 Runs in the foreground (``trainserve local start`` spawns it detached, its output in ``.trainserve/local.log``):
 
-1. patches moto (``moto_patches``) and starts ``ThreadedMotoServer`` on 127.0.0.1 (the AWS control plane);
+1. starts the AWS control plane: patched moto (``moto_patches``) in a process of its own
+   (``control_plane.MotoProcess``), on 127.0.0.1;
 2. points this process at it (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, dummy credentials,
    region us-east-1) so the real Lambda handlers run here unchanged;
 3. creates the base resources (``resources.create_base_resources``);
@@ -77,13 +78,6 @@ def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
     if not 1 <= b <= 65533:
         raise ValueError(f"{PORT_BASE_ENV} must be in 1..65533, got {b}")
     return {"aws": b, "runtime": b + 1, "api": b + 2}
-
-
-def reset_moto() -> None:
-    """Wipe every moto backend of this process (what ``POST /moto-api/reset`` does)."""
-    from moto.moto_api._internal.models import moto_api_backend
-
-    moto_api_backend.reset()
 
 
 def port_free(port: int) -> bool:
@@ -172,12 +166,10 @@ class Daemon:
         return self.state_dir / STATUS_FILE
 
     def start(self) -> dict[str, Any]:
-        from moto.server import ThreadedMotoServer
-
         from stacks.config import load as load_config
         from trainserve import PROJECT_ROOT
-        from trainserve.local import moto_patches
         from trainserve.local.component import LocalContext
+        from trainserve.local.control_plane import MotoProcess
         from trainserve.local.resources import create_base_resources
         from trainserve.local.runtime import RuntimeComponent
         from trainserve.local.watcher import WatcherComponent
@@ -192,16 +184,11 @@ class Daemon:
         api_url = f"http://127.0.0.1:{ports['api']}"
         warehouse_path = self.state_dir / "warehouse.duckdb"
 
-        moto_patches.install()
-        moto_patches.set_runtime_url(runtime_url)
-        moto_patches.enable_firehose_buffering()  # one staging object per stream and load cycle, as Firehose
         _point_process_at_local_cloud(aws_url, runtime_url, self.region)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=ports["aws"], verbose=False)
-        self._moto.start()
-        # moto's backends are process-wide: a local cloud starts empty even in a process that used moto before
-        reset_moto()
-        log.info("AWS control plane (moto) on %s", aws_url)
+        # its own process: moto's work (parsing every PutRecordBatch, writing staging objects) does not take
+        # the interpreter lock of this process, whose threads serve the prediction API and the runtime
+        self._moto = MotoProcess(ports["aws"], runtime_url).start()
+        log.info("AWS control plane (moto, pid %s) on %s", self._moto.pid, aws_url)
 
         self.ctx = LocalContext(
             config=cfg,
@@ -213,6 +200,7 @@ class Daemon:
             warehouse_path=warehouse_path,
             region=self.region,
             log=log,
+            control_plane=self._moto,
         )
         _wait_for_moto(self.ctx)
         create_base_resources(self.ctx.target())
@@ -272,6 +260,7 @@ class Daemon:
         return {
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "pid": os.getpid(),
+            "control_plane": self._moto.status() if self._moto is not None else None,
             "components": components,
         }
 
@@ -300,10 +289,6 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
-        from trainserve.local import moto_patches
-
-        moto_patches.set_runtime_url(None)  # moto's InvokeEndpoint no longer has a runtime to reach
-        moto_patches.enable_firehose_buffering(False)
         for path in (self.state_file, self.status_file):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
                 if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():

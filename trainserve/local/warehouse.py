@@ -558,16 +558,11 @@ class LoaderProcess:
             self._proc = None
 
 
-def moto_patches_calls() -> dict[str, int]:
-    from trainserve.local import moto_patches
-
-    return moto_patches.firehose_calls()
-
-
 class WarehouseComponent:
     """Local cloud component: Firehose delivery streams (moto, ExtendedS3 -> the staging bucket) and the
-    loader thread that, every ~2 s, turns the local Firehose's buffer into staging objects (in this
-    process, where moto runs) and has the loader process (``LoaderProcess``) load them into DuckDB."""
+    loader thread that, every ~2 s, has the local Firehose turn its buffer into staging objects (the
+    control plane: moto's process in the daemon) and the loader process (``LoaderProcess``) load them into
+    DuckDB."""
 
     name = "warehouse"
 
@@ -585,9 +580,13 @@ class WarehouseComponent:
         self._load_lock = threading.Lock()
         self._flushed: str | None = None
         self._loader: LoaderProcess | None = None
+        self._control: Any = None
 
     def start(self, ctx: Any) -> None:
+        from trainserve.local.control_plane import InProcessControlPlane
+
         self._ctx = ctx
+        self._control = getattr(ctx, "control_plane", None) or InProcessControlPlane()
         target = ctx.target()
         self._s3 = target.client("s3")
         self._create_streams(ctx)
@@ -622,14 +621,12 @@ class WarehouseComponent:
     def load_now(self, lock_wait: float | None = None) -> int:
         """Load new staging objects at once (the loader thread does this every ``interval`` seconds)."""
         assert self.warehouse is not None and self._ctx is not None, "start() first"
-        from trainserve.local import moto_patches
-
         prefixes = {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
         with self._load_lock:
             import background_delivery  # lambdas/proxy/: the prediction API's senders, in this process
 
             background_delivery.drain_all(timeout=lock_wait or 1.0)  # answered predictions reach Firehose
-            moto_patches.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
+            self._control.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
             assert self._loader is not None
             n = self._loader.load(self._ctx.names.staging_bucket, prefixes, lock_wait)
             self._rows_loaded += n
@@ -669,8 +666,11 @@ class WarehouseComponent:
             "rows_loaded": self._rows_loaded,
             "last_load": self._last_load,
             "running": self._thread is not None and self._thread.is_alive(),
-            "firehose_calls": moto_patches_calls(),
         }
+        try:
+            out["firehose_calls"] = self._control.firehose_calls() if self._control is not None else {}
+        except Exception as exc:  # noqa: BLE001 - status must not fail
+            out["firehose_calls_error"] = str(exc)
         if self.warehouse is not None:
             try:
                 out["counts"] = self.warehouse.counts()
