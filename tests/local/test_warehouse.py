@@ -329,6 +329,9 @@ def test_component_creates_streams_and_loads(tmp_path, config):
             # the loading runs in its own process (off this process's GIL); a dead one is replaced
             loader = comp._loader._proc
             assert loader.pid != os.getpid() and loader.is_alive()
+            # at a lower CPU priority than this process (it nices itself right after it starts)
+            mine = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, loader.pid) == min(19, mine + wh.BACKGROUND_NICE)
             loader.kill()
             loader.join(10)
             firehose.put_record_batch(

@@ -55,6 +55,7 @@ SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
 DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
 LOCK_WAIT_SECONDS = 10.0
 LOAD_INTERVAL_SECONDS = 2.0
+BACKGROUND_NICE = 10  # the loader process's niceness: below the API, the runtime and the model servers
 FLUSH_REQUEST = "warehouse.flush"  # in the state dir: a token written by request_flush()
 FLUSH_DONE = "warehouse.flushed"  # the loader writes the token back once it has loaded after the request
 FLUSH_POLL_SECONDS = 0.2
@@ -487,7 +488,10 @@ def _loader_process_main(conn: Any, path: str, target: Any) -> None:
     """The warehouse loader's own process: ``("load", bucket, prefixes, lock_wait)`` -> ``("ok", rows)`` or
     ``("error", message)``; ``None`` or a closed pipe ends it. Parsing and loading staged objects is CPU
     work in Python (about 50 µs a record); in its own process it does not hold the GIL of the daemon,
-    whose threads serve the prediction API and the local runtime (on AWS, COPY runs on Redshift)."""
+    whose threads serve the prediction API and the local runtime (on AWS, COPY runs on Redshift). It runs at
+    a lower CPU priority (``BACKGROUND_NICE``): on a busy machine, loading waits and serving does not."""
+    with contextlib.suppress(OSError):
+        os.nice(BACKGROUND_NICE)
     s3 = target.client("s3")
     warehouse = LocalWarehouse(path)
     while True:
