@@ -44,7 +44,7 @@ from background_delivery import (
 )
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from prediction_log import FirehoseLogger, json_text, log_json
+from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, json_text, log_json
 
 ENDPOINT_CACHE_SECONDS = 5.0
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
@@ -54,11 +54,7 @@ _DEFAULT_CONFIG = BotoConfig(
 )
 _CLIENT_CONFIGS = {
     "sagemaker-runtime": BotoConfig(connect_timeout=2, read_timeout=25, retries={"max_attempts": 1}),
-    # parameter_validation off: prediction_log builds every call itself within Firehose's limits, and
-    # botocore's validation of 500 records costs milliseconds of the function's CPU
-    "firehose": BotoConfig(
-        connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}, parameter_validation=False
-    ),
+    "firehose": FIREHOSE_CLIENT_CONFIG,
 }
 # sync: the Firehose call is made inside the request; background: after the response (background_delivery)
 DELIVERY_MODES = ("sync", "background")
@@ -259,7 +255,11 @@ class Proxy:
         *,
         emit: Callable[[dict[str, Any]], None] = log_json,
         delivery: str = "sync",
+        make_logger: Callable[[str], Any] | None = None,
     ):
+        """``make_logger(stream)``: the Firehose logger of a stream (``FirehoseLogger``'s ``put`` and
+        ``undelivered``); by default a ``FirehoseLogger`` on this proxy's Firehose client. The local API
+        passes one that delivers in a process of its own."""
         if delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
         self.params = params
@@ -270,12 +270,16 @@ class Proxy:
         )
         self.emit = emit
         self.delivery = delivery
+        self.make_logger = make_logger
         self.params_json = params.as_json()
         self._senders: list[BackgroundDelivery] = []  # background delivery: what drain/close act on
         self._senders_lock = threading.Lock()
 
-    def _logger(self, stream: str) -> FirehoseLogger | BackgroundDelivery:
-        logger = FirehoseLogger(self.clients("firehose"), stream, emit=self.emit)
+    def _logger(self, stream: str) -> Any:
+        if self.make_logger is not None:
+            logger = self.make_logger(stream)
+        else:
+            logger = FirehoseLogger(self.clients("firehose"), stream, emit=self.emit)
         if self.delivery == "sync":
             return logger
         sender = BackgroundDelivery(logger)
@@ -284,11 +288,11 @@ class Proxy:
         return sender
 
     @functools.cached_property
-    def predictions_log(self) -> FirehoseLogger | BackgroundDelivery:
+    def predictions_log(self) -> Any:
         return self._logger(self.wiring.predictions_stream)
 
     @functools.cached_property
-    def feedback_log(self) -> FirehoseLogger | BackgroundDelivery:
+    def feedback_log(self) -> Any:
         return self._logger(self.wiring.feedback_stream)
 
     def drain(self, timeout: float = 5.0) -> bool:
@@ -312,6 +316,7 @@ class Proxy:
         *,
         emit: Callable[[dict[str, Any]], None] = log_json,
         delivery: str = "sync",
+        make_logger: Callable[[str], Any] | None = None,
     ) -> Proxy:
         """Build from environment variables; invalid parameters are reported and take safe defaults."""
         params, problems = logic.parse_params(env)
@@ -328,7 +333,7 @@ class Proxy:
             )
         wiring = Wiring.from_env(env)
         clients = clients if isinstance(clients, Clients) else Clients(clients)
-        return cls(params, wiring, clients, directory, emit=emit, delivery=delivery)
+        return cls(params, wiring, clients, directory, emit=emit, delivery=delivery, make_logger=make_logger)
 
     # ------------------------------------------------------------------------------------------ routes
 

@@ -9,8 +9,10 @@ request. There is no authentication locally (on AWS the API needs an API key); t
 127.0.0.1 only.
 
 Prediction logs are sent the way they are on AWS: after the response, by the proxy's background sender
-(``background_delivery``), whose concurrent requests share ``PutRecordBatch`` calls. The warehouse loader
-drains it before a flush, so a flush sees every prediction answered before it.
+(``background_delivery``), whose concurrent requests share ``PutRecordBatch`` calls. Its Firehose logger
+runs in a process of its own (``log_delivery``): on AWS the sending uses the CPU of the Lambda environment
+that answered, not that of the environments serving other requests. The warehouse loader drains the senders
+before a flush, so a flush sees every prediction answered before it.
 
 Server: the standard library's ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive; the proxy does blocking
 boto3 calls (the model, Firehose), so a thread per connection is the natural fit (an asyncio server would
@@ -173,12 +175,16 @@ class ApiComponent:
         self._counts: dict[str, int] = {"requests": 0, "4xx": 0, "5xx": 0}
         self._last_error: str | None = None
         self._retired: dict[int, tuple[Any, threading.Timer]] = {}
+        self._delivery: Any = None
 
     def start(self, ctx: Any) -> None:
         import proxy_handler
 
+        from trainserve.local.log_delivery import DeliveryProcess
+
         self._ctx = ctx
         target = ctx.target()
+        self._delivery = DeliveryProcess(target)
         self._clients = proxy_handler.Clients(target.client)
         self._lambda = target.client("lambda")
         env = ensure_proxy_function(self._lambda, target.client("iam"), ctx.config, ctx.names)
@@ -207,13 +213,23 @@ class ApiComponent:
         wiring = proxy_handler.Wiring.from_env(env)
         directory = old.directory if old is not None and old.wiring == wiring else None
         self._proxy = proxy_handler.Proxy.from_env(
-            env, clients=self._clients, directory=directory, delivery="background"
+            env,
+            clients=self._clients,
+            directory=directory,
+            delivery="background",
+            make_logger=self._make_logger,
         )
         self._env = env
         if old is not None:
             self._retire(old)
             if self._ctx is not None:
                 self._ctx.log.info("proxy parameters changed: %s", self._proxy.params.as_json())
+
+    def _make_logger(self, stream: str) -> Any:
+        """The proxy's Firehose logger for ``stream``: its sending runs in the log delivery process."""
+        from trainserve.local.log_delivery import RemoteFirehoseLogger
+
+        return RemoteFirehoseLogger(self._delivery, stream)
 
     def _retire(self, proxy: Any) -> None:
         """Close a replaced proxy's senders once requests still running on it are done (API Gateway's
@@ -264,6 +280,8 @@ class ApiComponent:
             self._close_retired(proxy)
         if self._proxy is not None:
             self._proxy.close()  # deliver what is still buffered before the local cloud goes down
+        if self._delivery is not None:
+            self._delivery.stop()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -274,6 +292,8 @@ class ApiComponent:
         }
         if self._proxy is not None:
             out["params"] = self._proxy.params.as_dict()
+        if self._delivery is not None:
+            out["log_delivery"] = self._delivery.status()
         if self._last_error:
             out["alarms"] = [self._last_error]
         return out

@@ -1,0 +1,175 @@
+"""The local prediction API's log delivery: the proxy's Firehose sending, in a process of its own.
+
+On AWS each Lambda execution environment sends its prediction logs after the response, from a thread of its
+own, and environments run side by side; the prediction API never waits for it. Locally one process serves
+the API for every "environment" at once, so the sending (encoding the records, then botocore's JSON
+protocol: base64, JSON escaping, the SigV4 payload hash, about 15 µs of CPU a record) would run under the
+interpreter lock that the API's request threads need. So the local API gives its proxies a logger
+(``RemoteFirehoseLogger``) that hands the records to this process, which runs the proxy's own
+``prediction_log.FirehoseLogger`` on them, unchanged: packing, batching, retries of refused entries, and a
+log line (in the local cloud's log) for each record it cannot deliver. The proxy's ``BackgroundDelivery``
+still sits in front, after the response, with the same buffering, drains and overflow as on AWS; only its
+``logger.put`` runs here.
+
+If the process dies it is started again on the next call; the records of a call it did not answer are written
+whole to the log by the API's side (they may have been delivered as well: delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+from typing import Any
+
+BACKGROUND_NICE = 5  # below the API and the runtime, as the control plane
+
+
+def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str, nice: int) -> None:
+    """The child: ``(stream, records)`` pickles in, ``(delivered, undelivered, calls)`` out, until the pipe
+    closes or ``None`` comes."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+    import boto3
+    from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger
+
+    import trainserve  # noqa: F401  (puts lambdas/* on sys.path)
+
+    client = boto3.client(
+        "firehose",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=FIREHOSE_CLIENT_CONFIG,
+    )
+    loggers: dict[str, FirehoseLogger] = {}
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):  # the daemon is gone
+            return
+        request = pickle.loads(message)
+        if request is None:
+            return
+        stream, records = request
+        logger = loggers.get(stream)
+        if logger is None:
+            logger = loggers[stream] = FirehoseLogger(client, stream)
+        result = logger.put(records)  # never raises; what it cannot deliver it writes to the log
+        conn.send((result.delivered, result.undelivered, result.calls, result.errors[-3:]))
+
+
+class DeliveryProcess:
+    """The child process and its pipe; ``put`` is one request and its answer (one at a time)."""
+
+    def __init__(self, target: Any, timeout: float = 60.0, nice: int = BACKGROUND_NICE) -> None:
+        from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+
+        self.args = (target.aws_endpoint_url, target.region, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, nice)
+        self.timeout = timeout
+        self._proc: Any = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self.calls = 0  # PutRecordBatch calls made for this API (status)
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _ensure(self) -> None:  # under the lock
+        if self._proc is not None and self._proc.is_alive():
+            return
+        if self._proc is not None:
+            self.restarts += 1
+            self._close()
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # the daemon has threads
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_main, args=(child, *self.args), name="log-delivery", daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def put(self, stream: str, records: list[dict[str, Any]]) -> tuple[int, int, int, list[str]]:
+        """Deliver ``records`` to ``stream`` in the child: (delivered, undelivered, calls, last errors).
+        Raises ``RuntimeError`` if the child did not answer (it is replaced on the next call)."""
+        data = pickle.dumps((stream, records), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._ensure()
+            try:
+                self._conn.send_bytes(data)
+                if not self._conn.poll(self.timeout):
+                    raise RuntimeError(f"the log delivery process did not answer within {self.timeout:.0f} s")
+                delivered, undelivered, calls, errors = self._conn.recv()
+            except (EOFError, OSError, RuntimeError) as exc:
+                self._kill()
+                raise RuntimeError(f"log delivery process failed: {type(exc).__name__}: {exc}") from None
+            self.calls += calls
+            return delivered, undelivered, calls, errors
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "alive": self._proc is not None and self._proc.is_alive(),
+            "firehose_calls": self.calls,
+            "restarts": self.restarts,
+        }
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.close()
+            self._conn = None
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._conn.send_bytes(pickle.dumps(None))
+            if self._proc is not None:
+                self._proc.join(timeout)
+                if self._proc.is_alive():
+                    self._proc.kill()
+                    self._proc.join(5)
+                self._proc = None
+            self._close()
+
+
+class RemoteFirehoseLogger:
+    """``FirehoseLogger``'s interface for one stream, delivering through a ``DeliveryProcess``."""
+
+    def __init__(self, process: DeliveryProcess, stream: str, emit: Any = None) -> None:
+        from prediction_log import FirehoseLogger, log_json
+
+        self.process = process
+        self.stream_name = stream
+        self._local = FirehoseLogger(None, stream, emit=emit or log_json)  # only for its log fallback
+
+    def put(self, records: list[dict[str, Any]]) -> Any:
+        from prediction_log import DeliveryResult
+
+        result = DeliveryResult()
+        if not records:
+            return result
+        try:
+            result.delivered, result.undelivered, result.calls, result.errors = self.process.put(
+                self.stream_name, records
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing is lost silently: every record goes to the log
+            for record in records:
+                self._local._undelivered(record, str(exc), result)  # noqa: SLF001 - the same log line
+        return result
+
+    def undelivered(self, record: dict[str, Any], error: str) -> None:
+        self._local.undelivered(record, error)
