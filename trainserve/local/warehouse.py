@@ -49,6 +49,11 @@ from typing import Any
 
 import duckdb
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - requirements.in has it
+    _orjson = None  # type: ignore[assignment]
+
 from trainserve import LAMBDAS_DIR
 
 SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
@@ -164,6 +169,46 @@ def _convert(col: Column, value: Any) -> Any:
     )  # pragma: no cover - schema parse guards
 
 
+def _converter(col: Column) -> Any:
+    """``_convert`` for one column, with a fast path for the value types Firehose records carry (a str for
+    VARCHAR, an int for INTEGER, a finite float for DOUBLE PRECISION) that returns what ``_convert`` returns;
+    anything else goes through ``_convert`` itself."""
+    if col.kind == "VARCHAR":
+        limit = col.length
+
+        def convert(value: Any) -> Any:
+            # UTF-8 takes at most 4 bytes a character: under limit / 4 characters, the bytes fit too
+            if type(value) is str and (limit is None or len(value) * 4 <= limit):
+                return value
+            return _convert(col, value)
+
+    elif col.kind == "INTEGER":
+
+        def convert(value: Any) -> Any:
+            if type(value) is int and -(2**31) <= value < 2**31:
+                return value
+            return _convert(col, value)
+
+    elif col.kind == "DOUBLE PRECISION":
+
+        def convert(value: Any) -> Any:
+            if type(value) is float and math.isfinite(value):
+                return value
+            return _convert(col, value)
+
+    else:
+
+        def convert(value: Any) -> Any:
+            return _convert(col, value)
+
+    return convert
+
+
+def _loads(text: str) -> Any:
+    """One JSON value; orjson where installed (it refuses NaN and Infinity, which are not JSON either)."""
+    return _orjson.loads(text) if _orjson is not None else json.loads(text)
+
+
 def parse_object(
     data: bytes, columns: Sequence[Column]
 ) -> tuple[list[tuple], list[tuple[int, str | None, str, str]]]:
@@ -172,15 +217,16 @@ def parse_object(
         data = gzip.decompress(data)
     rows: list[tuple] = []
     errors: list[tuple[int, str | None, str, str]] = []
+    converters = [(c.name, _converter(c)) for c in columns]
     for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = _loads(raw)
             if not isinstance(obj, dict):
                 raise RecordError(None, "a line is not a JSON object")
             lowered = {str(k).lower(): v for k, v in obj.items()}
-            rows.append(tuple(_convert(c, lowered.get(c.name)) for c in columns))
+            rows.append(tuple([convert(lowered.get(name)) for name, convert in converters]))
         except RecordError as exc:
             errors.append((n, exc.column, exc.reason, raw[:4096]))
         except ValueError as exc:
@@ -283,9 +329,12 @@ def merge_dedup(con: duckdb.DuckDBPyConnection, raw: str, batch: str) -> None:
 class LocalWarehouse:
     """The DuckDB warehouse file; every method opens the file for its own duration only."""
 
-    def __init__(self, path: str | Path, *, lock_wait: float = LOCK_WAIT_SECONDS):
+    def __init__(self, path: str | Path, *, lock_wait: float = LOCK_WAIT_SECONDS, threads: int | None = None):
+        """``threads``: DuckDB threads for writes (None: DuckDB's default, one per CPU); the loader process
+        uses 1, as its batches are small and the CPUs serve predictions."""
         self.path = Path(path)
         self.lock_wait = lock_wait
+        self.threads = threads
         self.statements = _statements()
         self.columns = table_columns(self.statements)
         self._lock = threading.Lock()  # one writer per process
@@ -308,6 +357,8 @@ class LocalWarehouse:
                 self.path, read_only=False, timeout=self.lock_wait if timeout is None else timeout
             )
             try:
+                if self.threads:
+                    con.execute(f"SET threads = {int(self.threads)}")
                 yield con
             finally:
                 con.close()
@@ -493,7 +544,7 @@ def _loader_process_main(conn: Any, path: str, target: Any) -> None:
     with contextlib.suppress(OSError):
         os.nice(BACKGROUND_NICE)
     s3 = target.client("s3")
-    warehouse = LocalWarehouse(path)
+    warehouse = LocalWarehouse(path, threads=1)
     while True:
         try:
             message = conn.recv()
