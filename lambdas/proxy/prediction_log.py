@@ -55,22 +55,57 @@ METRIC_NAMESPACE = "Trainserve/Proxy"
 METRIC_NAME = "UndeliveredLogRecords"
 
 
+class JsonObjectText:
+    """A record field holding a JSON object as text (a prediction's ``features``), made when the record is
+    encoded, after the response, rather than while the prediction is answered: ``names`` -> ``values``."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: tuple[str, ...] | list[str], values: list[Any]) -> None:
+        self.names = names
+        self.values = values
+
+    def text(self) -> str:
+        return json_text(dict(zip(self.names, self.values, strict=True)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JsonObjectText):
+            return self.text() == other.text()
+        return isinstance(other, str) and self.text() == other
+
+    def __hash__(self) -> int:
+        return hash(self.text())
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, JsonObjectText):
+        return obj.text()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _log_default(obj: Any) -> Any:
+    return obj.text() if isinstance(obj, JsonObjectText) else str(obj)
+
+
 def log_json(obj: dict[str, Any]) -> None:
     """One structured log line on stdout (Lambda sends stdout lines to CloudWatch Logs as they are)."""
-    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=_log_default) + "\n")
     sys.stdout.flush()
 
 
 def encode(record: dict[str, Any]) -> bytes:
     """A record as one line of Firehose data: compact JSON, newline-terminated. Records are flat (nested
-    data such as ``features`` is already JSON text); a NaN or infinite number is refused (ValueError), as
-    JSON has no such values."""
+    data such as ``features`` is JSON text, or a ``JsonObjectText`` written as its text); a NaN or infinite
+    number is refused (ValueError), as JSON has no such values."""
     if _orjson is None:
-        return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        return (json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default) + "\n").encode()
     for value in record.values():  # orjson would write null for them
         if type(value) is float and not math.isfinite(value):
             raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
-    return _orjson.dumps(record, option=_orjson.OPT_APPEND_NEWLINE)
+    return _orjson.dumps(record, option=_orjson.OPT_APPEND_NEWLINE, default=_default)
 
 
 def json_text(value: Any) -> str:

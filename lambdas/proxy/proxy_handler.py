@@ -44,7 +44,7 @@ from background_delivery import (
 )
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, json_text, log_json
+from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, JsonObjectText, log_json
 
 ENDPOINT_CACHE_SECONDS = 5.0
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
@@ -461,7 +461,7 @@ class Proxy:
                     "model_package_arn": package_arn,
                     "model_version": version,
                     "user_id": request.user_id,
-                    "features": json_text(dict(zip(features, row, strict=True))),
+                    "features": JsonObjectText(features, row),  # its JSON text is made after the response
                     "score": p["score"],
                     "label": p["label"],
                     "threshold": threshold,

@@ -237,3 +237,28 @@ def test_both_encoders_write_the_same_values_and_refuse_nan(encoder, monkeypatch
     for bad in (float("nan"), float("inf"), float("-inf")):
         with pytest.raises(ValueError):
             plog.encode({**record, "score": bad})
+
+
+@pytest.mark.parametrize("encoder", ["orjson", "stdlib"])
+def test_features_are_written_as_json_text_when_the_record_is_encoded(encoder, monkeypatch, capsys):
+    """The proxy hands over names and values; the text is made after the response, by either encoder, in
+    the Firehose line, in the log fallback line, and after a trip through pickle (the local delivery)."""
+    import pickle
+
+    if encoder == "stdlib":
+        monkeypatch.setattr(plog, "_orjson", None)
+    names, values = ("mean radius", "worst area"), [17.99, 2019.0]
+    lazy = plog.JsonObjectText(names, values)
+    expected = plog.json_text(dict(zip(names, values, strict=True)))
+    assert lazy.text() == expected and lazy == expected and lazy == plog.JsonObjectText(names, list(values))
+    record = {"request_id": "r-1", "score": 0.5, "features": lazy}
+    line = json.loads(plog.encode(record))
+    assert line["features"] == expected and json.loads(line["features"]) == dict(
+        zip(names, values, strict=True)
+    )
+    assert plog.encode(pickle.loads(pickle.dumps(record))) == plog.encode(record)
+    plog.FirehoseLogger(None, "s").undelivered(record, "test")
+    logged = json.loads(capsys.readouterr().out)
+    assert logged["record"]["features"] == expected  # replayable as the same record
+    with pytest.raises((TypeError, ValueError)):  # a mismatch is refused (FirehoseLogger logs the record)
+        plog.encode({"features": plog.JsonObjectText(names, [1.0])})
