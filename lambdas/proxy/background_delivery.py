@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-LINGER_SECONDS = 1.0
+LINGER_SECONDS = 0.05
 MAX_BUFFERED = 20_000
 EXTENSION_NAME = "trainserve-log-delivery"
 

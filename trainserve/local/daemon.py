@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -40,6 +41,7 @@ PORT_BASE_ENV = "TRAINSERVE_PORT_BASE"
 STATUS_FILE = "status.json"
 LOG_FILE = "local.log"
 STATUS_INTERVAL = 2.0
+GC_THRESHOLD_0 = 20_000  # see Daemon.start
 EXIT_PORT_IN_USE = 3
 EXIT_START_FAILED = 1
 
@@ -238,6 +240,11 @@ class Daemon:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "log_file": str(self.state_dir / LOG_FILE),
         }
+        # Everything made so far lives as long as the daemon (botocore's service models, the components):
+        # keep it out of the collector's full passes, which otherwise stop every thread here for 100 ms at a
+        # time while traffic is logged (measured: 5 full passes in 6 s at 150 requests/s of 100 rows).
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD_0, 10, 10)
         self.write_status()
         _write_json(self.state_file, state)
         log.info("local cloud ready: %s", json.dumps(state))
