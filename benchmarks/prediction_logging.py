@@ -11,7 +11,9 @@ By default it starts its own local cloud in a temporary TRAINSERVE_HOME on free 
 a model through the CLI, runs the benchmark and stops it; ``--use-running`` uses the running local cloud
 instead (LOG_SAMPLE_RATE is switched during the run and restored after). Everything stays on 127.0.0.1 and every
 phase is bounded in time. Firehose calls are counted, not estimated: the local cloud counts PutRecordBatch
-calls per stream (``firehose_calls`` of the warehouse component in ``.trainserve/status.json``).
+calls per stream (``firehose_calls`` of the warehouse component in ``.trainserve/status.json``). ``to log``
+counts the prediction log records that went to the log fallback instead of Firehose (``undelivered_log_records``
+of the API component): a run where it is not 0 did not do all of its logging work, and says so.
 The load generator runs on the same machine as the server (and competes with it for CPU): compare the
 rows with each other, not with a production API.
 """
@@ -120,19 +122,22 @@ def set_sample_rate(target, rate: float | str) -> None:
     time.sleep(PARAM_REFRESH_WAIT_S)
 
 
-def firehose_calls(target) -> int:
-    """PutRecordBatch calls on the predictions stream so far, from the local cloud's status snapshot (written
-    every 2 s: wait for a fresh one)."""
+def pipeline_counts(target) -> tuple[int, int]:
+    """(PutRecordBatch calls on the predictions stream, prediction log records sent to the log fallback
+    instead of Firehose) so far, from the local cloud's status snapshot (written every 2 s: wait for a fresh
+    one)."""
     from trainserve.target import state_dir
 
     path = state_dir() / "status.json"
     first = json.loads(path.read_text())["updated_at"]
     deadline = time.monotonic() + 10
+    stream = target.names.predictions_stream
     while time.monotonic() < deadline:
         status = json.loads(path.read_text())
         if status["updated_at"] != first:
             calls = status["components"]["warehouse"].get("firehose_calls", {})
-            return int(calls.get(target.names.predictions_stream, 0))
+            to_log = status["components"]["api"].get("undelivered_log_records", {})
+            return int(calls.get(stream, 0)), int(to_log.get(stream, 0))
         time.sleep(0.2)
     raise RuntimeError(f"{path} was not refreshed within 10 s")
 
@@ -247,13 +252,15 @@ def main() -> None:
                     if rate is not None:
                         set_sample_rate(target, rate)
                     load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
-                    before = firehose_calls(target) if target is not None else None
+                    before = pipeline_counts(target) if target is not None else None
                     r = load(api_url, body, args.seconds, args.concurrency)
-                    if target is not None:
-                        calls = firehose_calls(target) - before
+                    if target is not None and before is not None:
+                        time.sleep(1.0)  # the sender's last batch of this run
+                        after = pipeline_counts(target)
                         r["firehose_calls_per_request"] = (
-                            round(calls / r["requests"], 3) if r["requests"] else None
+                            round((after[0] - before[0]) / r["requests"], 3) if r["requests"] else None
                         )
+                        r["records_to_log"] = after[1] - before[1]
                     runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
                     if not args.json:
                         print(json.dumps(runs[-1]), file=sys.stderr)
@@ -285,13 +292,19 @@ def main() -> None:
         f"medians of {args.repeat}"
     )
     print(
-        f"{'rows':>5} {'log rate':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'firehose/req':>12} {'errors':>6}"
+        f"{'rows':>5} {'log rate':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'firehose/req':>12} "
+        f"{'to log':>6} {'errors':>6}"
     )
     for r in results:
         print(
             f"{r['rows']:>5} {r['log_sample_rate'] if r['log_sample_rate'] is not None else '-':>8} {r['requests']:>9} "
             f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r.get('firehose_calls_per_request', '-')!s:>12} "
-            f"{r['errors']:>6}"
+            f"{r['records_to_log']:>6} {r['errors']:>6}"
+        )
+    if any(r["records_to_log"] for r in results):
+        print(
+            "WARNING: some prediction logs went to the log fallback instead of Firehose (the sender fell behind):"
+            " logging did not do all its work in these runs"
         )
     for c in costs:
         print(
@@ -311,6 +324,7 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[key] for r in group if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
         row["errors"] = sum(r["errors"] for r in group)
+        row["records_to_log"] = sum(r.get("records_to_log") or 0 for r in group)
         out.append(row)
     return out
 

@@ -5,8 +5,10 @@ background thread, after the response has gone out.
 500 records / 4 MiB per ``PutRecordBatch``, bounded retries of failed entries, and the structured-log
 fallback with the ``UndeliveredLogRecords`` metric. So nothing about what is delivered or how failures are
 handled changes, only *when* the call is made. The sender thread takes everything buffered at once, so a
-busy process makes fewer calls than requests (never more). It waits at most ``linger_seconds`` after the
-first buffered record before sending, so that concurrent requests share a call.
+busy process makes fewer calls than requests (never more). It waits at most ``linger_seconds`` (200 ms) after
+the first buffered record before sending, so that concurrent requests share a call; the records of requests
+that arrive while a send is in flight share the next one. The wait is short so that records are short-lived
+objects (a long-lived buffer of many small objects makes the garbage collector's passes slow).
 
 On Lambda an environment serves one request at a time, and it is frozen as soon as the handler returns,
 background threads included. ``LambdaDeliveryExtension`` is the mechanism AWS documents for work after the
@@ -38,7 +40,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-LINGER_SECONDS = 0.05
+LINGER_SECONDS = 0.2
 MAX_BUFFERED = 20_000
 EXTENSION_NAME = "trainserve-log-delivery"
 

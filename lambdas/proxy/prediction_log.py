@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,23 @@ except ImportError:  # pragma: no cover - the Lambda asset ships without third-p
 FIREHOSE_CLIENT_CONFIG = Config(
     connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}, parameter_validation=False
 )
+
+_UNDELIVERED: dict[str, int] = {}  # stream -> log records written to the log fallback by this process
+_UNDELIVERED_LOCK = threading.Lock()
+
+
+def undelivered_counts() -> dict[str, int]:
+    """Per stream, the log records this process has written to the log instead of Firehose (the metric's
+    count, kept here too for the local API's status and the benchmark)."""
+    with _UNDELIVERED_LOCK:
+        return dict(_UNDELIVERED)
+
+
+def count_undelivered(stream: str, n: int) -> None:
+    if n:
+        with _UNDELIVERED_LOCK:
+            _UNDELIVERED[stream] = _UNDELIVERED.get(stream, 0) + n
+
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 4 * 1024 * 1024
@@ -265,6 +283,7 @@ class FirehoseLogger:
 
     def _undelivered(self, record: dict[str, Any], error: str, result: DeliveryResult) -> None:
         result.undelivered += 1
+        count_undelivered(self.stream_name, 1)
         self.emit(
             {
                 "_aws": {

@@ -223,3 +223,52 @@ def test_invalid_param_on_function_falls_back(stack):
     status, body = _post(ctx, "/predict", {"instances": [[6, 0, 0]]})
     assert status == 200 and body["predictions"][0]["label"] == 1
     _set_params(ctx, api, DECISION_THRESHOLD="0.5")
+
+
+def test_log_delivery_runs_in_its_own_process_and_a_dead_one_loses_nothing_silently(stack):
+    """The proxy's Firehose logger sends from the log delivery process (not under the API's interpreter
+    lock). A dead process is replaced before the next batch; a hung one is replaced too, and the records of
+    the call it did not answer go to the log fallback (counted in the status)."""
+    import os
+    import signal
+
+    import prediction_log
+
+    ctx, api, warehouse = stack
+    delivery = api.status()["log_delivery"]
+    assert delivery["alive"] and delivery["pid"] != os.getpid()
+    restarts = delivery["restarts"]
+
+    def predict_and_find(user: str) -> None:
+        status, body = _post(ctx, "/predict", {"instances": [[5, 1, 1]], "user_id": user})
+        assert status == 200, body
+        warehouse.load_now()
+        _, rows = warehouse.warehouse.query("SELECT request_id FROM prediction_log WHERE user_id = ?", [user])
+        assert [r[0] for r in rows] == [body["predictions"][0]["request_id"]]
+
+    predict_and_find("carol")
+    assert api.status()["log_delivery"]["firehose_calls"] >= 1
+
+    api._delivery._proc.kill()  # noqa: SLF001 - a crash between batches
+    api._delivery._proc.join(10)  # noqa: SLF001
+    predict_and_find("dave")  # delivered by a new process
+    assert api.status()["log_delivery"]["restarts"] == restarts + 1
+
+    stream = ctx.names.predictions_stream
+    before = prediction_log.undelivered_counts().get(stream, 0)
+    logged: list[dict] = []
+    logger = api._make_logger(stream)  # noqa: SLF001 - the logger the proxy uses, with a capturing log
+    logger._local.emit = logged.append  # noqa: SLF001
+    os.kill(api._delivery.pid, signal.SIGSTOP)  # hung: it will not answer this call
+    api._delivery.timeout = 0.5  # noqa: SLF001
+    try:
+        record = {"request_id": "hung-1", "user_id": "frank", "score": 0.5}
+        result = logger.put([record])
+    finally:
+        api._delivery.timeout = 60.0  # noqa: SLF001
+    assert (result.delivered, result.undelivered) == (0, 1)
+    assert [e["record"] for e in logged if e.get("undelivered_log_record")] == [record]
+    assert "did not answer" in logged[0]["error"]
+    assert api.status()["undelivered_log_records"][stream] == before + 1
+    predict_and_find("erin")  # the hung process was killed; a new one delivers
+    assert api.status()["log_delivery"]["restarts"] == restarts + 2

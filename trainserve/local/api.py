@@ -184,7 +184,7 @@ class ApiComponent:
 
         self._ctx = ctx
         target = ctx.target()
-        self._delivery = DeliveryProcess(target)
+        self._delivery = DeliveryProcess(target).start()
         self._clients = proxy_handler.Clients(target.client)
         self._lambda = target.client("lambda")
         env = ensure_proxy_function(self._lambda, target.client("iam"), ctx.config, ctx.names)
@@ -294,6 +294,10 @@ class ApiComponent:
             out["params"] = self._proxy.params.as_dict()
         if self._delivery is not None:
             out["log_delivery"] = self._delivery.status()
+        import prediction_log
+
+        # log records that went to the log fallback instead of Firehose (buffer overflow, refused records)
+        out["undelivered_log_records"] = prediction_log.undelivered_counts()
         if self._last_error:
             out["alarms"] = [self._last_error]
         return out

@@ -12,7 +12,7 @@ hints) and counting ``PutRecordBatch`` calls per stream (``firehose_calls``, for
 The daemon asks the child for them over a pipe. Tests that run moto in their own process use
 ``InProcessControlPlane``, which answers the same two questions from this process's moto.
 
-The child runs at a lower CPU priority (``BACKGROUND_NICE``). It ends when the daemon stops it, and also when the daemon dies (its end of the pipe closes), so a
+It ends when the daemon stops it, and also when the daemon dies (its end of the pipe closes), so a
 killed daemon does not leave moto holding the port.
 """
 
@@ -21,11 +21,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from typing import Any
-
-# moto's niceness: on a busy machine the prediction API, the runtime and the model servers get the CPU first;
-# the control plane's heavy work (Firehose batches, staging objects) is background work there, as Firehose is
-# a service of its own on AWS. Calls on a request's path (DescribeEndpoint every few seconds) are rare.
-BACKGROUND_NICE = 5
 
 
 class ControlPlaneError(RuntimeError):
@@ -49,17 +44,13 @@ class InProcessControlPlane:
         return {"process": "in-process"}
 
 
-def _main(conn: Any, port: int, runtime_url: str | None, nice: int = 0) -> None:
+def _main(conn: Any, port: int, runtime_url: str | None) -> None:
     """The child: patched moto on 127.0.0.1:``port``, then requests from the pipe until it closes."""
     import logging
-    import os
 
     from moto.server import ThreadedMotoServer
 
     from trainserve.local import moto_patches
-
-    with contextlib.suppress(OSError):
-        os.nice(nice)
 
     moto_patches.install()
     moto_patches.set_runtime_url(runtime_url)
@@ -97,11 +88,8 @@ def _main(conn: Any, port: int, runtime_url: str | None, nice: int = 0) -> None:
 class MotoProcess:
     """moto in a spawned child process on 127.0.0.1:``port`` (spawned: the daemon has threads)."""
 
-    def __init__(
-        self, port: int, runtime_url: str | None, timeout: float = 60.0, nice: int = BACKGROUND_NICE
-    ) -> None:
+    def __init__(self, port: int, runtime_url: str | None, timeout: float = 60.0) -> None:
         self.port = port
-        self.nice = nice
         self.runtime_url = runtime_url
         self.timeout = timeout
         self._proc: Any = None
@@ -114,7 +102,7 @@ class MotoProcess:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_main, args=(child, self.port, self.runtime_url, self.nice), name="moto", daemon=True
+            target=_main, args=(child, self.port, self.runtime_url), name="moto", daemon=True
         )
         self._proc.start()
         child.close()

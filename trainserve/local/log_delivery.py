@@ -22,16 +22,11 @@ import pickle
 import threading
 from typing import Any
 
-BACKGROUND_NICE = 5  # below the API and the runtime, as the control plane
 
-
-def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str, nice: int) -> None:
+def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str) -> None:
     """The child: ``(stream, records)`` pickles in, ``(delivered, undelivered, calls)`` out, until the pipe
-    closes or ``None`` comes."""
-    import os
-
-    with contextlib.suppress(OSError):
-        os.nice(nice)
+    closes or ``None`` comes. It runs at the API's CPU priority: it has to keep up with the API, or the
+    sender's buffer would fill and overflow into the log."""
     import boto3
     from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger
 
@@ -46,6 +41,7 @@ def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key
         config=FIREHOSE_CLIENT_CONFIG,
     )
     loggers: dict[str, FirehoseLogger] = {}
+    conn.send("ready")  # imports done and the client made: the first batch does not wait for them
     while True:
         try:
             message = conn.recv_bytes()
@@ -65,10 +61,10 @@ def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key
 class DeliveryProcess:
     """The child process and its pipe; ``put`` is one request and its answer (one at a time)."""
 
-    def __init__(self, target: Any, timeout: float = 60.0, nice: int = BACKGROUND_NICE) -> None:
+    def __init__(self, target: Any, timeout: float = 60.0) -> None:
         from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
 
-        self.args = (target.aws_endpoint_url, target.region, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, nice)
+        self.args = (target.aws_endpoint_url, target.region, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
         self.timeout = timeout
         self._proc: Any = None
         self._conn: Any = None
@@ -94,14 +90,24 @@ class DeliveryProcess:
         self._proc.start()
         child.close()
         self._conn = parent
+        if not parent.poll(self.timeout) or parent.recv() != "ready":
+            self._kill()
+            raise RuntimeError(f"the log delivery process did not start within {self.timeout:.0f} s")
+
+    def start(self) -> DeliveryProcess:
+        """Start the child now (about a second of imports), not on the first batch: under load, records
+        arriving meanwhile would fill the sender's buffer."""
+        with self._lock:
+            self._ensure()
+        return self
 
     def put(self, stream: str, records: list[dict[str, Any]]) -> tuple[int, int, int, list[str]]:
         """Deliver ``records`` to ``stream`` in the child: (delivered, undelivered, calls, last errors).
         Raises ``RuntimeError`` if the child did not answer (it is replaced on the next call)."""
         data = pickle.dumps((stream, records), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            self._ensure()
             try:
+                self._ensure()
                 self._conn.send_bytes(data)
                 if not self._conn.poll(self.timeout):
                     raise RuntimeError(f"the log delivery process did not answer within {self.timeout:.0f} s")
@@ -157,7 +163,7 @@ class RemoteFirehoseLogger:
         self._local = FirehoseLogger(None, stream, emit=emit or log_json)  # only for its log fallback
 
     def put(self, records: list[dict[str, Any]]) -> Any:
-        from prediction_log import DeliveryResult
+        from prediction_log import DeliveryResult, count_undelivered
 
         result = DeliveryResult()
         if not records:
@@ -166,6 +172,7 @@ class RemoteFirehoseLogger:
             result.delivered, result.undelivered, result.calls, result.errors = self.process.put(
                 self.stream_name, records
             )
+            count_undelivered(self.stream_name, result.undelivered)  # the child logged them; count here too
         except Exception as exc:  # noqa: BLE001 - nothing is lost silently: every record goes to the log
             for record in records:
                 self._local._undelivered(record, str(exc), result)  # noqa: SLF001 - the same log line
