@@ -187,12 +187,16 @@ def _patch_put_record_batch_response() -> None:
 
     FirehoseResponse.put_record_batch = put_record_batch
     original_parse = FirehoseResponse.parse_parameters
+    try:  # about twice as fast as json on a body of base64 strings
+        from orjson import loads as _loads
+    except ImportError:  # pragma: no cover - requirements.in has orjson
+        _loads = json.loads
 
     def parse_parameters(self: Any, request: Any) -> None:
         if self._get_action() != "PutRecordBatch":
             return original_parse(self, request)
         try:
-            body = json.loads(request.data)
+            body = _loads(request.data)
             self.params = {
                 "DeliveryStreamName": body["DeliveryStreamName"],
                 "Records": [{"Data": base64.b64decode(r["Data"], validate=True)} for r in body["Records"]],
