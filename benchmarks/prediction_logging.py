@@ -13,7 +13,10 @@ instead (LOG_SAMPLE_RATE is switched during the run and restored after). Everyth
 phase is bounded in time. Firehose calls are counted, not estimated: the local cloud counts PutRecordBatch
 calls per stream (``firehose_calls`` of the warehouse component in ``.trainserve/status.json``). ``to log``
 counts the prediction log records that went to the log fallback instead of Firehose (``undelivered_log_records``
-of the API component): a run where it is not 0 did not do all of its logging work, and says so.
+of the API component): a run where it is not 0 did not do all of its logging work, and says so. The CPU
+time each process of the local cloud used per request (the daemon, moto, the log delivery process, the
+warehouse loader, the model server, and this load generator) is printed too: it shows where logging's
+work goes.
 The load generator runs on the same machine as the server (and competes with it for CPU): compare the
 rows with each other, not with a production API.
 """
@@ -142,6 +145,57 @@ def pipeline_counts(target) -> tuple[int, int]:
     raise RuntimeError(f"{path} was not refreshed within 10 s")
 
 
+def process_roles() -> dict[int, str]:
+    """The local cloud's processes by role (pid -> role), from its status snapshot and the process tree."""
+    import psutil  # installed with sagemaker-training (requirements.txt)
+
+    from trainserve.target import state_dir
+
+    status = json.loads((state_dir() / "status.json").read_text())
+    daemon = status["pid"]
+    roles = {daemon: "daemon (API, runtime)"}
+    control = status.get("control_plane") or {}
+    if control.get("pid"):
+        roles[control["pid"]] = "moto"
+    delivery = status["components"].get("api", {}).get("log_delivery") or {}
+    if delivery.get("pid"):
+        roles[delivery["pid"]] = "log delivery"
+    servers = {s["pid"] for s in status["components"].get("runtime", {}).get("model_servers", {}).values()}
+    for child in psutil.Process(daemon).children(recursive=True):
+        if child.pid in roles:
+            continue
+        try:
+            lineage = {p.pid for p in child.parents()}
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if child.pid in servers or lineage & servers:
+            roles[child.pid] = "model server"
+        elif "resource_tracker" in cmdline:
+            roles[child.pid] = "other"
+        elif "spawn_main" in cmdline:
+            roles[child.pid] = "warehouse loader"  # the daemon's only other spawned child
+        else:
+            roles[child.pid] = "other"
+    return roles
+
+
+def cpu_seconds(roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far per role, this benchmark process as ``load generator``."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for pid, role in roles.items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    t = psutil.Process().cpu_times()
+    out["load generator"] = t.user + t.system
+    return out
+
+
 def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
     """``concurrency`` keep-alive clients POSTing ``body`` for ``seconds``: rps and latency percentiles."""
     url = urlparse(api_url)
@@ -253,8 +307,18 @@ def main() -> None:
                         set_sample_rate(target, rate)
                     load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
                     before = pipeline_counts(target) if target is not None else None
+                    roles = process_roles() if target is not None else {}
+                    cpu_before = cpu_seconds(roles) if target is not None else {}
                     r = load(api_url, body, args.seconds, args.concurrency)
                     if target is not None and before is not None:
+                        cpu_after = cpu_seconds(roles)
+                        r["cpu_ms_per_request"] = {
+                            role: round(
+                                1000 * (cpu_after[role] - cpu_before.get(role, 0.0)) / r["requests"], 3
+                            )
+                            for role in cpu_after
+                            if r["requests"]
+                        }
                         time.sleep(1.0)  # the sender's last batch of this run
                         after = pipeline_counts(target)
                         r["firehose_calls_per_request"] = (
@@ -301,6 +365,18 @@ def main() -> None:
             f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r.get('firehose_calls_per_request', '-')!s:>12} "
             f"{r['records_to_log']:>6} {r['errors']:>6}"
         )
+    cpu_roles = sorted(
+        {role for r in results for role, ms in r.get("cpu_ms_per_request", {}).items() if ms > 0}
+    )
+    if cpu_roles:
+        print("\nCPU ms per request, by process (medians; everything shares the machine's CPUs)")
+        print(f"{'rows':>5} {'log rate':>8} " + " ".join(f"{role[:16]:>16}" for role in cpu_roles))
+        for r in results:
+            cpu = r.get("cpu_ms_per_request", {})
+            print(
+                f"{r['rows']:>5} {r['log_sample_rate']!s:>8} "
+                + " ".join(f"{cpu.get(role, 0.0):>16.3f}" for role in cpu_roles)
+            )
     if any(r["records_to_log"] for r in results):
         print(
             "WARNING: some prediction logs went to the log fallback instead of Firehose (the sender fell behind):"
@@ -324,6 +400,12 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[key] for r in group if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
         row["errors"] = sum(r["errors"] for r in group)
+        roles = sorted({role for r in group for role in r.get("cpu_ms_per_request", {})})
+        if roles:
+            row["cpu_ms_per_request"] = {
+                role: round(statistics.median(r["cpu_ms_per_request"].get(role, 0.0) for r in group), 3)
+                for role in roles
+            }
         row["records_to_log"] = sum(r.get("records_to_log") or 0 for r in group)
         out.append(row)
     return out

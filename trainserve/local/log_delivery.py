@@ -24,13 +24,13 @@ from typing import Any
 
 
 def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str) -> None:
-    """The child: ``(stream, records)`` pickles in, ``(delivered, undelivered, calls)`` out, until the pipe
+    """The child: ``(stream, records)`` pickles in, ``(delivered, undelivered, calls, errors)`` out, until the pipe
     closes or ``None`` comes. It runs at the API's CPU priority: it has to keep up with the API, or the
     sender's buffer would fill and overflow into the log."""
     import boto3
-    from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger
 
-    import trainserve  # noqa: F401  (puts lambdas/* on sys.path)
+    # lambdas/proxy/ is on sys.path: the spawned child imported this module, so trainserve/__init__ ran
+    from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger
 
     client = boto3.client(
         "firehose",
