@@ -6,6 +6,7 @@ the real release controller (``lambdas/release_controller/release_handler.py``) 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -177,8 +178,10 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
     assert pids
     control = d.status()["control_plane"]  # moto runs in a process of its own, not in the daemon's
     assert control["process"] == "moto" and control["alive"] and control["pid"] != os.getpid()
+    assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == daemon_mod.GC_THRESHOLD_0
     d.shutdown()
     d.stop()
+    assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] != daemon_mod.GC_THRESHOLD_0  # as it was
     assert not (tmp_path / "local.json").exists() and not (tmp_path / "status.json").exists()
     assert moto_patches._runtime_url is None  # noqa: SLF001 - moto in this process was never patched to forward
     for pid in [*pids, control["pid"]]:  # the model servers and moto stop with the daemon

@@ -158,6 +158,7 @@ class Daemon:
         self.failed: dict[str, str] = {}
         self._stop = threading.Event()
         self._moto = None
+        self._gc_threshold: tuple[int, int, int] | None = None
 
     @property
     def state_file(self) -> Path:
@@ -243,6 +244,7 @@ class Daemon:
         # Everything made so far lives as long as the daemon (botocore's service models, the components):
         # keep it out of the collector's full passes, which otherwise stop every thread here for 100 ms at a
         # time while traffic is logged (measured: 5 full passes in 6 s at 150 requests/s of 100 rows).
+        self._gc_threshold = gc.get_threshold()
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD_0, 10, 10)
         self.write_status()
@@ -296,6 +298,10 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
+        if self._gc_threshold is not None:  # a daemon run inside another process (tests) leaves it as it was
+            gc.unfreeze()
+            gc.set_threshold(*self._gc_threshold)
+            self._gc_threshold = None
         for path in (self.state_file, self.status_file):
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, OSError):
                 if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():
