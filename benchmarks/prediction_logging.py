@@ -62,20 +62,10 @@ def _cli(env: dict[str, str], *args: str, timeout: float) -> str:
 
 
 def _free_base() -> int:
-    import socket
+    """base, base+1 and base+2 free, below the ephemeral port range (``trainserve.local.ports``)."""
+    from trainserve.local.ports import free_ports
 
-    for base in range(41000, 60000, 7):
-        ok = True
-        for port in (base, base + 1, base + 2):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise SystemExit("no three free ports found")
+    return free_ports(3)
 
 
 def start_own_cloud() -> tuple[dict[str, str], str]:

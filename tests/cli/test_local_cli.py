@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -27,21 +26,10 @@ pytestmark = pytest.mark.xdist_group("test_local_cli")
 
 
 def _free_base() -> int:
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for port in (base, base + 1, base + 2):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no three consecutive free ports")
+    """base, base+1 and base+2 free, below the ephemeral port range (``trainserve.local.ports``)."""
+    from trainserve.local.ports import free_ports
+
+    return free_ports(3)
 
 
 def _run(*args: str):

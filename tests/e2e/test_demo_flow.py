@@ -9,7 +9,6 @@ and then checks the registry, the endpoint after each step, the warehouse and th
 from __future__ import annotations
 
 import json
-import socket
 
 import boto3
 import click
@@ -23,23 +22,10 @@ USERS = DEFAULT_USERS
 
 
 def _free_base() -> int:
-    """A base port with base, base+1 and base+2 free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base > 60000:
-            continue
-        ok = True
-        for port in (base + 1, base + 2):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise RuntimeError("no three consecutive free ports")
+    """base, base+1 and base+2 free, below the ephemeral port range (``trainserve.local.ports``)."""
+    from trainserve.local.ports import free_ports
+
+    return free_ports(3)
 
 
 @pytest.fixture(scope="module")

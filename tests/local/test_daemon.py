@@ -24,7 +24,8 @@ from sklearn.preprocessing import StandardScaler
 
 from trainserve.local import daemon as daemon_mod
 from trainserve.local import moto_patches
-from trainserve.local.daemon import Daemon, PortInUse, default_ports, resolve_ports
+from trainserve.local.daemon import Daemon, PortInUse, default_ports, port_free, resolve_ports
+from trainserve.local.ports import ephemeral_range, free_ports
 from trainserve.local.watcher import wait_until
 
 # one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
@@ -53,7 +54,11 @@ def test_a_port_in_use_is_named_and_0_picks_a_free_port():
         assert err.value.port == port and err.value.role == "runtime"
         assert str(port) in str(err.value) and "TRAINSERVE_PORT_BASE" in str(err.value)
     ports = resolve_ports({"aws": 0, "runtime": 0, "api": 0})
-    assert all(p > 0 for p in ports.values())
+    # below the ephemeral range: no outgoing connection can take the port before the server binds it
+    low = ephemeral_range()[0]
+    assert all(20000 <= p < low for p in ports.values())
+    base = free_ports(3)
+    assert base + 2 < low and all(port_free(base + i) for i in range(3))
 
 
 def _model_tarball() -> bytes:

@@ -28,13 +28,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from trainserve.local.ports import free_ports, port_free  # noqa: F401  (port_free: re-exported)
 
 DEFAULT_PORTS = {"aws": 4566, "runtime": 4567, "api": 4568}
 PORT_BASE_ENV = "TRAINSERVE_PORT_BASE"
@@ -82,22 +83,9 @@ def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
     return {"aws": b, "runtime": b + 1, "api": b + 2}
 
 
-def port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now (connections of a previous run still in TIME_WAIT do
-    not count: the servers set SO_REUSEADDR too)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range (``ports``): no outgoing connection takes it before we bind."""
+    return free_ports(1)
 
 
 def resolve_ports(requested: dict[str, int]) -> dict[str, int]:

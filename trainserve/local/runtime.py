@@ -97,9 +97,10 @@ class ModelServer:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A model server's port, below the ephemeral range (``ports``)."""
+    from trainserve.local.ports import free_ports
+
+    return free_ports(1)
 
 
 class RuntimeComponent:
