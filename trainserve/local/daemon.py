@@ -14,8 +14,8 @@ Runs in the foreground (``trainserve local start`` spawns it detached, its outpu
    removes ``local.json`` and ``status.json``.
 
 Ports: AWS 4566, runtime 4567, API 4568; ``TRAINSERVE_PORT_BASE=N`` gives N, N+1, N+2; a port argument of 0
-picks a free port (below the ephemeral range, ``ports``). A port already in use ends the daemon at once with exit code ``EXIT_PORT_IN_USE`` and a
-message naming it.
+picks a free port (below the ephemeral range, ``ports``). A port already in use ends the daemon at once with
+exit code ``EXIT_PORT_IN_USE`` and a message naming it.
 """
 
 from __future__ import annotations
