@@ -97,6 +97,9 @@ class JsonObjectText:
     def __repr__(self) -> str:
         return self.text()
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as a constructor call: slots state is slow to restore
+        return (JsonObjectText, (self.names, self.values))
+
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, JsonObjectText):
