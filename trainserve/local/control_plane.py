@@ -97,16 +97,9 @@ class MotoProcess:
         self._lock = threading.Lock()  # one request at a time on the pipe (several daemon threads ask)
 
     def start(self) -> MotoProcess:
-        import multiprocessing
+        from trainserve.local import child_process
 
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_main, args=(child, self.port, self.runtime_url), name="moto", daemon=True
-        )
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        self._proc, self._conn = child_process.spawn(_main, (self.port, self.runtime_url), "moto")
         try:
             self._answer("start")
         except ControlPlaneError:
@@ -161,15 +154,8 @@ class MotoProcess:
         return {"process": "moto", "pid": self.pid, "alive": self.alive()}
 
     def stop(self, timeout: float = 10.0) -> None:
+        from trainserve.local import child_process
+
         with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._conn.send(None)
-                self._conn.close()
-                self._conn = None
-        if self._proc is not None:
-            self._proc.join(timeout)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(5)
-            self._proc = None
+            child_process.stop(self._proc, self._conn, timeout)
+            self._proc = self._conn = None

@@ -82,15 +82,10 @@ class DeliveryProcess:
         if self._proc is not None:
             self.restarts += 1
             self._close()
-        import multiprocessing
+        from trainserve.local import child_process
 
-        ctx = multiprocessing.get_context("spawn")  # the daemon has threads
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_main, args=(child, *self.args), name="log-delivery", daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
-        if not parent.poll(self.timeout) or parent.recv() != "ready":
+        self._proc, self._conn = child_process.spawn(_main, self.args, "log-delivery")
+        if not self._conn.poll(self.timeout) or self._conn.recv() != "ready":
             self._kill()
             raise RuntimeError(f"the log delivery process did not start within {self.timeout:.0f} s")
 
@@ -139,17 +134,11 @@ class DeliveryProcess:
         self._close()
 
     def stop(self, timeout: float = 10.0) -> None:
+        from trainserve.local import child_process
+
         with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._conn.send_bytes(pickle.dumps(None))
-            if self._proc is not None:
-                self._proc.join(timeout)
-                if self._proc.is_alive():
-                    self._proc.kill()
-                    self._proc.join(5)
-                self._proc = None
-            self._close()
+            child_process.stop(self._proc, self._conn, timeout)
+            self._proc = self._conn = None
 
 
 class RemoteFirehoseLogger:

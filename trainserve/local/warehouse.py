@@ -573,16 +573,9 @@ class LoaderProcess:
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
-        import multiprocessing
+        from trainserve.local import child_process
 
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_loader_process_main, args=(child, *self.args), name="warehouse-loader", daemon=True
-        )
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        self._proc, self._conn = child_process.spawn(_loader_process_main, self.args, "warehouse-loader")
 
     def load(self, bucket: str, prefixes: Mapping[str, str], lock_wait: float | None) -> int:
         self._ensure()
@@ -600,17 +593,10 @@ class LoaderProcess:
         return int(value)
 
     def stop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(None)
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            self._proc.join(timeout=10)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(timeout=5)
-            self._proc = None
+        from trainserve.local import child_process
+
+        child_process.stop(self._proc, self._conn)
+        self._proc = self._conn = None
 
 
 class WarehouseComponent:
