@@ -469,7 +469,7 @@ class Proxy:
                     "params": params_json,
                 }
                 for p, row in zip(out, rows, strict=True)
-                if rate >= 1.0 or logic.sampled(p["request_id"], rate)
+                if logic.sampled(p["request_id"], rate)
             ]
             if records:
                 self.predictions_log.put(records)
