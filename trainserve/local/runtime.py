@@ -47,6 +47,7 @@ import urllib3
 from botocore.exceptions import ClientError
 
 from trainserve import PROJECT_ROOT
+from trainserve.local.ports import free_ports
 from trainserve.target import LOCAL_ACCOUNT
 
 SERVE_SCRIPT = PROJECT_ROOT / "inference" / "serve.py"
@@ -94,13 +95,6 @@ class ModelServer:
 
     def alive(self) -> bool:
         return self.process.poll() is None
-
-
-def free_port() -> int:
-    """A model server's port, below the ephemeral range (``ports``)."""
-    from trainserve.local.ports import free_ports
-
-    return free_ports(1)
 
 
 class RuntimeComponent:
@@ -310,7 +304,7 @@ class RuntimeComponent:
             raise InvokeError(
                 "ServiceUnavailable", 503, f"the serving app {self.serve_script} does not exist"
             )
-        port = free_port()
+        port = free_ports(1)  # below the ephemeral range: no outgoing connection takes it before it binds
         log_file = self.models_dir / f"{model_name}.log"
         cmd = [
             self.python,
