@@ -253,12 +253,21 @@ def main() -> None:
         default=3,
         help="repetitions, logging on and off interleaved; medians (default 3)",
     )
+    ap.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[1, 100],
+        help="rows per request, one run each (default: 1 100, the serving benchmark's payloads)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
         raise SystemExit("--seconds must be in (0, 120] and --concurrency in 1..64")
     if not 1 <= args.repeat <= 10:
         raise SystemExit("--repeat must be in 1..10")
+    if not all(1 <= rows <= 1000 for rows in args.rows):
+        raise SystemExit("--rows must each be in 1..1000")
 
     own: tuple[dict[str, str], str] | None = None
     target = None
@@ -290,7 +299,7 @@ def main() -> None:
     try:
         rates = (1.0, 0.0) if target is not None else (None,)
         for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
-            for rows in (1, 100):
+            for rows in args.rows:
                 body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
                 for rate in rates:
                     if rate is not None:

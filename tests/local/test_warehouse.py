@@ -349,3 +349,116 @@ def test_component_creates_streams_and_loads(tmp_path, config):
         assert comp._loader._proc is None  # stopped with the component
     finally:
         server.stop()
+
+
+def _feedback(rid: str, **extra) -> dict:
+    return {"request_id": rid, "event_time": "2026-11-24 02:00:00.5", "outcome": 1, **extra}
+
+
+_ODD_LOG_FIELDS = [  # each makes a record the fast path must hand to parse_object (or get exactly right)
+    {"Score": 0.4},
+    {"SCORE": 0.4, "score": 0.3},
+    {"ignored": {"nested": [1, 2]}, "Ignored": 1},
+    {"score": 1},
+    {"score": 2**60},
+    {"score": True},
+    {"score": "0.5"},
+    {"label": 1.0},
+    {"label": 1.5},
+    {"label": True},
+    {"label": 2**31},
+    {"label": -(2**31)},
+    {"model_version": None},
+    {"user_id": 5},
+    {"user_id": {"a": 1}},
+    {"user_id": "line\u2028separator\u000cform feed"},
+    {"user_id": "é" * 40},
+    {"request_id": "é" * 64},
+    {"request_id": "é" * 65},
+    {"request_id": None},
+    {"event_time": "2026-11-24T01:02:03"},
+    {"event_time": "2026-11-24 01:02:03.5"},
+    {"event_time": "2026-11-24 01:02:03.1234567"},
+    {"event_time": "2026-11-24 01:02:03+02:00"},
+    {"event_time": " 2026-11-24 01:02:03 "},
+    {"event_time": "2026-02-30 00:00:00"},
+    {"event_time": "2026-11-24 24:00:00"},
+    {"event_time": "2026-11-24"},
+    {"event_time": 1700000000},
+]
+_ODD_LINES = [b"", b"   ", b"\r", b"[1, 2]", b"{not json", b'{"request_id": "\xff\xfe"}', b"null", b'"text"']
+
+
+def _assert_same_as_reference(data: bytes, columns) -> None:
+    table, errors = wh.arrow_batch(data, columns)
+    rows, ref_errors = wh.parse_object(data, columns)
+    assert errors == ref_errors
+    assert table.equals(wh._rows_table(rows, columns)), (table.to_pylist()[-1:], rows[-1:])
+
+
+@pytest.mark.parametrize("extra", _ODD_LOG_FIELDS)
+def test_fast_path_loads_what_parse_object_loads(extra):
+    """arrow_batch (whole columns at once) and parse_object (record by record, the reference) agree on every
+    object: canonical records mixed with one odd record."""
+    columns = wh.table_columns(wh._statements())["prediction_log"]
+    good = [_log(f"r-{i}", user_id=f"u-{i}" if i % 2 else None, score=i / 7) for i in range(5)]
+    for position in (0, 3, 5):
+        records = [*good[:position], _log("odd", **extra), *good[position:]]
+        _assert_same_as_reference(_ndjson(records), columns)
+
+
+@pytest.mark.parametrize("line", _ODD_LINES)
+def test_fast_path_hands_odd_lines_to_parse_object(line):
+    columns = wh.table_columns(wh._statements())["prediction_feedback"]
+    good = _ndjson([_feedback(f"f-{i}") for i in range(3)])
+    for data in (line + b"\n" + good, good + line, good + line + b"\n" + good, good.replace(b"\n", b"\r\n")):
+        _assert_same_as_reference(data, columns)
+
+
+def test_records_as_the_proxy_writes_them_take_the_fast_path(monkeypatch):
+    """The proxy's own encoding (prediction_log.encode) never needs the record-by-record parser."""
+    import prediction_log
+
+    columns = wh.table_columns(wh._statements())["prediction_log"]
+    records = [
+        _log(
+            f"req-{i}",
+            user_id=None if i % 3 else f"user-{i}",
+            features=prediction_log.JsonObjectText(("a", "b"), [i * 0.5, -1e-12]),
+            score=1.0 if i == 4 else i / 9,
+            event_time=f"2026-11-24 01:02:{i:02d}.{i * 1111:06d}",
+        )
+        for i in range(50)
+    ]
+    data = b"".join(prediction_log.encode(r) for r in records)
+    expected = wh._rows_table(wh.parse_object(data, columns)[0], columns)
+
+    def not_called(*_args, **_kwargs):
+        raise AssertionError("parse_object was used")
+
+    monkeypatch.setattr(wh, "parse_object", not_called)
+    table, errors = wh.arrow_batch(data, columns)
+    assert errors == [] and table.num_rows == 50
+    assert table.equals(expected)
+    assert table.column("features")[1].as_py() == '{"a":0.5,"b":-1e-12}'
+
+
+def test_a_json_string_with_a_unicode_line_separator_loads(s3, tmp_path):
+    """Records are split at newlines only: U+2028 inside a JSON string is data (COPY loads it too)."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    body = _ndjson([_log("sep", user_id="a\u2028b")]).replace(b"\\u2028", "\u2028".encode())
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/sep", Body=body)
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 1
+    assert w.query("SELECT user_id FROM prediction_log")[1] == [("a\u2028b",)]
+
+
+def test_a_loader_reads_the_loaded_keys_once_and_skips_what_another_writer_loaded(s3, tmp_path):
+    first = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    second = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/a", Body=_ndjson([_log("a")]))
+    assert first.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 1
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/b", Body=_ndjson([_log("b")]))
+    assert second.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 1  # read "a" as loaded from the file
+    assert first.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 0  # "b" is checked in the transaction
+    assert first._loaded[BUCKET] == {"firehose/predictions/a", "firehose/predictions/b"}
+    assert first.query("SELECT count(*) FROM prediction_log")[1] == [(2,)]

@@ -209,16 +209,24 @@ def _loads(text: str) -> Any:
     return _orjson.loads(text) if _orjson is not None else json.loads(text)
 
 
+def _lines(data: bytes) -> list[str]:
+    """A staging object's records: one per line (COPY's JSON records are newline-separated; a JSON string may
+    hold U+2028 or a form feed, which are not line ends here)."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return data.decode("utf-8", errors="replace").split("\n")
+
+
 def parse_object(
     data: bytes, columns: Sequence[Column]
 ) -> tuple[list[tuple], list[tuple[int, str | None, str, str]]]:
-    """A staging object -> (rows in column order, errors as (line number, column, reason, raw line))."""
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+    """A staging object -> (rows in column order, errors as (line number, column, reason, raw line)).
+
+    The reference for what a record loads as; ``arrow_batch`` takes a faster path to the same values."""
     rows: list[tuple] = []
     errors: list[tuple[int, str | None, str, str]] = []
     converters = [(c.name, _converter(c)) for c in columns]
-    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for n, raw in enumerate(_lines(data), start=1):
         if not raw.strip():
             continue
         try:
@@ -232,6 +240,104 @@ def parse_object(
         except ValueError as exc:
             errors.append((n, None, f"invalid JSON: {exc}", raw[:4096]))
     return rows, errors
+
+
+_ARROW_TYPES = {
+    "VARCHAR": "string",
+    "INTEGER": "int32",
+    "DOUBLE PRECISION": "float64",
+    "TIMESTAMP": "timestamp[us]",
+}
+# the timestamps the fast path takes, one per line (naive ISO 8601, as the proxy writes them): for these,
+# Arrow's cast and ``datetime.fromisoformat`` (``_convert``) agree
+_PLAIN_TIMESTAMPS = re.compile(r"(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*")
+
+
+def _fast_column(col: Column, values: list[Any]) -> Any:
+    """``values`` as an Arrow array when each is of the type Firehose records carry for ``col`` and within its
+    limits (then it is what ``_convert`` returns for each); None when any value needs ``_convert``."""
+    import pyarrow as pa
+
+    types = set(map(type, values))
+    present = values
+    if type(None) in types:
+        if col.not_null:
+            return None
+        types.discard(type(None))
+        present = [v for v in values if v is not None]
+    if col.kind in ("VARCHAR", "TIMESTAMP"):
+        if types - {str}:
+            return None
+        if col.kind == "TIMESTAMP":
+            if not _PLAIN_TIMESTAMPS.fullmatch("".join(v + "\n" for v in present)):
+                return None
+            try:
+                return pa.array(values, pa.string()).cast(pa.timestamp("us"))
+            except pa.ArrowInvalid:  # not a date (2026-02-30): _convert says why
+                return None
+        # UTF-8 takes at most 4 bytes a character: under limit / 4 characters, the bytes fit too
+        if (
+            col.length is not None
+            and present
+            and max(map(len, present)) * 4 > col.length
+            and max(len(v.encode()) for v in present) > col.length
+        ):
+            return None
+        return pa.array(values, pa.string())
+    if col.kind == "INTEGER":
+        if types - {int} or (present and not (min(present) >= -(2**31) and max(present) < 2**31)):
+            return None
+        return pa.array(values, pa.int32())
+    if col.kind == "DOUBLE PRECISION":
+        if types - {float, int} or not all(map(math.isfinite, present)):
+            return None
+        if int in types:
+            values = [v if v is None else float(v) for v in values]
+        return pa.array(values, pa.float64())
+    return None  # pragma: no cover - schema parse guards
+
+
+def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[tuple[int, str | None, str, str]]]:
+    """A staging object -> (an Arrow table of its rows, errors as ``parse_object`` gives them).
+
+    Records as the proxy writes them (compact JSON objects, one per line, lowercase keys, values of the
+    columns' types) take a fast path: whole columns are checked and converted at once, with the results
+    ``parse_object`` gives. Any other object (a blank line, a key in another case, a value that needs
+    converting or is wrong) goes through ``parse_object`` itself, which decides every value and error."""
+    import pyarrow as pa
+
+    fast = None
+    if data[:2] != b"\x1f\x8b" and _orjson is not None:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        try:
+            objs = list(map(_orjson.loads, lines))  # a blank line, invalid UTF-8 or JSON: the slow path
+        except _orjson.JSONDecodeError:
+            objs = None
+        if objs is not None and not set(map(type, objs)) - {dict}:
+            names = {c.name for c in columns}
+            keys = set().union(*objs)
+            if not any(k not in names and k.lower() in names for k in keys):
+                fast = {}
+                for c in columns:
+                    array = _fast_column(c, [o.get(c.name) for o in objs])
+                    if array is None:
+                        fast = None
+                        break
+                    fast[c.name] = array
+    if fast is not None:
+        return pa.table(fast), []
+    rows, errors = parse_object(data, columns)
+    return _rows_table(rows, columns), errors
+
+
+def _rows_table(rows: list[tuple], columns: Sequence[Column]) -> Any:
+    import pyarrow as pa
+
+    return pa.table(
+        {c.name: pa.array([r[i] for r in rows], type=_ARROW_TYPES[c.kind]) for i, c in enumerate(columns)}
+    )
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -306,24 +412,37 @@ def create_dedup_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def merge_dedup(con: duckdb.DuckDBPyConnection, raw: str, batch: str) -> None:
-    """Merge a batch of rows just added to ``raw`` (``batch``: a table or registered relation with the same
-    columns) into its de-duplicated table: per request_id, the batch's winner replaces the stored row only
-    if it wins against it (strictly earlier first delivery, strictly later outcome), and is added if the
-    request_id is new. Run it in the transaction that inserts the batch."""
+    """Merge a batch of rows just added to ``raw`` (``batch``: a table, registered relation or parenthesized
+    query with the same columns) into its de-duplicated table: per request_id, the batch's winner replaces
+    the stored row only if it wins against it (strictly earlier first delivery, strictly later outcome), and
+    is added if the request_id is new. Run it in the transaction that inserts the batch.
+
+    The de-duplicated table is read once (its request_id column, joined to the batch's), so a load cycle
+    costs one scan of it, not one per statement; the batch's own winners are computed only when the batch
+    repeats a request_id, which a Firehose redelivery does and a normal batch does not."""
     dedup, order = DEDUP[raw]
     wins = "<" if order == "ASC" else ">"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _merge AS {_winners_sql(batch, order)}")
+    rows, keys = con.execute(f"SELECT count(*), count(DISTINCT request_id) FROM {batch} b").fetchone()
+    if not rows:
+        return
+    source = batch if rows == keys else f"({_winners_sql(batch, order)})"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _met AS SELECT d.rowid AS stored_row, m.request_id,"
+        f" coalesce(m.event_time {wins} d.event_time, false) AS wins"
+        f" FROM {dedup} d JOIN {source} m ON d.request_id = m.request_id"
+    )
     try:
+        (met,) = con.execute("SELECT count(*) FROM _met").fetchone()
+        if not met:
+            con.execute(f"INSERT INTO {dedup} SELECT * FROM {source} m")
+            return
+        con.execute(f"DELETE FROM {dedup} WHERE rowid IN (SELECT stored_row FROM _met WHERE wins)")
         con.execute(
-            f"DELETE FROM {dedup} USING _merge m"
-            f" WHERE {dedup}.request_id = m.request_id AND m.event_time {wins} {dedup}.event_time"
-        )
-        con.execute(
-            f"INSERT INTO {dedup} SELECT * FROM _merge m"
-            f" WHERE NOT EXISTS (SELECT 1 FROM {dedup} d WHERE d.request_id = m.request_id)"
+            f"INSERT INTO {dedup} SELECT m.* FROM {source} m WHERE NOT EXISTS"
+            f" (SELECT 1 FROM _met WHERE _met.request_id = m.request_id AND NOT _met.wins)"
         )
     finally:
-        con.execute("DROP TABLE IF EXISTS _merge")
+        con.execute("DROP TABLE IF EXISTS _met")
 
 
 class LocalWarehouse:
@@ -338,6 +457,9 @@ class LocalWarehouse:
         self.statements = _statements()
         self.columns = table_columns(self.statements)
         self._lock = threading.Lock()  # one writer per process
+        # bucket -> staging keys known to be loaded: read from the file once, then kept up to date by this
+        # instance's loads (a key another writer loaded is skipped in the load's transaction all the same)
+        self._loaded: dict[str, set[str]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         dedup_names = {d for d, _ in DEDUP.values()}
         with self._write() as con:
@@ -393,18 +515,20 @@ class LocalWarehouse:
         parsed = []
         for key, table in todo:
             data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            rows, errors = parse_object(data, self.columns[table])
-            parsed.append((key, table, rows, errors))
+            batch, errors = arrow_batch(data, self.columns[table])
+            parsed.append((key, table, batch, errors))
         with self._write(lock_wait) as con:
             return self._load_parsed(con, bucket, parsed)
 
     def _loaded_keys(self, bucket: str, lock_wait: float | None) -> set[str]:
-        with self._write(lock_wait) as con:
-            rows = con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
-        return {k for (k,) in rows}
+        if bucket not in self._loaded:
+            with self._write(lock_wait) as con:
+                rows = con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
+            self._loaded[bucket] = {k for (k,) in rows}
+        return self._loaded[bucket]
 
     def _load_parsed(
-        self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, list, list]]
+        self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, Any, list]]
     ) -> int:
         """Insert the good objects' rows (table by table) and record every object, in one transaction; an
         object with a bad record loads nothing and its errors go to ``stl_load_errors`` (COPY MAXERROR 0)."""
@@ -412,10 +536,11 @@ class LocalWarehouse:
         done = {
             k for (k,) in con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
         }
-        by_table: dict[str, list[tuple]] = {}
+        self._loaded[bucket] = set(done)
+        by_table: dict[str, list[Any]] = {}
         bookkeeping, error_rows = [], []
         total = 0
-        for key, table, rows, errors in parsed:
+        for key, table, batch, errors in parsed:
             if key in done:
                 continue
             if errors:
@@ -424,15 +549,15 @@ class LocalWarehouse:
                 )
                 bookkeeping.append([bucket, key, table, "error", 0, now])
             else:
-                by_table.setdefault(table, []).extend(rows)
-                bookkeeping.append([bucket, key, table, "loaded", len(rows), now])
-                total += len(rows)
+                by_table.setdefault(table, []).append(batch)
+                bookkeeping.append([bucket, key, table, "loaded", batch.num_rows, now])
+                total += batch.num_rows
         if not bookkeeping:
             return 0
         con.execute("BEGIN TRANSACTION")
         try:
-            for table, rows in by_table.items():
-                _insert_rows(con, table, self.columns[table], rows)
+            for table, batches in by_table.items():
+                _insert_batch(con, table, self.columns[table], batches)
             if error_rows:
                 con.executemany("INSERT INTO stl_load_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", error_rows)
             con.executemany("INSERT INTO _staged_objects VALUES (?, ?, ?, ?, ?, ?)", bookkeeping)
@@ -440,6 +565,7 @@ class LocalWarehouse:
         except Exception:
             con.execute("ROLLBACK")
             raise
+        self._loaded[bucket].update(b[1] for b in bookkeeping)
         return total
 
     def counts(self) -> dict[str, int]:
@@ -464,22 +590,15 @@ class LocalWarehouse:
         return query(self.path, sql, params, timeout=self.lock_wait)
 
 
-def _insert_rows(
-    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column], rows: list[tuple]
+def _insert_batch(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[Column], batches: Sequence[Any]
 ) -> None:
-    if not rows:
-        return
+    """Insert Arrow tables of ``table``'s rows (``arrow_batch``) and merge them into its de-duplicated table."""
     import pyarrow as pa
 
-    types = {
-        "VARCHAR": pa.string(),
-        "INTEGER": pa.int32(),
-        "DOUBLE PRECISION": pa.float64(),
-        "TIMESTAMP": pa.timestamp("us"),
-    }
-    batch = pa.table(
-        {c.name: pa.array([r[i] for r in rows], type=types[c.kind]) for i, c in enumerate(columns)}
-    )
+    batch = pa.concat_tables(batches) if len(batches) > 1 else batches[0]
+    if not batch.num_rows:
+        return
     name = f"_batch_{threading.get_ident()}"
     con.register(name, batch)
     try:
