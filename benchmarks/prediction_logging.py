@@ -334,7 +334,7 @@ def main() -> None:
             _cli(own[0], "local", "stop", timeout=120)
             shutil.rmtree(own[1], ignore_errors=True)
     results = medians(runs)
-    costs = logging_costs(results)
+    costs = logging_costs(results, runs)
     if args.json:
         print(
             json.dumps(
@@ -386,6 +386,19 @@ def main() -> None:
             f"logging cost, {c['rows']} row(s): throughput {c['throughput_cost_pct']:+.1f}%, "
             f"p99 {c['p99_cost_pct']:+.1f}% (target: under 10% each)"
         )
+        if "throughput_cost_pct_per_repetition" in c:
+            print(
+                "  per repetition: throughput "
+                + ", ".join(f"{v:+.1f}%" for v in c["throughput_cost_pct_per_repetition"])
+                + "; p99 "
+                + ", ".join(f"{v:+.1f}%" for v in c["p99_cost_pct_per_repetition"])
+            )
+        if "server_cpu_ms_per_request" in c:
+            cpu = c["server_cpu_ms_per_request"]
+            print(
+                f"  CPU of the local cloud's processes per request: {cpu['on']:.2f} ms with logging, "
+                f"{cpu['off']:.2f} ms without ({100 * (cpu['on'] / cpu['off'] - 1):+.0f}%)"
+            )
 
 
 def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -410,20 +423,44 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def logging_costs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per payload size: how much lower the throughput and how much higher the p99 are with logging on."""
+def _cost(on: dict[str, Any], off: dict[str, Any]) -> tuple[float, float] | None:
+    if on.get("rps") and off.get("rps") and on.get("p99_ms") and off.get("p99_ms"):
+        return 100 * (1 - on["rps"] / off["rps"]), 100 * (on["p99_ms"] / off["p99_ms"] - 1)
+    return None
+
+
+def logging_costs(
+    results: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per payload size: how much lower the throughput and how much higher the p99 are with logging on (from
+    the medians), the same per repetition (logging on and off measured back to back: the spread shows the
+    machine's noise), and the CPU time logging adds to a request, summed over the local cloud's processes."""
     out = []
     for rows in sorted({r["rows"] for r in results}):
         on = next((r for r in results if r["rows"] == rows and r["log_sample_rate"] == 1.0), None)
         off = next((r for r in results if r["rows"] == rows and r["log_sample_rate"] == 0.0), None)
-        if on and off and on["rps"] and off["rps"] and on["p99_ms"] and off["p99_ms"]:
-            out.append(
-                {
-                    "rows": rows,
-                    "throughput_cost_pct": round(100 * (1 - on["rps"] / off["rps"]), 1),
-                    "p99_cost_pct": round(100 * (on["p99_ms"] / off["p99_ms"] - 1), 1),
-                }
-            )
+        cost = _cost(on, off) if on and off else None
+        if cost is None:
+            continue
+        entry: dict[str, Any] = {
+            "rows": rows,
+            "throughput_cost_pct": round(cost[0], 1),
+            "p99_cost_pct": round(cost[1], 1),
+        }
+        paired = []
+        for rep in sorted({r["rep"] for r in runs or [] if r["rows"] == rows}):
+            pair = {r["log_sample_rate"]: r for r in runs or [] if r["rows"] == rows and r["rep"] == rep}
+            c = _cost(pair[1.0], pair[0.0]) if 1.0 in pair and 0.0 in pair else None
+            if c is not None:
+                paired.append(c)
+        if paired:
+            entry["throughput_cost_pct_per_repetition"] = [round(c[0], 1) for c in paired]
+            entry["p99_cost_pct_per_repetition"] = [round(c[1], 1) for c in paired]
+        cpu_on = sum(v for k, v in on.get("cpu_ms_per_request", {}).items() if k != "load generator")
+        cpu_off = sum(v for k, v in off.get("cpu_ms_per_request", {}).items() if k != "load generator")
+        if cpu_off:
+            entry["server_cpu_ms_per_request"] = {"on": round(cpu_on, 3), "off": round(cpu_off, 3)}
+        out.append(entry)
     return out
 
 
