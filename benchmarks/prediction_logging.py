@@ -17,6 +17,8 @@ of the API component): a run where it is not 0 did not do all of its logging wor
 time each process of the local cloud used per request (the daemon, moto, the log delivery process, the
 warehouse loader, the model server, and this load generator) is printed too: it shows where logging's
 work goes.
+At the end it asks the warehouse loader to load everything staged and checks that every prediction logged
+(warm-ups included) is in the local warehouse, with how long the loader took to catch up.
 The load generator runs on the same machine as the server (and competes with it for CPU): compare the
 rows with each other, not with a production API.
 """
@@ -135,6 +137,30 @@ def pipeline_counts(target) -> tuple[int, int]:
     raise RuntimeError(f"{path} was not refreshed within 10 s")
 
 
+def warehouse_rows() -> int:
+    """Predictions in the local warehouse (``prediction_log_dedup``: one row per prediction)."""
+    from trainserve.local.warehouse import query
+    from trainserve.target import state_dir
+
+    status = json.loads((state_dir() / "status.json").read_text())
+    _, rows = query(status["components"]["warehouse"]["path"], "SELECT count(*) FROM prediction_log_dedup")
+    return int(rows[0][0])
+
+
+def wait_for_warehouse(expected: int, before: int, timeout: float = 300.0) -> dict[str, Any]:
+    """Ask the loader to load everything staged (``request_flush``) until ``expected`` new predictions are in
+    the warehouse or ``timeout`` passes: how many landed and how long the loader took to catch up."""
+    from trainserve.local.warehouse import request_flush
+    from trainserve.target import state_dir
+
+    started = time.monotonic()
+    landed = warehouse_rows() - before
+    while landed < expected and time.monotonic() - started < timeout:
+        request_flush(state_dir(), timeout=min(60.0, timeout))
+        landed = warehouse_rows() - before
+    return {"expected": expected, "landed": landed, "catch_up_s": round(time.monotonic() - started, 1)}
+
+
 def process_roles() -> dict[int, str]:
     """The local cloud's processes by role (pid -> role), from its status snapshot and the process tree."""
     import psutil  # installed with sagemaker-training (requirements.txt)
@@ -191,13 +217,14 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
     url = urlparse(api_url)
     latencies: list[float] = []
     errors = [0]
+    answered = [0]  # 200 responses: each row of them is a prediction logged at LOG_SAMPLE_RATE 1
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
 
     def worker() -> None:
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
         mine: list[float] = []
-        bad = 0
+        bad = good = 0
         path = (url.path.rstrip("/") or "") + "/predict"
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
@@ -207,6 +234,8 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
                 r.read()
                 if r.status != 200:
                     bad += 1
+                else:
+                    good += 1
             except (OSError, http.client.HTTPException):
                 bad += 1
                 conn.close()
@@ -217,6 +246,7 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
         with lock:
             latencies.extend(mine)
             errors[0] += bad
+            answered[0] += good
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -229,6 +259,7 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
     n = len(latencies)
     return {
         "requests": n,
+        "answered": answered[0],
         "errors": errors[0],
         "rps": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2) if n else None,
@@ -296,6 +327,11 @@ def main() -> None:
         n_features = feature_count(target)
 
     runs: list[dict[str, Any]] = []
+    logged = (
+        0  # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
+    )
+    rows_before = warehouse_rows() if target is not None else 0
+    landing: dict[str, Any] | None = None
     try:
         rates = (1.0, 0.0) if target is not None else (None,)
         for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
@@ -304,11 +340,13 @@ def main() -> None:
                 for rate in rates:
                     if rate is not None:
                         set_sample_rate(target, rate)
-                    load(api_url, body, min(1.0, args.seconds), args.concurrency)  # warm-up
+                    warm = load(api_url, body, min(1.0, args.seconds), args.concurrency)
+                    logged += warm["answered"] * rows if rate == 1.0 else 0
                     before = pipeline_counts(target) if target is not None else None
                     roles = process_roles() if target is not None else {}
                     cpu_before = cpu_seconds(roles) if target is not None else {}
                     r = load(api_url, body, args.seconds, args.concurrency)
+                    logged += r["answered"] * rows if rate == 1.0 else 0
                     if target is not None and before is not None:
                         cpu_after = cpu_seconds(roles)
                         r["cpu_ms_per_request"] = {
@@ -327,6 +365,9 @@ def main() -> None:
                     runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
                     if not args.json:
                         print(json.dumps(runs[-1]), file=sys.stderr)
+        if target is not None:
+            print("waiting for the warehouse loader to load every logged prediction ...", file=sys.stderr)
+            landing = wait_for_warehouse(logged, rows_before)
     finally:
         if target is not None and own is None:
             set_sample_rate(target, original_rate)
@@ -344,6 +385,7 @@ def main() -> None:
                     "repeat": args.repeat,
                     "results": results,
                     "logging_cost": costs,
+                    "warehouse": landing,
                     "runs": runs,
                 },
                 indent=2,
@@ -376,6 +418,13 @@ def main() -> None:
                 f"{r['rows']:>5} {r['log_sample_rate']!s:>8} "
                 + " ".join(f"{cpu.get(role, 0.0):>16.3f}" for role in cpu_roles)
             )
+    if landing is not None:
+        print(
+            f"\npredictions logged (LOG_SAMPLE_RATE 1, warm-ups included): {landing['expected']:,}; in the "
+            f"warehouse: {landing['landed']:,} (the loader caught up {landing['catch_up_s']} s after the last run)"
+        )
+        if landing["landed"] < landing["expected"]:
+            print("WARNING: some logged predictions did not reach the warehouse")
     if any(r["records_to_log"] for r in results):
         print(
             "WARNING: some prediction logs went to the log fallback instead of Firehose (the sender fell behind):"
