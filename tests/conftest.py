@@ -1,4 +1,5 @@
-"""Shared fixtures: fake AWS credentials for every test, project paths, the validated default config."""
+"""Shared fixtures: fake AWS credentials for every test, project paths, the validated default config, and an
+in-process moto server per test module."""
 
 from __future__ import annotations
 
@@ -46,3 +47,20 @@ def fresh_moto_state():
 
     moto_api_backend.reset()
     yield
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """A moto server in this process on 127.0.0.1 (a free port), with the local cloud's moto patches (as the
+    local cloud runs it), for the test module; yields its URL. moto's state is shared by every server in the
+    process: reset it (``/moto-api/reset``) or use names of the test's own."""
+    from moto.server import ThreadedMotoServer
+
+    from trainserve.local import moto_patches
+
+    moto_patches.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

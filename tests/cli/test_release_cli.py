@@ -14,14 +14,12 @@ import release_handler
 from click.testing import CliRunner
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
-from moto.server import ThreadedMotoServer
 from release_planner import ReleaseSettings
 
 from trainserve import console as console_mod
 from trainserve.commands import endpoint as endpoint_cmd
 from trainserve.commands import models_review, options
 from trainserve.commands import traffic as traffic_cmd
-from trainserve.local import moto_patches
 from trainserve.target import Names, Target
 
 REGION = "us-east-1"
@@ -29,16 +27,6 @@ IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2
 SAMPLE_EVENT = json.loads(
     (Path(__file__).parent.parent / "lambdas" / "events" / "model_package_state_change.json").read_text()
 )
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    moto_patches.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import boto3
-import pytest
 from click.testing import CliRunner
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from stacks.config import Config
 from training.pipeline_definition import build_pipeline_definition
@@ -18,15 +16,6 @@ from trainserve.registry import register_model_package, set_approval_status
 from trainserve.target import Names, Target
 
 TEST_REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _target(url: str | None, mode: str = "local", **config) -> Target:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 
@@ -22,15 +21,6 @@ from warehouse_fixture import UNIFORM_BASELINE, Arm, create_schema, fill, regist
 from trainserve.local.component import LocalContext  # noqa: E402
 from trainserve.local.monitoring import LocalWarehouseQuery, MonitoringComponent  # noqa: E402
 from trainserve.target import Names  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import joblib
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -100,16 +99,6 @@ def _create_endpoint(sm, name: str, variants: list[tuple[str, str, float]]) -> N
         ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    moto_patches.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,9 @@ import threading
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stacks.config import load as load_config
 from trainserve import PROJECT_ROOT
-from trainserve.local import moto_patches
 from trainserve.local.component import LocalContext
 from trainserve.local.resources import create_base_resources
 from trainserve.local.watcher import EVENT_DETAIL_TYPE, EVENT_SOURCE, WatcherComponent, wait_until
@@ -43,16 +41,6 @@ class RecordingHandler:
             if len(self.calls) <= self.fail_times:
                 raise RuntimeError(f"controller exploded on call {len(self.calls)}")
         return {"status": "ok"}
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    moto_patches.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _ctx(moto_url, tmp_path, group: str) -> LocalContext:

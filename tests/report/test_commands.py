@@ -10,7 +10,6 @@ import boto3
 import duckdb
 import pytest
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 from warehouse_fixture import UNIFORM_BASELINE, Arm, create_endpoint, create_schema, fill, register_versions
 
 from trainserve.cli import cli
@@ -18,15 +17,6 @@ from trainserve.commands import monitor as monitor_cmd
 from trainserve.commands import options
 from trainserve.console import UserError
 from trainserve.target import Names, Target
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import tarfile
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stacks.config import Config
 from training.pipeline_definition import DefinitionError
@@ -16,15 +15,6 @@ from trainserve.registry import list_model_versions
 from trainserve.target import Names, Target
 
 TEST_REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _target(url: str, **config) -> Target:
