@@ -306,8 +306,10 @@ def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[tuple
     converting or is wrong) goes through ``parse_object`` itself, which decides every value and error."""
     import pyarrow as pa
 
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     fast = None
-    if data[:2] != b"\x1f\x8b" and _orjson is not None:
+    if _orjson is not None:
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
