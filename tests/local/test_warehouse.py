@@ -340,6 +340,14 @@ def test_component_creates_streams_and_loads(tmp_path, config):
             assert comp.load_now() == 1
             assert comp._loader._proc.pid != loader.pid
             assert comp.status()["counts"]["prediction_log_dedup"] == 3
+            # the staging bucket's lifecycle rule, applied by the loader process
+            s3 = ctx.target().client("s3")
+            staged = s3.list_objects_v2(Bucket=names.staging_bucket, Prefix="firehose/")["KeyCount"]
+            assert staged == 3 and comp.staging_retention == wh.STAGING_RETENTION_SECONDS
+            comp.staging_retention = 0
+            assert comp.load_now() == 0
+            assert s3.list_objects_v2(Bucket=names.staging_bucket, Prefix="firehose/")["KeyCount"] == 0
+            assert comp.status()["counts"]["prediction_log_dedup"] == 3
             with pytest.raises(RuntimeError, match="NoSuchBucket"):  # the child's error comes back whole
                 comp._loader.load("no-such-bucket", {"firehose/predictions/": "prediction_log"}, 1.0)
             assert comp.load_now() == 0  # and the same process goes on loading
@@ -462,5 +470,33 @@ def test_a_loader_reads_the_loaded_keys_once_and_skips_what_another_writer_loade
     s3.put_object(Bucket=BUCKET, Key="firehose/predictions/b", Body=_ndjson([_log("b")]))
     assert second.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 1  # read "a" as loaded from the file
     assert first.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 0  # "b" is checked in the transaction
-    assert first._loaded[BUCKET] == {"firehose/predictions/a", "firehose/predictions/b"}
+    assert set(first._loaded[BUCKET]) == {"firehose/predictions/a", "firehose/predictions/b"}
     assert first.query("SELECT count(*) FROM prediction_log")[1] == [(2,)]
+
+
+def test_loaded_staging_objects_expire_after_the_retention_and_failed_ones_stay(s3, tmp_path):
+    """The local staging bucket's lifecycle rule: an object that loaded is deleted once it is older than the
+    retention; its rows stay in the warehouse; an object that failed to load stays in S3, for replay."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/good", Body=_ndjson([_log("kept-row")]))
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/bad", Body=b"{not json\n")
+    prefixes = ["firehose/predictions/"]
+    assert w.load_staged(s3, BUCKET, prefixes, retention=3600) == 1
+    assert w.load_staged(s3, BUCKET, prefixes, retention=3600) == 0  # younger than the retention: kept
+
+    def keys() -> list[str]:
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+    assert keys() == ["firehose/predictions/bad", "firehose/predictions/good"]
+    time.sleep(0.01)
+    assert w.load_staged(s3, BUCKET, prefixes, retention=0) == 0
+    assert keys() == ["firehose/predictions/bad"]
+    assert w.expired_objects == 1
+    assert w.query("SELECT request_id FROM prediction_log_dedup")[1] == [("kept-row",)]
+    assert w.counts()["objects_in_error"] == 1
+    # a new instance (the loader restarted) reads the loaded keys from the file and loads nothing twice
+    s3.put_object(Bucket=BUCKET, Key="firehose/predictions/later", Body=_ndjson([_log("later-row")]))
+    again = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    assert again.load_staged(s3, BUCKET, prefixes, retention=0) == 1
+    assert again.expired_objects == 0
+    assert again.query("SELECT count(*) FROM prediction_log")[1] == [(2,)]

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,11 @@ BACKGROUND_NICE = 10  # the loader process's niceness: below the API, the runtim
 FLUSH_REQUEST = "warehouse.flush"  # in the state dir: a token written by request_flush()
 FLUSH_DONE = "warehouse.flushed"  # the loader writes the token back once it has loaded after the request
 FLUSH_POLL_SECONDS = 0.2
+# The local staging bucket's lifecycle rule: a staging object is deleted this long after it loaded (on AWS the
+# staging bucket expires objects after 30 days, ``stacks.data_stack.STAGING_EXPIRY_DAYS``). Locally the rows
+# are in the warehouse by then, and staging objects would otherwise pile up in the local cloud (about 1 GB a
+# minute of 100-row requests at full rate). An object that failed to load is kept, for replay.
+STAGING_RETENTION_SECONDS = 600.0
 
 _BOOKKEEPING = (
     """CREATE TABLE IF NOT EXISTS _staged_objects (
@@ -459,9 +464,11 @@ class LocalWarehouse:
         self.statements = _statements()
         self.columns = table_columns(self.statements)
         self._lock = threading.Lock()  # one writer per process
-        # bucket -> staging keys known to be loaded: read from the file once, then kept up to date by this
-        # instance's loads (a key another writer loaded is skipped in the load's transaction all the same)
-        self._loaded: dict[str, set[str]] = {}
+        # bucket -> staging key known to be loaded -> when it loaded (None: it failed to load); read from the
+        # file once, then kept up to date by this instance's loads (a key another writer loaded is skipped in
+        # the load's transaction all the same)
+        self._loaded: dict[str, dict[str, datetime | None]] = {}
+        self.expired_objects = 0  # staging objects this instance deleted (``retention`` of load_staged)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         dedup_names = {d for d, _ in DEDUP.values()}
         with self._write() as con:
@@ -494,10 +501,12 @@ class LocalWarehouse:
         prefixes: Mapping[str, str] | Sequence[str] = DEFAULT_PREFIXES,
         *,
         lock_wait: float | None = None,
+        retention: float | None = None,
     ) -> int:
         """Load every staging object not loaded before; returns the number of rows loaded.
 
-        ``prefixes``: prefix -> table (or prefixes of ``DEFAULT_PREFIXES``)."""
+        ``prefixes``: prefix -> table (or prefixes of ``DEFAULT_PREFIXES``). ``retention``: delete the staging
+        objects that loaded more than this many seconds ago (``STAGING_RETENTION_SECONDS``); None keeps them."""
         mapping = (
             dict(prefixes) if isinstance(prefixes, Mapping) else {p: DEFAULT_PREFIXES[p] for p in prefixes}
         )
@@ -509,6 +518,8 @@ class LocalWarehouse:
         if not listed:
             return 0
         done = self._loaded_keys(bucket, lock_wait)
+        if retention is not None:
+            self._expire(s3_client, bucket, [key for key, _ in listed], done, retention)
         todo = [(key, table) for key, table in sorted(listed) if key not in done]
         if not todo:
             return 0
@@ -522,12 +533,28 @@ class LocalWarehouse:
         with self._write(lock_wait) as con:
             return self._load_parsed(con, bucket, parsed)
 
-    def _loaded_keys(self, bucket: str, lock_wait: float | None) -> set[str]:
+    def _loaded_keys(self, bucket: str, lock_wait: float | None) -> dict[str, datetime | None]:
         if bucket not in self._loaded:
             with self._write(lock_wait) as con:
-                rows = con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
-            self._loaded[bucket] = {k for (k,) in rows}
+                self._loaded[bucket] = _read_loaded(con, bucket)
         return self._loaded[bucket]
+
+    def _expire(
+        self,
+        s3_client: Any,
+        bucket: str,
+        keys: list[str],
+        done: Mapping[str, datetime | None],
+        retention: float,
+    ) -> None:
+        """Delete the listed staging objects that loaded more than ``retention`` seconds ago."""
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=retention)
+        old = [key for key in keys if (loaded_at := done.get(key)) is not None and loaded_at < cutoff]
+        for i in range(0, len(old), 1000):  # DeleteObjects takes up to 1,000 keys
+            s3_client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": key} for key in old[i : i + 1000]], "Quiet": True}
+            )
+        self.expired_objects += len(old)
 
     def _load_parsed(
         self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, Any, list]]
@@ -535,10 +562,8 @@ class LocalWarehouse:
         """Insert the good objects' rows (table by table) and record every object, in one transaction; an
         object with a bad record loads nothing and its errors go to ``stl_load_errors`` (COPY MAXERROR 0)."""
         now = datetime.now(UTC).replace(tzinfo=None)
-        done = {
-            k for (k,) in con.execute("SELECT key FROM _staged_objects WHERE bucket = ?", [bucket]).fetchall()
-        }
-        self._loaded[bucket] = set(done)
+        done = _read_loaded(con, bucket)
+        self._loaded[bucket] = dict(done)
         by_table: dict[str, list[Any]] = {}
         bookkeeping, error_rows = [], []
         total = 0
@@ -567,7 +592,7 @@ class LocalWarehouse:
         except Exception:
             con.execute("ROLLBACK")
             raise
-        self._loaded[bucket].update(b[1] for b in bookkeeping)
+        self._loaded[bucket].update((b[1], now if b[3] == "loaded" else None) for b in bookkeeping)
         return total
 
     def counts(self) -> dict[str, int]:
@@ -590,6 +615,14 @@ class LocalWarehouse:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         return query(self.path, sql, params, timeout=self.lock_wait)
+
+
+def _read_loaded(con: duckdb.DuckDBPyConnection, bucket: str) -> dict[str, datetime | None]:
+    """Staging key -> when it loaded (None: it failed to load), from the file."""
+    rows = con.execute(
+        "SELECT key, status, loaded_at FROM _staged_objects WHERE bucket = ?", [bucket]
+    ).fetchall()
+    return {key: loaded_at if status == "loaded" else None for key, status, loaded_at in rows}
 
 
 def _insert_batch(
@@ -673,9 +706,11 @@ def _loader_process_main(conn: Any, path: str, target: Any) -> None:
             return
         if message is None:
             return
-        _, bucket, prefixes, lock_wait = message
+        _, bucket, prefixes, lock_wait, retention = message
         try:
-            conn.send(("ok", warehouse.load_staged(s3, bucket, prefixes, lock_wait=lock_wait)))
+            conn.send(
+                ("ok", warehouse.load_staged(s3, bucket, prefixes, lock_wait=lock_wait, retention=retention))
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the daemon, which keeps loading
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -698,9 +733,15 @@ class LoaderProcess:
 
         self._proc, self._conn = child_process.spawn(_loader_process_main, self.args, "warehouse-loader")
 
-    def load(self, bucket: str, prefixes: Mapping[str, str], lock_wait: float | None) -> int:
+    def load(
+        self,
+        bucket: str,
+        prefixes: Mapping[str, str],
+        lock_wait: float | None,
+        retention: float | None = None,
+    ) -> int:
         self._ensure()
-        self._conn.send(("load", bucket, dict(prefixes), lock_wait))
+        self._conn.send(("load", bucket, dict(prefixes), lock_wait, retention))
         if not self._conn.poll(self.timeout):
             self.stop()  # a stuck loader is replaced on the next cycle
             raise TimeoutError(f"the warehouse loader did not answer within {self.timeout:.0f} s")
@@ -728,8 +769,11 @@ class WarehouseComponent:
 
     name = "warehouse"
 
-    def __init__(self, interval: float = LOAD_INTERVAL_SECONDS):
+    def __init__(
+        self, interval: float = LOAD_INTERVAL_SECONDS, staging_retention: float = STAGING_RETENTION_SECONDS
+    ):
         self.interval = interval
+        self.staging_retention = staging_retention
         self.warehouse: LocalWarehouse | None = None
         self._ctx: Any = None
         self._s3: Any = None
@@ -790,7 +834,7 @@ class WarehouseComponent:
             background_delivery.drain_all(timeout=lock_wait or 1.0)  # answered predictions reach Firehose
             self._control.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
             assert self._loader is not None
-            n = self._loader.load(self._ctx.names.staging_bucket, prefixes, lock_wait)
+            n = self._loader.load(self._ctx.names.staging_bucket, prefixes, lock_wait, self.staging_retention)
             self._rows_loaded += n
             self._last_load = time.time()
             return n
