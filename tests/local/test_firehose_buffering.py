@@ -7,7 +7,6 @@ import json
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from trainserve.local import moto_patches
 
@@ -15,15 +14,11 @@ BUCKET = "staging-bucket"
 
 
 @pytest.fixture
-def clients():
+def clients(moto_url):
     from moto.moto_api._internal.models import moto_api_backend
 
     moto_api_backend.reset()
-    moto_patches.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    kw = dict(endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1")
     s3, firehose = boto3.client("s3", **kw), boto3.client("firehose", **kw)
     s3.create_bucket(Bucket=BUCKET)
     for name in ("preds", "fb"):
@@ -40,7 +35,6 @@ def clients():
         yield s3, firehose
     finally:
         moto_patches.enable_firehose_buffering(False)
-        server.stop()
 
 
 def _objects(s3, prefix):

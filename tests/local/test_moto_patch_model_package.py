@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
-from trainserve.local import moto_patches
 
 
 @pytest.fixture
-def sagemaker():
-    moto_patches.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield boto3.client("sagemaker", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
-    finally:
-        server.stop()
+def sagemaker(moto_url):
+    return boto3.client("sagemaker", endpoint_url=moto_url, region_name="us-east-1")
 
 
 def _package(sm) -> str:
