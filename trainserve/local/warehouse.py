@@ -432,13 +432,16 @@ def merge_dedup(con: duckdb.DuckDBPyConnection, raw: str, batch: str) -> None:
     rows, keys = con.execute(f"SELECT count(*), count(DISTINCT request_id) FROM {batch} b").fetchone()
     if not rows:
         return
-    source = batch if rows == keys else f"({_winners_sql(batch, order)})"
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _met AS SELECT d.rowid AS stored_row, m.request_id,"
-        f" coalesce(m.event_time {wins} d.event_time, false) AS wins"
-        f" FROM {dedup} d JOIN {source} m ON d.request_id = m.request_id"
-    )
+    source = batch
+    if rows != keys:  # the batch's winners, ranked once: the statements below read them twice
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _winners AS {_winners_sql(batch, order)}")
+        source = "_winners"
     try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _met AS SELECT d.rowid AS stored_row, m.request_id,"
+            f" coalesce(m.event_time {wins} d.event_time, false) AS wins"
+            f" FROM {dedup} d JOIN {source} m ON d.request_id = m.request_id"
+        )
         (met,) = con.execute("SELECT count(*) FROM _met").fetchone()
         if not met:
             con.execute(f"INSERT INTO {dedup} SELECT * FROM {source} m")
@@ -450,6 +453,7 @@ def merge_dedup(con: duckdb.DuckDBPyConnection, raw: str, batch: str) -> None:
         )
     finally:
         con.execute("DROP TABLE IF EXISTS _met")
+        con.execute("DROP TABLE IF EXISTS _winners")
 
 
 class LocalWarehouse:
