@@ -19,16 +19,6 @@ from trainserve.local.control_plane import ControlPlaneError, MotoProcess
 from trainserve.local.daemon import pick_free_port, port_free
 
 
-def _client(service: str, url: str):
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -55,7 +45,8 @@ def moto_process():
 
 def test_firehose_records_wait_in_the_buffer_until_flushed_then_form_one_staging_object(moto_process):
     url = f"http://127.0.0.1:{moto_process.port}"
-    s3, firehose = _client("s3", url), _client("firehose", url)
+    # region and credentials: the autouse aws_credentials fixture (tests/conftest.py)
+    s3, firehose = boto3.client("s3", endpoint_url=url), boto3.client("firehose", endpoint_url=url)
     s3.create_bucket(Bucket="staging")
     firehose.create_delivery_stream(
         DeliveryStreamName="preds",
