@@ -37,8 +37,10 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from prediction_log import RecordBatch
 
 LINGER_SECONDS = 0.2
 MAX_BUFFERED = 20_000
@@ -63,7 +65,8 @@ class BackgroundDelivery:
         self.max_buffered = max_buffered
         self.clock = clock
         self._cond = threading.Condition()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Sequence[dict[str, Any]]] = []  # each put's records, as they came (not copied)
+        self._pending_count = 0  # records in _pending
         self._first_at = 0.0
         self._submitted = 0  # records accepted into the buffer
         self._finished = 0  # records the logger has handled (delivered or written to the log)
@@ -72,25 +75,30 @@ class BackgroundDelivery:
         self._thread: threading.Thread | None = None
         _INSTANCES.add(self)
 
-    def put(self, records: list[dict[str, Any]]) -> None:
-        """Buffer ``records`` for the sender; never raises, never waits for Firehose."""
-        if not records:
+    def put(self, records: Sequence[dict[str, Any]]) -> None:
+        """Buffer ``records`` (a list of dicts or a ``PredictionRecords``, kept as it is) for the sender; never
+        raises, never waits for Firehose."""
+        n = len(records)
+        if not n:
             return
-        overflow: list[dict[str, Any]] = []
+        overflow: Sequence[dict[str, Any]] = ()
         with self._cond:
             if self._closed:
                 overflow = records
             else:
-                room = max(0, self.max_buffered - len(self._pending))
-                accepted, overflow = records[:room], records[room:]
+                room = max(0, self.max_buffered - self._pending_count)
+                accepted = records if n <= room else records[:room]
+                if n > room:
+                    overflow = records[room:]
                 if accepted:
-                    was_empty = not self._pending
+                    was_empty = not self._pending_count
                     if was_empty:
                         self._first_at = self.clock()
-                    self._pending.extend(accepted)
+                    self._pending.append(accepted)
+                    self._pending_count += len(accepted)
                     self._submitted += len(accepted)
                     self._ensure_thread()
-                    if was_empty or len(self._pending) >= self.max_buffered:
+                    if was_empty or self._pending_count >= self.max_buffered:
                         # wake the sender only when it has something new to time (it waits for the first
                         # record) or must send now; a lingering sender wakes on its own timer. A wake-up
                         # per request would cost every request a thread switch.
@@ -139,14 +147,15 @@ class BackgroundDelivery:
             self._thread = threading.Thread(target=self._run, name="prediction-log-delivery", daemon=True)
             self._thread.start()
 
-    def _take(self) -> list[dict[str, Any]] | None:
+    def _take(self) -> RecordBatch | None:
         """The next batch to send (everything buffered), or None when closed and empty."""
         with self._cond:
             while True:
-                if self._pending:
+                if self._pending_count:
                     wait = self._first_at + self.linger_seconds - self.clock()
-                    if self._urgent or self._closed or wait <= 0 or len(self._pending) >= self.max_buffered:
-                        batch, self._pending = self._pending, []
+                    if self._urgent or self._closed or wait <= 0 or self._pending_count >= self.max_buffered:
+                        batch = RecordBatch(self._pending)
+                        self._pending, self._pending_count = [], 0
                         return batch
                     self._cond.wait(wait)
                 elif self._closed:

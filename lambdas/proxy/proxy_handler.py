@@ -44,7 +44,7 @@ from background_delivery import (
 )
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, JsonObjectText, log_json
+from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, PredictionRecords, log_json
 
 ENDPOINT_CACHE_SECONDS = 5.0
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
@@ -426,15 +426,11 @@ class Proxy:
         package_arn = self.directory.package_arn(variant) if version is not None else None
         request_id = str(uuid.uuid4())
         threshold = params.decision_threshold
+        ids = [f"{request_id}-{i}" for i in range(len(scores))]
+        labels = [logic.label_for(s, threshold) for s in scores]
         out = [
-            {
-                "request_id": f"{request_id}-{i}",
-                "variant": variant,
-                "model_version": version,
-                "score": s,
-                "label": logic.label_for(s, threshold),
-            }
-            for i, s in enumerate(scores)
+            {"request_id": i, "variant": variant, "model_version": version, "score": s, "label": label}
+            for i, s, label in zip(ids, scores, labels, strict=True)
         ]
         response = {
             "request_id": request_id,
@@ -445,33 +441,30 @@ class Proxy:
         latency_ms = (time.perf_counter() - started) * 1000.0
 
         if params.log_sample_rate > 0:
-            event_time = now_text()
-            endpoint_name, latency, params_json = (
-                self.wiring.endpoint_name,
-                round(latency_ms, 3),
-                self.params_json,
-            )
             rate = params.log_sample_rate
-            records = [
-                {
-                    "request_id": p["request_id"],
-                    "event_time": event_time,
-                    "endpoint_name": endpoint_name,
-                    "variant_name": variant,
-                    "model_package_arn": package_arn,
-                    "model_version": version,
-                    "user_id": request.user_id,
-                    "features": JsonObjectText(features, row),  # its JSON text is made after the response
-                    "score": p["score"],
-                    "label": p["label"],
-                    "threshold": threshold,
-                    "latency_ms": latency,
-                    "params": params_json,
-                }
-                for p, row in zip(out, rows, strict=True)
-                if logic.sampled(p["request_id"], rate)
-            ]
-            if records:
+            if rate < 1.0:
+                picked = [i for i, rid in enumerate(ids) if logic.sampled(rid, rate)]
+                ids, rows = [ids[i] for i in picked], [rows[i] for i in picked]
+                scores, labels = [scores[i] for i in picked], [labels[i] for i in picked]
+            if ids:
+                # one object for the request's rows: the records' dicts (and the features' JSON text) are made
+                # when they are encoded, after the response (``prediction_log.PredictionRecords``)
+                records = PredictionRecords(
+                    {
+                        "event_time": now_text(),
+                        "endpoint_name": self.wiring.endpoint_name,
+                        "variant_name": variant,
+                        "model_package_arn": package_arn,
+                        "model_version": version,
+                        "user_id": request.user_id,
+                    },
+                    ids,
+                    features,
+                    rows,
+                    scores,
+                    labels,
+                    {"threshold": threshold, "latency_ms": round(latency_ms, 3), "params": self.params_json},
+                )
                 self.predictions_log.put(records)
         return response
 

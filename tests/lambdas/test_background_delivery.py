@@ -317,3 +317,32 @@ def test_the_handler_tells_the_extension_it_is_done_even_when_it_fails(monkeypat
     with pytest.raises(RuntimeError):
         proxy_handler.handler({}, None)
     assert finished == [True]  # the extension is not left waiting until the invoke's deadline
+
+
+def test_a_request_s_records_that_overflow_the_buffer_go_to_the_log_whole():
+    """The proxy hands a request's rows over as one ``PredictionRecords``: the part that fits is buffered,
+    the rest is written to the log as complete records."""
+    fh, emitted = GatedFirehose(gated=True), []
+    d = _delivery(fh, emitted, linger_seconds=0.0, max_buffered=10)
+    d.put(_records("first", 1))
+    assert fh.entered.wait(WAIT)
+    names = ("a", "b")
+    rows = [[float(i), 2.0 * i] for i in range(15)]
+    records = plog.PredictionRecords(
+        {"event_time": "2026-12-05 11:00:00.000000", "variant_name": "v1"},
+        [f"o-{i}" for i in range(15)],
+        names,
+        rows,
+        [0.25] * 15,
+        [0] * 15,
+        {"threshold": 0.5},
+    )
+    d.put(records)  # 10 fit, 5 do not
+    overflow = [e["record"] for e in emitted if e.get("undelivered_log_record")]
+    assert [r["request_id"] for r in overflow] == ["o-10", "o-11", "o-12", "o-13", "o-14"]
+    assert overflow[0] == records[10] and overflow[0]["features"] == '{"a":10.0,"b":20.0}'
+    fh.gate.set()
+    assert d.drain(WAIT)
+    assert [r["request_id"] for r in fh.delivered] == ["first-0"] + [f"o-{i}" for i in range(10)]
+    assert fh.delivered[1:] == [json.loads(plog.encode(r)) for r in records[:10]]
+    d.close()

@@ -262,3 +262,148 @@ def test_features_are_written_as_json_text_when_the_record_is_encoded(encoder, m
     assert logged["record"]["features"] == expected  # replayable as the same record
     with pytest.raises((TypeError, ValueError)):  # a mismatch is refused (FirehoseLogger logs the record)
         plog.encode({"features": plog.JsonObjectText(names, [1.0])})
+
+
+def _prediction_records(
+    n: int = 4, *, user_id: str | None = "u-1"
+) -> tuple[plog.PredictionRecords, list[dict]]:
+    """A request's records as the proxy hands them over, and the dicts they stand for (the log's columns, in
+    order)."""
+    names = ("mean radius", "worst area", 'odd "name"\n')
+    rows = [[i + 0.5, -1e-12 * i, float(i)] for i in range(n)]
+    head = {
+        "event_time": "2026-12-05 11:00:00.123456",
+        "endpoint_name": "ep",
+        "variant_name": "v2",
+        "model_package_arn": "arn:aws:sagemaker:eu-west-1:123456789012:model-package/g/2",
+        "model_version": 2,
+        "user_id": user_id,
+    }
+    tail = {"threshold": 0.5, "latency_ms": 3.25, "params": '{"LOG_SAMPLE_RATE":1.0}'}
+    ids, scores, labels = [f"req-{i}" for i in range(n)], [i / n for i in range(n)], [i % 2 for i in range(n)]
+    records = plog.PredictionRecords(head, ids, names, rows, scores, labels, tail)
+    dicts = [
+        {
+            "request_id": ids[i],
+            **head,
+            "features": plog.json_text(dict(zip(names, rows[i], strict=True))),
+            "score": scores[i],
+            "label": labels[i],
+            **tail,
+        }
+        for i in range(n)
+    ]
+    return records, dicts
+
+
+def test_a_request_s_records_read_as_the_dicts_they_stand_for():
+    import pickle
+
+    records, dicts = _prediction_records(5)
+    assert len(records) == 5 and records == dicts and list(records) == dicts
+    assert [list(r) for r in records] == [list(d) for d in dicts]  # the columns' order
+    assert [plog.encode(r) for r in records] == [plog.encode(d) for d in dicts]  # the same Firehose lines
+    assert (
+        records[-1] == dicts[-1]
+        and records[1:3] == dicts[1:3]
+        and isinstance(records[1:3], plog.PredictionRecords)
+    )
+    with pytest.raises(IndexError):
+        records[5]
+    assert pickle.loads(pickle.dumps(records)) == dicts
+    assert records != dicts[:4] and records != "not records"
+    with pytest.raises(ValueError, match="3 scores"):
+        plog.PredictionRecords({}, ["a", "b"], ("x",), [[1.0], [2.0]], [0.1, 0.2, 0.3], [0, 1], {})
+
+
+def test_a_request_s_records_are_delivered_as_the_dicts_would_be():
+    records, dicts = _prediction_records(7)
+    via_records, via_dicts = StubFirehose(), StubFirehose()
+    assert _logger(via_records, [], pack_bytes=plog.MAX_RECORD_BYTES).put(records).delivered == 7
+    assert _logger(via_dicts, [], pack_bytes=plog.MAX_RECORD_BYTES).put(dicts).delivered == 7
+    assert via_records.firehose_records == via_dicts.firehose_records and len(via_records.calls) == 1
+
+
+def test_records_of_several_requests_read_as_one_batch_in_order():
+    import pickle
+
+    first, first_dicts = _prediction_records(3)
+    plain = _records(2)
+    second, second_dicts = _prediction_records(4, user_id=None)
+    batch = plog.RecordBatch([first, plain, second])
+    expected = first_dicts + plain + second_dicts
+    assert len(batch) == 9 and list(batch) == expected
+    assert (
+        [batch[i] for i in range(9)] == expected and batch[-1] == expected[-1] and batch[2:5] == expected[2:5]
+    )
+    with pytest.raises(IndexError):
+        batch[9]
+    assert list(pickle.loads(pickle.dumps(batch))) == expected
+    assert len(plog.RecordBatch([])) == 0 and not plog.RecordBatch([])
+
+
+def test_a_refused_record_of_a_request_goes_to_the_log_whole():
+    records, dicts = _prediction_records(3)
+    stub, emitted = StubFirehose(fail={0: {"req-1"}, 1: {"req-1"}, 2: {"req-1"}}), []
+    result = _logger(stub, emitted).put(plog.RecordBatch([records]))
+    assert (result.delivered, result.undelivered) == (2, 1)
+    assert _undelivered(emitted) == [dicts[1]]
+
+
+@pytest.mark.parametrize(
+    "head, tail",
+    [
+        (None, None),  # as the proxy makes them
+        ({}, {}),
+        ({"user_id": "ü\u2028\"'\\"}, {}),
+        ({}, {"params": "{}", "latency_ms": -0.0, "big": 2**63}),
+        ({"model_package_arn": None, "model_version": None}, {"threshold": 1e-300}),
+    ],
+)
+def test_a_request_s_lines_are_made_from_its_columns_exactly_as_encode_makes_them(head, tail):
+    records, _ = _prediction_records(6)
+    if head is not None:
+        records = plog.PredictionRecords(
+            head, records.request_ids, records.names, records.rows, records.scores, records.labels, tail
+        )
+    lines = records.lines()
+    assert lines is not None and lines == [plog.encode(r) for r in records]
+    assert list(plog.encode_all(plog.RecordBatch([records, _records(2), records[2:4]]))) == [
+        plog.encode(r) for r in [*records, *_records(2), *records[2:4]]
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        ({"scores": [0.5, float("nan"), 0.25]}, [1]),  # encode refuses NaN: that record goes to the log
+        ({"rows": [[1.0, 2.0, 3.0], [1.0], [1.0, 2.0, 3.0]]}, [1]),  # a row without every feature
+        ({"head": {"label": "twice"}}, []),  # a key given twice: the records' dicts decide
+        ({"tail": {"big": 2**70}}, [0, 1, 2]),  # a number JSON cannot carry here
+    ],
+)
+def test_records_the_columns_cannot_encode_are_decided_by_encode(change, refused, monkeypatch):
+    records, _ = _prediction_records(3)
+    fields = {
+        "head": records.head,
+        "request_ids": records.request_ids,
+        "names": records.names,
+        "rows": records.rows,
+        "scores": records.scores,
+        "labels": records.labels,
+        "tail": records.tail,
+    }
+    records = plog.PredictionRecords(**{**fields, **change})
+    assert records.lines() is None
+    stub, emitted = StubFirehose(), []
+    result = _logger(stub, emitted, pack_bytes=plog.MAX_RECORD_BYTES).put(records)
+    assert [e["record"]["request_id"] for e in emitted if e.get("undelivered_log_record")] == [
+        f"req-{i}" for i in refused
+    ]
+    assert all("unencodable" in e["error"] for e in emitted if e.get("undelivered_log_record"))
+    assert result.delivered == 3 - len(refused)
+    assert stub.delivered == [json.loads(plog.encode(r)) for i, r in enumerate(records) if i not in refused]
+    monkeypatch.setattr(plog, "_orjson", None)  # the Lambda asset's encoder: record by record
+    records_ok, _ = _prediction_records(2)
+    assert records_ok.lines() is None
+    assert list(plog.encode_all(records_ok)) == [plog.encode(r) for r in records_ok]
