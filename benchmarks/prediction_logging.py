@@ -1,6 +1,7 @@
 """Prediction logging cost through the local prediction API: predictions/s and p50/p99 latency with logging
 on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose calls per request;
-repetitions interleave logging on and off, and the table shows medians and the cost of logging.
+repetitions interleave logging on and off (in alternating order), and the table shows each setting's requests
+pooled over its repetitions, and the cost of logging.
 
     .venv/bin/python benchmarks/prediction_logging.py                 # starts its own local cloud (about 2 minutes)
     .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
@@ -261,6 +262,8 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
         "requests": n,
         "answered": answered[0],
         "errors": errors[0],
+        "elapsed_s": round(elapsed, 3),
+        "latencies_ms": latencies,  # sorted; pooled over the repetitions, then dropped from the output
         "rps": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2) if n else None,
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))], 2) if n else None,
@@ -281,8 +284,8 @@ def main() -> None:
     ap.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="repetitions, logging on and off interleaved; medians (default 3)",
+        default=6,
+        help="repetitions, logging on and off interleaved in alternating order, pooled (default 6)",
     )
     ap.add_argument(
         "--rows",
@@ -295,8 +298,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
         raise SystemExit("--seconds must be in (0, 120] and --concurrency in 1..64")
-    if not 1 <= args.repeat <= 10:
-        raise SystemExit("--repeat must be in 1..10")
+    if not 1 <= args.repeat <= 30:
+        raise SystemExit("--repeat must be in 1..30")
     if not all(1 <= rows <= 1000 for rows in args.rows):
         raise SystemExit("--rows must each be in 1..1000")
 
@@ -327,14 +330,17 @@ def main() -> None:
         n_features = feature_count(target)
 
     runs: list[dict[str, Any]] = []
+    pooled: dict[tuple[int, float | None], dict[str, Any]] = {}  # (rows, rate) -> every repetition's requests
     logged = (
         0  # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
     )
     rows_before = warehouse_rows() if target is not None else 0
     landing: dict[str, Any] | None = None
     try:
-        rates = (1.0, 0.0) if target is not None else (None,)
         for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
+            # logging on first in odd repetitions, off first in even ones: what the previous run leaves
+            # behind (the pipeline finishing its work) falls on both settings alike
+            rates = ((1.0, 0.0) if rep % 2 == 0 else (0.0, 1.0)) if target is not None else (None,)
             for rows in args.rows:
                 body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
                 for rate in rates:
@@ -362,6 +368,12 @@ def main() -> None:
                             round((after[0] - before[0]) / r["requests"], 3) if r["requests"] else None
                         )
                         r["records_to_log"] = after[1] - before[1]
+                    group = pooled.setdefault(
+                        (rows, rate), {"latencies_ms": [], "requests": 0, "elapsed_s": 0.0}
+                    )
+                    group["latencies_ms"].extend(r.pop("latencies_ms"))
+                    group["requests"] += r["requests"]
+                    group["elapsed_s"] += r["elapsed_s"]
                     runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
                     if not args.json:
                         print(json.dumps(runs[-1]), file=sys.stderr)
@@ -374,7 +386,7 @@ def main() -> None:
         if own is not None:
             _cli(own[0], "local", "stop", timeout=120)
             shutil.rmtree(own[1], ignore_errors=True)
-    results = medians(runs)
+    results = summarize(runs, pooled)
     costs = logging_costs(results, runs)
     if args.json:
         print(
@@ -394,7 +406,7 @@ def main() -> None:
         return
     print(
         f"\nlocal prediction API, {args.concurrency} keep-alive clients, {args.seconds:g} s per run, "
-        f"medians of {args.repeat}"
+        f"{args.repeat} repetitions pooled (req/s: all requests over all runs' time; p50, p99: of all requests)"
     )
     print(
         f"{'rows':>5} {'log rate':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'firehose/req':>12} "
@@ -450,6 +462,26 @@ def main() -> None:
             )
 
 
+def summarize(
+    runs: list[dict[str, Any]], pooled: dict[tuple[int, float | None], dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per (rows, log rate): throughput as all its requests over all its runs' time, p50 and p99 of
+    all its requests (``pooled``; without it, the medians over the repetitions), the other figures' medians,
+    errors summed."""
+    out = []
+    for row in medians(runs):
+        group = (pooled or {}).get((row["rows"], row["log_sample_rate"]))
+        if group and group["requests"] and group["elapsed_s"] > 0:
+            latencies = sorted(group["latencies_ms"])
+            n = len(latencies)
+            row["rps"] = round(group["requests"] / group["elapsed_s"], 1)
+            row["p50_ms"] = round(statistics.median(latencies), 2)
+            row["p99_ms"] = round(latencies[min(n - 1, int(n * 0.99))], 2)
+            row["requests"] = group["requests"]
+        out.append(row)
+    return out
+
+
 def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (rows, log rate): the median of each figure over the repetitions, errors summed."""
     out = []
@@ -482,7 +514,7 @@ def logging_costs(
     results: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Per payload size: how much lower the throughput and how much higher the p99 are with logging on (from
-    the medians), the same per repetition (logging on and off measured back to back: the spread shows the
+    ``results``: pooled over the repetitions), the same per repetition (logging on and off measured back to back: the spread shows the
     machine's noise), and the CPU time logging adds to a request, summed over the local cloud's processes."""
     out = []
     for rows in sorted({r["rows"] for r in results}):
