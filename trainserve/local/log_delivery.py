@@ -3,13 +3,15 @@
 On AWS each Lambda execution environment sends its prediction logs after the response, from a thread of its
 own, and environments run side by side; the prediction API never waits for it. Locally one process serves
 the API for every "environment" at once, so the sending (encoding the records, then botocore's JSON
-protocol: base64, JSON escaping, the SigV4 payload hash, about 15 µs of CPU a record) would run under the
+protocol: base64, JSON escaping, the SigV4 payload hash, about 10 µs of CPU a record) would run under the
 interpreter lock that the API's request threads need. So the local API gives its proxies a logger
 (``RemoteFirehoseLogger``) that hands the records to this process, which runs the proxy's own
 ``prediction_log.FirehoseLogger`` on them, unchanged: packing, batching, retries of refused entries, and a
 log line (in the local cloud's log) for each record it cannot deliver. The proxy's ``BackgroundDelivery``
 still sits in front, after the response, with the same buffering, drains and overflow as on AWS; only its
-``logger.put`` runs here.
+``logger.put`` runs here. A request's records travel as the proxy made them, as columns
+(``prediction_log.PredictionRecords``: about 0.6 µs a record to pickle, against 1.7 µs as dicts), and this
+process's botocore writes its JSON request bodies with orjson (``fast_json_bodies``).
 
 If the process dies it is started again on the next call; the records of a call it did not answer are written
 whole to the log by the API's side (they may have been delivered as well: delivery is at least once).
