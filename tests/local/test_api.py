@@ -234,9 +234,14 @@ def test_log_delivery_runs_in_its_own_process_and_a_dead_one_loses_nothing_silen
 
     import prediction_log
 
+    from trainserve.local import log_delivery
+
     ctx, api, warehouse = stack
     delivery = api.status()["log_delivery"]
     assert delivery["alive"] and delivery["pid"] != os.getpid()
+    # at the lowest CPU priority (it nices itself as it starts, before it says it is ready)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, delivery["pid"]) == min(19, mine + log_delivery.DELIVERY_NICE)
     restarts = delivery["restarts"]
 
     def predict_and_find(user: str) -> None:

@@ -60,7 +60,8 @@ SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
 DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
 LOCK_WAIT_SECONDS = 10.0
 LOAD_INTERVAL_SECONDS = 2.0
-BACKGROUND_NICE = 10  # the loader process's niceness: below the API, the runtime and the model servers
+# the loader process's niceness (the lowest): below the API, the runtime and the model servers
+BACKGROUND_NICE = 19
 FLUSH_REQUEST = "warehouse.flush"  # in the state dir: a token written by request_flush()
 FLUSH_DONE = "warehouse.flushed"  # the loader writes the token back once it has loaded after the request
 FLUSH_POLL_SECONDS = 0.2
