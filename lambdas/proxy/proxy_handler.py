@@ -37,6 +37,7 @@ from typing import Any
 import boto3
 import proxy_logic as logic
 from background_delivery import (
+    MAX_BUFFERED,
     BackgroundDelivery,
     LambdaDeliveryExtension,
     install_sigterm_drain,
@@ -256,10 +257,12 @@ class Proxy:
         emit: Callable[[dict[str, Any]], None] = log_json,
         delivery: str = "sync",
         make_logger: Callable[[str], Any] | None = None,
+        buffer_records: int = MAX_BUFFERED,
     ):
         """``make_logger(stream)``: the Firehose logger of a stream (``FirehoseLogger``'s ``put`` and
         ``undelivered``); by default a ``FirehoseLogger`` on this proxy's Firehose client. The local API
-        passes one that delivers in a process of its own."""
+        passes one that delivers in a process of its own. ``buffer_records``: background delivery's buffer,
+        in log records (past it, records go to the log fallback at once)."""
         if delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {', '.join(DELIVERY_MODES)}, got {delivery!r}")
         self.params = params
@@ -271,6 +274,7 @@ class Proxy:
         self.emit = emit
         self.delivery = delivery
         self.make_logger = make_logger
+        self.buffer_records = buffer_records
         self.params_json = params.as_json()
         self._senders: list[BackgroundDelivery] = []  # background delivery: what drain/close act on
         self._senders_lock = threading.Lock()
@@ -282,7 +286,7 @@ class Proxy:
             logger = FirehoseLogger(self.clients("firehose"), stream, emit=self.emit)
         if self.delivery == "sync":
             return logger
-        sender = BackgroundDelivery(logger)
+        sender = BackgroundDelivery(logger, max_buffered=self.buffer_records)
         with self._senders_lock:
             self._senders.append(sender)
         return sender
@@ -317,6 +321,7 @@ class Proxy:
         emit: Callable[[dict[str, Any]], None] = log_json,
         delivery: str = "sync",
         make_logger: Callable[[str], Any] | None = None,
+        buffer_records: int = MAX_BUFFERED,
     ) -> Proxy:
         """Build from environment variables; invalid parameters are reported and take safe defaults."""
         params, problems = logic.parse_params(env)
@@ -333,7 +338,16 @@ class Proxy:
             )
         wiring = Wiring.from_env(env)
         clients = clients if isinstance(clients, Clients) else Clients(clients)
-        return cls(params, wiring, clients, directory, emit=emit, delivery=delivery, make_logger=make_logger)
+        return cls(
+            params,
+            wiring,
+            clients,
+            directory,
+            emit=emit,
+            delivery=delivery,
+            make_logger=make_logger,
+            buffer_records=buffer_records,
+        )
 
     # ------------------------------------------------------------------------------------------ routes
 

@@ -439,3 +439,19 @@ def test_base64_encoded_body(aws):
     response = _proxy(aws).handle(event)
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["predictions"][0]["score"] == 0.9
+
+
+def test_background_delivery_buffers_as_many_records_as_it_is_given():
+    """A Lambda environment buffers 20,000 log records after its responses; the local API gives more."""
+    import background_delivery
+    import proxy_handler
+
+    env = {**WIRING}
+    default = proxy_handler.Proxy.from_env(env, clients={}, delivery="background")
+    sized = proxy_handler.Proxy.from_env(env, clients={}, delivery="background", buffer_records=7)
+    try:
+        assert default.predictions_log.max_buffered == background_delivery.MAX_BUFFERED == 20_000
+        assert sized.predictions_log.max_buffered == sized.feedback_log.max_buffered == 7
+    finally:
+        default.close()
+        sized.close()

@@ -239,6 +239,10 @@ def test_log_delivery_runs_in_its_own_process_and_a_dead_one_loses_nothing_silen
     ctx, api, warehouse = stack
     delivery = api.status()["log_delivery"]
     assert delivery["alive"] and delivery["pid"] != os.getpid()
+    # the proxy's buffer in front of it holds what it falls behind by (a Lambda environment keeps 20,000)
+    from trainserve.local.api import BUFFER_RECORDS
+
+    assert api._proxy.predictions_log.max_buffered == BUFFER_RECORDS > 20_000  # noqa: SLF001
     # at the lowest CPU priority (it nices itself as it starts, before it says it is ready)
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, delivery["pid"]) == min(19, mine + log_delivery.DELIVERY_NICE)

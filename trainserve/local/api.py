@@ -34,6 +34,11 @@ from trainserve import LAMBDAS_DIR
 
 REFRESH_SECONDS = 1.0
 RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests in flight log through it)
+# The proxy's background delivery buffer here, in log records (a Lambda environment's default is 20,000):
+# the log delivery process runs at the lowest CPU priority, so while other programs take every CPU it falls
+# behind, and this buffer (about 1 KB a 100-row request's record) holds the difference instead of the log
+# fallback: about 8 s of 100-row requests at the local API's full rate, at most about 100 MB.
+BUFFER_RECORDS = 100_000
 PROXY_DIR = LAMBDAS_DIR / "proxy"
 LOCAL_ACCOUNT = "123456789012"
 
@@ -218,6 +223,7 @@ class ApiComponent:
             directory=directory,
             delivery="background",
             make_logger=self._make_logger,
+            buffer_records=BUFFER_RECORDS,
         )
         self._env = env
         if old is not None:
