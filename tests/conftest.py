@@ -64,3 +64,25 @@ def moto_url():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def staging_stream():
+    """In-process moto (``mock_aws``) with an ExtendedS3 Firehose stream ``preds`` delivering to the bucket
+    ``staging`` under ``firehose/predictions/``: yields (s3 client, firehose client)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        firehose = boto3.client("firehose", region_name="us-east-1")
+        s3.create_bucket(Bucket="staging")
+        firehose.create_delivery_stream(
+            DeliveryStreamName="preds",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/f",
+                "BucketARN": "arn:aws:s3:::staging",
+                "Prefix": "firehose/predictions/",
+            },
+        )
+        yield s3, firehose

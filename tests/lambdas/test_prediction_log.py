@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import prediction_log as plog
 import pytest
-from moto import mock_aws
 
 
 def _records(n: int, pad: int = 0) -> list[dict]:
@@ -174,25 +172,14 @@ def test_oversized_and_unencodable_records_logged_not_sent():
     assert {r["request_id"] for r in _undelivered(emitted)} == {"big", "nan"}
 
 
-def test_moto_extended_s3_stream_receives_newline_json():
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        fh = boto3.client("firehose", region_name="us-east-1")
-        s3.create_bucket(Bucket="staging")
-        fh.create_delivery_stream(
-            DeliveryStreamName="preds",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/f",
-                "BucketARN": "arn:aws:s3:::staging",
-                "Prefix": "firehose/predictions/",
-            },
-        )
-        result = plog.FirehoseLogger(fh, "preds").put(_records(7))
-        assert result.delivered == 7
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="staging")["Contents"]]
-        assert len(keys) == 1 and keys[0].startswith("firehose/predictions/")
-        body = s3.get_object(Bucket="staging", Key=keys[0])["Body"].read().decode()
-        assert [json.loads(x) for x in body.splitlines()] == _records(7)
+def test_moto_extended_s3_stream_receives_newline_json(staging_stream):
+    s3, fh = staging_stream
+    result = plog.FirehoseLogger(fh, "preds").put(_records(7))
+    assert result.delivered == 7
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="staging")["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith("firehose/predictions/")
+    body = s3.get_object(Bucket="staging", Key=keys[0])["Body"].read().decode()
+    assert [json.loads(x) for x in body.splitlines()] == _records(7)
 
 
 def test_slow_firehose_stops_retrying_after_the_time_budget():

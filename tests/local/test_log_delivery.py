@@ -12,7 +12,6 @@ import json
 import boto3
 import botocore.serialize
 import pytest
-from moto import mock_aws
 
 from trainserve.local import log_delivery
 
@@ -71,24 +70,15 @@ def test_nothing_is_changed_when_botocore_no_longer_writes_bodies_with_its_json_
     assert botocore.serialize.json is other
 
 
-def test_records_reach_moto_s_firehose_whole_through_the_swapped_serializer(restore_botocore_json):
+def test_records_reach_moto_s_firehose_whole_through_the_swapped_serializer(
+    restore_botocore_json, staging_stream
+):
     import prediction_log as plog
 
     assert log_delivery.fast_json_bodies() is True
     records = [{"request_id": f"r-{i}", "user_id": "ü\u2028", "score": i / 7} for i in range(7)]
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        fh = boto3.client("firehose", region_name="us-east-1")
-        s3.create_bucket(Bucket="staging")
-        fh.create_delivery_stream(
-            DeliveryStreamName="preds",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/f",
-                "BucketARN": "arn:aws:s3:::staging",
-                "Prefix": "firehose/predictions/",
-            },
-        )
-        assert plog.FirehoseLogger(fh, "preds").put(records).delivered == 7
-        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="staging")["Contents"]]
-        body = s3.get_object(Bucket="staging", Key=key)["Body"].read()
+    s3, fh = staging_stream
+    assert plog.FirehoseLogger(fh, "preds").put(records).delivered == 7
+    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="staging")["Contents"]]
+    body = s3.get_object(Bucket="staging", Key=key)["Body"].read()
     assert body == b"".join(plog.encode(r) for r in records)
