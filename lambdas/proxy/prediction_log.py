@@ -102,6 +102,22 @@ class JsonObjectText:
         return (JsonObjectText, (self.names, self.values))
 
 
+def _position(index: int, n: int) -> int:
+    """``index`` (negative counts from the end) as a position in a sequence of ``n``; IndexError outside."""
+    i = index + n if index < 0 else index
+    if not 0 <= i < n:
+        raise IndexError(f"record {index} of {n}")
+    return i
+
+
+def _non_finite(values: Iterable[Any]) -> float | None:
+    """The first float among ``values`` that JSON cannot carry (NaN or infinite), or None."""
+    for value in values:
+        if type(value) is float and not math.isfinite(value):
+            return value
+    return None
+
+
 class PredictionRecords(Sequence[dict[str, Any]]):
     """The prediction log records of one request, kept as columns until they are encoded: the fields every
     row of the request shares once (``head``: the fields before ``features``, ``tail``: those after
@@ -163,11 +179,7 @@ class PredictionRecords(Sequence[dict[str, Any]]):
                 self.labels[index],
                 self.tail,
             )
-        n = len(self.request_ids)
-        i = index + n if index < 0 else index
-        if not 0 <= i < n:
-            raise IndexError(f"record {index} of {n}")
-        return self._record(i)
+        return self._record(_position(index, len(self.request_ids)))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self._record(i) for i in range(len(self.request_ids)))
@@ -182,9 +194,8 @@ class PredictionRecords(Sequence[dict[str, Any]]):
         if set(head) & set(tail) or (set(head) | set(tail)) & {"request_id", "features", "score", "label"}:
             return None
         try:
-            for value in (*head.values(), *tail.values(), *self.scores):
-                if type(value) is float and not math.isfinite(value):
-                    return None
+            if _non_finite((*head.values(), *tail.values(), *self.scores)) is not None:
+                return None
             dumps, names = _orjson.dumps, self.names
             middle = b"," + dumps(head)[1:-1] if head else b""
             middle += b',"features":'
@@ -244,10 +255,7 @@ class RecordBatch(Sequence[dict[str, Any]]):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return list(self)[index]
-        n = len(self)
-        i = index + n if index < 0 else index
-        if not 0 <= i < n:
-            raise IndexError(f"record {index} of {n}")
+        i = _position(index, len(self))
         k = bisect.bisect_right(self._ends, i)
         return self.groups[k][i - (self._ends[k - 1] if k else 0)]
 
@@ -284,9 +292,9 @@ def encode(record: dict[str, Any]) -> bytes:
     number is refused (ValueError), as JSON has no such values."""
     if _orjson is None:
         return (json.dumps(record, separators=(",", ":"), allow_nan=False, default=_default) + "\n").encode()
-    for value in record.values():  # orjson would write null for them
-        if type(value) is float and not math.isfinite(value):
-            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    bad = _non_finite(record.values())  # orjson would write null for them
+    if bad is not None:
+        raise ValueError(f"Out of range float values are not JSON compliant: {bad!r}")
     return _orjson.dumps(record, option=_orjson.OPT_APPEND_NEWLINE, default=_default)
 
 
@@ -386,7 +394,8 @@ class FirehoseLogger:
         self.calls = 0  # PutRecordBatch calls made by this logger (benchmarks read it)
 
     def put(self, records: Sequence[dict[str, Any]]) -> DeliveryResult:
-        """Deliver ``records`` (a list of dicts, ``PredictionRecords``, a ``RecordBatch``); never raises. Undelivered records go to the log (and the metric)."""
+        """Deliver ``records`` (a list of dicts, ``PredictionRecords``, a ``RecordBatch``); never raises.
+        Undelivered records go to the log (and the metric)."""
         result = DeliveryResult()
         if not records:
             return result
