@@ -331,9 +331,8 @@ def main() -> None:
 
     runs: list[dict[str, Any]] = []
     pooled: dict[tuple[int, float | None], dict[str, Any]] = {}  # (rows, rate) -> every repetition's requests
-    logged = (
-        0  # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
-    )
+    # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
+    logged = 0
     rows_before = warehouse_rows() if target is not None else 0
     landing: dict[str, Any] | None = None
     try:
@@ -514,8 +513,9 @@ def logging_costs(
     results: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Per payload size: how much lower the throughput and how much higher the p99 are with logging on (from
-    ``results``: pooled over the repetitions), the same per repetition (logging on and off measured back to back: the spread shows the
-    machine's noise), and the CPU time logging adds to a request, summed over the local cloud's processes."""
+    ``results``: pooled over the repetitions), the same per repetition (logging on and off measured back to
+    back: the spread shows the machine's noise), and the CPU time logging adds to a request, summed over the
+    local cloud's processes."""
     out = []
     for rows in sorted({r["rows"] for r in results}):
         on = next((r for r in results if r["rows"] == rows and r["log_sample_rate"] == 1.0), None)
