@@ -117,3 +117,68 @@ def test_fast_put_record_batch_path_keeps_bytes_and_the_errors_of_moto(clients):
     finally:
         firehose.meta.events.unregister("before-send.firehose.PutRecordBatch", corrupt)
     _put(firehose, "preds", [4])
+
+
+def test_a_stream_s_buffer_is_written_when_it_reaches_the_size_limit(clients, monkeypatch):
+    """Without a flush, a stream's buffer becomes a staging object once it holds FIREHOSE_BUFFER_MAX_BYTES
+    (moto's memory stays bounded while the loader waits); the other streams stay buffered."""
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    line = len(json.dumps({"v": 1}) + "\n")
+    monkeypatch.setattr(moto_patches, "FIREHOSE_BUFFER_MAX_BYTES", 3 * line)
+    _put(firehose, "preds", [1, 2])
+    _put(firehose, "fb", [8, 9])
+    assert _objects(s3, "preds/") == []
+    _put(firehose, "preds", [3])  # the third line fills the buffer: written at once, all three
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n{"v": 3}\n']
+    assert _objects(s3, "fb/") == []
+    _put(firehose, "preds", [4])  # a new buffer
+    assert moto_patches.flush_firehose() == 3  # 4, 8 and 9
+    objects = _objects(s3, "preds/")
+    assert sorted(objects) == sorted([b'{"v": 1}\n{"v": 2}\n{"v": 3}\n', b'{"v": 4}\n'])
+    assert _objects(s3, "fb/") == [b'{"v": 8}\n{"v": 9}\n']
+
+
+def test_a_failed_size_triggered_write_accepts_the_call_and_keeps_the_records(clients, monkeypatch):
+    """The call that filled the buffer succeeds even if the write fails (the client must not send the
+    records again): they stay buffered, and the next flush writes them."""
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    line = len(json.dumps({"v": 1}) + "\n")
+    monkeypatch.setattr(moto_patches, "FIREHOSE_BUFFER_MAX_BYTES", 2 * line)
+    original = moto_patches._original_put_s3_records
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("S3 down")
+
+    monkeypatch.setattr(moto_patches, "_original_put_s3_records", failing)
+    _put(firehose, "preds", [1, 2])
+    assert _objects(s3, "preds/") == []
+    monkeypatch.setattr(moto_patches, "_original_put_s3_records", original)
+    assert moto_patches.flush_firehose() == 2
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n{"v": 2}\n']
+
+
+def test_a_record_that_is_not_base64_is_refused_and_nothing_of_its_call_is_buffered(clients):
+    """The fast path decodes with pybase64 and validates: text that is not base64 goes to moto's own parser,
+    which refuses the call; none of its records is buffered."""
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    from botocore.exceptions import ClientError
+
+    def corrupt(request, **_kw):  # a signed PutRecordBatch with one good and one bad record
+        request.body = json.dumps(
+            {"DeliveryStreamName": "preds", "Records": [{"Data": "eyJ2IjogMX0K"}, {"Data": "Y!I="}]}
+        ).encode()
+        request.headers["Content-Length"] = str(len(request.body))
+
+    firehose.meta.events.register("before-send.firehose.PutRecordBatch", corrupt)
+    try:
+        with pytest.raises(ClientError):
+            firehose.put_record_batch(DeliveryStreamName="preds", Records=[{"Data": b"x"}])
+    finally:
+        firehose.meta.events.unregister("before-send.firehose.PutRecordBatch", corrupt)
+    assert moto_patches.flush_firehose() == 0
+    _put(firehose, "preds", [1])
+    moto_patches.flush_firehose()
+    assert _objects(s3, "preds/") == [b'{"v": 1}\n']

@@ -1,4 +1,5 @@
-"""The local API's log delivery process: botocore's JSON request bodies written with orjson there.
+"""The local API's log delivery process: botocore's JSON request bodies written with orjson there, and its
+blobs base64-encoded with pybase64.
 
 The log delivery process itself (a child process, its restarts and its log fallback) is tested through the
 local API in ``test_api.py``; here, the serializer swap it makes at start, on botocore's own serializer and
@@ -18,8 +19,9 @@ from trainserve.local import log_delivery
 
 @pytest.fixture
 def restore_botocore_json(monkeypatch):
-    """Whatever a test does to ``botocore.serialize.json`` is undone after it."""
+    """Whatever a test does to ``botocore.serialize.json`` and ``.base64`` is undone after it."""
     monkeypatch.setattr(botocore.serialize, "json", botocore.serialize.json)
+    monkeypatch.setattr(botocore.serialize, "base64", botocore.serialize.base64)
 
 
 def _put_record_batch_body(records: list[bytes]) -> bytes:
@@ -76,9 +78,34 @@ def test_records_reach_moto_s_firehose_whole_through_the_swapped_serializer(
     import prediction_log as plog
 
     assert log_delivery.fast_json_bodies() is True
+    assert log_delivery.fast_base64_blobs() is True
     records = [{"request_id": f"r-{i}", "user_id": "ü\u2028", "score": i / 7} for i in range(7)]
     s3, fh = staging_stream
     assert plog.FirehoseLogger(fh, "preds").put(records).delivered == 7
     (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="staging")["Contents"]]
     body = s3.get_object(Bucket="staging", Key=key)["Body"].read()
     assert body == b"".join(plog.encode(r) for r in records)
+
+
+def test_put_record_batch_bodies_are_the_same_with_pybase64_blobs(restore_botocore_json):
+    records = [bytes(range(256)) * 3, b"a", b"ab", b"abc", b"", b'{"score":0.5}\n' * 40]
+    before = _put_record_batch_body(records)
+    assert log_delivery.fast_base64_blobs() is True
+    assert isinstance(botocore.serialize.base64, log_delivery._FastBase64)  # noqa: SLF001
+    assert _put_record_batch_body(records) == before  # byte for byte: the same base64 text
+    assert log_delivery.fast_base64_blobs() is True  # a second call changes nothing
+    assert botocore.serialize.base64.b64decode(b"YWI=") == b"ab"  # the rest is the base64 module's
+
+
+def test_nothing_is_changed_when_botocore_no_longer_encodes_blobs_with_its_base64_module(
+    restore_botocore_json, monkeypatch
+):
+    import base64
+
+    class OtherBase64:
+        b64encode = staticmethod(base64.b64encode)
+
+    other = OtherBase64()
+    monkeypatch.setattr(botocore.serialize, "base64", other)
+    assert log_delivery.fast_base64_blobs() is False
+    assert botocore.serialize.base64 is other

@@ -11,7 +11,8 @@ log line (in the local cloud's log) for each record it cannot deliver. The proxy
 still sits in front, after the response, with the same buffering, drains and overflow as on AWS; only its
 ``logger.put`` runs here. A request's records travel as the proxy made them, as columns
 (``prediction_log.PredictionRecords``: about 0.6 µs a record to pickle, against 1.7 µs as dicts), and this
-process's botocore writes its JSON request bodies with orjson (``fast_json_bodies``).
+process's botocore writes its JSON request bodies with orjson (``fast_json_bodies``) and base64-encodes the
+records with pybase64 (``fast_base64_blobs``).
 
 If the process dies it is started again on the next call; the records of a call it did not answer are written
 whole to the log by the API's side (they may have been delivered as well: delivery is at least once).
@@ -19,6 +20,7 @@ whole to the log by the API's side (they may have been delivered as well: delive
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import inspect
 import json
@@ -73,6 +75,41 @@ def fast_json_bodies() -> bool:
     return True
 
 
+class _FastBase64:
+    """The ``base64`` module as botocore's serializers see it in this process: ``b64encode`` is pybase64's
+    (the same output, standard alphabet and padding, with SIMD); everything else is ``base64``'s."""
+
+    def __init__(self, pybase64: Any) -> None:
+        self._pybase64 = pybase64
+
+    def b64encode(self, s: Any, altchars: Any = None) -> bytes:
+        return bytes(self._pybase64.b64encode(s, altchars))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(base64, name)
+
+
+def fast_base64_blobs() -> bool:
+    """Make botocore base64-encode blobs (a ``PutRecordBatch`` record's ``Data``) with pybase64, in this
+    process: about 0.2 µs a log record instead of 1.4 µs (the standard library's encoder). The encoded text
+    is the same. Returns False and changes nothing when pybase64 is missing or botocore no longer encodes
+    blobs through ``base64.b64encode(value)``."""
+    import botocore.serialize as serialize
+
+    try:
+        import pybase64
+    except ImportError:  # pragma: no cover - requirements.in has pybase64
+        return False
+    if isinstance(serialize.base64, _FastBase64):
+        return True
+    if serialize.base64 is not base64 or "base64.b64encode(value)" not in inspect.getsource(
+        serialize.Serializer._get_base64  # noqa: SLF001 - checked before it is relied on
+    ):
+        return False
+    serialize.base64 = _FastBase64(pybase64)  # type: ignore[assignment]
+    return True
+
+
 def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str) -> None:
     """The child: ``(stream, records)`` pickles in, ``(delivered, undelivered, calls, errors)`` out, until the pipe
     closes or ``None`` comes. It runs at the lowest CPU priority (``DELIVERY_NICE``), as the warehouse
@@ -88,6 +125,7 @@ def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key
     import boto3
 
     fast_json_bodies()
+    fast_base64_blobs()
     # lambdas/proxy/ is on sys.path: the spawned child imported this module, so trainserve/__init__ ran
     from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger
 
