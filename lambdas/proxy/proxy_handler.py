@@ -29,7 +29,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +45,14 @@ from background_delivery import (
 )
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from prediction_log import FIREHOSE_CLIENT_CONFIG, FirehoseLogger, PredictionRecords, log_json
+from prediction_log import (
+    FIREHOSE_CLIENT_CONFIG,
+    FirehoseLogger,
+    JsonRows,
+    NumberedIds,
+    PredictionRecords,
+    log_json,
+)
 
 ENDPOINT_CACHE_SECONDS = 5.0
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
@@ -456,11 +463,15 @@ class Proxy:
 
         if params.log_sample_rate > 0:
             rate = params.log_sample_rate
+            # every row: its ids and rows as they are made (ids from the request id, rows with the JSON text
+            # the model got), which hand over for about 1 µs instead of tens (``PredictionRecords``)
+            log_ids: Sequence[str] = NumberedIds(request_id, len(ids))
+            log_rows: Sequence[list[float]] = JsonRows(kwargs["Body"], "instances", rows)
             if rate < 1.0:
                 picked = [i for i, rid in enumerate(ids) if logic.sampled(rid, rate)]
-                ids, rows = [ids[i] for i in picked], [rows[i] for i in picked]
+                log_ids, log_rows = [ids[i] for i in picked], [rows[i] for i in picked]
                 scores, labels = [scores[i] for i in picked], [labels[i] for i in picked]
-            if ids:
+            if log_ids:
                 # one object for the request's rows: the records' dicts (and the features' JSON text) are made
                 # when they are encoded, after the response (``prediction_log.PredictionRecords``)
                 records = PredictionRecords(
@@ -472,9 +483,9 @@ class Proxy:
                         "model_version": version,
                         "user_id": request.user_id,
                     },
-                    ids,
+                    log_ids,
                     features,
-                    rows,
+                    log_rows,
                     scores,
                     labels,
                     {"threshold": threshold, "latency_ms": round(latency_ms, 3), "params": self.params_json},

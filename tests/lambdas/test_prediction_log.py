@@ -7,6 +7,7 @@ told to; one test uses moto's real ExtendedS3 delivery stream.
 from __future__ import annotations
 
 import json
+import math
 
 import prediction_log as plog
 import pytest
@@ -394,3 +395,82 @@ def test_records_the_columns_cannot_encode_are_decided_by_encode(change, refused
     records_ok, _ = _prediction_records(2)
     assert records_ok.lines() is None
     assert list(plog.encode_all(records_ok)) == [plog.encode(r) for r in records_ok]
+
+
+def test_numbered_ids_read_as_the_request_s_row_ids_and_pickle_as_prefix_and_count():
+    import pickle
+
+    ids = plog.NumberedIds("5f0c-req", 4)
+    expected = [f"5f0c-req-{i}" for i in range(4)]
+    assert len(ids) == 4 and list(ids) == expected and ids == expected and ids != expected[:3]
+    assert ids[0] == expected[0] and ids[-1] == expected[-1] and ids[1:3] == expected[1:3]
+    with pytest.raises(IndexError):
+        ids[4]
+    data = pickle.dumps(ids, protocol=pickle.HIGHEST_PROTOCOL)
+    assert pickle.loads(data) == expected and len(data) < 100
+    assert plog.NumberedIds("x", 0) == [] and not plog.NumberedIds("x", 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_json_rows_pickle_as_the_text_and_read_back_as_the_same_floats(seed):
+    """The rows come back from their JSON text exactly: every finite float, subnormals, -0.0 and the
+    largest included (with orjson and with the standard library's parser)."""
+    import pickle
+    import random
+    import struct
+
+    rnd = random.Random(seed)
+    values = [struct.unpack("d", struct.pack("Q", rnd.getrandbits(64)))[0] for _ in range(3000)]
+    finite = [v for v in values if math.isfinite(v)] + [-0.0, 5e-324, 1.7976931348623157e308, 0.1, 1e22]
+    rows = [finite[i : i + 30] for i in range(0, len(finite), 30)]
+    text = json.dumps({"instances": rows}, separators=(",", ":"))
+    given = plog.JsonRows(text, "instances", rows)
+    assert given.rows is rows and len(given) == len(rows) and given == rows  # nothing parsed in the sender
+    data = pickle.dumps(given, protocol=pickle.HIGHEST_PROTOCOL)
+    assert len(data) < len(text) + 100  # the text, not the numbers
+    back = pickle.loads(data)
+    assert back._rows is None  # parsed when first read
+    parsed = back.rows
+    assert all(
+        struct.pack("d", a) == struct.pack("d", b)
+        for r, q in zip(parsed, rows, strict=True)
+        for a, b in zip(r, q, strict=True)
+    )  # bit for bit: -0.0 stays -0.0
+    assert back[0] == rows[0] and back[-1] == rows[-1] and back[1:3] == rows[1:3] and list(back) == rows
+
+
+def test_json_rows_parse_with_the_standard_library_without_orjson(monkeypatch):
+    monkeypatch.setattr(plog, "_orjson", None)
+    rows = [[0.1, -0.0, 2.5e-310], [1e300, 3.0, -7.25]]
+    back = plog.JsonRows(json.dumps({"instances": rows}, separators=(",", ":")))
+    assert back == rows and [str(v) for v in back[0]] == ["0.1", "-0.0", "2.5e-310"]
+
+
+def test_records_with_numbered_ids_and_json_rows_encode_and_pickle_as_with_lists():
+    import pickle
+
+    records, dicts = _prediction_records(6)
+    rows = [list(map(float, r)) for r in records.rows]
+    lists = plog.PredictionRecords(
+        records.head,
+        [f"req-{i}" for i in range(6)],
+        records.names,
+        rows,
+        records.scores,
+        records.labels,
+        records.tail,
+    )
+    compact = plog.PredictionRecords(
+        records.head,
+        plog.NumberedIds("req", 6),
+        records.names,
+        plog.JsonRows(json.dumps({"instances": rows}, separators=(",", ":")), "instances", rows),
+        records.scores,
+        records.labels,
+        records.tail,
+    )
+    assert compact == lists == dicts
+    assert compact.lines() == lists.lines() == [plog.encode(d) for d in dicts]
+    sent = pickle.loads(pickle.dumps(plog.RecordBatch([compact]), protocol=pickle.HIGHEST_PROTOCOL))
+    assert list(plog.encode_all(sent)) == [plog.encode(d) for d in dicts]
+    assert sent.groups[0][2:4] == dicts[2:4] and isinstance(sent.groups[0][2:4], plog.PredictionRecords)

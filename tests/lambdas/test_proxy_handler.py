@@ -12,6 +12,7 @@ import io
 import json
 
 import boto3
+import prediction_log as plog
 import proxy_logic as logic
 import pytest
 from moto import mock_aws
@@ -279,6 +280,50 @@ def test_sampling_half_logs_about_half_deterministically(aws):
     expected = {p["request_id"] for p in body["predictions"] if logic.sampled(p["request_id"], 0.5)}
     assert {r["request_id"] for r in records} == expected
     assert aws["firehose"].calls == 1
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5])
+def test_a_request_s_records_are_handed_over_compactly_and_read_as_what_is_staged(aws, rate):
+    """Unsampled, the records carry their ids as the request id and a count, and their rows as the JSON text
+    the model got: pickling them (to the local log delivery process) copies that text instead of writing
+    every number. Sampled, the picked ids and rows are lists. Either way they read as the staged records."""
+    import pickle
+
+    import proxy_handler
+    from prediction_log import JsonRows, NumberedIds
+
+    handed: list = []
+
+    class Capture:
+        def put(self, records):
+            handed.append(records)
+            return plog.DeliveryResult(delivered=len(records))
+
+    env = {**WIRING, "LOG_SAMPLE_RATE": str(rate)}
+    clients = {k: aws[k] for k in ("sagemaker", "firehose", "sagemaker-runtime")}
+    proxy = proxy_handler.Proxy.from_env(
+        env, clients=clients, delivery="sync", make_logger=lambda _s: Capture()
+    )
+    rows = [[i / 7, 1e-9 * i, -0.0] for i in range(200)]
+    status, body = _call(proxy, "/predict", {"instances": rows})
+    assert status == 200
+    (records,) = handed
+    sent = aws["sagemaker-runtime"].calls[0]["Body"]
+    if rate == 1.0:
+        assert isinstance(records.request_ids, NumberedIds) and isinstance(records.rows, JsonRows)
+        assert records.rows.text is sent  # the text the model got, not a copy
+        data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        assert len(data) < len(sent) + 3000  # the text, the scores and labels, and the shared fields
+    else:
+        assert isinstance(records.request_ids, list) and isinstance(records.rows, list)
+    expected_ids = [p["request_id"] for p in body["predictions"] if logic.sampled(p["request_id"], rate)]
+    back = pickle.loads(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+    assert [r["request_id"] for r in back] == expected_ids
+    by_id = {p["request_id"]: i for i, p in enumerate(body["predictions"])}
+    assert [json.loads(r["features"].text()) for r in back] == [
+        dict(zip(("f0", "f1", "f2"), rows[by_id[rid]], strict=True)) for rid in expected_ids
+    ]
+    assert list(plog.encode_all(back)) == [plog.encode(r) for r in records]
 
 
 def test_feedback_logged(aws):
