@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from trainserve.local.api import ApiComponent
-from trainserve.local.component import LocalContext
+from trainserve.local.component import BusyMeter, LocalContext
 from trainserve.local.warehouse import WarehouseComponent
 from trainserve.target import Names
 
@@ -114,6 +115,7 @@ def stack(tmp_path_factory):
         warehouse_path=tmp / "warehouse.duckdb",
         region="us-east-1",
         log=logging.getLogger("test-local"),
+        api_activity=BusyMeter(),
     )
     _register(ctx)
     warehouse = WarehouseComponent(interval=3600)
@@ -193,6 +195,26 @@ def test_logs_go_out_after_the_response_and_survive_a_parameter_change(stack):
     assert [r[0] for r in rows] == [p["request_id"] for p in body["predictions"]]
     assert {r[1] for r in rows} == {0.5}
     _set_params(ctx, api, DECISION_THRESHOLD="0.5")
+
+
+def test_requests_are_marked_on_the_busy_meter_the_warehouse_loader_reads(stack):
+    ctx, api, warehouse = stack
+    assert api.activity is ctx.api_activity and warehouse._activity is ctx.api_activity
+    before = ctx.api_activity.busy_seconds()
+    started = time.monotonic()
+    status, _ = _post(ctx, "/predict", {"instances": [[3, 1, 1]]})
+    elapsed = time.monotonic() - started
+    assert status == 200
+    time.sleep(0.2)  # the handler marks the end just after the response is written
+    after = ctx.api_activity.busy_seconds()
+    assert 0 < after - before < elapsed + 0.2
+    status, _ = _post(ctx, "/predict", b"{not json")  # an error answer is marked too, and ends
+    assert status == 400
+    time.sleep(0.2)
+    marked = ctx.api_activity.busy_seconds()
+    assert marked > after
+    time.sleep(0.05)
+    assert ctx.api_activity.busy_seconds() == marked  # nothing in flight: it does not grow
 
 
 def test_params_set_applies_on_next_request(stack):

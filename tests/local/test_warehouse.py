@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from trainserve import PROJECT_ROOT
 from trainserve.local import warehouse as wh
-from trainserve.local.component import LocalContext
+from trainserve.local.component import BusyMeter, LocalContext
 from trainserve.target import Names
 
 BUCKET = "trainserve-staging"
@@ -87,6 +87,43 @@ def test_loads_each_object_once_and_views_dedup(s3, tmp_path):
     assert str(rows[1][1]) == "2026-11-24 01:02:03.000001"  # the first delivery wins
     assert rows[0][2:] == (1, 0.8)
     assert w.query("SELECT outcome FROM prediction_feedback_dedup")[1] == [(1,)]
+
+
+def test_a_cycle_loads_in_transactions_of_at_most_the_chunk_size(s3, tmp_path, monkeypatch):
+    """What waited to load goes in bounded transactions (memory), in key order, each object whole: a bad
+    object in one chunk keeps only itself out, and duplicates across chunks still de-duplicate."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    bodies = {
+        "firehose/predictions/1": _ndjson([_log("k-0"), _log("k-1")]),
+        "firehose/predictions/2": _ndjson([_log("k-1", "2026-11-24 01:02:09")]),  # a redelivery
+        "firehose/predictions/3": _ndjson([_log("k-2", "not a time")]),  # refused whole
+        "firehose/predictions/4": _ndjson([_log("k-3"), _log("k-4"), _log("k-5")]),
+    }
+    for key, body in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    monkeypatch.setattr(wh, "LOAD_CHUNK_BYTES", len(bodies["firehose/predictions/1"]) + 10)
+    transactions: list[list[str]] = []
+    original = wh.LocalWarehouse._load_parsed
+
+    def spy(self, con, bucket, parsed):
+        transactions.append([key for key, *_ in parsed])
+        return original(self, con, bucket, parsed)
+
+    monkeypatch.setattr(wh.LocalWarehouse, "_load_parsed", spy)
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 6
+    keys = list(bodies)
+    assert transactions == [keys[:1], keys[1:3], keys[3:]]  # 2 and 3 fit together; 4 is over the limit
+    counts = w.counts()
+    assert (counts["prediction_log"], counts["prediction_log_dedup"]) == (6, 5)
+    assert (counts["objects_loaded"], counts["objects_in_error"]) == (3, 1)
+    assert w.load_staged(s3, BUCKET, ["firehose/predictions/"]) == 0
+
+
+def test_chunks_group_items_in_order_up_to_the_limit():
+    items = [("a", "t", 40), ("b", "t", 50), ("c", "t", 200), ("d", "t", 10), ("e", "t", 90), ("f", "t", 0)]
+    groups = [[key for key, _, _ in g] for g in wh._chunks(items, 100)]
+    assert groups == [["a", "b"], ["c"], ["d", "e", "f"]]
+    assert list(wh._chunks([], 100)) == []
 
 
 def _schema_views() -> dict[str, str]:
@@ -357,6 +394,142 @@ def test_component_creates_streams_and_loads(tmp_path, config):
         assert comp._loader._proc is None  # stopped with the component
     finally:
         server.stop()
+
+
+class _FakeMeter:
+    """A BusyMeter stand-in whose busy total the test sets."""
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+
+    def busy_seconds(self) -> float:
+        return self.busy
+
+
+def test_a_due_load_waits_while_the_api_is_busy_for_at_most_the_max_delay():
+    comp = wh.WarehouseComponent(interval=2.0, max_delay=60.0)
+    meter = comp._activity = _FakeMeter()
+    assert comp._due(0.0, next_load=0.0, last_load=0.0)  # quiet (no readings yet): it loads
+    t = 0.0
+    for _ in range(10):  # a request in flight all the time
+        t += 0.2
+        meter.busy += 0.2
+        assert not comp._due(t, next_load=0.0, last_load=0.0)
+    assert comp._loads_waited == 1 and comp._waiting_since == pytest.approx(0.2)
+    assert "waiting_for_api_s" in comp.status() and comp.status()["loads_waited_for_api"] == 1
+    t += 0.2
+    meter.busy += 0.2
+    assert not comp._due(t, next_load=10.0, last_load=0.0)  # not due yet: busy or not
+    while t < 59.7:
+        t += 0.2
+        meter.busy += 0.2
+        assert not comp._due(t, next_load=0.0, last_load=0.0)
+    t += 0.2
+    meter.busy += 0.2
+    assert comp._due(t, next_load=0.0, last_load=0.0)  # 60 s after the last load: it loads, busy or not
+    assert comp._loads_waited == 1  # one wait, however many polls it lasted
+
+
+def test_a_due_load_runs_once_the_api_is_quiet_and_light_traffic_does_not_hold_it():
+    comp = wh.WarehouseComponent(interval=2.0, max_delay=60.0)
+    meter = comp._activity = _FakeMeter()
+    t = 0.0
+    comp._due(t, next_load=100.0, last_load=0.0)
+    for _ in range(5):  # busy
+        t += 0.2
+        meter.busy += 0.2
+        assert not comp._due(t, next_load=0.0, last_load=0.0)
+    quiet_polls = 0
+    while not comp._due(t, next_load=0.0, last_load=0.0):  # quiet: the busy fraction falls in a window
+        t += 0.2
+        quiet_polls += 1
+    assert quiet_polls <= 6  # about a window
+    comp._waiting_since = None
+    for _ in range(20):  # light traffic: a request in flight 5% of the time does not hold loads back
+        t += 0.2
+        meter.busy += 0.01
+        assert comp._due(t, next_load=0.0, last_load=t - 2.0)
+
+
+def test_loads_do_not_wait_without_an_api_meter():
+    comp = wh.WarehouseComponent()
+    assert comp._activity is None and not comp.api_busy(1.0)
+    assert comp._due(5.0, next_load=0.0, last_load=5.0)
+
+
+def test_the_max_delay_is_firehose_s_buffer_interval_on_aws():
+    from stacks import warehouse_stack
+
+    assert wh.LOAD_MAX_DELAY_SECONDS == warehouse_stack.FIREHOSE_BUFFER_SECONDS
+
+
+def test_busy_meter_counts_the_time_with_a_request_in_flight():
+    now = [0.0]
+    meter = BusyMeter(clock=lambda: now[0])
+    meter.enter()
+    now[0] = 1.0
+    meter.enter()  # overlapping requests count once
+    now[0] = 2.0
+    meter.exit()
+    assert meter.busy_seconds() == 2.0  # one still in flight: counted up to now
+    now[0] = 3.0
+    meter.exit()
+    now[0] = 10.0  # idle
+    assert meter.busy_seconds() == 3.0
+    meter.enter()
+    now[0] = 10.5
+    meter.exit()
+    assert meter.busy_seconds() == 3.5
+
+
+def test_periodic_loads_wait_while_the_api_is_busy_and_a_flush_does_not(moto_url, tmp_path, config):
+    meter = BusyMeter()
+    names = Names.local(config)
+    ctx = LocalContext(
+        config=config,
+        names=names,
+        state_dir=tmp_path,
+        aws_endpoint_url=moto_url,
+        runtime_url="http://127.0.0.1:9",
+        api_url="http://127.0.0.1:9",
+        warehouse_path=tmp_path / "warehouse.duckdb",
+        region="us-east-1",
+        log=logging.getLogger("test"),
+        api_activity=meter,
+    )
+    comp = wh.WarehouseComponent(interval=0.1, max_delay=3600)
+    comp.start(ctx)
+
+    def wait_for(check, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+    def put(rid: str) -> None:
+        ctx.target().client("firehose").put_record_batch(
+            DeliveryStreamName=names.predictions_stream, Records=[{"Data": _ndjson([_log(rid)])}]
+        )
+
+    try:
+        wait_for(lambda: comp.status()["last_load"] is not None)
+        meter.enter()  # a request in flight from now on: the API is busy
+        wait_for(lambda: "waiting_for_api_s" in comp.status())
+        base = comp.status()["rows_loaded"]
+        put("busy-1")
+        time.sleep(1.0)  # ten intervals
+        assert comp.status()["rows_loaded"] == base
+        assert wh.request_flush(tmp_path, timeout=30)  # a flush does not wait for the API
+        assert comp.status()["rows_loaded"] == base + 1
+        put("busy-2")
+        time.sleep(1.0)
+        assert comp.status()["rows_loaded"] == base + 1
+        meter.exit()  # quiet: the periodic load runs within about a window
+        wait_for(lambda: comp.status()["rows_loaded"] == base + 2)
+        status = comp.status()
+        assert "waiting_for_api_s" not in status and status["loads_waited_for_api"] >= 2
+    finally:
+        comp.stop()
 
 
 def _feedback(rid: str, **extra) -> dict:

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from trainserve import LAMBDAS_DIR
+from trainserve.local.component import BusyMeter
 
 REFRESH_SECONDS = 1.0
 RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests in flight log through it)
@@ -151,9 +152,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path = urlparse(self.path).path
         component = self.server.component
-        response = component.proxy().handle(api_event("POST", path, dict(self.headers.items()), body))
-        component.count(response["statusCode"])
-        self._send(response["statusCode"], (response.get("body") or "").encode())
+        component.activity.enter()
+        try:
+            response = component.proxy().handle(api_event("POST", path, dict(self.headers.items()), body))
+            component.count(response["statusCode"])
+            self._send(response["statusCode"], (response.get("body") or "").encode())
+        finally:
+            component.activity.exit()
 
 
 class _Server(ThreadingHTTPServer):
@@ -181,6 +186,7 @@ class ApiComponent:
         self._last_error: str | None = None
         self._retired: dict[int, tuple[Any, threading.Timer]] = {}
         self._delivery: Any = None
+        self.activity = BusyMeter()  # the daemon's shared one once started (ctx.api_activity)
 
     def start(self, ctx: Any) -> None:
         import proxy_handler
@@ -188,6 +194,7 @@ class ApiComponent:
         from trainserve.local.log_delivery import DeliveryProcess
 
         self._ctx = ctx
+        self.activity = getattr(ctx, "api_activity", None) or self.activity
         target = ctx.target()
         self._delivery = DeliveryProcess(target).start()
         self._clients = proxy_handler.Clients(target.client)

@@ -4,17 +4,51 @@ The daemon (``trainserve.local.daemon``) starts moto first (in its own process, 
 starts each component in order with a ``LocalContext`` and stops them in reverse order. A component is a
 small object with ``name``, ``start(ctx)``, ``stop()`` and ``status() -> dict`` (shown by
 ``trainserve local status``; a ``"alarms"`` list there is shown as breached alarms).
+
+Components share a ``BusyMeter`` (``ctx.api_activity``): the prediction API marks its requests on it, and the
+warehouse loader reads it to wait while the API is busy (``warehouse.WarehouseComponent``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from stacks.config import Config
 from trainserve.target import Names, Target
+
+
+class BusyMeter:
+    """How long something was busy: the wall time during which at least one of its requests was in flight.
+    ``enter()`` and ``exit()`` bracket each request (from any thread); ``busy_seconds()`` is the total so
+    far, so a reader's two readings give the busy fraction of the time between them."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._since = 0.0
+        self._busy = 0.0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._in_flight == 0:
+                self._since = self._clock()
+            self._in_flight += 1
+
+    def exit(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._busy += self._clock() - self._since
+
+    def busy_seconds(self) -> float:
+        with self._lock:
+            return self._busy + (self._clock() - self._since if self._in_flight else 0.0)
 
 
 @dataclass(frozen=True)
@@ -31,6 +65,8 @@ class LocalContext:
     # what Firehose does on its own (flush, call counts): ``control_plane.MotoProcess`` in the daemon; None
     # means moto runs in this process (``control_plane.InProcessControlPlane``)
     control_plane: Any = None
+    # the prediction API's busy time (``BusyMeter``), which the warehouse loader yields to; None: no yielding
+    api_activity: BusyMeter | None = None
 
     def target(self) -> Target:
         """A CLI-style Target on this local cloud (its ``client(service)`` talks to moto / the runtime)."""

@@ -159,7 +159,7 @@ class Daemon:
     def start(self) -> dict[str, Any]:
         from stacks.config import load as load_config
         from trainserve import PROJECT_ROOT
-        from trainserve.local.component import LocalContext
+        from trainserve.local.component import BusyMeter, LocalContext
         from trainserve.local.control_plane import MotoProcess
         from trainserve.local.resources import create_base_resources
         from trainserve.local.runtime import RuntimeComponent
@@ -192,6 +192,7 @@ class Daemon:
             region=self.region,
             log=log,
             control_plane=self._moto,
+            api_activity=BusyMeter(),
         )
         _wait_for_moto(self.ctx)
         create_base_resources(self.ctx.target())

@@ -25,13 +25,17 @@ lock conflict, and close at once. A reader that holds the file makes the loader 
 on the next one). Inside the daemon process itself (where a read-only connection to a file open for writing
 is refused) ``connect_read`` falls back to a normal connection to the same instance.
 
-Freshness: the loader runs every ~2 s; a command that needs everything answered so far in the warehouse
-(the demo before its report) calls ``request_flush(state_dir)``, which waits until the loader confirms a
-load made after the request.
+Freshness: the loader runs every ~2 s, except while the prediction API is busy (a request in flight more than
+a tenth of the last second): then it waits for a quiet moment, at most 60 s after its last load
+(``LOAD_MAX_DELAY_SECONDS``, Firehose's buffer interval on AWS), so a saturating load keeps both CPUs for the
+API. A command that needs everything answered so far in the warehouse (the demo before its report) calls
+``request_flush(state_dir)``, which never waits for the API: it returns once the loader confirms a load made
+after the request.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import json
@@ -60,6 +64,17 @@ SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
 DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
 LOCK_WAIT_SECONDS = 10.0
 LOAD_INTERVAL_SECONDS = 2.0
+# While the prediction API is busy (a request in flight for more than API_BUSY_FRACTION of the last
+# API_BUSY_WINDOW_SECONDS: low, so a load does not start in the first moments of a burst), a periodic load waits, up to LOAD_MAX_DELAY_SECONDS after the last one: Firehose's
+# buffer interval in the warehouse stack (``stacks.warehouse_stack.FIREHOSE_BUFFER_SECONDS``), so rows land
+# no later than on AWS. A flush request (``request_flush``) never waits. On AWS COPY runs on Redshift; here
+# loading (about 12 µs of CPU a log record) shares the API's CPUs, and under a saturating 100-row load it
+# was a third of logging's CPU (``benchmarks/prediction_logging.py``).
+LOAD_MAX_DELAY_SECONDS = 60.0
+# staging objects loaded in one transaction, at most (at least one object): what a load holds in memory
+LOAD_CHUNK_BYTES = 128 * 1024 * 1024
+API_BUSY_FRACTION = 0.1
+API_BUSY_WINDOW_SECONDS = 1.0
 # the loader process's niceness (the lowest): below the API, the runtime and the model servers
 BACKGROUND_NICE = 19
 FLUSH_REQUEST = "warehouse.flush"  # in the state dir: a token written by request_flush()
@@ -515,28 +530,32 @@ class LocalWarehouse:
         mapping = (
             dict(prefixes) if isinstance(prefixes, Mapping) else {p: DEFAULT_PREFIXES[p] for p in prefixes}
         )
-        listed: list[tuple[str, str]] = []
+        listed: list[tuple[str, str, int]] = []
         for prefix, table in mapping.items():
             paginator = s3_client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                listed.extend((obj["Key"], table) for obj in page.get("Contents", []))
+                listed.extend((obj["Key"], table, obj.get("Size", 0)) for obj in page.get("Contents", []))
         if not listed:
             return 0
         done = self._loaded_keys(bucket, lock_wait)
         if retention is not None:
-            self._expire(s3_client, bucket, [key for key, _ in listed], done, retention)
-        todo = [(key, table) for key, table in sorted(listed) if key not in done]
-        if not todo:
-            return 0
-        # Fetch and parse outside the file lock (S3 reads are the slow part), then write every object of
-        # this cycle in one short transaction, so readers wait milliseconds, not the whole cycle.
-        parsed = []
-        for key, table in todo:
-            data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            batch, errors = arrow_batch(data, self.columns[table])
-            parsed.append((key, table, batch, errors))
-        with self._write(lock_wait) as con:
-            return self._load_parsed(con, bucket, parsed)
+            self._expire(s3_client, bucket, [key for key, _, _ in listed], done, retention)
+        todo = [item for item in sorted(listed) if item[0] not in done]
+        loaded = 0
+        # Fetch and parse outside the file lock (S3 reads are the slow part), then write the parsed objects
+        # in one short transaction, so readers wait milliseconds, not the whole cycle; a transaction takes
+        # objects of up to LOAD_CHUNK_BYTES together (at least one), so the memory a cycle holds stays bounded
+        # however much waited to load.
+        for chunk in _chunks(todo, LOAD_CHUNK_BYTES):
+            parsed = []
+            for key, table, _size in chunk:
+                data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                batch, errors = arrow_batch(data, self.columns[table])
+                del data
+                parsed.append((key, table, batch, errors))
+            with self._write(lock_wait) as con:
+                loaded += self._load_parsed(con, bucket, parsed)
+        return loaded
 
     def _loaded_keys(self, bucket: str, lock_wait: float | None) -> dict[str, datetime | None]:
         if bucket not in self._loaded:
@@ -620,6 +639,21 @@ class LocalWarehouse:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
         return query(self.path, sql, params, timeout=self.lock_wait)
+
+
+def _chunks(items: list[tuple[str, str, int]], limit: int) -> Iterator[list[tuple[str, str, int]]]:
+    """``(key, table, size)`` items in order, in consecutive groups of at most ``limit`` bytes (an item
+    larger than that makes a group of its own)."""
+    group: list[tuple[str, str, int]] = []
+    total = 0
+    for item in items:
+        if group and total + item[2] > limit:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += item[2]
+    if group:
+        yield group
 
 
 def _read_loaded(con: duckdb.DuckDBPyConnection, bucket: str) -> dict[str, datetime | None]:
@@ -770,15 +804,24 @@ class WarehouseComponent:
     """Local cloud component: Firehose delivery streams (moto, ExtendedS3 -> the staging bucket) and the
     loader thread that, every ~2 s, has the local Firehose turn its buffer into staging objects (the
     control plane: moto's process in the daemon) and the loader process (``LoaderProcess``) load them into
-    DuckDB."""
+    DuckDB. While the prediction API is busy (``ctx.api_activity``), a periodic load waits for it to go
+    quiet, for at most ``max_delay`` seconds after the last load (``LOAD_MAX_DELAY_SECONDS``)."""
 
     name = "warehouse"
 
     def __init__(
-        self, interval: float = LOAD_INTERVAL_SECONDS, staging_retention: float = STAGING_RETENTION_SECONDS
+        self,
+        interval: float = LOAD_INTERVAL_SECONDS,
+        staging_retention: float = STAGING_RETENTION_SECONDS,
+        max_delay: float = LOAD_MAX_DELAY_SECONDS,
     ):
         self.interval = interval
         self.staging_retention = staging_retention
+        self.max_delay = max_delay
+        self._activity: Any = None  # the API's BusyMeter
+        self._busy_samples: collections.deque[tuple[float, float]] = collections.deque()
+        self._waiting_since: float | None = None  # a due load is waiting for the API to go quiet since
+        self._loads_waited = 0  # periodic loads that waited for the API
         self.warehouse: LocalWarehouse | None = None
         self._ctx: Any = None
         self._s3: Any = None
@@ -797,6 +840,7 @@ class WarehouseComponent:
         from trainserve.local.control_plane import InProcessControlPlane
 
         self._ctx = ctx
+        self._activity = getattr(ctx, "api_activity", None)
         self._control = getattr(ctx, "control_plane", None) or InProcessControlPlane()
         target = ctx.target()
         self._s3 = target.client("s3")
@@ -844,12 +888,41 @@ class WarehouseComponent:
             self._last_load = time.time()
             return n
 
+    def api_busy(self, now: float) -> bool:
+        """Whether the API had a request in flight for more than ``API_BUSY_FRACTION`` of about the last
+        ``API_BUSY_WINDOW_SECONDS`` (from this thread's readings of its ``BusyMeter``, one per poll)."""
+        if self._activity is None:
+            return False
+        samples = self._busy_samples
+        samples.append((now, self._activity.busy_seconds()))
+        while len(samples) > 2 and now - samples[1][0] >= API_BUSY_WINDOW_SECONDS:
+            samples.popleft()
+        (t0, busy0), (t1, busy1) = samples[0], samples[-1]
+        return t1 > t0 and (busy1 - busy0) / (t1 - t0) > API_BUSY_FRACTION
+
+    def _due(self, now: float, next_load: float, last_load: float) -> bool:
+        """Whether a periodic load runs now: its interval has passed, and the API is quiet or the last load
+        was ``max_delay`` seconds ago."""
+        busy = self.api_busy(now)
+        if now < next_load:
+            return False
+        if busy and now - last_load < self.max_delay:
+            if self._waiting_since is None:
+                self._waiting_since = now
+                self._loads_waited += 1
+            return False
+        return True
+
     def _run(self) -> None:
         next_load = 0.0
+        last_load = time.monotonic()
         while not self._stop.is_set():
             token = _read_token(self._ctx.state_dir / FLUSH_REQUEST)
             flush = token is not None and token != self._flushed
-            if flush or time.monotonic() >= next_load:
+            now = time.monotonic()
+            if self._due(now, next_load, last_load) or flush:
+                self._waiting_since = None
+                last_load = now
                 try:
                     # a reader holding the file makes a periodic cycle wait 1 s and skip; a flush waits longer
                     self.load_now(lock_wait=LOCK_WAIT_SECONDS if flush else 1.0)
@@ -877,7 +950,11 @@ class WarehouseComponent:
             "rows_loaded": self._rows_loaded,
             "last_load": self._last_load,
             "running": self._thread is not None and self._thread.is_alive(),
+            "loads_waited_for_api": self._loads_waited,
         }
+        waiting_since = self._waiting_since
+        if waiting_since is not None:
+            out["waiting_for_api_s"] = round(time.monotonic() - waiting_since, 1)
         try:
             out["firehose_calls"] = self._control.firehose_calls() if self._control is not None else {}
         except Exception as exc:  # noqa: BLE001 - status must not fail
