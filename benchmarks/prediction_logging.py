@@ -162,6 +162,17 @@ def wait_for_warehouse(expected: int, before: int, timeout: float = 300.0) -> di
     return {"expected": expected, "landed": landed, "catch_up_s": round(time.monotonic() - started, 1)}
 
 
+def settle(timeout: float = 120.0) -> None:
+    """Have the warehouse loader load everything staged so far and wait until it has (``request_flush``),
+    so the measured run that follows pays for its own logging, not for the loading of what came before it
+    (the loader waits while the API is busy, and would otherwise start in the short pause before a run)."""
+    from trainserve.local.warehouse import request_flush
+    from trainserve.target import state_dir
+
+    if not request_flush(state_dir(), timeout=timeout):
+        raise SystemExit(f"the warehouse loader did not load the staged logs within {timeout:.0f} s")
+
+
 def process_roles() -> dict[int, str]:
     """The local cloud's processes by role (pid -> role), from its status snapshot and the process tree."""
     import psutil  # installed with sagemaker-training (requirements.txt)
@@ -347,6 +358,8 @@ def main() -> None:
                         set_sample_rate(target, rate)
                     warm = load(api_url, body, min(1.0, args.seconds), args.concurrency)
                     logged += warm["answered"] * rows if rate == 1.0 else 0
+                    if target is not None:
+                        settle()
                     before = pipeline_counts(target) if target is not None else None
                     roles = process_roles() if target is not None else {}
                     cpu_before = cpu_seconds(roles) if target is not None else {}
