@@ -474,3 +474,35 @@ def test_records_with_numbered_ids_and_json_rows_encode_and_pickle_as_with_lists
     sent = pickle.loads(pickle.dumps(plog.RecordBatch([compact]), protocol=pickle.HIGHEST_PROTOCOL))
     assert list(plog.encode_all(sent)) == [plog.encode(d) for d in dicts]
     assert sent.groups[0][2:4] == dicts[2:4] and isinstance(sent.groups[0][2:4], plog.PredictionRecords)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("f0", "f1", "f2"),
+        ('odd "name"\n', "100% sure", "ü \u2028 \\ /", "%b%s"),
+        ("x",),
+        ("dup", "dup", "z"),  # repeated names: the general path (the dict keeps the last)
+        (),
+    ],
+)
+def test_a_row_s_features_are_written_as_the_dict_s_json_text_would_be(names):
+    import orjson
+
+    rows = [
+        [0.5 * i for i in range(len(names))],
+        [-0.0, 1e-320, 1.7976931348623157e308, 3, True, None, 2**63][: len(names)],
+        ["text, with a comma", [1, 2], {"a": 1}, 0.1, 0.2, 0.3][: len(names)],
+        [float("nan"), float("inf"), 1, 2, 3][: len(names)],
+    ]
+    encode_features = plog._features_encoder(names)
+    for row in rows:
+        if len(row) != len(names):
+            continue
+        expected = orjson.dumps(orjson.dumps(dict(zip(names, row, strict=True))).decode())
+        assert encode_features(row) == expected, row
+    if names:
+        with pytest.raises(ValueError):
+            encode_features([0.5] * (len(names) + 1))
+        with pytest.raises(ValueError):
+            encode_features([])
