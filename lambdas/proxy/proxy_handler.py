@@ -417,12 +417,15 @@ class Proxy:
                 target = logic.pick_weighted(random.random(), {v: weights[v] for v in serving}) or serving[0]
                 features = schemas[target]
         rows = logic.validate_rows(request.instances, features)
+        # the rows' JSON text (orjson's where installed: a tenth of json's time for 100 rows), which the log
+        # records carry too (``JsonRows``)
+        body_rows = JsonRows.of(rows)
 
         kwargs: dict[str, Any] = {
             "EndpointName": self.wiring.endpoint_name,
             "ContentType": "application/json",
             "Accept": "application/json",
-            "Body": json.dumps({"instances": rows}, separators=(",", ":")),
+            "Body": body_rows.text,
         }
         if target is not None:
             kwargs["TargetVariant"] = target
@@ -466,7 +469,7 @@ class Proxy:
             # every row: its ids and rows as they are made (ids from the request id, rows with the JSON text
             # the model got), which hand over for about 1 µs instead of tens (``PredictionRecords``)
             log_ids: Sequence[str] = NumberedIds(request_id, len(ids))
-            log_rows: Sequence[list[float]] = JsonRows(kwargs["Body"], "instances", rows)
+            log_rows: Sequence[list[float]] = body_rows
             if rate < 1.0:
                 picked = [i for i, rid in enumerate(ids) if logic.sampled(rid, rate)]
                 log_ids, log_rows = [ids[i] for i in picked], [rows[i] for i in picked]

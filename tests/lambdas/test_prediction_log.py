@@ -451,6 +451,15 @@ def test_records_with_numbered_ids_and_json_rows_encode_and_pickle_as_with_lists
 
     records, dicts = _prediction_records(6)
     rows = [list(map(float, r)) for r in records.rows]
+    exact = plog.PredictionRecords(
+        records.head,
+        plog.NumberedIds("req", 6),
+        records.names,
+        plog.JsonRows.of(rows),
+        records.scores,
+        records.labels,
+        records.tail,
+    )
     lists = plog.PredictionRecords(
         records.head,
         [f"req-{i}" for i in range(6)],
@@ -469,10 +478,12 @@ def test_records_with_numbered_ids_and_json_rows_encode_and_pickle_as_with_lists
         records.labels,
         records.tail,
     )
-    assert compact == lists == dicts
-    assert compact.lines() == lists.lines() == [plog.encode(d) for d in dicts]
-    sent = pickle.loads(pickle.dumps(plog.RecordBatch([compact]), protocol=pickle.HIGHEST_PROTOCOL))
-    assert list(plog.encode_all(sent)) == [plog.encode(d) for d in dicts]
+    assert compact == lists == exact == dicts
+    assert compact.lines() == lists.lines() == exact.lines() == [plog.encode(d) for d in dicts]
+    sent = pickle.loads(pickle.dumps(plog.RecordBatch([compact, exact]), protocol=pickle.HIGHEST_PROTOCOL))
+    assert sent.groups[1].rows._rows is None and sent.groups[1].rows.exact  # nothing parsed to encode them
+    assert list(plog.encode_all(sent)) == [plog.encode(d) for d in dicts] * 2
+    assert sent.groups[1].rows._rows is None
     assert sent.groups[0][2:4] == dicts[2:4] and isinstance(sent.groups[0][2:4], plog.PredictionRecords)
 
 
@@ -495,14 +506,53 @@ def test_a_row_s_features_are_written_as_the_dict_s_json_text_would_be(names):
         ["text, with a comma", [1, 2], {"a": 1}, 0.1, 0.2, 0.3][: len(names)],
         [float("nan"), float("inf"), 1, 2, 3][: len(names)],
     ]
-    encode_features = plog._features_encoder(names)
+    encoder = plog._features_encoder(names)
     for row in rows:
         if len(row) != len(names):
             continue
         expected = orjson.dumps(orjson.dumps(dict(zip(names, row, strict=True))).decode())
-        assert encode_features(row) == expected, row
+        assert encoder.row(row) == expected, row
+        if all(type(v) is float for v in row):  # a row of numbers given as its values' JSON texts
+            assert encoder.values([orjson.dumps(v) for v in row]) == expected, row
     if names:
-        with pytest.raises(ValueError):
-            encode_features([0.5] * (len(names) + 1))
-        with pytest.raises(ValueError):
-            encode_features([])
+        for bad in ([0.5] * (len(names) + 1), []):
+            with pytest.raises(ValueError):
+                encoder.row(bad)
+            with pytest.raises(ValueError):
+                encoder.values([b"0.5"] * len(bad))
+
+
+@pytest.mark.parametrize("orjson_installed", [True, False])
+def test_json_rows_of_rows_carry_the_text_the_model_gets_and_cut_values_from_orjson_s(
+    orjson_installed, monkeypatch
+):
+    import orjson
+
+    rows = [[0.5, -0.0, 1e-05, 1e16, 123.456], [5e-324, 1.7976931348623157e308, 1e-07, 2.0, -3.25]]
+    if not orjson_installed:
+        monkeypatch.setattr(plog, "_orjson", None)
+    given = plog.JsonRows.of(rows)
+    assert json.loads(given.text) == {"instances": rows} and given.rows is rows and len(given) == 2
+    assert given.exact is orjson_installed
+    if orjson_installed:
+        assert given.text == orjson.dumps({"instances": rows}).decode()
+        assert given.value_texts() == [[orjson.dumps(v) for v in row] for row in rows]
+    else:
+        assert given.text == json.dumps({"instances": rows}, separators=(",", ":"))
+        assert given.value_texts() is None
+    assert plog.JsonRows.of([]).value_texts() in ([], None) and len(plog.JsonRows.of([])) == 0
+
+
+@pytest.mark.parametrize(
+    "text, count",
+    [
+        ('{"instances":[["a","b"]]}', 1),  # not numbers
+        ('{"instances":[[1,[2]]]}', 1),  # nested
+        ('{"instances":[[1,{"a":2}]]}', 1),
+        ('{"rows":[[1,2]]}', 1),  # another key
+        ('{"instances":[[1,2],[3,4]]}', 3),  # a count that does not match
+        ('{"instances":[1,2]}', 2),  # not rows
+    ],
+)
+def test_json_rows_texts_of_another_shape_are_not_cut(text, count):
+    assert plog.JsonRows(text, "instances", count=count, exact=True).value_texts() is None
