@@ -56,10 +56,12 @@ _firehose_lock = threading.Lock()
 _firehose_buffering = False
 _firehose_buffer: dict[tuple[str, str, str], list[Any]] = {}
 _original_put_s3_records: Any = None
-# A stream's buffer is written as a staging object as soon as it holds this much, whether or not a flush came:
-# Firehose's largest buffer size hint (128 MiB). It bounds the memory moto holds while the warehouse loader
-# waits for a busy prediction API to go quiet (``warehouse.WarehouseComponent``).
-FIREHOSE_BUFFER_MAX_BYTES = 128 * 1024 * 1024
+# A stream's buffer is written as a staging object as soon as it holds this much, whether or not a flush came.
+# It bounds the memory moto holds while the warehouse loader waits for a busy prediction API to go quiet
+# (``warehouse.WarehouseComponent``): about 10 s of the local API's heaviest logging (100-row requests at full
+# rate), so a short burst is written after it, by the loader's flush, and not by moto in the middle of it
+# (writing the object is about a quarter of moto's CPU under that load).
+FIREHOSE_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 _firehose_calls: dict[
     str, int
 ] = {}  # stream name -> PutRecord(Batch) calls delivered to S3 (benchmarks read it)
