@@ -28,7 +28,7 @@ is refused) ``connect_read`` falls back to a normal connection to the same insta
 Freshness: the loader runs every ~2 s, except while the prediction API is busy (a request in flight more than
 a tenth of the last second): then it waits for a quiet moment, at most 60 s after its last load
 (``LOAD_MAX_DELAY_SECONDS``, Firehose's buffer interval on AWS), so a saturating load keeps both CPUs for the
-API. A command that needs everything answered so far in the warehouse (the demo before its report) calls
+API. Code that needs everything answered so far in the warehouse (``benchmarks/prediction_logging.py``) calls
 ``request_flush(state_dir)``, which never waits for the API: it returns once the loader confirms a load made
 after the request.
 """
