@@ -60,18 +60,6 @@ def test_the_json_stand_in_falls_back_to_json_for_what_orjson_does_not_take():
     assert fast.loads('{"a": 1}') == {"a": 1} and fast.JSONDecodeError is json.JSONDecodeError
 
 
-def test_nothing_is_changed_when_botocore_no_longer_writes_bodies_with_its_json_module(
-    restore_botocore_json, monkeypatch
-):
-    class OtherJson:
-        dumps = staticmethod(json.dumps)
-
-    other = OtherJson()
-    monkeypatch.setattr(botocore.serialize, "json", other)
-    assert log_delivery.fast_json_bodies() is False
-    assert botocore.serialize.json is other
-
-
 def test_records_reach_moto_s_firehose_whole_through_the_swapped_serializer(
     restore_botocore_json, staging_stream
 ):
@@ -97,15 +85,27 @@ def test_put_record_batch_bodies_are_the_same_with_pybase64_blobs(restore_botoco
     assert botocore.serialize.base64.b64decode(b"YWI=") == b"ab"  # the rest is the base64 module's
 
 
-def test_nothing_is_changed_when_botocore_no_longer_encodes_blobs_with_its_base64_module(
+@pytest.mark.parametrize("module, swap", [("json", "fast_json_bodies"), ("base64", "fast_base64_blobs")])
+def test_nothing_is_changed_when_botocore_no_longer_uses_the_module_it_swaps(
+    module, swap, restore_botocore_json, monkeypatch
+):
+    class Other:  # botocore's serializer module now refers to something else under that name
+        pass
+
+    other = Other()
+    monkeypatch.setattr(botocore.serialize, module, other)
+    assert getattr(log_delivery, swap)() is False
+    assert getattr(botocore.serialize, module) is other
+
+
+def test_nothing_is_changed_when_botocore_no_longer_makes_the_call_it_swaps(
     restore_botocore_json, monkeypatch
 ):
     import base64
 
-    class OtherBase64:
-        b64encode = staticmethod(base64.b64encode)
+    def _get_base64(self, value):  # a botocore that encodes another way
+        return base64.standard_b64encode(value).decode()
 
-    other = OtherBase64()
-    monkeypatch.setattr(botocore.serialize, "base64", other)
+    monkeypatch.setattr(botocore.serialize.Serializer, "_get_base64", _get_base64)
     assert log_delivery.fast_base64_blobs() is False
-    assert botocore.serialize.base64 is other
+    assert botocore.serialize.base64 is base64

@@ -65,13 +65,23 @@ def fast_json_bodies() -> bool:
         import orjson
     except ImportError:  # pragma: no cover - requirements.in has orjson
         return False
-    if isinstance(serialize.json, _FastJson):
+    return _swap_module(
+        "json", json, _FastJson, orjson, serialize.JSONSerializer.serialize_to_request, "json.dumps(body)"
+    )
+
+
+def _swap_module(name: str, module: Any, stand_in: type, library: Any, method: Any, call: str) -> bool:
+    """Replace ``botocore.serialize``'s module ``name`` (the standard library's ``module``) with
+    ``stand_in(library)``, if ``method``'s source still makes ``call`` through it; True if it is replaced
+    (now or before)."""
+    import botocore.serialize as serialize
+
+    current = getattr(serialize, name)
+    if isinstance(current, stand_in):
         return True
-    if serialize.json is not json or "json.dumps(body)" not in inspect.getsource(
-        serialize.JSONSerializer.serialize_to_request
-    ):
+    if current is not module or call not in inspect.getsource(method):
         return False
-    serialize.json = _FastJson(orjson)  # type: ignore[assignment]
+    setattr(serialize, name, stand_in(library))
     return True
 
 
@@ -100,14 +110,14 @@ def fast_base64_blobs() -> bool:
         import pybase64
     except ImportError:  # pragma: no cover - requirements.in has pybase64
         return False
-    if isinstance(serialize.base64, _FastBase64):
-        return True
-    if serialize.base64 is not base64 or "base64.b64encode(value)" not in inspect.getsource(
-        serialize.Serializer._get_base64  # noqa: SLF001 - checked before it is relied on
-    ):
-        return False
-    serialize.base64 = _FastBase64(pybase64)  # type: ignore[assignment]
-    return True
+    return _swap_module(
+        "base64",
+        base64,
+        _FastBase64,
+        pybase64,
+        serialize.Serializer._get_base64,  # noqa: SLF001 - checked before it is relied on
+        "base64.b64encode(value)",
+    )
 
 
 def _main(conn: Any, endpoint_url: str, region: str, access_key: str, secret_key: str) -> None:
