@@ -3,7 +3,9 @@ in-process moto server per test module."""
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,28 @@ def staging_stream():
             },
         )
         yield s3, firehose
+
+
+@pytest.fixture(scope="session")
+def local_context():
+    """Makes the context a local cloud gives its components: ``local_context(config, state_dir, aws_url,
+    **fields)`` (names from the config, the warehouse file in ``state_dir``, unused runtime and API URLs,
+    ``fields`` override any of them)."""
+    from trainserve.local.component import LocalContext
+    from trainserve.target import Names
+
+    def make(config, state_dir, aws_url: str, **fields):
+        values = {
+            "config": config,
+            "names": Names.local(config),
+            "state_dir": state_dir,
+            "aws_endpoint_url": aws_url,
+            "runtime_url": "http://127.0.0.1:9",
+            "api_url": "http://127.0.0.1:9",
+            "warehouse_path": Path(state_dir) / "warehouse.duckdb",
+            "region": TEST_REGION,
+            "log": logging.getLogger("test-local"),
+        }
+        return LocalContext(**{**values, **fields})
+
+    return make

@@ -4,7 +4,6 @@ CloudWatch (a moto server), and the alarms it evaluates itself (drift, 5XX rate,
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import urllib.request
@@ -18,25 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 
 from warehouse_fixture import UNIFORM_BASELINE, Arm, create_schema, fill, register_versions  # noqa: E402
 
-from trainserve.local.component import LocalContext  # noqa: E402
 from trainserve.local.monitoring import LocalWarehouseQuery, MonitoringComponent  # noqa: E402
-from trainserve.target import Names  # noqa: E402
 
 
 @pytest.fixture
-def ctx(moto_url, tmp_path, config):
+def ctx(moto_url, tmp_path, config, local_context):
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
-    context = LocalContext(
-        config=config,
-        names=Names.local(config),
-        state_dir=tmp_path,
-        aws_endpoint_url=moto_url,
-        runtime_url=moto_url,
-        api_url=moto_url,
-        warehouse_path=tmp_path / "warehouse.duckdb",
-        region="us-east-1",
-        log=logging.getLogger("test-monitoring"),
-    )
+    context = local_context(config, tmp_path, moto_url, runtime_url=moto_url, api_url=moto_url)
     target = context.target()
     register_versions(target.client("sagemaker"), target.client("s3"), [UNIFORM_BASELINE, UNIFORM_BASELINE])
     con = duckdb.connect(str(context.warehouse_path))

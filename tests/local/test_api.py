@@ -10,7 +10,6 @@ proxy handler, the warehouse component.
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import threading
 import time
@@ -24,7 +23,6 @@ from moto.server import ThreadedMotoServer
 from trainserve.local.api import ApiComponent
 from trainserve.local.component import BusyMeter, LocalContext
 from trainserve.local.warehouse import WarehouseComponent
-from trainserve.target import Names
 
 FEATURES = ["f0", "f1", "f2"]
 
@@ -94,7 +92,7 @@ def _register(ctx: LocalContext) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, local_context):
     from stacks.config import load
     from trainserve import PROJECT_ROOT
 
@@ -105,16 +103,12 @@ def stack(tmp_path_factory):
     runtime = ThreadingHTTPServer(("127.0.0.1", 0), _Runtime)
     threading.Thread(target=runtime.serve_forever, daemon=True).start()
     host, port = moto.get_host_and_port()
-    ctx = LocalContext(
-        config=config,
-        names=Names.local(config),
-        state_dir=tmp,
-        aws_endpoint_url=f"http://{host}:{port}",
+    ctx = local_context(
+        config,
+        tmp,
+        f"http://{host}:{port}",
         runtime_url=f"http://127.0.0.1:{runtime.server_address[1]}",
         api_url=f"http://127.0.0.1:{_free_port()}",
-        warehouse_path=tmp / "warehouse.duckdb",
-        region="us-east-1",
-        log=logging.getLogger("test-local"),
         api_activity=BusyMeter(),
     )
     _register(ctx)

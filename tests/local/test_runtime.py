@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import math
 import tarfile
 import time
@@ -30,9 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from stacks.config import load as load_config
 from trainserve import PROJECT_ROOT
 from trainserve.local import moto_patches
-from trainserve.local.component import LocalContext
 from trainserve.local.runtime import RuntimeComponent
-from trainserve.target import Names
 
 # one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
 pytestmark = pytest.mark.xdist_group("test_runtime")
@@ -132,20 +129,10 @@ def control_plane(moto_url):
 
 
 @pytest.fixture(scope="module")
-def runtime(control_plane, moto_url, tmp_path_factory):
+def runtime(control_plane, moto_url, tmp_path_factory, local_context):
     cfg = load_config(PROJECT_ROOT)
     state = tmp_path_factory.mktemp("state")
-    ctx = LocalContext(
-        config=cfg,
-        names=Names.local(cfg),
-        state_dir=state,
-        aws_endpoint_url=moto_url,
-        runtime_url="http://127.0.0.1:0",
-        api_url="http://127.0.0.1:0",
-        warehouse_path=state / "warehouse.duckdb",
-        region="us-east-1",
-        log=logging.getLogger("test-runtime"),
-    )
+    ctx = local_context(cfg, state, moto_url, runtime_url="http://127.0.0.1:0", api_url="http://127.0.0.1:0")
     component = RuntimeComponent(serve_script=FAKE_SERVE, reconcile_seconds=0.3)
     started = []
     original = component._start_server  # noqa: SLF001 - record every server ever started

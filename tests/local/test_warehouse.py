@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import random
 import subprocess
@@ -20,8 +19,7 @@ from moto.server import ThreadedMotoServer
 
 from trainserve import PROJECT_ROOT
 from trainserve.local import warehouse as wh
-from trainserve.local.component import BusyMeter, LocalContext
-from trainserve.target import Names
+from trainserve.local.component import BusyMeter
 
 BUCKET = "trainserve-staging"
 
@@ -319,24 +317,13 @@ def test_writer_waits_for_a_reader_in_another_process(tmp_path):
     reader.wait(timeout=10)
 
 
-def test_component_creates_streams_and_loads(tmp_path, config):
+def test_component_creates_streams_and_loads(tmp_path, config, local_context):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        names = Names.local(config)
-        ctx = LocalContext(
-            config=config,
-            names=names,
-            state_dir=tmp_path,
-            aws_endpoint_url=url,
-            runtime_url="http://127.0.0.1:9",
-            api_url="http://127.0.0.1:9",
-            warehouse_path=tmp_path / "warehouse.duckdb",
-            region="us-east-1",
-            log=logging.getLogger("test"),
-        )
+        ctx = local_context(config, tmp_path, f"http://{host}:{port}")
+        names = ctx.names
         comp = wh.WarehouseComponent(interval=3600)
         comp.start(ctx)
         try:
@@ -482,21 +469,12 @@ def test_busy_meter_counts_the_time_with_a_request_in_flight():
     assert meter.busy_seconds() == 3.5
 
 
-def test_periodic_loads_wait_while_the_api_is_busy_and_a_flush_does_not(moto_url, tmp_path, config):
+def test_periodic_loads_wait_while_the_api_is_busy_and_a_flush_does_not(
+    moto_url, tmp_path, config, local_context
+):
     meter = BusyMeter()
-    names = Names.local(config)
-    ctx = LocalContext(
-        config=config,
-        names=names,
-        state_dir=tmp_path,
-        aws_endpoint_url=moto_url,
-        runtime_url="http://127.0.0.1:9",
-        api_url="http://127.0.0.1:9",
-        warehouse_path=tmp_path / "warehouse.duckdb",
-        region="us-east-1",
-        log=logging.getLogger("test"),
-        api_activity=meter,
-    )
+    ctx = local_context(config, tmp_path, moto_url, api_activity=meter)
+    names = ctx.names
     comp = wh.WarehouseComponent(interval=0.1, max_delay=3600)
     comp.start(ctx)
 

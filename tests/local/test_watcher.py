@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import threading
 
 import boto3
@@ -14,7 +13,6 @@ import pytest
 
 from stacks.config import load as load_config
 from trainserve import PROJECT_ROOT
-from trainserve.local.component import LocalContext
 from trainserve.local.resources import create_base_resources
 from trainserve.local.watcher import EVENT_DETAIL_TYPE, EVENT_SOURCE, WatcherComponent, wait_until
 from trainserve.target import Names
@@ -43,25 +41,14 @@ class RecordingHandler:
         return {"status": "ok"}
 
 
-def _ctx(moto_url, tmp_path, group: str) -> LocalContext:
-    cfg = load_config(PROJECT_ROOT)
-    # names of its own: moto's state is shared by every test in this process
-    names = dataclasses.replace(
-        Names.local(cfg),
+def _names(group: str) -> Names:
+    """The project's local names with a model package group of the test's own (moto's state is shared by
+    every test in this process)."""
+    return dataclasses.replace(
+        Names.local(load_config(PROJECT_ROOT)),
         model_package_group=group,
         release_function=f"{group}-release",
         release_dlq=f"{group}-dlq",
-    )
-    return LocalContext(
-        config=cfg,
-        names=names,
-        state_dir=tmp_path,
-        aws_endpoint_url=moto_url,
-        runtime_url="http://127.0.0.1:1",
-        api_url="http://127.0.0.1:1",
-        warehouse_path=tmp_path / "warehouse.duckdb",
-        region="us-east-1",
-        log=logging.getLogger("test-watcher"),
     )
 
 
@@ -78,10 +65,12 @@ def _register(sm, group: str, status: str) -> str:
 
 
 @pytest.fixture
-def watched(moto_url, tmp_path, request):
+def watched(moto_url, tmp_path, request, local_context):
     """A context whose group has base resources; yields (ctx, sagemaker client, start(component))."""
     group = f"watch-{request.node.name[-30:].replace('_', '-')}".strip("-")
-    ctx = _ctx(moto_url, tmp_path, group)
+    ctx = local_context(
+        load_config(PROJECT_ROOT), tmp_path, moto_url, names=_names(group), runtime_url="http://127.0.0.1:1"
+    )
     create_base_resources(ctx.target())
     started: list[WatcherComponent] = []
 
