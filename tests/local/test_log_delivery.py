@@ -21,7 +21,9 @@ from trainserve.local import log_delivery
 def restore_botocore_json(monkeypatch):
     """Whatever a test does to ``botocore.serialize.json`` and ``.base64`` is undone after it."""
     monkeypatch.setattr(botocore.serialize, "json", botocore.serialize.json)
-    monkeypatch.setattr(botocore.serialize, "base64", botocore.serialize.base64)
+    monkeypatch.setattr(
+        botocore.serialize.Serializer, "_get_base64", botocore.serialize.Serializer._get_base64
+    )
 
 
 def _put_record_batch_body(records: list[bytes]) -> bytes:
@@ -79,26 +81,27 @@ def test_put_record_batch_bodies_are_the_same_with_pybase64_blobs(restore_botoco
     records = [bytes(range(256)) * 3, b"a", b"ab", b"abc", b"", b'{"score":0.5}\n' * 40]
     before = _put_record_batch_body(records)
     assert log_delivery.fast_base64_blobs() is True
-    assert isinstance(botocore.serialize.base64, log_delivery._FastBase64)  # noqa: SLF001
+    swapped = botocore.serialize.Serializer._get_base64
+    assert swapped.fast_base64
     assert _put_record_batch_body(records) == before  # byte for byte: the same base64 text
     assert log_delivery.fast_base64_blobs() is True  # a second call changes nothing
-    assert botocore.serialize.base64.b64decode(b"YWI=") == b"ab"  # the rest is the base64 module's
+    assert botocore.serialize.Serializer._get_base64 is swapped
+    assert swapped(botocore.serialize.Serializer(), "ü") == "w7w="  # text is encoded first, as botocore does
 
 
-@pytest.mark.parametrize("module, swap", [("json", "fast_json_bodies"), ("base64", "fast_base64_blobs")])
-def test_nothing_is_changed_when_botocore_no_longer_uses_the_module_it_swaps(
-    module, swap, restore_botocore_json, monkeypatch
+def test_nothing_is_changed_when_botocore_no_longer_writes_bodies_with_its_json_module(
+    restore_botocore_json, monkeypatch
 ):
     class Other:  # botocore's serializer module now refers to something else under that name
         pass
 
     other = Other()
-    monkeypatch.setattr(botocore.serialize, module, other)
-    assert getattr(log_delivery, swap)() is False
-    assert getattr(botocore.serialize, module) is other
+    monkeypatch.setattr(botocore.serialize, "json", other)
+    assert log_delivery.fast_json_bodies() is False
+    assert botocore.serialize.json is other
 
 
-def test_nothing_is_changed_when_botocore_no_longer_makes_the_call_it_swaps(
+def test_nothing_is_changed_when_botocore_no_longer_encodes_blobs_as_it_did(
     restore_botocore_json, monkeypatch
 ):
     import base64
@@ -108,4 +111,4 @@ def test_nothing_is_changed_when_botocore_no_longer_makes_the_call_it_swaps(
 
     monkeypatch.setattr(botocore.serialize.Serializer, "_get_base64", _get_base64)
     assert log_delivery.fast_base64_blobs() is False
-    assert botocore.serialize.base64 is base64
+    assert botocore.serialize.Serializer._get_base64 is _get_base64
