@@ -111,6 +111,14 @@ def _position(index: int, n: int) -> int:
     return i
 
 
+def _listed(other: object) -> list[Any] | None:
+    """``other`` as a list if it is a sequence other than text (what a sequence of records or of row values
+    compares equal to), else None (the comparison is not ours: ``NotImplemented``)."""
+    if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+        return None
+    return list(other)
+
+
 def _non_finite(values: Iterable[Any]) -> float | None:
     """The first float among ``values`` that JSON cannot carry (NaN or infinite), or None."""
     for value in values:
@@ -142,9 +150,8 @@ class NumberedIds(Sequence[str]):
         return (f"{prefix}-{i}" for i in range(self.count))
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
-            return NotImplemented
-        return list(self) == list(other)
+        listed = _listed(other)
+        return NotImplemented if listed is None else list(self) == listed
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -231,9 +238,8 @@ class JsonRows(Sequence[list[float]]):
         return iter(self.rows)
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
-            return NotImplemented
-        return self.rows == list(other)
+        listed = _listed(other)
+        return NotImplemented if listed is None else self.rows == listed
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -267,7 +273,7 @@ class _FeaturesEncoder:
 
     def general(self, row: Sequence[Any]) -> bytes:
         assert _orjson is not None
-        return _orjson.dumps(_orjson.dumps(dict(zip(self.names, row, strict=True))).decode())  # type: ignore[no-any-return]
+        return _orjson.dumps(JsonObjectText(self.names, list(row)).text())  # type: ignore[no-any-return]
 
     def values(self, texts: list[bytes]) -> bytes:
         """The field of a row of numbers given as their JSON texts (``JsonRows.value_texts``)."""
@@ -401,9 +407,10 @@ class PredictionRecords(Sequence[dict[str, Any]]):
             return None
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+        listed = _listed(other)
+        if listed is None:
             return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return len(self) == len(listed) and all(a == b for a, b in zip(self, listed, strict=True))
 
     __hash__ = None  # type: ignore[assignment]  # a sequence of dicts is not hashable, like a list of them
 
