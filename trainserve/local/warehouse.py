@@ -920,7 +920,7 @@ class WarehouseComponent:
             token = _read_token(self._ctx.state_dir / FLUSH_REQUEST)
             flush = token is not None and token != self._flushed
             now = time.monotonic()
-            if self._due(now, next_load, last_load) or flush:
+            if flush or self._due(now, next_load, last_load):  # a flush never waits, nor counts as waiting
                 self._waiting_since = None
                 last_load = now
                 try:
