@@ -50,8 +50,8 @@ _installed = False
 _runtime_url: str | None = None
 _http = None
 # Firehose buffering (off unless the local cloud turns it on): stream key -> [backend, version, destination,
-# records, their bytes]. Real Firehose buffers records and writes one S3 object per buffer interval; moto writes one object
-# per call, which makes the warehouse loader's work grow with every request.
+# records, their bytes]. Real Firehose buffers records and writes one S3 object per buffer interval; moto
+# writes one object per call, which makes the warehouse loader's work grow with every request.
 _firehose_lock = threading.Lock()
 _firehose_buffering = False
 _firehose_buffer: dict[tuple[str, str, str], list[Any]] = {}

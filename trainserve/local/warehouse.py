@@ -65,11 +65,12 @@ DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedbac
 LOCK_WAIT_SECONDS = 10.0
 LOAD_INTERVAL_SECONDS = 2.0
 # While the prediction API is busy (a request in flight for more than API_BUSY_FRACTION of the last
-# API_BUSY_WINDOW_SECONDS: low, so a load does not start in the first moments of a burst), a periodic load waits, up to LOAD_MAX_DELAY_SECONDS after the last one: Firehose's
-# buffer interval in the warehouse stack (``stacks.warehouse_stack.FIREHOSE_BUFFER_SECONDS``), so rows land
-# no later than on AWS. A flush request (``request_flush``) never waits. On AWS COPY runs on Redshift; here
-# loading (about 12 µs of CPU a log record) shares the API's CPUs, and under a saturating 100-row load it
-# was a third of logging's CPU (``benchmarks/prediction_logging.py``).
+# API_BUSY_WINDOW_SECONDS: low, so a load does not start in the first moments of a burst), a periodic load
+# waits, up to LOAD_MAX_DELAY_SECONDS after the last one: Firehose's buffer interval in the warehouse stack
+# (``stacks.warehouse_stack.FIREHOSE_BUFFER_SECONDS``), so rows land no later than on AWS. A flush request
+# (``request_flush``) never waits. On AWS COPY runs on Redshift; here loading (about 12 µs of CPU a log
+# record) shares the API's CPUs, and under a saturating 100-row load it was a third of logging's CPU
+# (``benchmarks/prediction_logging.py``).
 LOAD_MAX_DELAY_SECONDS = 60.0
 # staging objects loaded in one transaction, at most (at least one object): what a load holds in memory
 LOAD_CHUNK_BYTES = 128 * 1024 * 1024
