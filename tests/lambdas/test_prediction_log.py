@@ -532,7 +532,9 @@ def test_json_rows_of_rows_carry_the_text_the_model_gets_and_cut_values_from_orj
     if not orjson_installed:
         monkeypatch.setattr(plog, "_orjson", None)
     given = plog.JsonRows.of(rows)
-    assert json.loads(given.text) == {"instances": rows} and given.rows is rows and len(given) == 2
+    assert given._rows is None and len(given) == 2  # the text only: the rows are parsed if read
+    assert json.loads(given.text) == {"instances": rows}
+    assert [[repr(v) for v in r] for r in given.rows] == [[repr(v) for v in r] for r in rows]  # -0.0 too
     assert given.exact is orjson_installed
     if orjson_installed:
         assert given.text == orjson.dumps({"instances": rows}).decode()
@@ -556,3 +558,17 @@ def test_json_rows_of_rows_carry_the_text_the_model_gets_and_cut_values_from_orj
 )
 def test_json_rows_texts_of_another_shape_are_not_cut(text, count):
     assert plog.JsonRows(text, "instances", count=count, exact=True).value_texts() is None
+
+
+def test_json_rows_of_keeps_the_text_not_the_rows():
+    """A request's records wait in the proxy's buffer: they hold the rows' text, and the parsed rows (about
+    100 KB a 100-row request) are freed with the request."""
+    import gc
+    import sys
+
+    rows = [[float(i * 30 + j) / 7 for j in range(30)] for i in range(100)]
+    held = plog.JsonRows.of(rows)
+    assert held._rows is None and not any(r is rows for r in gc.get_referents(held))
+    assert sys.getsizeof(held.text) < sum(sys.getsizeof(r) + 30 * sys.getsizeof(1.5) for r in rows) / 2
+    assert len(held) == 100 and held.rows == rows  # read back (parsed) when someone reads them
+    assert held.value_texts() is not None and held.exact  # the log lines are made from the text

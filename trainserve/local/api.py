@@ -37,8 +37,8 @@ REFRESH_SECONDS = 1.0
 RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests in flight log through it)
 # The proxy's background delivery buffer here, in log records (a Lambda environment's default is 20,000):
 # the log delivery process runs at the lowest CPU priority, so while other programs take every CPU it falls
-# behind, and this buffer (about 1 KB a 100-row request's record) holds the difference instead of the log
-# fallback: about 8 s of 100-row requests at the local API's full rate, at most about 100 MB.
+# behind, and this buffer holds the difference instead of the log fallback: about 8 s of 100-row requests at
+# the local API's full rate, 17-64 MB with 30 features a row (the rows' JSON text: ``JsonRows.of``).
 BUFFER_RECORDS = 100_000
 PROXY_DIR = LAMBDAS_DIR / "proxy"
 LOCAL_ACCOUNT = "123456789012"
