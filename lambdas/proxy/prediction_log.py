@@ -201,7 +201,7 @@ class JsonRows(Sequence[list[float]]):
         library's encoder). It keeps the text, not ``rows``: a request's log records wait in the proxy's
         buffer until they are sent, and 100 parsed rows of 30 features are about 100 KB of small objects
         against 12-60 KB of text. A full local buffer of 100,000 such records held 121-168 MB with the rows
-        kept and holds 17-64 MB without them; and the sender thread no longer frees the rows in bulk, a
+        kept and holds 17-64 MB without them (``benchmarks/log_buffer_memory.py``); and the sender thread no longer frees the rows in bulk, a
         batch at a time, under the interpreter lock the request threads need (about 0.6 ms a batch of 24
         requests)."""
         if _orjson is not None:
