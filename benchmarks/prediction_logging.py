@@ -283,8 +283,13 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
         "latencies_ms": latencies,  # sorted; pooled over the repetitions, then dropped from the output
         "rps": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2) if n else None,
-        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))], 2) if n else None,
+        "p99_ms": round(_p99(latencies), 2) if n else None,
     }
+
+
+def _p99(latencies: list[float]) -> float:
+    """The 99th percentile of ``latencies`` (sorted, not empty), as every figure here takes it."""
+    return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
 def main() -> None:
@@ -347,7 +352,6 @@ def main() -> None:
         n_features = feature_count(target)
 
     runs: list[dict[str, Any]] = []
-    pooled: dict[tuple[int, float | None], dict[str, Any]] = {}  # (rows, rate) -> every repetition's requests
     per_rep: dict[tuple[int, float | None, int], dict[str, Any]] = {}  # (rows, rate, rep) -> its requests
     # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
     logged = 0
@@ -388,16 +392,10 @@ def main() -> None:
                         )
                         r["records_to_log"] = after[1] - before[1]
                     per_rep[(rows, rate, rep + 1)] = {
-                        "latencies_ms": r["latencies_ms"],
+                        "latencies_ms": r.pop("latencies_ms"),
                         "requests": r["requests"],
                         "elapsed_s": r["elapsed_s"],
                     }
-                    group = pooled.setdefault(
-                        (rows, rate), {"latencies_ms": [], "requests": 0, "elapsed_s": 0.0}
-                    )
-                    group["latencies_ms"].extend(r.pop("latencies_ms"))
-                    group["requests"] += r["requests"]
-                    group["elapsed_s"] += r["elapsed_s"]
                     runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
                     if not args.json:
                         print(json.dumps(runs[-1]), file=sys.stderr)
@@ -410,7 +408,7 @@ def main() -> None:
         if own is not None:
             _cli(own[0], "local", "stop", timeout=120)
             shutil.rmtree(own[1], ignore_errors=True)
-    results = summarize(runs, pooled)
+    results = summarize(runs, per_rep)
     costs = logging_costs(results, runs, per_rep)
     if args.json:
         print(
@@ -498,21 +496,21 @@ def main() -> None:
 
 
 def summarize(
-    runs: list[dict[str, Any]], pooled: dict[tuple[int, float | None], dict[str, Any]] | None = None
+    runs: list[dict[str, Any]], per_rep: dict[tuple[int, float | None, int], dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """One row per (rows, log rate): throughput as all its requests over all its runs' time, p50 and p99 of
-    all its requests (``pooled``; without it, the medians over the repetitions), the other figures' medians,
-    errors summed."""
+    all its requests (``per_rep``, each run's requests, pooled; without it, the medians over the
+    repetitions), the other figures' medians, errors summed."""
     out = []
     for row in medians(runs):
-        group = (pooled or {}).get((row["rows"], row["log_sample_rate"]))
-        if group and group["requests"] and group["elapsed_s"] > 0:
-            latencies = sorted(group["latencies_ms"])
-            n = len(latencies)
-            row["rps"] = round(group["requests"] / group["elapsed_s"], 1)
-            row["p50_ms"] = round(statistics.median(latencies), 2)
-            row["p99_ms"] = round(latencies[min(n - 1, int(n * 0.99))], 2)
-            row["requests"] = group["requests"]
+        setting = (row["rows"], row["log_sample_rate"])
+        groups = [g for (rows, rate, _), g in (per_rep or {}).items() if (rows, rate) == setting]
+        figures = _pooled_figures(groups)
+        if figures is not None:
+            row["rps"] = round(figures[0], 1)
+            row["p50_ms"] = round(statistics.median(x for g in groups for x in g["latencies_ms"]), 2)
+            row["p99_ms"] = round(figures[1], 2)
+            row["requests"] = sum(g["requests"] for g in groups)
         out.append(row)
     return out
 
@@ -592,14 +590,14 @@ def logging_costs(
 
 def _pooled_figures(groups: list[dict[str, Any]]) -> tuple[float, float] | None:
     """(requests per second, p99 ms) of runs pooled: all their requests over all their time, the p99 of all
-    their latencies (as ``summarize`` pools them)."""
+    their latencies (the table's figures, ``summarize``, and each bootstrap resample's); None without
+    requests."""
     requests = sum(g["requests"] for g in groups)
     elapsed = sum(g["elapsed_s"] for g in groups)
     latencies = sorted(x for g in groups for x in g["latencies_ms"])
     if not requests or elapsed <= 0 or not latencies:
         return None
-    n = len(latencies)
-    return requests / elapsed, latencies[min(n - 1, int(n * 0.99))]
+    return requests / elapsed, _p99(latencies)
 
 
 def cost_intervals(

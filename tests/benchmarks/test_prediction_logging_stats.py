@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,7 @@ def test_verdict(low: float, high: float, expected: str) -> None:
 
 def test_logging_costs_report_intervals_and_verdicts() -> None:
     per_rep = _per_rep(6, p99_factor=1.3, rps_factor=0.85)
-    runs, pooled = [], {}
+    runs = []
     for (rows, rate, rep), run in per_rep.items():
         figures = bench._pooled_figures([run])
         runs.append(
@@ -97,11 +98,13 @@ def test_logging_costs_report_intervals_and_verdicts() -> None:
                 "errors": 0,
             }
         )
-        group = pooled.setdefault((rows, rate), {"latencies_ms": [], "requests": 0, "elapsed_s": 0.0})
-        group["latencies_ms"].extend(run["latencies_ms"])
-        group["requests"] += run["requests"]
-        group["elapsed_s"] += run["elapsed_s"]
-    results = bench.summarize(runs, pooled)
+    results = bench.summarize(runs, per_rep)
+    on = next(r for r in results if r["log_sample_rate"] == 1.0)
+    pooled = sorted(x for (_, rate, _), g in per_rep.items() if rate == 1.0 for x in g["latencies_ms"])
+    assert on["requests"] == sum(g["requests"] for (_, rate, _), g in per_rep.items() if rate == 1.0)
+    assert on["rps"] == round(on["requests"] / (6 * 5.0), 1)
+    assert on["p50_ms"] == round(statistics.median(pooled), 2)
+    assert on["p99_ms"] == round(pooled[int(len(pooled) * 0.99)], 2)
     (cost,) = bench.logging_costs(results, runs, per_rep)
     assert cost["p99_cost_pct"] == pytest.approx(30.0, abs=0.2)
     assert cost["throughput_cost_pct"] == pytest.approx(15.0, abs=0.2)
