@@ -200,10 +200,10 @@ class JsonRows(Sequence[list[float]]):
         where it is installed (about 70 µs for 100 rows of 30 floats, against 600-1,300 µs with the standard
         library's encoder). It keeps the text, not ``rows``: a request's log records wait in the proxy's
         buffer until they are sent, and 100 parsed rows of 30 features are about 100 KB of small objects
-        against 12-60 KB of text. A full local buffer of 100,000 such records held 121-168 MB with the rows
-        kept and holds 17-64 MB without them (``benchmarks/log_buffer_memory.py``); and the sender thread no longer frees the rows in bulk, a
-        batch at a time, under the interpreter lock the request threads need (about 0.6 ms a batch of 24
-        requests)."""
+        against 12-60 KB of text. A full local buffer of 100,000 such records holds 17-64 MB (121-168 MB
+        with the rows kept: ``benchmarks/log_buffer_memory.py``), and the sender thread does not free rows
+        in bulk, a batch at a time, under the interpreter lock the request threads need (about 0.6 ms a
+        batch of 24 requests)."""
         if _orjson is not None:
             return cls(_orjson.dumps({key: rows}).decode(), key, None, len(rows), exact=True)
         return cls(json.dumps({key: rows}, separators=(",", ":")), key, None, len(rows))
