@@ -16,6 +16,7 @@ import prediction_log as plog
 import proxy_logic as logic
 import pytest
 from moto import mock_aws
+from registry_fixture import create_live_endpoint
 
 REGION = "us-east-1"
 GROUP = "trainserve-models"
@@ -73,38 +74,6 @@ class CountingFirehose:
         return self.client.put_record_batch(**kwargs)
 
 
-def _create_registry(sm, weights: dict[str, float]):
-    sm.create_model_package_group(ModelPackageGroupName=GROUP)
-    for _ in weights:
-        sm.create_model_package(
-            ModelPackageGroupName=GROUP,
-            ModelApprovalStatus="Approved",
-            CustomerMetadataProperties={"feature_names": json.dumps(FEATURES)},
-            InferenceSpecification={
-                "Containers": [{"Image": "img"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
-    sm.create_model(
-        ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={"Image": "i"}
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName="ec",
-        ProductionVariants=[
-            {
-                "VariantName": name,
-                "ModelName": "m",
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-                "InitialVariantWeight": w,
-            }
-            for name, w in weights.items()
-        ],
-    )
-    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="ec")
-
-
 def _create_streams(s3, firehose):
     s3.create_bucket(Bucket=BUCKET)
     for kind in ("predictions", "feedback"):
@@ -134,7 +103,7 @@ def moto_aws():
         sm = boto3.client("sagemaker", region_name=REGION)
         s3 = boto3.client("s3", region_name=REGION)
         firehose = boto3.client("firehose", region_name=REGION)
-        _create_registry(sm, {"v1": 0.7, "v2": 0.3})
+        create_live_endpoint(sm, GROUP, ENDPOINT, FEATURES, {"v1": 0.7, "v2": 0.3})
         _create_streams(s3, firehose)
         yield {"sagemaker": sm, "s3": s3, "firehose": firehose}
 

@@ -19,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from moto.server import ThreadedMotoServer
+from registry_fixture import create_live_endpoint
 
 from trainserve.local.api import ApiComponent
-from trainserve.local.component import BusyMeter, LocalContext
+from trainserve.local.component import BusyMeter
 from trainserve.local.warehouse import WarehouseComponent
 
 FEATURES = ["f0", "f1", "f2"]
@@ -57,40 +58,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _register(ctx: LocalContext) -> None:
-    sm = ctx.target().client("sagemaker")
-    group = ctx.names.model_package_group
-    sm.create_model_package_group(ModelPackageGroupName=group)
-    for _ in range(2):
-        sm.create_model_package(
-            ModelPackageGroupName=group,
-            ModelApprovalStatus="Approved",
-            CustomerMetadataProperties={"feature_names": json.dumps(FEATURES)},
-            InferenceSpecification={
-                "Containers": [{"Image": "img"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
-    sm.create_model(
-        ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={"Image": "i"}
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName="ec",
-        ProductionVariants=[
-            {
-                "VariantName": v,
-                "ModelName": "m",
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-                "InitialVariantWeight": w,
-            }
-            for v, w in (("v1", 0.5), ("v2", 0.5))
-        ],
-    )
-    sm.create_endpoint(EndpointName=ctx.names.endpoint_name, EndpointConfigName="ec")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, local_context):
     from stacks.config import load
@@ -111,7 +78,13 @@ def stack(tmp_path_factory, local_context):
         api_url=f"http://127.0.0.1:{_free_port()}",
         api_activity=BusyMeter(),
     )
-    _register(ctx)
+    create_live_endpoint(
+        ctx.target().client("sagemaker"),
+        ctx.names.model_package_group,
+        ctx.names.endpoint_name,
+        FEATURES,
+        {"v1": 0.5, "v2": 0.5},
+    )
     warehouse = WarehouseComponent(interval=3600)
     api = ApiComponent(refresh_seconds=3600)  # the test calls refresh() itself
     warehouse.start(ctx)
