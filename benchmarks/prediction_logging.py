@@ -287,6 +287,89 @@ def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[st
     }
 
 
+def load_at_rate(
+    api_url: str, body: bytes, seconds: float, rate: float, connections: int, grace_s: float = 10.0
+) -> dict[str, Any]:
+    """An open loop: request ``i`` is due ``i / rate`` seconds after the start, sent by whichever of
+    ``connections`` keep-alive clients is free, and its latency counts from when it was due (so a request
+    that waited for a free client, or for the server, counts that wait: no coordinated omission). Requests
+    still unsent ``grace_s`` after the last one was due are not sent (``not_sent``). Same figures as
+    ``load``."""
+    url = urlparse(api_url)
+    total = max(1, int(seconds * rate))
+    latencies: list[float] = []
+    errors = [0]
+    answered = [0]
+    lock = threading.Lock()
+    next_index = [0]
+    not_sent = [0]
+    start = time.perf_counter() + 0.05
+    give_up_at = start + seconds + grace_s
+
+    def take() -> int | None:
+        with lock:
+            i = next_index[0]
+            if i >= total:
+                return None
+            next_index[0] += 1
+            if time.perf_counter() > give_up_at:
+                not_sent[0] += 1
+                return -1
+            return i
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        mine: list[float] = []
+        bad = good = 0
+        path = (url.path.rstrip("/") or "") + "/predict"
+        while (i := take()) is not None:
+            if i < 0:
+                continue
+            due = start + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    bad += 1
+                else:
+                    good += 1
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+                continue
+            mine.append((time.perf_counter() - due) * 1000)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+            answered[0] += good
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + grace_s + 60)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    n = len(latencies)
+    return {
+        "requests": n,
+        "answered": answered[0],
+        "errors": errors[0],
+        "not_sent": not_sent[0],
+        "elapsed_s": round(elapsed, 3),
+        "latencies_ms": latencies,
+        "rps": round(n / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 2) if n else None,
+        "p99_ms": round(_p99(latencies), 2) if n else None,
+    }
+
+
 def _p99(latencies: list[float]) -> float:
     """The 99th percentile of ``latencies`` (sorted, not empty), as every figure here takes it."""
     return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -299,7 +382,17 @@ def main() -> None:
     )
     ap.add_argument("--n-features", type=int, help="features per row (needed with --api-url)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement (default 5)")
-    ap.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients (default 4)")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        help="concurrent keep-alive clients (default 4; 16 with --rate, where they only carry the load)",
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        help="an open loop at this many requests/s instead of clients sending back to back: the p99 at a load "
+        "the API keeps up with (the throughput cost then only shows whether it kept up)",
+    )
     ap.add_argument(
         "--use-running", action="store_true", help="use the running local cloud (needs a live endpoint)"
     )
@@ -318,8 +411,12 @@ def main() -> None:
     )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
+    if args.concurrency is None:
+        args.concurrency = 16 if args.rate else 4
     if args.seconds <= 0 or args.seconds > 120 or not 1 <= args.concurrency <= 64:
         raise SystemExit("--seconds must be in (0, 120] and --concurrency in 1..64")
+    if args.rate is not None and not 0 < args.rate <= 10_000:
+        raise SystemExit("--rate must be in (0, 10000] requests/s")
     if not 1 <= args.repeat <= 30:
         raise SystemExit("--repeat must be in 1..30")
     if not all(1 <= rows <= 1000 for rows in args.rows):
@@ -351,6 +448,11 @@ def main() -> None:
         api_url = target.api_url
         n_features = feature_count(target)
 
+    def run_load(body: bytes, seconds: float) -> dict[str, Any]:
+        if args.rate:
+            return load_at_rate(api_url, body, seconds, args.rate, args.concurrency)
+        return load(api_url, body, seconds, args.concurrency)
+
     runs: list[dict[str, Any]] = []
     per_rep: dict[tuple[int, float | None, int], dict[str, Any]] = {}  # (rows, rate, rep) -> its requests
     # predictions answered with LOG_SAMPLE_RATE 1, warm-ups included: all should reach the warehouse
@@ -367,14 +469,14 @@ def main() -> None:
                 for rate in rates:
                     if rate is not None:
                         set_sample_rate(target, rate)
-                    warm = load(api_url, body, min(1.0, args.seconds), args.concurrency)
+                    warm = run_load(body, min(1.0, args.seconds))
                     logged += warm["answered"] * rows if rate == 1.0 else 0
                     if target is not None:
                         settle()
                     before = pipeline_counts(target) if target is not None else None
                     roles = process_roles() if target is not None else {}
                     cpu_before = cpu_seconds(roles) if target is not None else {}
-                    r = load(api_url, body, args.seconds, args.concurrency)
+                    r = run_load(body, args.seconds)
                     logged += r["answered"] * rows if rate == 1.0 else 0
                     if target is not None and before is not None:
                         cpu_after = cpu_seconds(roles)
@@ -415,6 +517,7 @@ def main() -> None:
             json.dumps(
                 {
                     "concurrency": args.concurrency,
+                    "rate": args.rate,
                     "seconds": args.seconds,
                     "repeat": args.repeat,
                     "results": results,
@@ -426,8 +529,14 @@ def main() -> None:
             )
         )
         return
+    load_kind = (
+        f"an open loop at {args.rate:g} requests/s over {args.concurrency} keep-alive clients (latency from "
+        "when each request was due)"
+        if args.rate
+        else f"{args.concurrency} keep-alive clients"
+    )
     print(
-        f"\nlocal prediction API, {args.concurrency} keep-alive clients, {args.seconds:g} s per run, "
+        f"\nlocal prediction API, {load_kind}, {args.seconds:g} s per run, "
         f"{args.repeat} repetitions pooled (req/s: all requests over all runs' time; p50, p99: of all requests)"
     )
     print(
@@ -459,6 +568,16 @@ def main() -> None:
         )
         if landing["landed"] < landing["expected"]:
             print("WARNING: some logged predictions did not reach the warehouse")
+    if any(r.get("not_sent") for r in results):
+        print(
+            f"WARNING: the API did not keep up with {args.rate:g} requests/s: some requests were never sent "
+            "(`not_sent`); lower --rate"
+        )
+    if args.rate:
+        print(
+            f"(an open loop at {args.rate:g} requests/s: the throughput cost only shows whether the API kept up; "
+            "the p99 cost is what logging adds to a prediction's latency at that load)"
+        )
     if any(r["records_to_log"] for r in results):
         print(
             "WARNING: some prediction logs went to the log fallback instead of Firehose (the sender fell behind):"
@@ -527,6 +646,8 @@ def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             # rounded: the median of an even count is a mean (0.0425, not 0.042499999999999996)
             row[key] = round(statistics.median(values), 4) if values else None
         row["errors"] = sum(r["errors"] for r in group)
+        if any("not_sent" in r for r in group):
+            row["not_sent"] = sum(r.get("not_sent", 0) for r in group)
         roles = sorted({role for r in group for role in r.get("cpu_ms_per_request", {})})
         if roles:
             row["cpu_ms_per_request"] = {
