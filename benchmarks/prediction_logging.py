@@ -56,7 +56,7 @@ from trainserve import PROJECT_ROOT  # noqa: E402
 from trainserve.target import local_target, read_local_state  # noqa: E402
 
 CLI = [sys.executable, "-m", "trainserve.cli"]
-PARAM_REFRESH_WAIT_S = 2.5  # the local API re-reads the proxy's environment every second
+PARAM_REFRESH_TIMEOUT_S = 10.0  # how long to wait for the local API to take a LOG_SAMPLE_RATE change
 TARGET_COST_PCT = 10.0  # the issue's target: logging costs under 10% of throughput and of p99
 RESAMPLES = 2000  # bootstrap resamples of the repetitions, for the costs' 95% intervals
 
@@ -121,7 +121,11 @@ def set_sample_rate(target, rate: float | str) -> None:
     env = lam.get_function_configuration(FunctionName=fn)["Environment"]["Variables"]
     env["LOG_SAMPLE_RATE"] = rate if isinstance(rate, str) else repr(float(rate))
     lam.update_function_configuration(FunctionName=fn, Environment={"Variables": env})
-    time.sleep(PARAM_REFRESH_WAIT_S)
+    from trainserve.local.api import request_refresh  # as `trainserve params set` does
+    from trainserve.target import state_dir
+
+    if not request_refresh(state_dir(), timeout=PARAM_REFRESH_TIMEOUT_S):
+        raise SystemExit(f"the local API did not take LOG_SAMPLE_RATE={env['LOG_SAMPLE_RATE']} within 10 s")
 
 
 def pipeline_counts(target) -> tuple[int, int]:

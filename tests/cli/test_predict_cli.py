@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
+from registry_fixture import create_live_endpoint
 
 from trainserve.cli import cli
 from trainserve.commands import options
@@ -130,9 +132,22 @@ def test_feedback(target):
     assert _run("feedback", "rid-0", "2").exit_code == 2  # click rejects the outcome
 
 
-def test_params_get_and_set(target):
+def test_params_get_and_set(target, monkeypatch):
+    """``set`` against the local cloud waits for its API to take the change (``request_refresh``: tested with
+    the real API in tests/local/test_api.py; here a stand-in that records the request)."""
+    from trainserve.local import api
+
+    refreshes: list[float] = []
+    monkeypatch.setattr(api, "request_refresh", lambda state_dir, timeout: refreshes.append(timeout) or True)
     lam, iam = target.client("lambda"), target.client("iam")
     ensure_proxy_function(lam, iam, target.config, target.names)
+    create_live_endpoint(
+        target.client("sagemaker"),
+        target.names.model_package_group,
+        target.names.endpoint_name,
+        ["f0", "f1"],
+        {"v1": 0.5, "v2": 0.5},
+    )
     result = _run("params", "get", "--json")
     info = json.loads(result.output)
     assert info["effective"]["decision_threshold"] == target.config.decision_threshold
@@ -143,9 +158,16 @@ def test_params_get_and_set(target):
     env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
     assert env["DECISION_THRESHOLD"] == "0.65" and env["TARGET_VARIANT"] == "v2"
     assert env["ENDPOINT_NAME"] == target.names.endpoint_name  # merged, not replaced
+    assert json.loads(result.output)["applied"] is True and len(refreshes) == 1
 
     before = dict(env)
-    for bad in (["DECISION_THRESHOLD=abc"], ["LOG_SAMPLE_RATE=0.2", "LOG_SAMPLE_RATE=2"], ["NOPE=1"], ["x"]):
+    for bad in (
+        ["DECISION_THRESHOLD=abc"],
+        ["LOG_SAMPLE_RATE=0.2", "LOG_SAMPLE_RATE=2"],
+        ["NOPE=1"],
+        ["x"],
+        ["DECISION_THRESHOLD=0.7", "TARGET_VARIANT=v3"],  # not live
+    ):
         result = CliRunner().invoke(cli, ["params", "set", *bad])
         assert result.exit_code == 1, bad
     env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
@@ -153,6 +175,31 @@ def test_params_get_and_set(target):
 
     table = _run("params", "get").output
     assert "DECISION_THRESHOLD" in table and "0.65" in table
-    _run("params", "set", "TARGET_VARIANT=", "DECISION_THRESHOLD=0.5")
+    assert "TARGET_VARIANT=v3 is not a live variant" in " ".join(result.output.split())
+    assert len(refreshes) == 1  # nothing changed, nothing to wait for
+
+    result = _run("params", "set", "TARGET_VARIANT=", "DECISION_THRESHOLD=0.5")
     env = lam.get_function_configuration(FunctionName=target.names.proxy_function)["Environment"]["Variables"]
     assert env["TARGET_VARIANT"] == ""
+    assert "in force from the next request" in " ".join(result.output.split())
+
+    # the local API did not confirm (not running, or it could not read the parameters): said, not hidden
+    monkeypatch.setattr(api, "request_refresh", lambda state_dir, timeout: False)
+    result = _run("params", "set", "LOG_SAMPLE_RATE=0.5")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "did not confirm it within 10 s" in said and "local status" in said
+    assert json.loads(_run("params", "set", "LOG_SAMPLE_RATE=1", "--json").output)["applied"] is False
+
+
+def test_params_set_target_variant_without_an_endpoint(target, monkeypatch):
+    from trainserve.local import api
+
+    monkeypatch.setattr(api, "request_refresh", lambda state_dir, timeout: True)
+    ensure_proxy_function(target.client("lambda"), target.client("iam"), target.config, target.names)
+    sm = target.client("sagemaker")
+    with contextlib.suppress(sm.exceptions.ClientError):  # the module's moto outlives each test's endpoint
+        sm.delete_endpoint(EndpointName=target.names.endpoint_name)
+    result = CliRunner().invoke(cli, ["params", "set", "TARGET_VARIANT=v1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert f"endpoint {target.names.endpoint_name} does not exist yet, so no variant is live" in said

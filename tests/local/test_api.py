@@ -196,6 +196,55 @@ def test_params_set_applies_on_next_request(stack):
     _set_params(ctx, api, SERVING_ENABLED="true", DECISION_THRESHOLD="0.5", TARGET_VARIANT="")
 
 
+def test_cli_params_set_is_in_force_for_the_next_request(stack, monkeypatch):
+    """``trainserve params set`` returns once the local API has re-read the parameters: this API re-reads
+    them only every hour by itself, so only the command's request can have made the change apply. A
+    ``TARGET_VARIANT`` that is not live is refused and changes nothing."""
+    from click.testing import CliRunner
+
+    from trainserve.cli import cli
+    from trainserve.commands import options
+
+    ctx, api, _ = stack
+    monkeypatch.setenv("TRAINSERVE_HOME", str(ctx.state_dir))
+    monkeypatch.setattr(options, "resolve_target", lambda local: ctx.target())
+    runner = CliRunner()
+    try:
+        r = runner.invoke(cli, ["params", "set", "DECISION_THRESHOLD=0.8", "TARGET_VARIANT=v2"])
+        assert r.exit_code == 0, r.output
+        assert "in force from the next request" in " ".join(r.output.split())
+        status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})  # score 0.7
+        assert status == 200 and body["predictions"][0]["label"] == 0 and body["variant"] == "v2"
+
+        r = runner.invoke(cli, ["params", "set", "TARGET_VARIANT=v9", "DECISION_THRESHOLD=0.5", "--json"])
+        assert r.exit_code == 1
+        said = " ".join(r.output.split())
+        assert "TARGET_VARIANT=v9 is not a live variant" in said and "(live: v1, v2)" in said
+        assert "nothing was changed" in said
+        status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})
+        assert status == 200 and body["predictions"][0]["label"] == 0 and body["variant"] == "v2"
+
+        r = runner.invoke(cli, ["params", "set", "SERVING_ENABLED=false", "--json"])
+        assert r.exit_code == 0 and json.loads(r.output)["applied"] is True
+        status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})
+        assert status == 503 and "SERVING_ENABLED" in body["error"]
+    finally:
+        _set_params(ctx, api, SERVING_ENABLED="true", DECISION_THRESHOLD="0.5", TARGET_VARIANT="")
+
+
+def test_a_refresh_request_left_from_before_a_start_is_not_answered_again(stack):
+    """The token protocol: a request is answered once, after the re-read it asked for."""
+    from trainserve.local.api import REFRESH_DONE, REFRESH_REQUEST, request_refresh
+    from trainserve.local.component import read_token
+
+    ctx, _, _ = stack
+    assert request_refresh(ctx.state_dir, timeout=10)
+    token = read_token(ctx.state_dir / REFRESH_REQUEST)
+    assert token is not None and read_token(ctx.state_dir / REFRESH_DONE) == token
+    assert request_refresh(ctx.state_dir, timeout=10)  # a new token, answered too
+    assert read_token(ctx.state_dir / REFRESH_DONE) != token
+
+
 def test_validation_errors_over_http(stack):
     ctx, _, _ = stack
     status, body = _post(ctx, "/predict", {"instances": [[1, 2]]})

@@ -2,18 +2,23 @@
 
 They are the environment variables of the proxy Lambda function (``target.names.proxy_function``), read
 with ``GetFunctionConfiguration`` and changed with ``UpdateFunctionConfiguration`` (merged into the existing
-environment), locally (moto's function record, which the local API re-reads every second) exactly as on
-AWS (new invocations get a fresh environment). ``set`` checks every value with the proxy's own parser first:
-an unknown name or a bad value is an error and nothing is changed.
+environment), locally (moto's function record) exactly as on AWS. ``set`` returns once the change is in
+force: on AWS when the function update has completed (new invocations get the new environment), locally
+when the local API has re-read it (``request_refresh``), so the next request sees it. ``set`` checks every
+value with the proxy's own parser first, and a ``TARGET_VARIANT`` against the endpoint's live variants: an
+unknown name, a bad value or a variant that is not live is an error and nothing is changed.
 """
 
 from __future__ import annotations
 
 import click
 import proxy_logic
+from botocore.exceptions import ClientError
 
 from trainserve.commands import options
 from trainserve.console import UserError, console, print_json, table
+
+REFRESH_TIMEOUT_SECONDS = 10.0  # how long ``set`` waits for the local API to take a change
 
 
 def _environment(lam, function: str) -> dict[str, str]:
@@ -75,6 +80,26 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
         raise UserError(f"{exc}; nothing was changed") from None
 
 
+def check_target_variant(target, variant: str) -> None:
+    """A pinned variant must be live on the endpoint: the proxy answers 503 to every request otherwise."""
+    endpoint = target.names.endpoint_name
+    try:
+        desc = target.client("sagemaker").describe_endpoint(EndpointName=endpoint)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            raise UserError(
+                f"TARGET_VARIANT={variant}: endpoint {endpoint} does not exist yet, so no variant is live; "
+                "nothing was changed"
+            ) from None
+        raise
+    live = sorted(v["VariantName"] for v in desc.get("ProductionVariants", []))
+    if variant not in live:
+        raise UserError(
+            f"TARGET_VARIANT={variant} is not a live variant of {endpoint} (live: {', '.join(live) or 'none'}); "
+            "nothing was changed"
+        )
+
+
 @params.command("set")
 @click.argument("assignments", nargs=-1, required=True)
 @options.json_option
@@ -83,17 +108,37 @@ def set_(assignments: tuple[str, ...], as_json: bool, local: bool | None) -> Non
     """Set NAME=VALUE ... (SERVING_ENABLED, TARGET_VARIANT, DECISION_THRESHOLD, LOG_SAMPLE_RATE, STICKY_ASSIGNMENT)."""
     changes = parse_assignments(assignments)
     target = options.resolve_target(local)
+    if changes.get("TARGET_VARIANT"):
+        check_target_variant(target, changes["TARGET_VARIANT"])
     function = target.names.proxy_function
     lam = target.client("lambda")
     env = _environment(lam, function)
     env.update(changes)
     lam.update_function_configuration(FunctionName=function, Environment={"Variables": env})
-    if not target.is_local:
+    if target.is_local:
+        from trainserve.local.api import REFRESH_SECONDS, request_refresh
+        from trainserve.target import state_dir
+
+        applied = request_refresh(state_dir(), timeout=REFRESH_TIMEOUT_SECONDS)
+    else:
         lam.get_waiter("function_updated_v2").wait(FunctionName=function)
-    info = {"function": function, "changed": changes, **describe(_environment(lam, function))}
+        applied = True
+    info = {
+        "function": function,
+        "changed": changes,
+        "applied": applied,
+        **describe(_environment(lam, function)),
+    }
     if as_json:
         print_json(info)
         return
     _show(function, info)
-    when = "within a second" if target.is_local else "on new invocations"
-    console.print(f"changed {', '.join(f'{k}={v!r}' for k, v in changes.items())}; applies {when}")
+    changed = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+    if applied:
+        when = "from the next request" if target.is_local else "for new invocations"
+        console.print(f"changed {changed}; in force {when}")
+    else:
+        console.print(
+            f"changed {changed}, but the local API did not confirm it within {REFRESH_TIMEOUT_SECONDS:g} s "
+            f"(see `trainserve local status`); it re-reads its parameters every {REFRESH_SECONDS:g} s"
+        )

@@ -4,8 +4,9 @@
 AWS and go through the same ``proxy_handler.Proxy``. The proxy's parameters live where they live on AWS:
 in the environment of the Lambda function record ``{project}-proxy`` (in moto), created at start with the
 project configuration's defaults. A background thread re-reads that environment every second and, when it
-changed, builds a new ``Proxy`` (a Lambda cold start), so ``trainserve params set`` applies to the next
-request. There is no authentication locally (on AWS the API needs an API key); the server listens on
+changed, builds a new ``Proxy`` (a Lambda cold start); ``trainserve params set`` also asks it to re-read at
+once (``request_refresh``) and waits until it has, so a change applies to the next request, as on AWS once
+the function update has completed. There is no authentication locally (on AWS the API needs an API key); the server listens on
 127.0.0.1 only.
 
 Prediction logs are sent the way they are on AWS: after the response, by the proxy's background sender
@@ -27,13 +28,17 @@ import threading
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from trainserve import LAMBDAS_DIR
-from trainserve.local.component import BusyMeter
+from trainserve.local.component import BusyMeter, read_token, request_and_wait, write_token
 
 REFRESH_SECONDS = 1.0
+REFRESH_REQUEST = "api.refresh"  # in the state dir: a token written by request_refresh()
+REFRESH_DONE = "api.refreshed"  # the API writes the token back once it has re-read the parameters after it
+REFRESH_POLL_SECONDS = 0.05
 RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests in flight log through it)
 # The proxy's background delivery buffer here, in log records (a Lambda environment's default is 20,000):
 # the log delivery process runs at the lowest CPU priority, so while other programs take every CPU it falls
@@ -167,6 +172,12 @@ class _Server(ThreadingHTTPServer):
     component: ApiComponent
 
 
+def request_refresh(state_dir: Any, timeout: float = 10.0) -> bool:
+    """Ask the running local API to re-read the proxy's parameters now, and wait until it has (so the next
+    request sees a change just made). False if it did not confirm within ``timeout`` seconds."""
+    return request_and_wait(Path(state_dir), REFRESH_REQUEST, REFRESH_DONE, timeout)
+
+
 class ApiComponent:
     """Local cloud component: the prediction API on ``ctx.api_url``'s port (127.0.0.1)."""
 
@@ -262,12 +273,26 @@ class ApiComponent:
         self._apply_env(dict(cfg.get("Environment", {}).get("Variables", {})))
 
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        """Re-read the parameters every ``refresh_seconds``, and at once when ``request_refresh`` asks (then
+        answer it, unless the re-read failed: the asker then times out, and ``status()`` says why)."""
+        state_dir = self._ctx.state_dir
+        answered = read_token(state_dir / REFRESH_REQUEST)  # a request left from before this start
+        last = time.monotonic()
+        while not self._stop.wait(REFRESH_POLL_SECONDS):
+            token = read_token(state_dir / REFRESH_REQUEST)
+            asked = token is not None and token != answered
+            if not asked and time.monotonic() - last < self.refresh_seconds:
+                continue
+            last = time.monotonic()
             try:
                 self.refresh()
                 self._last_error = None
             except Exception as exc:  # noqa: BLE001 - keep serving with the last parameters
                 self._last_error = f"cannot read the proxy parameters: {exc}"
+                continue
+            if asked and token is not None:
+                write_token(state_dir / REFRESH_DONE, token)
+                answered = token
 
     def proxy(self) -> Any:
         return self._proxy

@@ -12,14 +12,45 @@ warehouse loader reads it to wait while the API is busy (``warehouse.WarehouseCo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from stacks.config import Config
 from trainserve.target import Names, Target
+
+
+def read_token(path: Path) -> str | None:
+    """The token in ``path`` (a request or an answer between a command and the daemon), or None."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write ``token`` to ``path`` whole (a reader never sees half of it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(token)
+    tmp.replace(path)
+
+
+def request_and_wait(state_dir: Path, request: str, done: str, timeout: float) -> bool:
+    """Ask a component of the running daemon for something: a new token in ``state_dir/request``, then wait
+    until the component writes it back to ``state_dir/done`` once it has done it. False if it did not within
+    ``timeout`` seconds (the daemon is not running, or the work failed: its status says why)."""
+    token = uuid.uuid4().hex
+    write_token(state_dir / request, token)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read_token(state_dir / done) == token:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 class BusyMeter:

@@ -44,7 +44,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,6 +58,7 @@ except ImportError:  # pragma: no cover - requirements.in has it
     _orjson = None  # type: ignore[assignment]
 
 from trainserve import LAMBDAS_DIR
+from trainserve.local.component import read_token, request_and_wait, write_token
 
 SCHEMA_FILE = LAMBDAS_DIR / "warehouse_setup" / "schema.sql"
 DEFAULT_PREFIXES = {"firehose/predictions/": "prediction_log", "firehose/feedback/": "prediction_feedback"}
@@ -688,34 +688,13 @@ def _insert_batch(
 # ---------------------------------------------------------------------------------------------- flush
 
 
-def _read_token(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-def _write_token(path: Path, token: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(token)
-    tmp.replace(path)
-
-
 def request_flush(state_dir: str | Path, timeout: float = 15.0) -> bool:
     """Ask the running local cloud's loader to load everything staged so far, and wait until it has.
 
     For a CLI or demo that wants its latest predictions in the warehouse before reading it (Firehose
     staging happens inside each prediction request locally, so everything answered before this call is
     staged). Returns False if the loader did not confirm within ``timeout`` seconds."""
-    state_dir = Path(state_dir)
-    token = uuid.uuid4().hex
-    _write_token(state_dir / FLUSH_REQUEST, token)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _read_token(state_dir / FLUSH_DONE) == token:
-            return True
-        time.sleep(0.05)
-    return False
+    return request_and_wait(Path(state_dir), FLUSH_REQUEST, FLUSH_DONE, timeout)
 
 
 # ---------------------------------------------------------------------------------------------- component
@@ -918,7 +897,7 @@ class WarehouseComponent:
         next_load = 0.0
         last_load = time.monotonic()
         while not self._stop.is_set():
-            token = _read_token(self._ctx.state_dir / FLUSH_REQUEST)
+            token = read_token(self._ctx.state_dir / FLUSH_REQUEST)
             flush = token is not None and token != self._flushed
             now = time.monotonic()
             if flush or self._due(now, next_load, last_load):  # a flush never waits, nor counts as waiting
@@ -929,7 +908,7 @@ class WarehouseComponent:
                     self.load_now(lock_wait=LOCK_WAIT_SECONDS if flush else 1.0)
                     self._last_error = None
                     if flush:
-                        _write_token(self._ctx.state_dir / FLUSH_DONE, token)
+                        write_token(self._ctx.state_dir / FLUSH_DONE, token)
                         self._flushed = token
                 except Exception as exc:  # noqa: BLE001 - keep loading; status() shows the error
                     self._last_error = f"{type(exc).__name__}: {exc}"
