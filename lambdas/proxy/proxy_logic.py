@@ -29,6 +29,9 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 # SageMaker's ProductionVariant.VariantName pattern.
 _VARIANT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _VERSION_VARIANT = re.compile(r"^v(\d+)$")
+# The id of a whole request (``predict`` answers it beside its rows' ids, which add ``-<row>``): feedback for it
+# would never join a prediction, so it is refused with a pointer to the row's id.
+_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ParamError(ValueError):
@@ -292,6 +295,13 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
         if not isinstance(rid, str) or not rid or len(rid) > MAX_REQUEST_ID_CHARS:
             raise PayloadError(
                 f"feedback {i}: 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} chars",
+                row=i,
+                field="request_id",
+            )
+        if _REQUEST_ID.match(rid):
+            raise PayloadError(
+                f"feedback {i}: request_id {rid!r} names a whole request, and feedback is per prediction: use "
+                f"the prediction's own request_id ({rid}-0 for the request's first row, as predict answered it)",
                 row=i,
                 field="request_id",
             )

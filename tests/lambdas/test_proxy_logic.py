@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -138,6 +139,15 @@ def test_body_errors():
 def test_body_ok():
     req = logic.parse_predict_body('{"instances": [[1, 2, 3]], "user_id": "u1"}')
     assert req == logic.PredictRequest([[1, 2, 3]], "u1")
+
+
+def test_feedback_for_a_whole_request_id_points_to_the_rows_ids():
+    whole = "186c3e46-2d9f-4f50-840b-9d04764aa62f"
+    err = _err(logic.parse_feedback_body, json.dumps({"request_id": whole, "outcome": 1}))
+    assert err.field == "request_id" and err.row == 0
+    assert f"{whole}-0" in str(err) and "per prediction" in str(err)
+    (item,) = logic.parse_feedback_body(json.dumps({"request_id": f"{whole}-0", "outcome": 1}))
+    assert item.request_id == f"{whole}-0"
 
 
 def test_feedback_forms():
