@@ -116,9 +116,11 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
         "runtime_url",
         "api_url",
         "warehouse_path",
+        "previous_warehouse_path",
         "started_at",
         "log_file",
     }
+    assert state["previous_warehouse_path"] is None  # a first start: nothing to set aside
     assert state["pid"] == os.getpid() and state["region"] == "us-east-1"
     for key in ("aws_endpoint_url", "runtime_url", "api_url"):
         assert state[key].startswith("http://127.0.0.1:")
@@ -191,6 +193,24 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
     assert moto_patches._runtime_url is None  # noqa: SLF001 - moto in this process was never patched to forward
     for pid in [*pids, control["pid"]]:  # the model servers and moto stop with the daemon
         assert wait_until(lambda pid=pid: not _alive(pid), 10)
+
+
+def test_a_start_sets_the_previous_warehouse_aside_and_deletes_nothing(tmp_path):
+    from datetime import UTC, datetime
+
+    path = tmp_path / "warehouse.duckdb"
+    assert daemon_mod.set_aside_warehouse(path) is None
+    path.write_bytes(b"old rows")
+    (tmp_path / "warehouse.duckdb.wal").write_bytes(b"old log")
+    now = datetime(2026, 12, 5, 18, 0, 0, tzinfo=UTC)
+    moved = daemon_mod.set_aside_warehouse(path, now)
+    assert moved == tmp_path / "warehouse-20261205T180000Z.duckdb"
+    assert moved.read_bytes() == b"old rows" and not path.exists()
+    assert (tmp_path / "warehouse-20261205T180000Z.duckdb.wal").read_bytes() == b"old log"
+    path.write_bytes(b"newer rows")  # a second start within the same second keeps both
+    again = daemon_mod.set_aside_warehouse(path, now)
+    assert again == tmp_path / "warehouse-20261205T180000Z-2.duckdb" and again.read_bytes() == b"newer rows"
+    assert moved.read_bytes() == b"old rows"
 
 
 def test_a_failing_required_component_stops_the_start_and_writes_no_state(tmp_path, monkeypatch):

@@ -216,6 +216,11 @@ def _print_where(state: dict[str, Any]) -> None:
     console.print(f"  SageMaker runtime  {state['runtime_url']}")
     console.print(f"  prediction API     {state['api_url']}")
     console.print(f"  warehouse          {state['warehouse_path']}")
+    if state.get("previous_warehouse_path"):
+        console.print(
+            f"  (the previous local cloud's warehouse is kept as {state['previous_warehouse_path']}: moto's "
+            "registry starts empty again, and its predictions name the old model versions)"
+        )
     console.print("`trainserve local status` shows the environment to use and each component's state")
 
 

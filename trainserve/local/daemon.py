@@ -113,6 +113,28 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def set_aside_warehouse(path: Path, now: datetime | None = None) -> Path | None:
+    """Move the warehouse a previous local cloud left (and its write-ahead log) aside, to
+    ``warehouse-<UTC time>.duckdb`` beside it, and return where it went (None if there was none).
+
+    moto keeps the registry in memory, so every start begins again at model version 1: the previous
+    predictions, which name the old versions and packages, would be counted as the new ones' (the report's
+    and the monitor's windows, the drift baseline). Nothing is deleted: the old file stays queryable."""
+    if not path.exists():
+        return None
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
+    path.rename(target)
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():
+        wal.rename(target.with_name(target.name + ".wal"))
+    return target
+
+
 def _point_process_at_local_cloud(aws_url: str, runtime_url: str, region: str) -> None:
     from trainserve.target import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
 
@@ -174,6 +196,12 @@ class Daemon:
         runtime_url = f"http://127.0.0.1:{ports['runtime']}"
         api_url = f"http://127.0.0.1:{ports['api']}"
         warehouse_path = self.state_dir / "warehouse.duckdb"
+        previous_warehouse = set_aside_warehouse(warehouse_path)
+        if previous_warehouse is not None:
+            log.info(
+                "the previous local cloud's warehouse is kept as %s (the registry starts empty again)",
+                previous_warehouse,
+            )
 
         _point_process_at_local_cloud(aws_url, runtime_url, self.region)
         # its own process: moto's work (parsing every PutRecordBatch, writing staging objects) does not take
@@ -227,6 +255,7 @@ class Daemon:
             "runtime_url": runtime_url,
             "api_url": api_url,
             "warehouse_path": str(warehouse_path),
+            "previous_warehouse_path": str(previous_warehouse) if previous_warehouse else None,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "log_file": str(self.state_dir / LOG_FILE),
         }
