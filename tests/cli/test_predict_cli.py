@@ -93,6 +93,19 @@ def test_parse_rows_forms():
         predict_cmd.parse_rows("  ")
 
 
+def test_parse_rows_names_the_bad_value_of_a_first_row() -> None:
+    # a first line with numbers in it is a row, not a header: its bad value is named
+    with pytest.raises(UserError, match=r"line 1, column 1: 'abc' is not a number"):
+        predict_cmd.parse_rows("abc,24.04,3\n")
+    with pytest.raises(UserError, match=r"line 1, column 1: '' is not a number"):
+        predict_cmd.parse_rows(",24.04,3\n1,2,3\n")
+    # no number anywhere on the only line: neither rows nor a header with rows
+    with pytest.raises(UserError, match=r"only line has no number in it \('not json at all \{'\)"):
+        predict_cmd.parse_rows("not json at all {")
+    with pytest.raises(UserError, match="'instances' is empty"):
+        predict_cmd.parse_rows('{"instances": []}')
+
+
 def test_predict_from_file_prints_table(target, tmp_path):
     f = tmp_path / "rows.csv"
     f.write_text("f0,f1\n1,2\n3,4\n")

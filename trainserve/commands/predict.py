@@ -56,6 +56,8 @@ def parse_rows(text: str) -> list[Any]:
             raise UserError(f"the input is not valid JSON: {exc}") from None
         if isinstance(data, dict) and "instances" in data:
             data = data["instances"]
+            if data == []:
+                raise UserError("no rows given: 'instances' is empty")
         elif isinstance(data, dict):
             data = [data]
         if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
@@ -65,11 +67,15 @@ def parse_rows(text: str) -> list[Any]:
         return data
     rows = [r for r in csv.reader(io.StringIO(stripped)) if any(c.strip() for c in r)]
     header = None
-    if not all(_is_number(c) for c in rows[0]):
+    # a header names every column: a first line with any number in it is a row (its bad values are named below)
+    if not any(_is_number(c) for c in rows[0]):
         header = [c.strip() for c in rows[0]]
         rows = rows[1:]
         if not rows:
-            raise UserError("the CSV has a header but no rows")
+            raise UserError(
+                f"the input's only line has no number in it ({stripped.splitlines()[0][:60]!r}): expected CSV "
+                '(an optional header line, then rows of numbers) or JSON ({"instances": [[...], ...]})'
+            )
     out: list[Any] = []
     for n, row in enumerate(rows, start=2 if header else 1):
         if header is not None:
