@@ -183,6 +183,11 @@ def aws_target(cfg: Config) -> Target:
                     for o in stack.get("Outputs", []):
                         outputs[o["OutputKey"]] = o["OutputValue"]
     except Exception as exc:  # botocore raises many kinds; the message is what matters to the operator
+        if type(exc).__name__ == "NoCredentialsError":
+            raise TargetError(
+                f"no local cloud is running, and no AWS credentials were found for {region}: start the local "
+                "cloud with `trainserve local start`, or configure AWS credentials to use the deployed stacks"
+            ) from exc
         raise TargetError(f"cannot read the deployed stacks' outputs in {region}: {exc}") from exc
     if not outputs:
         raise TargetError(

@@ -534,7 +534,11 @@ def _event_text(event: ReleaseEvent | None, status: Mapping[int, str]) -> str:
 def _require_endpoint(current: EndpointState) -> int:
     """The live champion's version (PlanError when there is no endpoint to act on)."""
     if not current.exists or not current.variants or current.champion is None:
-        raise PlanError("the endpoint does not exist yet; approve a model version first")
+        raise PlanError(
+            "the endpoint does not exist yet: approve a model version first, or, if one is approved, wait for "
+            "the release controller to create it (trainserve endpoint status; trainserve endpoint sync applies "
+            "it now)"
+        )
     return current.champion
 
 

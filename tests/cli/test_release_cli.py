@@ -273,6 +273,13 @@ def test_sync_applies_a_release_whose_event_was_lost(target):
     _cli(models_review.approve, "1")  # no release handler run: the event ended in the failure queue
     report = _status(target)
     assert report["status"] == "absent" and "create the endpoint with v1" in report["pending_change"]
+    code, out = _cli(endpoint_cmd.endpoint, "status")  # points to the release, not to another approval
+    said = " ".join(out.split())
+    assert (
+        code == 0 and "the release controller is creating it" in said and "trainserve endpoint sync" in said
+    )
+    code, out = _cli(traffic_cmd.traffic, "rollback")
+    assert code == 1 and "trainserve endpoint sync" in " ".join(out.split())
     out = _cli_json(endpoint_cmd.endpoint, "sync")
     assert out["action"] == "create" and _weights(out) == {"v1": 1.0} and out["pending_change"] is None
     _cli(models_review.approve, "2")  # a new challenger joins only through its own approval event

@@ -79,6 +79,15 @@ def test_train_rejects_malformed_hyperparameters(monkeypatch, moto_url):
     assert result.exit_code == 1 and "--hp expects KEY=VALUE, got 'C'" in result.output
     result = CliRunner().invoke(training_cmd.train, ["--local", "--hp", "gamma=1"])
     assert result.exit_code == 1 and "unknown hyperparameter 'gamma'" in result.output
+    # a value of the wrong type is named as the user wrote it, not as the pipeline parameter it becomes
+    for item, said in (
+        ("n_estimators=abc", "--hp n_estimators=abc: n_estimators must be an integer"),
+        ("max_iter=2.5", "--hp max_iter=2.5: max_iter must be an integer"),
+        ("C=lots", "--hp C=lots: C must be a number"),
+    ):
+        result = CliRunner().invoke(training_cmd.train, ["--local", "--hp", item])
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), item
+        assert "NEstimators" not in result.output and "MaxIter" not in result.output
 
 
 def _register(sm, group: str, estimator: str, roc_auc: float) -> str:

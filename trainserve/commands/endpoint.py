@@ -106,10 +106,16 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("pending_change"):
         err_console.print(f"[yellow]not yet in line with the registry:[/] {report['pending_change']}")
     if not report["exists"]:
-        console.print(
-            f"endpoint {report['endpoint']} does not exist yet: approve a model version "
-            "(trainserve models approve V) and the release controller creates it"
-        )
+        if report.get("pending_change"):  # an approved version waits for the release controller
+            console.print(
+                f"endpoint {report['endpoint']} does not exist yet: the release controller is creating it "
+                "(locally within seconds of the approval; `trainserve endpoint sync` applies the change now)"
+            )
+        else:
+            console.print(
+                f"endpoint {report['endpoint']} does not exist yet: approve a model version "
+                "(trainserve models approve V) and the release controller creates it"
+            )
         return
     rows = [
         [

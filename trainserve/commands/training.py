@@ -33,6 +33,23 @@ def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def check_hyperparameter_types(hyperparameters: dict[str, str]) -> None:
+    """Each known hyperparameter's value has its type, named as the user wrote it (``--hp n_estimators=abc``),
+    not as the pipeline parameter it becomes."""
+    from training.pipeline_definition import HYPERPARAMETERS, DefinitionError, coerce_parameter
+
+    kinds = {name: kind for name, _, kind, _ in HYPERPARAMETERS}
+    for key, value in hyperparameters.items():
+        if key in kinds:
+            try:
+                coerce_parameter(key, kinds[key], value)
+            except DefinitionError:
+                wanted = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}[
+                    kinds[key]
+                ]
+                raise UserError(f"--hp {key}={value}: {key} must be {wanted}") from None
+
+
 class _StepPrinter:
     """The local runner's progress as lines on stderr: a spinner while a step runs, then ✓ / ✗ / –."""
 
@@ -108,6 +125,7 @@ def train(
     from training.pipeline_definition import DefinitionError
 
     hyperparameters = parse_hyperparameters(hp)
+    check_hyperparameter_types(hyperparameters)
     target = resolve_target(local)
     try:
         if target.is_local:
