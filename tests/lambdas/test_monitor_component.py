@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 
 from warehouse_fixture import UNIFORM_BASELINE, Arm, create_schema, fill, register_versions  # noqa: E402
 
+from trainserve.local import monitoring  # noqa: E402
 from trainserve.local.monitoring import LocalWarehouseQuery, MonitoringComponent  # noqa: E402
 
 
@@ -122,3 +123,34 @@ def test_error_rate_from_the_prediction_apis_counters_in_the_daemon_status(ctx):
         assert "trainserve-endpoint-5xx" not in {a["name"] for a in comp.status()["alarms"]}
     finally:
         comp.stop()
+
+
+def test_a_run_on_request_counts_and_raises_alarms_like_a_scheduled_one(ctx, tmp_path):
+    """``trainserve monitor run`` asks the component (``request_run``): the run shows in its status and its
+    alarms, and the asker gets the result, or the job's error."""
+    # a request left by a previous local cloud is not run again by this one
+    (ctx.state_dir / monitoring.RUN_REQUEST).write_text('{"token": "old", "window_minutes": null}')
+    comp = MonitoringComponent(interval_s=3600)
+    comp.start(ctx)
+    try:
+        time.sleep(0.5)
+        assert comp.runs == 0
+        answer = monitoring.request_run(ctx.state_dir, None, timeout=30)
+        assert answer is not None and "error" not in answer
+        result = answer["result"]
+        assert {r["variant_name"] for r in result["variants"]} == {"v1", "v2"}
+        assert [a["name"] for a in result["alarms"]] == ["trainserve-prediction-drift"]
+        status = comp.status()
+        assert status["runs"] == 1 and status["last_run"] is not None
+        assert [a["name"] for a in status["alarms"]] == ["trainserve-prediction-drift"]
+        answer = monitoring.request_run(ctx.state_dir, 1, timeout=30)  # the last minute: no traffic
+        assert answer is not None and answer["result"]["variants"] == [] and comp.status()["alarms"] == []
+
+        comp.query = LocalWarehouseQuery(str(tmp_path / "empty.duckdb"))
+        duckdb.connect(str(tmp_path / "empty.duckdb")).close()
+        answer = monitoring.request_run(ctx.state_dir, None, timeout=30)
+        assert answer is not None and "prediction_log_dedup" in answer["error"]
+        assert comp.status()["alarms"][0]["name"] == "trainserve-monitoring-job" and comp.runs == 3
+    finally:
+        comp.stop()
+    assert monitoring.request_run(ctx.state_dir, None, timeout=0.3) is None  # nobody answers: None

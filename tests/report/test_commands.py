@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import duckdb
@@ -24,6 +25,7 @@ def local_target(moto_url, tmp_path, config, monkeypatch):
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path / "no-local-cloud"))  # never a real cloud's status
     target = Target(
         mode="local",
         region="us-east-1",
@@ -90,6 +92,41 @@ def test_monitor_run_publishes_and_prints_metrics(local_target):
     assert {m["Dimensions"][1]["Value"] for m in metrics["Metrics"]} == {"v1", "v2"}
     table = _invoke("monitor", "run")
     assert table.exit_code == 0 and "score PSI" in table.stdout and "metric(s) published" in table.stdout
+
+
+def test_monitor_run_goes_through_the_local_clouds_monitoring_component(
+    local_target, tmp_path, monkeypatch, config, moto_url, local_context
+):
+    """With the local cloud's monitoring component running, ``monitor run`` has it run the job: the run and
+    its drift alarm show in ``local status`` too, and the command prints the alarm."""
+    from datetime import UTC, datetime
+
+    from trainserve.local.monitoring import MonitoringComponent
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("TRAINSERVE_HOME", str(home))
+    ctx = local_context(
+        config, home, moto_url, warehouse_path=Path(local_target.warehouse["path"]), runtime_url=moto_url
+    )
+    comp = MonitoringComponent(interval_s=3600)
+    comp.start(ctx)
+    try:
+        status = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "components": {}}
+        status["components"]["monitoring"] = comp.status()
+        (home / "status.json").write_text(json.dumps(status))
+        result = _invoke("monitor", "run")
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.stdout.split())
+        assert "ALARM trainserve-prediction-drift: ScorePSI" in said and "on v2" in said
+        assert comp.runs == 1 and comp.status()["alarms"][0]["name"] == "trainserve-prediction-drift"
+    finally:
+        comp.stop()
+    # a stale status (the daemon is gone): the job runs in this process, and the alarm is still shown
+    status["updated_at"] = "2026-01-01T00:00:00+00:00"
+    (home / "status.json").write_text(json.dumps(status))
+    out = json.loads(_invoke("monitor", "run", "--json").stdout)
+    assert [a["name"] for a in out["alarms"]] == ["trainserve-prediction-drift"] and comp.runs == 1
 
 
 def test_report_on_aws_without_warehouse_outputs_names_them(config, monkeypatch):

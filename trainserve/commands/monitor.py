@@ -1,7 +1,10 @@
 """``trainserve monitor run [--json]``: the prediction-monitoring job, once, on demand.
 
-Locally it runs ``monitor_job.run_monitor`` against the DuckDB warehouse and publishes to the local
-CloudWatch; on AWS it invokes the deployed monitor Lambda synchronously and prints what it returned.
+Locally the local cloud's monitoring component runs it now (``monitoring.request_run``): the same
+``monitor_job.run_monitor`` against the DuckDB warehouse, publishing to the local CloudWatch, and the run
+counts in ``trainserve local status`` with the alarms it evaluates, as a scheduled run does (if that component
+is not running, the job runs in this process, and the alarms are evaluated for this output only). On AWS it
+invokes the deployed monitor Lambda synchronously and prints what it returned; CloudWatch evaluates the alarms.
 """
 
 from __future__ import annotations
@@ -14,15 +17,49 @@ import click
 from trainserve.commands import options
 from trainserve.console import UserError, console, print_json, step, table
 
+RUN_TIMEOUT_SECONDS = 120.0
+
+
+STATUS_FRESH_SECONDS = 15.0  # the daemon rewrites status.json every 2 s: older means it is gone
+
+
+def _monitoring_component_running() -> bool:
+    """Whether the running daemon's status (fresh: written in the last ``STATUS_FRESH_SECONDS``) shows its
+    monitoring component running."""
+    from datetime import UTC, datetime
+
+    from trainserve.target import state_dir
+
+    try:
+        status = json.loads((state_dir() / "status.json").read_text())
+        age = (datetime.now(UTC) - datetime.fromisoformat(status["updated_at"])).total_seconds()
+        component = status["components"]["monitoring"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not -2 <= age <= STATUS_FRESH_SECONDS:
+        return False
+    return isinstance(component, dict) and "error" not in component and bool(component.get("running"))
+
 
 def run_local(target: Any, window_minutes: int) -> dict:
     import monitor_job
 
-    from trainserve.local.monitoring import LocalWarehouseQuery
+    from trainserve.local.monitoring import LocalWarehouseQuery, drift_alarms, request_run
+    from trainserve.target import state_dir
 
+    if _monitoring_component_running():
+        answer = request_run(state_dir(), window_minutes, timeout=RUN_TIMEOUT_SECONDS)
+        if answer is None:
+            raise UserError(
+                f"the local cloud's monitoring component did not answer within {RUN_TIMEOUT_SECONDS:g} s "
+                "(see trainserve local status)"
+            )
+        if "error" in answer:
+            raise UserError(f"the monitoring job failed: {answer['error']}")
+        return answer["result"]
     if not (target.warehouse or {}).get("path"):
         raise UserError("the local cloud reports no warehouse_path")
-    return monitor_job.run_monitor(
+    result = monitor_job.run_monitor(
         LocalWarehouseQuery(target.warehouse["path"]),
         target.client("cloudwatch"),
         target.client("sagemaker"),
@@ -31,6 +68,8 @@ def run_local(target: Any, window_minutes: int) -> dict:
         group=target.names.model_package_group,
         window_minutes=window_minutes,
     )
+    result["alarms"] = drift_alarms(result, target.config.drift_psi_threshold, target.config.project_name)
+    return result
 
 
 def run_aws(target: Any) -> dict:
@@ -75,6 +114,8 @@ def print_result(result: dict) -> None:
     console.print(f"{result['metrics_published']} metric(s) published")
     for w in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+    for a in result.get("alarms", []):
+        console.print(f"[bold red]ALARM[/] {a['name']}: {a['reason']}")
 
 
 @click.group()

@@ -16,12 +16,46 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import monitor_job
 from warehouse_query import DuckDBQuery, WarehouseQueryError
+
+from trainserve.local.component import read_token, write_token
+
+RUN_REQUEST = "monitor.run"  # in the state dir: {"token", "window_minutes"} written by request_run()
+RUN_DONE = "monitor.done"  # the component's answer: {"token", "result"} or {"token", "error"}
+REQUEST_POLL_SECONDS = 0.2
+
+
+def request_run(state_dir: str | Path, window_minutes: int | None, timeout: float = 120.0) -> dict | None:
+    """Ask the running local cloud's monitoring component to run the job now (``trainserve monitor run``), so
+    the run counts in its status and its alarms, as a scheduled one does; wait for its answer:
+    ``{"result": ...}`` or ``{"error": ...}``, or None if it did not answer within ``timeout`` seconds."""
+    state_dir = Path(state_dir)
+    token = uuid.uuid4().hex
+    write_token(state_dir / RUN_REQUEST, json.dumps({"token": token, "window_minutes": window_minutes}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = _read_json(state_dir / RUN_DONE)
+        if answer is not None and answer.get("token") == token:
+            return answer
+        time.sleep(0.1)
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    text = read_token(path)
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class LocalWarehouseQuery:
@@ -117,10 +151,30 @@ class MonitoringComponent:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            # a failure is recorded in last_error / alarms; the schedule keeps going
-            with contextlib.suppress(Exception):
-                self.run_now()
+        """Every ``interval_s``, and at once when ``request_run`` asks (then answer it)."""
+        state_dir = self._ctx.state_dir
+        request = _read_json(state_dir / RUN_REQUEST)
+        answered = request.get("token") if request else None  # a request left from before this start
+        last = time.monotonic()
+        poll = min(REQUEST_POLL_SECONDS, self.interval_s or REQUEST_POLL_SECONDS)
+        while not self._stop.wait(poll):
+            request = _read_json(state_dir / RUN_REQUEST)
+            token = request.get("token") if request else None
+            if token is not None and token != answered:
+                answered = token
+                answer: dict[str, Any] = {"token": token}
+                try:
+                    window = request.get("window_minutes") if request else None
+                    answer["result"] = self.run_now(int(window) if window else None)
+                except Exception as exc:  # noqa: BLE001 - the asker gets the error; status() has it too
+                    answer["error"] = f"{type(exc).__name__}: {exc}"
+                write_token(state_dir / RUN_DONE, json.dumps(answer, default=str))
+                last = time.monotonic()
+            elif time.monotonic() - last >= self.interval_s:
+                last = time.monotonic()
+                # a failure is recorded in last_error / alarms; the schedule keeps going
+                with contextlib.suppress(Exception):
+                    self.run_now()
 
     def _api_counts(self) -> dict[str, int] | None:
         """The local prediction API's cumulative counters from the daemon's status file, if it has them."""
