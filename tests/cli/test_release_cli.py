@@ -288,3 +288,20 @@ def test_sync_applies_a_release_whose_event_was_lost(target):
     code, out = _cli(endpoint_cmd.endpoint, "sync")
     assert code == 0 and "a person must act" in out
     assert _weights(_status(target)) == {"v1": 1.0}
+
+
+def test_approve_says_what_the_release_will_do(target):
+    """At ``max_live_variants`` (2), approving a newer version drops the oldest challenger: said up front."""
+    _register(target, 3)
+    _cli(models_review.approve, "1")
+    _release(target, 1, "Approved")
+    code, out = _cli(models_review.approve, "2")
+    assert code == 0 and "v2 added as challenger" in " ".join(out.split())
+    _release(target, 2, "Approved")
+    code, out = _cli(models_review.approve, "3")
+    said = " ".join(out.split())
+    assert code == 0 and "the release controller now:" in said
+    assert "challenger v2 dropped" in said and "v3 added as challenger" in said
+    plan = _cli_json(models_review.reject, "3")["release_plan"]
+    assert plan["action"] == "none" and plan["blocked"] is None  # v3 is not live yet: nothing to undo
+    assert _cli_json(models_review.reject, "3")["changed"] is False  # no change, no plan

@@ -8,6 +8,8 @@ group.
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import release_planner
 from release_planner import APPROVED, REJECTED
@@ -40,6 +42,7 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         "changed": package.status != status,
     }
     if package.status != status:
+        result["release_plan"] = planned_release(adapter, registry, version, status)
         kwargs = {"ModelPackageArn": package.arn, "ModelApprovalStatus": status}
         if note:
             kwargs["ApprovalDescription"] = note
@@ -50,9 +53,24 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         console.print(f"v{version} is already {status}: nothing changed")
     else:
         console.print(f"v{version}: {package.status} → {status}" + (f" ({note})" if note else ""))
+        plan = result.get("release_plan")
+        if plan and plan["changes"]:
+            console.print("the release controller now: " + "; ".join(plan["changes"]))
         console.print(
             "the release controller now updates the endpoint; watch it with: trainserve endpoint status"
         )
+
+
+def planned_release(adapter, registry, version: int, status: str) -> dict | None:
+    """What the release controller will do with this decision: the same planner, on the registry as it is
+    about to be and the endpoint as it is (None if the endpoint cannot be read or planned for now; the
+    controller says why when it runs)."""
+    after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
+    try:
+        decision = release_planner.plan(after, adapter.read_endpoint(), adapter.settings, (version, status))
+    except Exception:  # noqa: BLE001 - a preview only; the decision itself is the registry's
+        return None
+    return {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}
 
 
 @click.command("approve")
