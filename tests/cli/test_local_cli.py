@@ -192,3 +192,22 @@ def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):
     info = json.loads(_run("status", "--json").stdout)
     assert info["components"] == components
     assert info["environment"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:4567"
+
+
+def test_status_summary_shows_small_values_whole_and_times_as_utc():
+    from trainserve.commands.local import _summary
+
+    line = _summary(
+        {
+            "requests": 12,
+            "counts": {"requests": 12, "4xx": 1, "5xx": 0},
+            "last_load": 1764957600.5,
+            "variants": ["v1", "v2"],
+            "model_servers": {"v1": {"pid": 1}, "v2": {"pid": 2}},
+            "alarms": [{"name": "x"}],
+        }
+    )
+    assert "counts={requests: 12, 4xx: 1, 5xx: 0}" in line
+    assert "last_load=2025-12-05T18:00:00+00:00" in line
+    assert "variants=\\[v1, v2]" in line  # escaped for the console's markup, printed as [v1, v2]
+    assert "model_servers=2 entries (--json lists them)" in line and "alarms" not in line

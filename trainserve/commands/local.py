@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -224,23 +225,29 @@ def _print_where(state: dict[str, Any]) -> None:
     console.print("`trainserve local status` shows the environment to use and each component's state")
 
 
+def _shown(key: str, value: Any) -> Any:
+    """A status value for the one-line summary: times as UTC, small flat mappings and lists whole, larger
+    ones counted (``--json`` has everything)."""
+    if isinstance(value, float) and value > 1e9 and (key.startswith("last") or key.endswith("_at")):
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")  # a time.time() value
+    if isinstance(value, dict):
+        if len(value) <= 8 and not any(isinstance(v, dict | list) for v in value.values()):
+            return "{" + ", ".join(f"{k}: {_shown(str(k), v)}" for k, v in value.items()) + "}"
+        return f"{len(value)} entries (--json lists them)"
+    if isinstance(value, list):
+        if len(value) <= 5 and not any(isinstance(v, dict | list) for v in value):
+            return "[" + ", ".join(str(v) for v in value) + "]"
+        return f"{len(value)} entries (--json lists them)"
+    return value
+
+
 def _summary(component: dict[str, Any]) -> str:
     if "error" in component:
         return f"[red]{component['error']}[/]"
-    parts = []
-    for key, value in component.items():
-        if key == "alarms":
-            continue
-        if isinstance(value, dict):
-            value = (
-                f"{len(value)} entries"
-                if len(value) > 3 or any(isinstance(v, dict) for v in value.values())
-                else value
-            )
-        elif isinstance(value, list):
-            value = f"{len(value)} entries"
-        parts.append(f"{key}={value}")
-    return ", ".join(parts) or "running"
+    from rich.markup import escape
+
+    parts = [f"{key}={_shown(key, value)}" for key, value in component.items() if key != "alarms"]
+    return escape(", ".join(parts)) or "running"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
