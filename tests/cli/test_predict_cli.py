@@ -142,7 +142,8 @@ def test_feedback(target):
     result = _run("feedback", "rid-0", "1")
     assert result.exit_code == 0 and "rid-0" in result.output
     assert _Api.received[0][:2] == ("/feedback", {"request_id": "rid-0", "outcome": 1})
-    assert _run("feedback", "rid-0", "2").exit_code == 2  # click rejects the outcome
+    bad = CliRunner().invoke(cli, ["feedback", "rid-0", "2"])
+    assert bad.exit_code == 2 and "OUTCOME" in bad.output  # click rejects the outcome, naming the argument
 
 
 def test_params_get_and_set(target, monkeypatch):
@@ -176,7 +177,7 @@ def test_params_get_and_set(target, monkeypatch):
     before = dict(env)
     for bad in (
         ["DECISION_THRESHOLD=abc"],
-        ["LOG_SAMPLE_RATE=0.2", "LOG_SAMPLE_RATE=2"],
+        ["LOG_SAMPLE_RATE=0.2", "DECISION_THRESHOLD=2"],  # one valid, one not
         ["NOPE=1"],
         ["x"],
         ["DECISION_THRESHOLD=0.7", "TARGET_VARIANT=v3"],  # not live
@@ -189,6 +190,8 @@ def test_params_get_and_set(target, monkeypatch):
     table = _run("params", "get").output
     assert "DECISION_THRESHOLD" in table and "0.65" in table
     assert "TARGET_VARIANT=v3 is not a live variant" in " ".join(result.output.split())
+    result = CliRunner().invoke(cli, ["params", "set", "LOG_SAMPLE_RATE=0.6", "log_sample_rate=0.7"])
+    assert result.exit_code == 1 and "LOG_SAMPLE_RATE is given twice; nothing was changed" in result.output
     assert len(refreshes) == 1  # nothing changed, nothing to wait for
 
     result = _run("params", "set", "TARGET_VARIANT=", "DECISION_THRESHOLD=0.5")

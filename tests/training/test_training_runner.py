@@ -136,6 +136,20 @@ def test_bad_training_data_fails_the_preprocess_step_naming_the_column(moto_url,
     assert (tmp_path / "work" / "Preprocess.log").exists()  # the step's log is kept for the operator
 
 
+def test_a_failed_upload_leaves_no_work_folder_behind(moto_url, tmp_path, monkeypatch):
+    """No step ran, so there is no log to keep: the run's own temporary folder goes (a step's failure keeps it,
+    above)."""
+    import tempfile
+
+    work = tmp_path / "own-work"
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": str(work.mkdir() or work))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError) as err:
+        run_local_training(_target(moto_url), data_dir_or_uri=tmp_path / "empty")
+    assert err.value.step == "Upload" and "no CSV files" in str(err.value)
+    assert not work.exists()
+
+
 def test_unknown_hyperparameter_fails_before_running(moto_url):
     with pytest.raises(DefinitionError, match="unknown hyperparameter 'gamma'"):
         run_local_training(_target(moto_url), hyperparameters={"gamma": 1})

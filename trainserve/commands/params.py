@@ -73,6 +73,8 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise UserError(f"{item!r} is not NAME=VALUE (e.g. DECISION_THRESHOLD=0.6)")
+        if name.strip().upper() in out:
+            raise UserError(f"{name.strip().upper()} is given twice; nothing was changed")
         out[name.strip().upper()] = value.strip()
     try:
         return proxy_logic.validate_assignments(out)

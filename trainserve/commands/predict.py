@@ -171,7 +171,7 @@ def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | 
 
 @click.command("feedback")
 @click.argument("request_id")
-@click.argument("outcome", type=click.Choice(["0", "1"]))
+@click.argument("outcome", type=click.Choice(["0", "1"]), metavar="OUTCOME")
 @options.json_option
 @options.local_option
 def feedback(request_id: str, outcome: str, as_json: bool, local: bool | None) -> None:

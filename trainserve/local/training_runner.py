@@ -468,7 +468,7 @@ def run_local_training(
     work = Path(work_dir or tempfile.mkdtemp(prefix="trainserve-train-"))
     work.mkdir(parents=True, exist_ok=True)
     run = _LocalExecution(target, work, progress)
-    succeeded = False
+    succeeded = uploaded = False
     names = target.names
     try:
         progress("Upload", "start", "data and code")
@@ -485,6 +485,7 @@ def run_local_training(
             StepReport("Upload", "Local", "Succeeded", round(time.monotonic() - t0, 2), input_uri)
         )
         progress("Upload", "done", input_uri)
+        uploaded = True
 
         definition = build_local_definition(target, code, input_uri)
         params = pd_.pipeline_parameters(definition, overrides)
@@ -534,8 +535,10 @@ def run_local_training(
         succeeded = True
         return result
     finally:
-        # A failed run keeps its work folder (the step logs the error message points at).
-        if own_work_dir and succeeded and os.environ.get("TRAINSERVE_KEEP_WORK_DIR") != "1":
+        # A run that failed in a step keeps its work folder (the step logs the error message points at); one
+        # that failed before any step ran (the upload) has no log to keep.
+        keep = os.environ.get("TRAINSERVE_KEEP_WORK_DIR") == "1" if succeeded else uploaded
+        if own_work_dir and not keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
