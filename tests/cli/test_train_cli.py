@@ -64,6 +64,12 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     assert out["reason"].endswith("< threshold 0.999")
     assert [s["name"] for s in out["steps"] if s["status"] == "Skipped"] == ["Register"]
     assert out["model_package_arn"] is None
+
+    # without --json: the steps' progress on stderr, the result on stdout
+    result = CliRunner().invoke(training_cmd.train, ["--local", "--estimator", "gradient_boosting", *weak])
+    assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED
+    assert "estimator gradient_boosting" in result.stdout and "not registered: roc_auc" in result.stdout
+    assert "Upload" in result.stderr and "estimator" not in result.stderr
     sm = target.client("sagemaker")
     group = target.names.model_package_group
     groups = sm.list_model_package_groups()["ModelPackageGroupSummaryList"]
@@ -84,6 +90,7 @@ def test_train_rejects_malformed_hyperparameters(monkeypatch, moto_url):
         ("n_estimators=abc", "--hp n_estimators=abc: n_estimators must be an integer"),
         ("max_iter=2.5", "--hp max_iter=2.5: max_iter must be an integer"),
         ("C=lots", "--hp C=lots: C must be a number"),
+        ("learning-rate=fast", "--hp learning-rate=fast: learning_rate must be a number"),
     ):
         result = CliRunner().invoke(training_cmd.train, ["--local", "--hp", item])
         assert result.exit_code == 1 and said in " ".join(result.output.split()), item

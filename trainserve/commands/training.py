@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from trainserve.commands.options import json_option, local_option, resolve_target
-from trainserve.console import UserError, err_console, print_json, table
+from trainserve.console import UserError, console, err_console, print_json, table
 
 EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the quality gate
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
@@ -40,14 +40,15 @@ def check_hyperparameter_types(hyperparameters: dict[str, str]) -> None:
 
     kinds = {name: kind for name, _, kind, _ in HYPERPARAMETERS}
     for key, value in hyperparameters.items():
-        if key in kinds:
+        name = key.replace("-", "_")  # learning-rate is learning_rate
+        if name in kinds:
             try:
-                coerce_parameter(key, kinds[key], value)
+                coerce_parameter(name, kinds[name], value)
             except DefinitionError:
                 wanted = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}[
-                    kinds[key]
+                    kinds[name]
                 ]
-                raise UserError(f"--hp {key}={value}: {key} must be {wanted}") from None
+                raise UserError(f"--hp {key}={value}: {name} must be {wanted}") from None
 
 
 class _StepPrinter:
@@ -153,20 +154,20 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
         raise UserError(str(exc)) from exc
     if as_json:
         print_json(result.as_json())
-    else:
+    else:  # the result on stdout (the steps' progress went to stderr)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         relevant = RELEVANT_HYPERPARAMETERS.get(result.estimator, tuple(result.hyperparameters))
         hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items() if k in relevant)
-        err_console.print(f"estimator {result.estimator} ({hps})")
-        err_console.print(f"metrics   {metrics}")
+        console.print(f"estimator {result.estimator} ({hps})")
+        console.print(f"metrics   {metrics}")
         if result.registered:
-            err_console.print(
+            console.print(
                 f"[bold green]registered[/] {target.names.model_package_group} version "
                 f"[bold]{result.model_version}[/] ({result.approval_status}) in {result.seconds:.0f} s; "
                 f"approve with: trainserve models approve {result.model_version}"
             )
         else:
-            err_console.print(f"[bold yellow]{result.reason}[/] ({result.seconds:.0f} s)")
+            console.print(f"[bold yellow]{result.reason}[/] ({result.seconds:.0f} s)")
     if not result.registered:
         sys.exit(EXIT_NOT_REGISTERED)
 
