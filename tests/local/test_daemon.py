@@ -198,9 +198,16 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
 def test_a_start_sets_the_previous_warehouse_aside_and_deletes_nothing(tmp_path):
     from datetime import UTC, datetime
 
+    import duckdb
+
     path = tmp_path / "warehouse.duckdb"
     assert daemon_mod.set_aside_warehouse(path) is None
-    path.write_bytes(b"old rows")
+    with duckdb.connect(str(path)) as con:  # tables but not one record: started again, nothing set aside
+        con.execute("CREATE TABLE prediction_log (request_id VARCHAR)")
+        con.execute("CREATE TABLE prediction_feedback (request_id VARCHAR)")
+    assert daemon_mod.set_aside_warehouse(path) is None and not path.exists()
+    assert list(tmp_path.glob("warehouse*")) == []
+    path.write_bytes(b"old rows")  # not a database this can read: kept (set aside), never deleted
     (tmp_path / "warehouse.duckdb.wal").write_bytes(b"old log")
     now = datetime(2026, 12, 5, 18, 0, 0, tzinfo=UTC)
     moved = daemon_mod.set_aside_warehouse(path, now)
@@ -211,6 +218,14 @@ def test_a_start_sets_the_previous_warehouse_aside_and_deletes_nothing(tmp_path)
     again = daemon_mod.set_aside_warehouse(path, now)
     assert again == tmp_path / "warehouse-20261205T180000Z-2.duckdb" and again.read_bytes() == b"newer rows"
     assert moved.read_bytes() == b"old rows"
+    with duckdb.connect(str(path)) as con:  # a real warehouse with one outcome in it: set aside
+        con.execute("CREATE TABLE prediction_log (request_id VARCHAR)")
+        con.execute("CREATE TABLE prediction_feedback (request_id VARCHAR)")
+        con.execute("INSERT INTO prediction_feedback VALUES ('r-0')")
+    kept = daemon_mod.set_aside_warehouse(path, now)
+    assert kept == tmp_path / "warehouse-20261205T180000Z-3.duckdb" and not path.exists()
+    with duckdb.connect(str(kept), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM prediction_feedback").fetchone()[0] == 1
 
 
 def test_a_failing_required_component_stops_the_start_and_writes_no_state(tmp_path, monkeypatch):

@@ -119,8 +119,13 @@ def set_aside_warehouse(path: Path, now: datetime | None = None) -> Path | None:
 
     moto keeps the registry in memory, so every start begins again at model version 1: the previous
     predictions, which name the old versions and packages, would be counted as the new ones' (the report's
-    and the monitor's windows, the drift baseline). Nothing is deleted: the old file stays queryable."""
+    and the monitor's windows, the drift baseline). Nothing is deleted: the old file stays queryable. A
+    warehouse without a single prediction or outcome is simply started again (nothing to keep)."""
     if not path.exists():
+        return None
+    if _holds_no_records(path):
+        for p in (path, path.with_name(path.name + ".wal")):
+            p.unlink(missing_ok=True)
         return None
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
@@ -133,6 +138,23 @@ def set_aside_warehouse(path: Path, now: datetime | None = None) -> Path | None:
     if wal.exists():
         wal.rename(target.with_name(target.name + ".wal"))
     return target
+
+
+def _holds_no_records(path: Path) -> bool:
+    """True when the warehouse file opens and has no row in either table (False when in doubt)."""
+    import duckdb
+
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            tables = {
+                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+            for table in ("prediction_log", "prediction_feedback"):
+                if table in tables and con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+                    return False
+    except Exception:  # noqa: BLE001 - unreadable: keep it (set aside), never delete
+        return False
+    return True
 
 
 def _point_process_at_local_cloud(aws_url: str, runtime_url: str, region: str) -> None:
