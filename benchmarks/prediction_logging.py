@@ -234,61 +234,81 @@ def cpu_seconds(roles: dict[int, str]) -> dict[str, float]:
     return out
 
 
-def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
-    """``concurrency`` keep-alive clients POSTing ``body`` for ``seconds``: rps and latency percentiles."""
-    url = urlparse(api_url)
-    latencies: list[float] = []
-    errors = [0]
-    answered = [0]  # 200 responses: each row of them is a prediction logged at LOG_SAMPLE_RATE 1
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
+class _Client:
+    """One keep-alive client POSTing to the API's ``/predict``: counts 200 answers (``good``: each row of them
+    is a prediction logged at LOG_SAMPLE_RATE 1) and the rest (``bad``), keeps the latencies of the answered
+    requests (ms), and reconnects after a connection error."""
 
-    def worker() -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-        mine: list[float] = []
-        bad = good = 0
-        path = (url.path.rstrip("/") or "") + "/predict"
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    bad += 1
-                else:
-                    good += 1
-            except (OSError, http.client.HTTPException):
-                bad += 1
-                conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-                continue
-            mine.append((time.perf_counter() - t0) * 1000)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-            answered[0] += good
+    def __init__(self, api_url: str) -> None:
+        self.url = urlparse(api_url)
+        self.path = (self.url.path.rstrip("/") or "") + "/predict"
+        self.conn = self._connect()
+        self.good = self.bad = 0
+        self.latencies: list[float] = []
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=seconds + 60)
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=30)
+
+    def post(self, body: bytes, since: float) -> None:
+        """One request; its latency counts from ``since`` (a ``perf_counter`` reading)."""
+        try:
+            self.conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+            r = self.conn.getresponse()
+            r.read()
+        except (OSError, http.client.HTTPException):
+            self.bad += 1
+            self.conn.close()
+            self.conn = self._connect()
+            return
+        if r.status == 200:
+            self.good += 1
+        else:
+            self.bad += 1
+        self.latencies.append((time.perf_counter() - since) * 1000)
+
+
+def _figures(clients: list[_Client], elapsed: float, **extra: Any) -> dict[str, Any]:
+    """The clients' requests pooled: counts, rps and latency percentiles (the latencies sorted)."""
+    latencies = sorted(x for c in clients for x in c.latencies)
     n = len(latencies)
     return {
         "requests": n,
-        "answered": answered[0],
-        "errors": errors[0],
+        "answered": sum(c.good for c in clients),
+        "errors": sum(c.bad for c in clients),
+        **extra,
         "elapsed_s": round(elapsed, 3),
         "latencies_ms": latencies,  # sorted; pooled over the repetitions, then dropped from the output
         "rps": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2) if n else None,
         "p99_ms": round(_p99(latencies), 2) if n else None,
     }
+
+
+def _run_clients(clients: list[_Client], work: Any, join_timeout: float) -> float:
+    """Run ``work(client)`` in a thread per client until each returns; the time it took (s)."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=join_timeout)
+    for c in clients:
+        c.conn.close()
+    return time.perf_counter() - started
+
+
+def load(api_url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients POSTing ``body`` back to back for ``seconds``: rps and latency
+    percentiles."""
+    stop_at = time.perf_counter() + seconds
+
+    def work(client: _Client) -> None:
+        while time.perf_counter() < stop_at:
+            client.post(body, since=time.perf_counter())
+
+    clients = [_Client(api_url) for _ in range(concurrency)]
+    elapsed = _run_clients(clients, work, seconds + 60)
+    return _figures(clients, elapsed)
 
 
 def load_at_rate(
@@ -299,11 +319,7 @@ def load_at_rate(
     that waited for a free client, or for the server, counts that wait: no coordinated omission). Requests
     still unsent ``grace_s`` after the last one was due are not sent (``not_sent``). Same figures as
     ``load``."""
-    url = urlparse(api_url)
     total = max(1, int(seconds * rate))
-    latencies: list[float] = []
-    errors = [0]
-    answered = [0]
     lock = threading.Lock()
     next_index = [0]
     not_sent = [0]
@@ -311,6 +327,7 @@ def load_at_rate(
     give_up_at = start + seconds + grace_s
 
     def take() -> int | None:
+        """The next request's index; -1 for one too late to send; None when all are taken."""
         with lock:
             i = next_index[0]
             if i >= total:
@@ -321,11 +338,7 @@ def load_at_rate(
                 return -1
             return i
 
-    def worker() -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-        mine: list[float] = []
-        bad = good = 0
-        path = (url.path.rstrip("/") or "") + "/predict"
+    def work(client: _Client) -> None:
         while (i := take()) is not None:
             if i < 0:
                 continue
@@ -333,45 +346,11 @@ def load_at_rate(
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    bad += 1
-                else:
-                    good += 1
-            except (OSError, http.client.HTTPException):
-                bad += 1
-                conn.close()
-                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-                continue
-            mine.append((time.perf_counter() - due) * 1000)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-            answered[0] += good
+            client.post(body, since=due)
 
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=seconds + grace_s + 60)
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "answered": answered[0],
-        "errors": errors[0],
-        "not_sent": not_sent[0],
-        "elapsed_s": round(elapsed, 3),
-        "latencies_ms": latencies,
-        "rps": round(n / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2) if n else None,
-        "p99_ms": round(_p99(latencies), 2) if n else None,
-    }
+    clients = [_Client(api_url) for _ in range(connections)]
+    elapsed = _run_clients(clients, work, seconds + grace_s + 60)
+    return _figures(clients, elapsed - 0.05, not_sent=not_sent[0])
 
 
 def _p99(latencies: list[float]) -> float:

@@ -44,24 +44,20 @@ def _server(delay_s: float):
     return server, seen
 
 
-@pytest.fixture
-def fast_api():
-    server, seen = _server(0.0)
+@pytest.fixture(params=[0.0], ids=["fast"])
+def api(request):
+    """(URL, the times the server saw requests); ``request.param``: how long it takes to answer (s)."""
+    server, seen = _server(request.param)
     yield f"http://127.0.0.1:{server.server_address[1]}", seen
     server.shutdown()
     server.server_close()
 
 
-@pytest.fixture
-def slow_api():
-    server, seen = _server(0.05)
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+slow = pytest.mark.parametrize("api", [0.05], ids=["slow"], indirect=True)
 
 
-def test_every_request_goes_out_on_its_schedule(fast_api) -> None:
-    url, seen = fast_api
+def test_every_request_goes_out_on_its_schedule(api) -> None:
+    url, seen = api
     r = bench.load_at_rate(url, b"{}", seconds=0.5, rate=40, connections=4)
     assert (r["requests"], r["answered"], r["errors"], r["not_sent"]) == (20, 20, 0, 0)
     assert len(seen) == 20
@@ -71,10 +67,11 @@ def test_every_request_goes_out_on_its_schedule(fast_api) -> None:
     assert r["p99_ms"] == pytest.approx(bench._p99(r["latencies_ms"]), abs=0.01)
 
 
-def test_a_latency_counts_from_when_its_request_was_due(slow_api) -> None:
+@slow
+def test_a_latency_counts_from_when_its_request_was_due(api) -> None:
     """One client, a server taking 50 ms, 20 requests due within 0.2 s: they queue, and the wait counts
     (a closed loop would report about 50 ms for each)."""
-    url, _ = slow_api
+    url, _ = api
     r = bench.load_at_rate(url, b"{}", seconds=0.2, rate=100, connections=1)
     assert r["requests"] == 20 and r["not_sent"] == 0
     lat = r["latencies_ms"]
@@ -83,8 +80,9 @@ def test_a_latency_counts_from_when_its_request_was_due(slow_api) -> None:
     assert lat[-1] >= 700
 
 
-def test_requests_the_server_cannot_take_in_time_are_counted_not_sent(slow_api) -> None:
-    url, seen = slow_api
+@slow
+def test_requests_the_server_cannot_take_in_time_are_counted_not_sent(api) -> None:
+    url, seen = api
     r = bench.load_at_rate(url, b"{}", seconds=0.1, rate=200, connections=1, grace_s=0.0)
     assert r["not_sent"] > 0
     assert r["requests"] + r["not_sent"] == 20
