@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 console = Console(stderr=False, highlight=False)
@@ -42,12 +43,19 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table that never hides a value: piped or redirected, it is printed at its full width (rich would
+    cut it to 80 columns); in a terminal too narrow for it, a value that does not fit wraps (it is not cut
+    short with an ellipsis)."""
     t = Table(title=title, title_justify="left")
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
-    console.print(t)
+    needed = Measurement.get(console, console.options.update_width(10_000), t).maximum
+    if not console.is_terminal and needed > console.width:  # rich's own print(width=) only narrows
+        Console(file=console.file, width=needed, highlight=False).print(t)
+    else:
+        console.print(t)
 
 
 @contextmanager
