@@ -156,6 +156,7 @@ def test_models_list_json_and_status_filter(moto_url, monkeypatch):
 
     result = CliRunner().invoke(models_cmd.models, ["list"])
     assert result.exit_code == 0 and "Approved" in result.stdout and "roc_auc 0.990" in result.stdout
+    assert "PendingManualApproval" in result.stdout and "looks good" in result.stdout  # whole, with the note
 
 
 def test_models_list_metrics_fall_back_to_the_evaluation_report(moto_url, monkeypatch):

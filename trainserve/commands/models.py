@@ -51,6 +51,9 @@ def list_models(local: bool | None, status: str | None, as_json: bool) -> None:
                 v.created.strftime("%Y-%m-%d %H:%M") if v.created else "",
                 v.estimator or "",
                 metrics,
+                v.approval_description or "",
             ]
         )
-    table(f"Model versions in {group}", ["version", "status", "created", "estimator", "metrics"], rows)
+    table(
+        f"Model versions in {group}", ["version", "status", "created", "estimator", "metrics", "note"], rows
+    )
