@@ -69,6 +69,17 @@ def test_report_ab_json_recommends_promoting_the_better_challenger(local_target)
     assert rep["srm"]["mismatch"] is False
 
 
+def test_report_ab_without_endpoint_reads_the_logs_but_recommends_nothing(local_target):
+    local_target.client("sagemaker").delete_endpoint(EndpointName=local_target.names.endpoint_name)
+    result = _invoke("report", "ab", "--json")
+    assert result.exit_code == 0, result.output
+    rep = json.loads(result.stdout)
+    assert {v["variant_name"] for v in rep["variants"]} == {"v1", "v2"}  # what was logged is still there
+    assert rep["recommendation"]["action"] == "nothing to act on"
+    assert "does not exist" in rep["recommendation"]["reason"]
+    assert any("weights and SRM unavailable" in n for n in rep["notes"])
+
+
 def test_report_ab_table_and_plot(local_target, tmp_path):
     png = tmp_path / "ab.png"
     result = _invoke("report", "ab", "--plot", str(png))

@@ -163,6 +163,13 @@ def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | No
         rep["notes"].append(
             f"endpoint {target.names.endpoint_name} does not exist: weights and SRM unavailable"
         )
+        # what was logged can still be read, but there is no live variant to promote or roll back
+        rep["recommendation"] = {
+            "action": "nothing to act on",
+            "reason": f"endpoint {target.names.endpoint_name} does not exist; the figures are of the predictions "
+            "logged before it went",
+            "command": "trainserve endpoint status",
+        }
     if plot:
         baselines, problems = fetch_baselines(target, rep)
         rep["notes"].extend(problems)
