@@ -578,6 +578,9 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
     text = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in desired.variants)
+    total = sum(weights.values())
+    if abs(total - 1.0) > 1e-9:  # said, so that a typo (0.7 and 0.2) does not pass unseen
+        text += f" (normalised to sum 1: the weights summed to {total:.4g})"
     if not steps:
         return Decision("none", f"weights already {text}", desired)
     return Decision("update", f"set weights {text}", desired, steps, (f"set weights {text}",))

@@ -126,6 +126,7 @@ def test_approve_reject_and_traffic_end_to_end(target):
 
     out = _cli_json(traffic_cmd.traffic, "set", "v1=7", "2=3")
     assert out["action"] == "update" and _weights(out) == {"v1": 0.7, "v2": 0.3}
+    assert "(normalised to sum 1: the weights summed to 10)" in out["reason"]
     assert _weights(_status(target)) == {"v1": 0.7, "v2": 0.3}
 
     assert _cli_json(traffic_cmd.traffic, "promote", "2")["action"] == "update"
