@@ -131,6 +131,9 @@ def test_predict_api_error_names_row_and_field(target):
     assert result.exit_code == 1
     assert "field #2" in " ".join(result.stderr.split())
     assert len(_Api.received) == 1
+    # with a header line, the API's row 0 is the input's line 2: both are named
+    result = CliRunner().invoke(cli, ["predict"], input="a,b,c\n1,2,3\n")
+    assert "(row 0, line 2 of the input, field #2)" in " ".join(result.stderr.split())
 
 
 def test_predict_api_error_message(target):

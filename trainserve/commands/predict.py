@@ -46,6 +46,11 @@ def _is_number(text: str) -> bool:
 
 def parse_rows(text: str) -> list[Any]:
     """CSV (header optional) or JSON text -> the ``instances`` list the API takes."""
+    return parse_rows_and_lines(text)[0]
+
+
+def parse_rows_and_lines(text: str) -> tuple[list[Any], list[int] | None]:
+    """``parse_rows``, and for CSV the input line of each row (the API's errors count rows from 0)."""
     stripped = text.strip()
     if not stripped:
         raise UserError("no rows given (pass --file, or rows on stdin as CSV or JSON)")
@@ -64,7 +69,7 @@ def parse_rows(text: str) -> list[Any]:
             data = [data]  # one flat row
         if not isinstance(data, list) or not data:
             raise UserError('JSON input must be {"instances": [...]}, a list of rows, or one row')
-        return data
+        return data, None
     rows = [r for r in csv.reader(io.StringIO(stripped)) if any(c.strip() for c in r)]
     header = None
     # a header names every column: a first line with any number in it is a row (its bad values are named below)
@@ -77,14 +82,15 @@ def parse_rows(text: str) -> list[Any]:
                 '(an optional header line, then rows of numbers) or JSON ({"instances": [[...], ...]})'
             )
     out: list[Any] = []
-    for n, row in enumerate(rows, start=2 if header else 1):
+    first = 2 if header else 1
+    for n, row in enumerate(rows, start=first):
         if header is not None:
             if len(row) != len(header):
                 raise UserError(f"line {n} has {len(row)} values; the header has {len(header)}")
             out.append({h: _number(c.strip(), n, h) for h, c in zip(header, row, strict=True)})
         else:
             out.append([_number(c.strip(), n, str(i + 1)) for i, c in enumerate(row)])
-    return out
+    return out, list(range(first, first + len(out)))
 
 
 def api_key(target: Target) -> str | None:
@@ -112,8 +118,9 @@ def _stack_output(target: Target, key: str) -> str | None:
     return None
 
 
-def call_api(target: Target, path: str, payload: Any) -> dict[str, Any]:
-    """POST ``payload`` to the prediction API; a non-2xx answer is a UserError with the API's message."""
+def call_api(target: Target, path: str, payload: Any, lines: list[int] | None = None) -> dict[str, Any]:
+    """POST ``payload`` to the prediction API; a non-2xx answer is a UserError with the API's message (and,
+    given ``lines``, the input line of the row it names)."""
     if not target.api_url:
         raise TargetError(
             "no prediction API URL (local cloud not running, or no PredictionApiUrl stack output)"
@@ -134,8 +141,11 @@ def call_api(target: Target, path: str, payload: Any) -> dict[str, Any]:
         except ValueError:
             body = {"error": raw.decode(errors="replace")[:500]}
         where = ""
-        if body.get("row") is not None:
-            where += f" (row {body['row']}"
+        row = body.get("row")
+        if row is not None:
+            where += f" (row {row}"
+            if lines and isinstance(row, int) and 0 <= row < len(lines):
+                where += f", line {lines[row]} of the input"
             where += f", field {body['field']})" if body.get("field") else ")"
         raise UserError(
             f"the API answered {exc.code}: {body.get('error') or body.get('message')}{where}"
@@ -152,10 +162,11 @@ def call_api(target: Target, path: str, payload: Any) -> dict[str, Any]:
 def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | None) -> None:
     """Score rows through the prediction API (rows from --file, or stdin)."""
     text = Path(path).read_text(encoding="utf-8") if path else sys.stdin.read()
-    payload: dict[str, Any] = {"instances": parse_rows(text)}
+    rows, lines = parse_rows_and_lines(text)
+    payload: dict[str, Any] = {"instances": rows}
     if user_id:
         payload["user_id"] = user_id
-    result = call_api(options.resolve_target(local), "/predict", payload)
+    result = call_api(options.resolve_target(local), "/predict", payload, lines)
     if as_json:
         print_json(result)
         return
