@@ -6,8 +6,8 @@ in the environment of the Lambda function record ``{project}-proxy`` (in moto), 
 project configuration's defaults. A background thread re-reads that environment every second and, when it
 changed, builds a new ``Proxy`` (a Lambda cold start); ``trainserve params set`` also asks it to re-read at
 once (``request_refresh``) and waits until it has, so a change applies to the next request, as on AWS once
-the function update has completed. There is no authentication locally (on AWS the API needs an API key); the server listens on
-127.0.0.1 only.
+the function update has completed. There is no authentication locally (on AWS the API needs an API key);
+the server listens on 127.0.0.1 only.
 
 Prediction logs are sent the way they are on AWS: after the response, by the proxy's background sender
 (``background_delivery``), whose concurrent requests share ``PutRecordBatch`` calls. Its Firehose logger
@@ -175,7 +175,7 @@ class _Server(ThreadingHTTPServer):
 def request_refresh(state_dir: Any, timeout: float = 10.0) -> bool:
     """Ask the running local API to re-read the proxy's parameters now, and wait until it has (so the next
     request sees a change just made). False if it did not confirm within ``timeout`` seconds."""
-    return request_and_wait(Path(state_dir), REFRESH_REQUEST, REFRESH_DONE, timeout)
+    return request_and_wait(Path(state_dir), REFRESH_REQUEST, REFRESH_DONE, timeout) is not None
 
 
 class ApiComponent:

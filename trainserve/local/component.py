@@ -11,6 +11,7 @@ warehouse loader reads it to wait while the API is busy (``warehouse.WarehouseCo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -24,33 +25,45 @@ from stacks.config import Config
 from trainserve.target import Names, Target
 
 
-def read_token(path: Path) -> str | None:
-    """The token in ``path`` (a request or an answer between a command and the daemon), or None."""
+def read_message(path: Path) -> dict[str, Any] | None:
+    """The message in ``path`` (a request or an answer between a command and the daemon): a JSON object with
+    a ``"token"`` and what the request or answer carries; None if there is none (or not a whole one)."""
     try:
-        return path.read_text().strip() or None
-    except OSError:
+        message = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    return message if isinstance(message, dict) and isinstance(message.get("token"), str) else None
 
 
-def write_token(path: Path, token: str) -> None:
-    """Write ``token`` to ``path`` whole (a reader never sees half of it)."""
+def read_token(path: Path) -> str | None:
+    """The token of the message in ``path``, or None."""
+    message = read_message(path)
+    return message["token"] if message else None
+
+
+def write_token(path: Path, token: str, **fields: Any) -> None:
+    """Write the message ``{"token": token, **fields}`` to ``path`` whole (a reader never sees half of it)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(token)
+    tmp.write_text(json.dumps({"token": token, **fields}, default=str))
     tmp.replace(path)
 
 
-def request_and_wait(state_dir: Path, request: str, done: str, timeout: float) -> bool:
-    """Ask a component of the running daemon for something: a new token in ``state_dir/request``, then wait
-    until the component writes it back to ``state_dir/done`` once it has done it. False if it did not within
-    ``timeout`` seconds (the daemon is not running, or the work failed: its status says why)."""
+def request_and_wait(
+    state_dir: Path, request: str, done: str, timeout: float, **payload: Any
+) -> dict[str, Any] | None:
+    """Ask a component of the running daemon for something: a message with a new token (and ``payload``) in
+    ``state_dir/request``, then wait until the component answers with the same token in ``state_dir/done``
+    once it has done it; the answer, or None if none came within ``timeout`` seconds (the daemon is not
+    running, or the work failed: its status says why)."""
     token = uuid.uuid4().hex
-    write_token(state_dir / request, token)
+    write_token(state_dir / request, token, **payload)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if read_token(state_dir / done) == token:
-            return True
+        answer = read_message(state_dir / done)
+        if answer is not None and answer["token"] == token:
+            return answer
         time.sleep(0.05)
-    return False
+    return None
 
 
 class BusyMeter:

@@ -17,7 +17,6 @@ import contextlib
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 import monitor_job
 from warehouse_query import DuckDBQuery, WarehouseQueryError
 
-from trainserve.local.component import read_token, write_token
+from trainserve.local.component import read_message, request_and_wait, write_token
 
-RUN_REQUEST = "monitor.run"  # in the state dir: {"token", "window_minutes"} written by request_run()
+RUN_REQUEST = "monitor.run"  # in the state dir: {"token", "window_minutes"}, written by request_run()
 RUN_DONE = "monitor.done"  # the component's answer: {"token", "result"} or {"token", "error"}
 REQUEST_POLL_SECONDS = 0.2
 
@@ -37,25 +36,7 @@ def request_run(state_dir: str | Path, window_minutes: int | None, timeout: floa
     """Ask the running local cloud's monitoring component to run the job now (``trainserve monitor run``), so
     the run counts in its status and its alarms, as a scheduled one does; wait for its answer:
     ``{"result": ...}`` or ``{"error": ...}``, or None if it did not answer within ``timeout`` seconds."""
-    state_dir = Path(state_dir)
-    token = uuid.uuid4().hex
-    write_token(state_dir / RUN_REQUEST, json.dumps({"token": token, "window_minutes": window_minutes}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = _read_json(state_dir / RUN_DONE)
-        if answer is not None and answer.get("token") == token:
-            return answer
-        time.sleep(0.1)
-    return None
-
-
-def _read_json(path: Path) -> dict | None:
-    text = read_token(path)
-    try:
-        data = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return request_and_wait(Path(state_dir), RUN_REQUEST, RUN_DONE, timeout, window_minutes=window_minutes)
 
 
 class LocalWarehouseQuery:
@@ -153,22 +134,20 @@ class MonitoringComponent:
     def _loop(self) -> None:
         """Every ``interval_s``, and at once when ``request_run`` asks (then answer it)."""
         state_dir = self._ctx.state_dir
-        request = _read_json(state_dir / RUN_REQUEST)
-        answered = request.get("token") if request else None  # a request left from before this start
+        request = read_message(state_dir / RUN_REQUEST)
+        answered = request["token"] if request else None  # a request left from before this start
         last = time.monotonic()
         poll = min(REQUEST_POLL_SECONDS, self.interval_s or REQUEST_POLL_SECONDS)
         while not self._stop.wait(poll):
-            request = _read_json(state_dir / RUN_REQUEST)
-            token = request.get("token") if request else None
-            if token is not None and token != answered:
-                answered = token
-                answer: dict[str, Any] = {"token": token}
+            request = read_message(state_dir / RUN_REQUEST)
+            if request is not None and request["token"] != answered:
+                answered = request["token"]
+                window = request.get("window_minutes")
                 try:
-                    window = request.get("window_minutes") if request else None
-                    answer["result"] = self.run_now(int(window) if window else None)
+                    answer = {"result": self.run_now(int(window) if window else None)}
                 except Exception as exc:  # noqa: BLE001 - the asker gets the error; status() has it too
-                    answer["error"] = f"{type(exc).__name__}: {exc}"
-                write_token(state_dir / RUN_DONE, json.dumps(answer, default=str))
+                    answer = {"error": f"{type(exc).__name__}: {exc}"}
+                write_token(state_dir / RUN_DONE, answered, **answer)
                 last = time.monotonic()
             elif time.monotonic() - last >= self.interval_s:
                 last = time.monotonic()

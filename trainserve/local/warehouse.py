@@ -694,7 +694,7 @@ def request_flush(state_dir: str | Path, timeout: float = 15.0) -> bool:
     For a CLI or demo that wants its latest predictions in the warehouse before reading it (Firehose
     staging happens inside each prediction request locally, so everything answered before this call is
     staged). Returns False if the loader did not confirm within ``timeout`` seconds."""
-    return request_and_wait(Path(state_dir), FLUSH_REQUEST, FLUSH_DONE, timeout)
+    return request_and_wait(Path(state_dir), FLUSH_REQUEST, FLUSH_DONE, timeout) is not None
 
 
 # ---------------------------------------------------------------------------------------------- component
