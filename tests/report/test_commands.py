@@ -110,6 +110,7 @@ def test_monitor_run_goes_through_the_local_clouds_monitoring_component(
 ):
     """With the local cloud's monitoring component running, ``monitor run`` has it run the job: the run and
     its drift alarm show in ``local status`` too, and the command prints the alarm."""
+    import os
     from datetime import UTC, datetime
 
     from trainserve.local.monitoring import MonitoringComponent
@@ -123,8 +124,10 @@ def test_monitor_run_goes_through_the_local_clouds_monitoring_component(
     comp = MonitoringComponent(interval_s=3600)
     comp.start(ctx)
     try:
-        status = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "components": {}}
-        status["components"]["monitoring"] = comp.status()
+        # the files a running daemon keeps: its state (a live pid) and its status snapshot with that pid
+        (home / "local.json").write_text(json.dumps({"pid": os.getpid()}))
+        status = {"updated_at": datetime.now(UTC).isoformat(timespec="seconds"), "pid": os.getpid()}
+        status["components"] = {"monitoring": comp.status()}
         (home / "status.json").write_text(json.dumps(status))
         result = _invoke("monitor", "run")
         assert result.exit_code == 0, result.output
@@ -133,8 +136,8 @@ def test_monitor_run_goes_through_the_local_clouds_monitoring_component(
         assert comp.runs == 1 and comp.status()["alarms"][0]["name"] == "trainserve-prediction-drift"
     finally:
         comp.stop()
-    # a stale status (the daemon is gone): the job runs in this process, and the alarm is still shown
-    status["updated_at"] = "2026-01-01T00:00:00+00:00"
+    # a status left by a daemon that is gone (another pid): the job runs in this process, alarm still shown
+    status["pid"] = os.getpid() + 1_000_000
     (home / "status.json").write_text(json.dumps(status))
     out = json.loads(_invoke("monitor", "run", "--json").stdout)
     assert [a["name"] for a in out["alarms"]] == ["trainserve-prediction-drift"] and comp.runs == 1

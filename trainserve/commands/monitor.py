@@ -20,24 +20,13 @@ from trainserve.console import UserError, console, print_json, step, table
 RUN_TIMEOUT_SECONDS = 120.0
 
 
-STATUS_FRESH_SECONDS = 15.0  # the daemon rewrites status.json every 2 s: older means it is gone
-
-
 def _monitoring_component_running() -> bool:
-    """Whether the running daemon's status (fresh: written in the last ``STATUS_FRESH_SECONDS``) shows its
+    """Whether the running local cloud's status (``local status``: the snapshot of the live daemon) shows its
     monitoring component running."""
-    from datetime import UTC, datetime
+    from trainserve.commands.local import status_info
+    from trainserve.target import read_local_state
 
-    from trainserve.target import state_dir
-
-    try:
-        status = json.loads((state_dir() / "status.json").read_text())
-        age = (datetime.now(UTC) - datetime.fromisoformat(status["updated_at"])).total_seconds()
-        component = status["components"]["monitoring"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if not -2 <= age <= STATUS_FRESH_SECONDS:
-        return False
+    component = status_info(read_local_state())["components"].get("monitoring")
     return isinstance(component, dict) and "error" not in component and bool(component.get("running"))
 
 
