@@ -142,10 +142,10 @@ def set_aside_warehouse(path: Path, now: datetime | None = None) -> Path | None:
 
 def _holds_no_records(path: Path) -> bool:
     """True when the warehouse file opens and has no row in either table (False when in doubt)."""
-    import duckdb
+    from trainserve.local.warehouse import connect_read
 
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
+        with connect_read(path, timeout=1.0) as con:
             tables = {
                 r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
             }
