@@ -36,7 +36,10 @@ def list_models(local: bool | None, status: str | None, as_json: bool) -> None:
     except RegistryError as exc:
         raise UserError(str(exc)) from exc
     if as_json:
-        print_json([v.as_json() for v in versions])
+        # No note is null, however the registry says it (SageMaker leaves the field out; moto keeps "")
+        print_json(
+            [{**v.as_json(), "approval_description": v.approval_description or None} for v in versions]
+        )
         return
     if not versions:
         console.print(f"no model versions{f' with status {status}' if status else ''} in {group}")

@@ -12,11 +12,17 @@ import dataclasses
 
 import click
 import release_planner
-from release_planner import APPROVED, REJECTED
+from release_planner import APPROVED, REJECTED, ReleaseBlocked
+from rich.markup import escape
 
 from trainserve.commands import options
 from trainserve.commands.endpoint import release_adapter
-from trainserve.console import UserError, console, print_json
+from trainserve.console import UserError, console, err_console, print_json
+
+NOTE_HELP = (
+    "Why (stored as the model package's ApprovalDescription; a status change without --note clears the "
+    "previous decision's note)."
+)
 
 
 def review(local: bool | None, version_text: str, status: str, note: str | None, as_json: bool) -> None:
@@ -33,49 +39,92 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         raise UserError(
             f"model version {version} is not in the model package group {group} (versions: {known})"
         )
+    changed = package.status != status
+    if changed:
+        # The note belongs to this decision: without --note the previous decision's note is cleared (an empty
+        # ApprovalDescription: the API allows 0 to 1024 characters), so the registry never shows a rejection's
+        # reason beside an approval.
+        plan, why = planned_release(adapter, registry, version, status)
+        adapter.sm.update_model_package(
+            ModelPackageArn=package.arn, ModelApprovalStatus=status, ApprovalDescription=note or ""
+        )
+    else:
+        # No status change, so no release event: the plan is the controller's for the registry as it is (what
+        # `trainserve endpoint sync` would do). A note given replaces the decision's note.
+        plan, why = planned_release(adapter, registry)
+        if note:
+            adapter.sm.update_model_package(ModelPackageArn=package.arn, ApprovalDescription=note)
     result = {
         "version": version,
         "model_package_arn": package.arn,
         "previous_status": package.status,
         "status": status,
         "note": note,
-        "changed": package.status != status,
+        "changed": changed,
+        "release_plan": plan,
     }
-    if package.status != status:
-        result["release_plan"] = planned_release(adapter, registry, version, status)
-        kwargs = {"ModelPackageArn": package.arn, "ModelApprovalStatus": status}
-        if note:
-            kwargs["ApprovalDescription"] = note
-        adapter.sm.update_model_package(**kwargs)
     if as_json:
         print_json(result)
-    elif not result["changed"]:
-        console.print(f"v{version} is already {status}: nothing changed")
+        return
+    if changed:
+        console.print(f"v{version}: {package.status} → {status}" + (f" ({escape(note)})" if note else ""))
+        print_plan(plan, why)
+        return
+    if note:
+        console.print(f"v{version} is already {status}; its note is now: {escape(note)}")
     else:
-        console.print(f"v{version}: {package.status} → {status}" + (f" ({note})" if note else ""))
-        plan = result.get("release_plan")
-        if plan and plan["changes"]:
-            console.print("the release controller now: " + "; ".join(plan["changes"]))
+        console.print(f"v{version} is already {status}: nothing changed")
+    if plan and plan["action"] != "none":
+        err_console.print(
+            "[yellow]not yet in line with the registry:[/] " + "; ".join(plan["changes"]) + " (the release "
+            "controller is applying it; `trainserve endpoint sync` applies it now)"
+        )
+    if plan and plan["blocked"]:
+        err_console.print(f"[bold yellow]a person must act:[/] {plan['blocked']}")
+
+
+def print_plan(plan: dict | None, why: str | None) -> None:
+    """What the release controller will do with the decision, as the plan says: a change, none, or blocked."""
+    if plan is None:
         console.print(
-            "the release controller now updates the endpoint; watch it with: trainserve endpoint status"
+            f"the release controller now decides what the endpoint does (no preview: {escape(why or '')}); "
+            "watch it with: trainserve endpoint status"
+        )
+        return
+    if plan["action"] == "none":
+        reason = "; ".join(plan["changes"]) or "it already matches the registry"
+        console.print(f"the endpoint stays as it is ({reason}): the release controller changes nothing")
+    else:
+        console.print("the release controller now: " + "; ".join(plan["changes"]))
+        console.print("watch it with: trainserve endpoint status")
+    if plan["blocked"]:
+        err_console.print(
+            f"[bold yellow]warning: a person must act:[/] {plan['blocked']} (the release controller's run "
+            "for this change fails, into its failure queue)"
         )
 
 
-def planned_release(adapter, registry, version: int, status: str) -> dict | None:
-    """What the release controller will do with this decision: the same planner, on the registry as it is
-    about to be and the endpoint as it is (None if the endpoint cannot be read or planned for now; the
-    controller says why when it runs)."""
+def planned_release(
+    adapter, registry, version: int | None = None, status: str | None = None
+) -> tuple[dict | None, str | None]:
+    """What the release controller will do: the same planner, on the registry as it is about to be (with
+    ``version`` at ``status``; without them, as it is) and the endpoint as it is. (plan, None), or (None, why)
+    if the endpoint cannot be read or planned for now (the controller says why when it runs). An endpoint
+    the controller cannot change at all (Failed...) is a plan that changes nothing, blocked."""
     after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
+    event = (version, status) if version is not None and status is not None else None
     try:
-        decision = release_planner.plan(after, adapter.read_endpoint(), adapter.settings, (version, status))
-    except Exception:  # noqa: BLE001 - a preview only; the decision itself is the registry's
-        return None
-    return {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}
+        decision = release_planner.plan(after, adapter.read_endpoint(), adapter.settings, event)
+    except ReleaseBlocked as exc:
+        return {"action": "none", "changes": [], "blocked": str(exc)}, None
+    except Exception as exc:  # noqa: BLE001 - a preview only; the decision itself is the registry's
+        return None, str(exc) or type(exc).__name__
+    return {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}, None
 
 
 @click.command("approve")
 @click.argument("version")
-@click.option("--note", help="Why (stored as the model package's ApprovalDescription).")
+@click.option("--note", help=NOTE_HELP)
 @options.local_option
 @options.json_option
 def approve(version: str, note: str | None, local: bool | None, as_json: bool) -> None:
@@ -85,7 +134,7 @@ def approve(version: str, note: str | None, local: bool | None, as_json: bool) -
 
 @click.command("reject")
 @click.argument("version")
-@click.option("--note", help="Why (stored as the model package's ApprovalDescription).")
+@click.option("--note", help=NOTE_HELP)
 @options.local_option
 @options.json_option
 def reject(version: str, note: str | None, local: bool | None, as_json: bool) -> None:
