@@ -12,7 +12,10 @@ Behaviour is set by environment variables, read once per cold start into a froze
 - parameters: ``SERVING_ENABLED`` (kill switch -> 503), ``TARGET_VARIANT`` (pin), ``DECISION_THRESHOLD``
   (score -> label), ``LOG_SAMPLE_RATE`` (0..1), ``STICKY_ASSIGNMENT`` (user_id -> same variant).
 
-An invalid parameter value is reported as a structured log line and replaced by its safe default.
+An invalid parameter value is reported as a structured log line and replaced by its safe default. A pinned
+``TARGET_VARIANT`` that is not (or no longer) live on the endpoint is ignored the same way: the proxy routes
+by the endpoint's weights, as if unpinned, and logs a warning once per change of what is live (not per
+request); the response names the variant that served.
 Payloads are validated against the live model's ``feature_names`` (model registry metadata) before
 SageMaker is called. The logic is in ``proxy_logic`` (pure); Firehose delivery is in ``prediction_log``.
 """
@@ -67,6 +70,8 @@ _CLIENT_CONFIGS = {
 # sync: the Firehose call is made inside the request; background: after the response (background_delivery)
 DELIVERY_MODES = ("sync", "background")
 _SERVING_STATUSES = ("InService", "Updating", "SystemUpdating", "UpdateRollbackFailed")
+# The routes (API Gateway resources) the proxy serves.
+ROUTES = ("/predict", "/feedback")
 
 
 class ProxyError(Exception):
@@ -283,6 +288,10 @@ class Proxy:
         self.make_logger = make_logger
         self.buffer_records = buffer_records
         self.params_json = params.as_json()
+        # the live variants last seen for a pinned TARGET_VARIANT that is not live (None: it was live, or not
+        # checked yet); a change is logged once, not per request
+        self._pin_not_live: tuple[str, ...] | None = None
+        self._pin_lock = threading.Lock()
         self._senders: list[BackgroundDelivery] = []  # background delivery: what drain/close act on
         self._senders_lock = threading.Lock()
 
@@ -362,16 +371,15 @@ class Proxy:
         """API Gateway REST proxy event -> proxy response (never raises)."""
         method = (event.get("httpMethod") or "").upper()
         path = (event.get("resource") or event.get("path") or "").rstrip("/")
-        route = path.rsplit("/", 1)[-1]
         try:
-            if route not in ("predict", "feedback"):
+            if path not in ROUTES:
                 raise ProxyError(404, f"no route {path or '/'}; use POST /predict or POST /feedback")
             if method != "POST":
                 raise ProxyError(405, f"{method or 'this method'} not allowed on {path}; use POST")
             body = event.get("body")
             if body is not None and event.get("isBase64Encoded"):
                 body = base64.b64decode(body)
-            if route == "predict":
+            if path == "/predict":
                 return _response(200, self.predict(body))
             return _response(200, self.feedback(body))
         except logic.PayloadError as exc:
@@ -420,6 +428,15 @@ class Proxy:
         # the rows' JSON text (orjson's where installed: a tenth of json's time for 100 rows), which the log
         # records carry too (``JsonRows``)
         body_rows = JsonRows.of(rows)
+        # the model gets every value as a float (1 -> 1.0), so rows that fit the request limit can still make a
+        # model request over InvokeEndpoint's limit (its text is ASCII: characters are bytes)
+        if len(body_rows.text) > logic.MAX_BODY_BYTES:
+            raise logic.PayloadError(
+                f"the {len(rows)} rows make a model request of {len(body_rows.text)} bytes (every value is sent "
+                f"as a float: 1 as 1.0); the limit is {logic.MAX_BODY_BYTES} bytes (SageMaker InvokeEndpoint): "
+                "send fewer rows per request",
+                status=413,
+            )
 
         kwargs: dict[str, Any] = {
             "EndpointName": self.wiring.endpoint_name,
@@ -499,18 +516,49 @@ class Proxy:
     def _choose_variant(
         self, params: logic.ProxyParams, user_id: str | None, weights: Mapping[str, float]
     ) -> str | None:
-        if params.target_variant:
-            if params.target_variant not in weights:
-                raise ProxyError(
-                    503,
-                    f"TARGET_VARIANT={params.target_variant} is not a live variant of {self.wiring.endpoint_name} "
-                    f"(live: {', '.join(sorted(weights))})",
-                    target_variant=params.target_variant,
-                )
-            return params.target_variant
+        pin = params.target_variant
+        if pin:
+            live = pin in weights
+            self._note_pin(pin, None if live else tuple(sorted(weights)))
+            if live:
+                return pin
+            # not live (a rollback, rejection or promote removed it): route as if unpinned, never refuse
+            # every request over a parameter (the invalid-parameter rule: fall back to the safe default)
         if params.sticky_assignment and user_id:
             return logic.assign_variant(user_id, weights)
         return None
+
+    def _note_pin(self, pin: str, not_live: tuple[str, ...] | None) -> None:
+        """Log when the pinned variant stops (or starts again) being live: once per change, not per request."""
+        if not_live == self._pin_not_live:
+            return
+        with self._pin_lock:
+            before = self._pin_not_live
+            if not_live == before:
+                return
+            self._pin_not_live = not_live
+        if not_live is not None:
+            self.emit(
+                {
+                    "level": "WARNING",
+                    "message": "TARGET_VARIANT is not a live variant of the endpoint; routing by the endpoint's "
+                    "weights instead (as if unpinned)",
+                    "parameter": "TARGET_VARIANT",
+                    "value": pin,
+                    "endpoint": self.wiring.endpoint_name,
+                    "live_variants": list(not_live),
+                }
+            )
+        elif before is not None:
+            self.emit(
+                {
+                    "level": "INFO",
+                    "message": "TARGET_VARIANT is live again; the pin is in force",
+                    "parameter": "TARGET_VARIANT",
+                    "value": pin,
+                    "endpoint": self.wiring.endpoint_name,
+                }
+            )
 
     def feedback(self, body: bytes | str | None) -> dict[str, Any]:
         items = logic.parse_feedback_body(body)

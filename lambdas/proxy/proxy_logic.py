@@ -21,8 +21,13 @@ from typing import Any
 
 # The InvokeEndpoint request payload limit (bytes): a bigger body can never be served.
 MAX_BODY_BYTES = 6 * 1024 * 1024
-MAX_REQUEST_ID_CHARS = 128  # prediction_log.request_id is VARCHAR(128)
-MAX_USER_ID_CHARS = 256  # prediction_log.user_id is VARCHAR(256)
+# Warehouse column widths, in bytes of UTF-8 (Redshift's VARCHAR(n) and the local DuckDB loader count bytes, and
+# one over-long value makes COPY refuse its whole staged object, other requests' rows included).
+MAX_REQUEST_ID_BYTES = 128  # prediction_log.request_id and prediction_feedback.request_id are VARCHAR(128)
+MAX_USER_ID_BYTES = 256  # prediction_log.user_id is VARCHAR(256)
+# The models take 32-bit floats (scikit-learn's trees cast their input to float32): a larger magnitude becomes
+# infinity there, and the model call fails.
+FLOAT32_MAX = 3.4028234663852886e38
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -31,7 +36,8 @@ _VARIANT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _VERSION_VARIANT = re.compile(r"^v(\d+)$")
 # The id of a whole request (``predict`` answers it beside its rows' ids, which add ``-<row>``): feedback for it
 # would never join a prediction, so it is refused with a pointer to the row's id.
-_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_FEEDBACK_FIELDS = ("request_id", "outcome")
 
 
 class ParamError(ValueError):
@@ -184,7 +190,7 @@ class PredictRequest:
 
 
 def _load_json(body: bytes | str) -> Any:
-    size = len(body.encode() if isinstance(body, str) else body)
+    size = len(body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body)
     if size > MAX_BODY_BYTES:
         raise PayloadError(
             f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (SageMaker InvokeEndpoint)",
@@ -194,6 +200,20 @@ def _load_json(body: bytes | str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"request body is not valid JSON: {exc}") from None
+
+
+def _utf8_size(text: str, what: str, *, row: int | None = None, field: str | None = None) -> int:
+    """The UTF-8 byte length of ``text``; a 400 naming ``what`` when it cannot be written as UTF-8 (a lone
+    surrogate, which JSON's ``\\ud800`` escape can carry: the log records could not be encoded)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise PayloadError(
+            f"{what} is not valid UTF-8 text: character {exc.start} is a lone surrogate "
+            f"(\\u{ord(text[exc.start]):04x}); send text that can be written as UTF-8",
+            row=row,
+            field=field,
+        ) from None
 
 
 def parse_predict_body(body: bytes | str | None) -> PredictRequest:
@@ -212,24 +232,46 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
     if not isinstance(instances, list) or not instances:
         raise PayloadError("'instances' must be a non-empty list of rows", field="instances")
     user_id = data.get("user_id")
-    if user_id is not None and (
-        not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_CHARS
-    ):
-        raise PayloadError(
-            f"'user_id' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters", field="user_id"
-        )
+    if user_id is not None:
+        if not isinstance(user_id, str) or not user_id:
+            raise PayloadError(
+                f"'user_id' must be a non-empty string of at most {MAX_USER_ID_BYTES} bytes (UTF-8)",
+                field="user_id",
+            )
+        size = _utf8_size(user_id, "'user_id'", field="user_id")
+        if size > MAX_USER_ID_BYTES:
+            raise PayloadError(
+                f"'user_id' is {size} bytes in UTF-8; the limit is {MAX_USER_ID_BYTES} bytes (the warehouse "
+                f"column is VARCHAR({MAX_USER_ID_BYTES}), which counts bytes, not characters)",
+                field="user_id",
+            )
     return PredictRequest(instances=instances, user_id=user_id)
 
 
 def _number(value: Any, row: int, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(f"row {row}, feature '{field}': {value!r} is not a number", row=row, field=field)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float's range (JSON integers have no size limit)
+        raise PayloadError(
+            f"row {row}, feature '{field}': an integer of {len(str(abs(value)))} digits is too large for a "
+            f"number: the model takes 32-bit floats (at most {FLOAT32_MAX!r} in magnitude)",
+            row=row,
+            field=field,
+        ) from None
+    if -FLOAT32_MAX <= number <= FLOAT32_MAX:
+        return number
     if not math.isfinite(number):
         raise PayloadError(
             f"row {row}, feature '{field}': {value!r} is not a finite number", row=row, field=field
         )
-    return number
+    raise PayloadError(
+        f"row {row}, feature '{field}': {number!r} is too large: the model takes 32-bit floats "
+        f"(at most {FLOAT32_MAX!r} in magnitude)",
+        row=row,
+        field=field,
+    )
 
 
 def validate_rows(instances: Sequence[Any], feature_names: Sequence[str]) -> list[list[float]]:
@@ -283,25 +325,57 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
         raise PayloadError('request body is empty; expected {"request_id": "...", "outcome": 0 or 1}')
     data = _load_json(body)
     if isinstance(data, dict) and "feedback" in data:
+        beside = sorted(set(data) - {"feedback"})
+        if beside:
+            raise PayloadError(
+                f"unknown field(s) {', '.join(beside)} beside 'feedback'; send either "
+                '{"feedback": [{"request_id", "outcome"}, ...]} or one {"request_id", "outcome"}',
+                field=beside[0],
+            )
         data = data["feedback"]
     items = data if isinstance(data, list) else [data]
     if not items:
         raise PayloadError("no feedback given", field="feedback")
     out: list[FeedbackItem] = []
+    first_item: dict[str, int] = {}  # request_id -> the item that gave it
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise PayloadError(f"feedback {i} must be an object {{request_id, outcome}}", row=i)
-        rid = item.get("request_id")
-        if not isinstance(rid, str) or not rid or len(rid) > MAX_REQUEST_ID_CHARS:
+        unknown = sorted(set(item) - set(_FEEDBACK_FIELDS))
+        if unknown:
             raise PayloadError(
-                f"feedback {i}: 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_CHARS} chars",
+                f"feedback {i}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FEEDBACK_FIELDS)}",
+                row=i,
+                field=unknown[0],
+            )
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not rid:
+            raise PayloadError(
+                f"feedback {i}: 'request_id' must be a non-empty string of at most {MAX_REQUEST_ID_BYTES} "
+                "bytes (UTF-8)",
+                row=i,
+                field="request_id",
+            )
+        size = _utf8_size(rid, f"feedback {i}: 'request_id'", row=i, field="request_id")
+        if size > MAX_REQUEST_ID_BYTES:
+            raise PayloadError(
+                f"feedback {i}: 'request_id' is {size} bytes in UTF-8; the limit is {MAX_REQUEST_ID_BYTES} bytes "
+                f"(the warehouse column is VARCHAR({MAX_REQUEST_ID_BYTES}), which counts bytes, not characters)",
+                row=i,
+                field="request_id",
+            )
+        if rid != rid.strip():
+            raise PayloadError(
+                f"feedback {i}: request_id {rid!r} has leading or trailing whitespace; send the prediction's "
+                "request_id exactly as predict answered it",
                 row=i,
                 field="request_id",
             )
         if _REQUEST_ID.match(rid):
             raise PayloadError(
                 f"feedback {i}: request_id {rid!r} names a whole request, and feedback is per prediction: use "
-                f"the prediction's own request_id ({rid}-0 for the request's first row, as predict answered it)",
+                f"the prediction's own request_id ({rid.lower()}-0 for the request's first row, as predict "
+                "answered it)",
                 row=i,
                 field="request_id",
             )
@@ -310,6 +384,15 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
             raise PayloadError(
                 f"feedback {i}: 'outcome' must be 0 or 1, got {outcome!r}", row=i, field="outcome"
             )
+        if rid in first_item:
+            # one request's records share one event_time, so the latest-outcome-wins de-duplication could not
+            # tell which of the two is meant
+            raise PayloadError(
+                f"request_id {rid} appears in items {first_item[rid]} and {i}; send one outcome per prediction",
+                row=i,
+                field="request_id",
+            )
+        first_item[rid] = i
         out.append(FeedbackItem(rid, int(outcome)))
     return out
 

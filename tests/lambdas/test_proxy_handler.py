@@ -210,10 +210,142 @@ def test_pinned_variant(aws):
     assert aws["sagemaker-runtime"].calls[0]["TargetVariant"] == "v2"
 
 
-def test_unknown_pinned_variant_503_names_it(aws):
-    proxy = _proxy(aws, target_variant="v9")
+def test_a_pin_that_is_not_live_is_ignored_routing_by_the_weights_with_one_warning(aws):
+    """A pinned TARGET_VARIANT that is not live (after a rollback, rejection or promote) falls back like any
+    invalid parameter: the proxy routes by the weights (sticky users by theirs) instead of refusing every
+    request, and says so in its log once, not per request."""
+    emitted: list[dict] = []
+    proxy = _proxy(aws, emitted, target_variant="v9")
     status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]]})
-    assert status == 503 and "v9" in body["error"]
+    assert status == 200, body
+    assert "TargetVariant" not in aws["sagemaker-runtime"].calls[0]  # SageMaker routes by the weights
+    assert body["variant"] == "v1" and body["predictions"][0]["variant"] == "v1"
+    users = [f"user-{i}" for i in range(20)]
+    for u in users:
+        status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": u})
+        assert status == 200 and body["variant"] == logic.assign_variant(u, {"v1": 0.7, "v2": 0.3})
+    warnings = [e for e in emitted if e.get("parameter") == "TARGET_VARIANT"]
+    assert len(warnings) == 1
+    (w,) = warnings
+    assert (w["level"], w["value"], w["endpoint"], w["live_variants"]) == (
+        "WARNING",
+        "v9",
+        ENDPOINT,
+        ["v1", "v2"],
+    )
+    assert "routing by the endpoint's weights" in w["message"]
+    assert len(_staged(aws["s3"], "predictions")) == 21  # served and logged as usual
+
+
+def test_a_pin_that_stops_and_starts_being_live_is_logged_at_each_change(aws):
+    """A live pin is used; once the endpoint loses that variant (the controller's UpdateEndpoint after a
+    rollback) the proxy routes by the weights and warns once; when it is live again the pin applies again."""
+    import proxy_handler
+
+    from trainserve.local import moto_patches
+
+    moto_patches.install()  # moto's UpdateEndpoint, as the local cloud has it
+    sm = aws["sagemaker"]
+    sm.create_endpoint_config(
+        EndpointConfigName="ec-v1-only",
+        ProductionVariants=[
+            {
+                "VariantName": "v1",
+                "ModelName": "m",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="pin-endpoint", EndpointConfigName="ec")  # v1 and v2
+    emitted: list[dict] = []
+    clients = proxy_handler.Clients({k: aws[k] for k in ("sagemaker", "firehose", "sagemaker-runtime")})
+    directory = proxy_handler.ModelDirectory(clients, "pin-endpoint", GROUP, ttl=0.0)
+    env = {**WIRING, "ENDPOINT_NAME": "pin-endpoint", "TARGET_VARIANT": "v2"}
+    proxy = proxy_handler.Proxy.from_env(env, clients=clients, directory=directory, emit=emitted.append)
+    calls = aws["sagemaker-runtime"].calls
+
+    def served() -> str:
+        status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]]})
+        assert status == 200, body
+        return body["variant"]
+
+    try:
+        assert served() == "v2" and calls[-1]["TargetVariant"] == "v2"
+        assert [e for e in emitted if e.get("parameter") == "TARGET_VARIANT"] == []
+        sm.update_endpoint(EndpointName="pin-endpoint", EndpointConfigName="ec-v1-only")
+        assert [served() for _ in range(3)] == ["v1"] * 3
+        assert all("TargetVariant" not in c for c in calls[-3:])
+        sm.update_endpoint(EndpointName="pin-endpoint", EndpointConfigName="ec")
+        assert served() == "v2" and calls[-1]["TargetVariant"] == "v2"
+        notes = [
+            (e["level"], e.get("live_variants")) for e in emitted if e.get("parameter") == "TARGET_VARIANT"
+        ]
+        assert notes == [("WARNING", ["v1"]), ("INFO", None)]
+    finally:
+        sm.delete_endpoint(EndpointName="pin-endpoint")
+
+
+def test_rows_that_make_a_model_request_over_the_payload_limit_are_413(aws):
+    """The model gets every value as a float (1 -> 1.0): integer rows within the 6 MiB request limit can make
+    a model request over InvokeEndpoint's 6 MiB. That is the caller's to split, not an upstream 502: 413,
+    nothing invoked, nothing logged."""
+    proxy = _proxy(aws)
+    n = 460_000
+    request = json.dumps({"instances": [[1, 1, 1]] * n}, separators=(",", ":"))
+    model_body = json.dumps({"instances": [[1.0, 1.0, 1.0]] * n}, separators=(",", ":"))
+    assert len(request) <= logic.MAX_BODY_BYTES < len(model_body)
+    status, body = _call(proxy, "/predict", request)
+    assert status == 413, body
+    assert body["error"] == (
+        f"the {n} rows make a model request of {len(model_body)} bytes (every value is sent as a float: 1 as "
+        f"1.0); the limit is {logic.MAX_BODY_BYTES} bytes (SageMaker InvokeEndpoint): send fewer rows per request"
+    )
+    assert aws["sagemaker-runtime"].calls == [] and aws["firehose"].calls == 0
+    assert _staged(aws["s3"], "predictions") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "row", "field", "says"),
+    [
+        ("/predict", {"instances": [[1, 2, 3]], "user_id": "é" * 200}, None, "user_id", "400 bytes in UTF-8"),
+        ("/predict", '{"instances": [[1, 2, 3]], "user_id": "u\\ud800"}', None, "user_id", "not valid UTF-8"),
+        ("/predict", '{"instances": [[1, 2, 3], [1, 1' + "0" * 310 + ", 3]]}", 1, "f1", "32-bit floats"),
+        ("/predict", {"instances": [[1, 2, 3], [1e300, 2, 3]]}, 1, "f0", "32-bit floats"),
+        ("/feedback", {"request_id": "é" * 100, "outcome": 1}, 0, "request_id", "200 bytes in UTF-8"),
+        (
+            "/feedback",
+            '[{"request_id": "a-0", "outcome": 1}, {"request_id": "\\ud800-0", "outcome": 1}]',
+            1,
+            "request_id",
+            "not valid UTF-8",
+        ),
+        (
+            "/feedback",
+            {"feedback": [{"request_id": "X-0", "outcome": 1}, {"request_id": "X-0", "outcome": 0}]},
+            1,
+            "request_id",
+            "request_id X-0 appears in items 0 and 1; send one outcome per prediction",
+        ),
+        ("/feedback", {"request_id": "r-0", "outcome": 1, "foo": 2}, 0, "foo", "unknown field(s) foo"),
+    ],
+)
+def test_what_the_warehouse_or_the_model_cannot_take_is_a_400_before_anything_is_called(
+    aws, path, body, row, field, says
+):
+    """Before: a 500 (surrogate user_id, an integer past float), a 502 (1e300: the model's float32), or a 200
+    whose record later made the warehouse drop the whole staged object (over-long ids in bytes) or went to the
+    log fallback (a surrogate request_id), or one event_time for two outcomes of one prediction."""
+    emitted: list[dict] = []
+    proxy = _proxy(aws, emitted)
+    status, answer = _call(proxy, path, body)
+    assert status == 400, answer
+    assert (answer.get("row"), answer["field"]) == (row, field)
+    assert says in answer["error"]
+    assert aws["sagemaker-runtime"].calls == [] and aws["firehose"].calls == 0
+    assert _staged(aws["s3"], "predictions") == [] and _staged(aws["s3"], "feedback") == []
+    assert not [e for e in emitted if e.get("level") == "ERROR" or e.get("undelivered_log_record")]
 
 
 def test_sticky_assignment_targets_the_users_variant(aws):
@@ -341,6 +473,11 @@ def test_no_endpoint_yet_is_503(aws):
 def test_routes_and_methods(aws):
     proxy = _proxy(aws)
     assert _call(proxy, "/nope", {})[0] == 404
+    for path in ("/foo/predict", "/prod/feedback", "/predict/x"):  # only the API's own resources
+        status, body = _call(proxy, path, {"instances": [[1, 2, 3]]})
+        assert status == 404 and f"no route {path}" in body["error"]
+    assert _call(proxy, "/predict/", {"instances": [[1, 2, 3]]})[0] == 200
+    assert aws["sagemaker-runtime"].calls != [] and len(aws["sagemaker-runtime"].calls) == 1
     assert _call(proxy, "/predict", {}, method="GET")[0] == 405
 
 

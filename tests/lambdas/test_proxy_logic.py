@@ -216,3 +216,106 @@ def test_label_threshold_and_names():
         logic.model_package_arn(arn, 3)
         == "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/3"
     )
+
+
+# ------------------------------------------------------------------- warehouse widths, text and numbers
+
+
+def test_user_id_limit_counts_utf8_bytes_as_the_warehouse_column_does():
+    """prediction_log.user_id is VARCHAR(256) in bytes: 'é' is 2 bytes, so 128 fit and 200 do not (400 bytes
+    would make the warehouse refuse the whole staged object, other requests' rows included)."""
+    ok = logic.parse_predict_body(json.dumps({"instances": [[1, 2, 3]], "user_id": "é" * 128}))
+    assert ok.user_id == "é" * 128
+    assert (
+        logic.parse_predict_body(json.dumps({"instances": [[1]], "user_id": "a" * 256})).user_id == "a" * 256
+    )
+    e = _err(logic.parse_predict_body, json.dumps({"instances": [[1, 2, 3]], "user_id": "é" * 200}))
+    assert (e.status, e.field) == (400, "user_id")
+    assert "'user_id' is 400 bytes in UTF-8; the limit is 256 bytes" in e.message
+    e = _err(logic.parse_predict_body, json.dumps({"instances": [[1]], "user_id": "a" * 255 + "é"}))
+    assert "257 bytes" in e.message
+    assert logic.MAX_USER_ID_BYTES == 256 and logic.MAX_REQUEST_ID_BYTES == 128
+
+
+def test_feedback_request_id_limit_counts_utf8_bytes():
+    (item,) = logic.parse_feedback_body(json.dumps({"request_id": "é" * 64, "outcome": 1}))
+    assert item.request_id == "é" * 64  # 128 bytes: fits VARCHAR(128)
+    body = json.dumps([{"request_id": "a-0", "outcome": 1}, {"request_id": "é" * 100, "outcome": 0}])
+    e = _err(logic.parse_feedback_body, body)
+    assert (e.status, e.row, e.field) == (400, 1, "request_id")
+    assert "feedback 1: 'request_id' is 200 bytes in UTF-8; the limit is 128 bytes" in e.message
+
+
+def test_a_lone_surrogate_is_not_utf8_text():
+    """JSON's \\ud800 escape decodes to a lone surrogate, which no UTF-8 log record can carry."""
+    e = _err(logic.parse_predict_body, '{"instances": [[1, 2, 3]], "user_id": "ab\\ud800"}')
+    assert (e.status, e.field) == (400, "user_id")
+    assert "'user_id' is not valid UTF-8 text: character 2 is a lone surrogate (\\ud800)" in e.message
+    body = '[{"request_id": "a-0", "outcome": 1}, {"request_id": "\\udc00x-0", "outcome": 1}]'
+    e = _err(logic.parse_feedback_body, body)
+    assert (e.status, e.row, e.field) == (400, 1, "request_id")
+    assert "feedback 1: 'request_id' is not valid UTF-8 text" in e.message and "\\udc00" in e.message
+    # a valid pair of surrogate escapes is one character, and fine
+    req = logic.parse_predict_body('{"instances": [[1]], "user_id": "\\ud83d\\ude00"}')
+    assert req.user_id == "\U0001f600"
+
+
+def test_values_past_float32_are_refused_naming_row_and_field():
+    """The models take 32-bit floats: a larger magnitude is infinity there (trees fail, logistic regression
+    answers no score), and an integer past float's range cannot even be converted."""
+    rows = json.loads("[[1, 2, 3], [4, 1" + "0" * 310 + ", 6]]")
+    e = _err(logic.validate_rows, rows, FEATURES)
+    assert (e.status, e.row, e.field) == (400, 1, "mean_texture")
+    assert "an integer of 311 digits is too large" in e.message and "32-bit floats" in e.message
+    for bad in (1e300, -1e300, 3.5e38, -3.41e38, 10**39):
+        e = _err(logic.validate_rows, [[1, 2, bad]], FEATURES)
+        assert (e.row, e.field) == (0, "mean_area"), bad
+        assert "too large: the model takes 32-bit floats (at most 3.4028234663852886e+38" in e.message
+    edge = logic.FLOAT32_MAX
+    assert logic.validate_rows([[edge, -edge, 1e-300]], FEATURES) == [[edge, -edge, 1e-300]]
+    e = _err(logic.validate_rows, [[1, 2, math.inf]], FEATURES)
+    assert "is not a finite number" in e.message  # NaN/Infinity keep their message
+
+
+def test_feedback_repeating_a_request_id_is_refused_naming_both_items():
+    body = '{"feedback":[{"request_id":"X-0","outcome":1},{"request_id":"X-0","outcome":0}]}'
+    e = _err(logic.parse_feedback_body, body)
+    assert (e.status, e.row, e.field) == (400, 1, "request_id")
+    assert e.message == "request_id X-0 appears in items 0 and 1; send one outcome per prediction"
+    body = [{"request_id": "a-0", "outcome": 1}, {"request_id": "b-0", "outcome": 1}]
+    e = _err(logic.parse_feedback_body, json.dumps([*body, {"request_id": "a-0", "outcome": 1}]))
+    assert "appears in items 0 and 2" in e.message
+    assert len(logic.parse_feedback_body(json.dumps(body))) == 2
+
+
+@pytest.mark.parametrize(
+    "whole", ["186C3E46-2D9F-4F50-840B-9D04764AA62F", "186c3e46-2d9f-4F50-840b-9d04764aa62f"]
+)
+def test_feedback_for_a_whole_request_id_in_upper_case_is_refused_too(whole):
+    e = _err(logic.parse_feedback_body, json.dumps({"request_id": whole, "outcome": 1}))
+    assert (e.row, e.field) == (0, "request_id") and "names a whole request" in e.message
+    assert "186c3e46-2d9f-4f50-840b-9d04764aa62f-0" in e.message  # the id as predict answers it
+
+
+@pytest.mark.parametrize("rid", [" 186c3e46-2d9f-4f50-840b-9d04764aa62f", "r-0\n", "\tr-0", "r-0 "])
+def test_feedback_request_id_with_surrounding_whitespace_is_refused(rid):
+    body = json.dumps([{"request_id": "ok-0", "outcome": 0}, {"request_id": rid, "outcome": 1}])
+    e = _err(logic.parse_feedback_body, body)
+    assert (e.status, e.row, e.field) == (400, 1, "request_id")
+    assert "leading or trailing whitespace" in e.message
+
+
+def test_feedback_unknown_fields_are_refused():
+    e = _err(logic.parse_feedback_body, '{"request_id": "r-0", "outcome": 1, "foo": 2}')
+    assert (e.status, e.row, e.field) == (400, 0, "foo")
+    assert "feedback 0: unknown field(s) foo; allowed: request_id, outcome" in e.message
+    e = _err(
+        logic.parse_feedback_body,
+        '{"feedback": [{"request_id": "r-0", "outcome": 1}], "request_id": "s-0", "outcome": 0}',
+    )
+    assert (e.status, e.row, e.field) == (400, None, "outcome")
+    assert "unknown field(s) outcome, request_id beside 'feedback'" in e.message
+    e = _err(
+        logic.parse_feedback_body, '{"feedback": [{"request_id": "r-0", "outcome": 1, "zz": 1, "a": 0}]}'
+    )
+    assert (e.row, e.field) == (0, "a") and "unknown field(s) a, zz" in e.message
