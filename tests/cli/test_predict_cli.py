@@ -222,3 +222,90 @@ def test_params_set_target_variant_without_an_endpoint(target, monkeypatch):
     said = " ".join(result.output.split())
     assert result.exit_code == 1
     assert f"endpoint {target.names.endpoint_name} does not exist yet, so no variant is live" in said
+
+
+def _fails(args: list[str], input=None) -> str:  # noqa: A002
+    """A predict that must fail cleanly: exit 1, one error line on stderr (no traceback), nothing sent."""
+    result = CliRunner().invoke(cli, ["predict", *args], input=input, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("error") == 1  # one error (wrapped)
+    assert _Api.received == []  # nothing was sent
+    return " ".join(result.stderr.split())
+
+
+def test_predict_json_request_file_sends_its_user_id(target, tmp_path):
+    f = tmp_path / "body.json"
+    f.write_text(json.dumps({"instances": [[1, 2], [3, 4]], "user_id": "bob"}))
+    result = _run("predict", "--file", str(f), "--json")
+    assert result.exit_code == 0, result.output
+    assert _Api.received[0][1] == {"instances": [[1, 2], [3, 4]], "user_id": "bob"}
+    # --user may repeat the file's user_id ...
+    assert _run("predict", "--file", str(f), "--user", "bob").exit_code == 0
+    assert _Api.received[1][1]["user_id"] == "bob"
+    # ... but not contradict it: both are named, nothing is sent
+    _Api.received.clear()
+    said = _fails(["--file", str(f), "--user", "alice"])
+    assert f"--user 'alice' differs from the user_id 'bob' in {f}" in said and "nothing was sent" in said
+    # --user gives the user of a body without one
+    f.write_text(json.dumps({"instances": [[1, 2]]}))
+    assert _run("predict", "--file", str(f), "--user", "carol").exit_code == 0
+    assert _Api.received[0][1] == {"instances": [[1, 2]], "user_id": "carol"}
+    _Api.received.clear()
+    assert "--user is empty" in _fails(["--file", str(f), "--user", ""])
+
+
+def test_predict_json_request_file_with_unknown_fields_is_refused(target, tmp_path):
+    f = tmp_path / "body.json"
+    f.write_text(json.dumps({"instances": [[1, 2]], "user_id": "bob", "threshold": 0.3, "Instances": []}))
+    said = _fails(["--file", str(f)])
+    assert f"{f}: unknown field(s) Instances, threshold in the JSON object" in said
+    assert "allowed: instances, user_id; nothing was sent" in said
+    # on stdin too; and a user_id beside rows that are not in 'instances' is not taken for a feature
+    said = _fails([], input='{"instances": [[1, 2]], "threshold": 0.3}')
+    assert "stdin: unknown field(s) threshold" in said
+    said = _fails([], input='{"user_id": "bob", "rows": [[1, 2]]}')
+    assert "stdin: a JSON object with a user_id must give its rows in 'instances'" in said
+
+
+def test_predict_input_that_is_not_utf8_is_one_clean_error(target, tmp_path):
+    f = tmp_path / "latin1.csv"
+    f.write_bytes("f0,f1\n1,2\n3,é4\n".encode("latin-1"))
+    said = _fails(["--file", str(f)])
+    assert f"{f} is not UTF-8 text: byte 0xe9 at offset 12 (line 3)" in said and "save it as UTF-8" in said
+    said = _fails([], input="f0,f1\n\xff1,2\n".encode("latin-1"))
+    assert "stdin is not UTF-8 text: byte 0xff at offset 6 (line 2)" in said
+    # the offset counts from the file's first byte, a byte order mark included
+    f.write_bytes(b"\xef\xbb\xbff0,f1\n1,\x802\n")
+    assert f"{f} is not UTF-8 text: byte 0x80 at offset 11 (line 2)" in _fails(["--file", str(f)])
+    f.write_bytes("f0,f1\n1,2\n".encode("utf-16"))  # Excel's "Unicode text"
+    assert f"{f} is UTF-16 text, not UTF-8" in _fails(["--file", str(f)])
+
+
+def test_predict_input_with_a_byte_order_mark(target, tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte order mark: it is not part of the first column's name."""
+    f = tmp_path / "excel.csv"
+    f.write_bytes(b"\xef\xbb\xbff0,f1\r\n1,2\r\n3,4\r\n")
+    result = _run("predict", "--file", str(f))
+    assert result.exit_code == 0, result.output
+    assert _Api.received[0][1] == {"instances": [{"f0": 1.0, "f1": 2.0}, {"f0": 3.0, "f1": 4.0}]}
+    assert _run("predict", input=b"\xef\xbb\xbff0,f1\n5,6\n").exit_code == 0
+    assert _Api.received[1][1] == {"instances": [{"f0": 5.0, "f1": 6.0}]}
+    f.write_bytes(b'\xef\xbb\xbf{"instances": [[1, 2]], "user_id": "dan"}')
+    assert _run("predict", "--file", str(f)).exit_code == 0
+    assert _Api.received[2][1] == {"instances": [[1, 2]], "user_id": "dan"}
+
+
+def test_predict_semicolon_separated_input_is_named(target, tmp_path):
+    f = tmp_path / "semi.csv"
+    f.write_text("14.1;20.3\n13.0;21.8\n")  # no header: its first line was taken for one
+    said = _fails(["--file", str(f)])
+    assert f"{f} looks semicolon-separated (every line has 1 ';')" in said
+    assert "the values must be comma-separated, with '.' as the decimal point" in said
+    f.write_text("f0;f1\n14,1;20,3\n")  # Excel in a locale with the decimal comma
+    assert f"{f} looks semicolon-separated" in _fails(["--file", str(f)])
+    assert "stdin looks semicolon-separated" in _fails([], input="1;2\n3;4\n")
+    assert "stdin looks tab-separated" in _fails([], input="f0\tf1\n1\t2\n")
+    # one ';' in a header name is not a separator
+    assert _run("predict", input='"f;0",f1\n1,2\n').exit_code == 0
+    assert _Api.received[0][1] == {"instances": [{"f;0": 1.0, "f1": 2.0}]}

@@ -4,18 +4,22 @@ Both call the prediction API (``target.api_url``): locally the local cloud's API
 Gateway stage with the ``x-api-key`` header (the key's value is read with ``apigateway get_api_key`` from
 the ``PredictionApiKeyId`` stack output).
 
-Rows come from ``--file`` (CSV with or without a header row, or JSON: ``{"instances": [...]}``, a list of
-rows, a list of ``{name: value}`` objects or one flat row) or, without ``--file``, from stdin.
+Rows come from ``--file`` (CSV with or without a header row, or JSON: ``{"instances": [...], "user_id":
+optional}`` as the API takes it, a list of rows, a list of ``{name: value}`` objects or one flat row) or,
+without ``--file``, from stdin: UTF-8 text (a byte order mark, as Excel's "CSV UTF-8" writes, is skipped),
+values separated by commas.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,32 +48,82 @@ def _is_number(text: str) -> bool:
     return True
 
 
+REQUEST_FIELDS = ("instances", "user_id")  # what POST /predict takes (lambdas/proxy/proxy_logic.py)
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """Rows to score, the input line of each CSV row (None for JSON), and a JSON request body's user_id."""
+
+    rows: list[Any]
+    lines: list[int] | None = None
+    user_id: Any = None
+
+
+def decode_input(data: bytes, source: str) -> str:
+    """The input's bytes as text: UTF-8, a leading byte order mark skipped; anything else is a UserError
+    naming ``source`` and the offset of the first byte that is not UTF-8."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UserError(f"{source} is UTF-16 text, not UTF-8: save it as UTF-8 (in Excel: CSV UTF-8)")
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skip + exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise UserError(
+            f"{source} is not UTF-8 text: byte 0x{data[offset]:02x} at offset {offset} (line {line}) "
+            "cannot be decoded; save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
+
+
+def read_input(path: str | None) -> tuple[str, str]:
+    """(text, name of the source) of ``--file`` or, without one, of stdin."""
+    if path:
+        return decode_input(Path(path).read_bytes(), path), path
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text-only stdin (already decoded)
+        return sys.stdin.read().removeprefix("\ufeff"), "stdin"
+    return decode_input(stream.read(), "stdin"), "stdin"
+
+
+def _separated_by(lines: list[str]) -> tuple[str, str, int] | None:
+    """A CSV separated by semicolons or tabs instead of commas: (name, separator, separators per line).
+    It is so when every line (of the first 20) has the same number of them; a tab also needs no comma."""
+    sample = [line for line in lines if line.strip()][:20]
+    for name, sep in (("semicolon", ";"), ("tab", "\t")):
+        counts = {line.count(sep) for line in sample}
+        if len(counts) == 1 and min(counts) >= 1 and (sep == ";" or not any("," in x for x in sample)):
+            return name, sep, min(counts)
+    return None
+
+
 def parse_rows(text: str) -> list[Any]:
     """CSV (header optional) or JSON text -> the ``instances`` list the API takes."""
-    return parse_rows_and_lines(text)[0]
+    return parse_input(text).rows
 
 
 def parse_rows_and_lines(text: str) -> tuple[list[Any], list[int] | None]:
     """``parse_rows``, and for CSV the input line of each row (the API's errors count rows from 0)."""
-    stripped = text.strip()
+    parsed = parse_input(text)
+    return parsed.rows, parsed.lines
+
+
+def parse_input(text: str, source: str = "the input") -> PredictInput:
+    """CSV (header optional) or JSON text -> the rows to score (and a JSON request body's ``user_id``);
+    a problem is a UserError naming ``source`` or the line and column."""
+    stripped = text.strip().removeprefix("\ufeff").strip()
     if not stripped:
         raise UserError("no rows given (pass --file, or rows on stdin as CSV or JSON)")
     if stripped[0] in "[{":
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"the input is not valid JSON: {exc}") from None
-        if isinstance(data, dict) and "instances" in data:
-            data = data["instances"]
-            if data == []:
-                raise UserError("no rows given: 'instances' is empty")
-        elif isinstance(data, dict):
-            data = [data]
-        if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
-            data = [data]  # one flat row
-        if not isinstance(data, list) or not data:
-            raise UserError('JSON input must be {"instances": [...]}, a list of rows, or one row')
-        return data, None
+        return _parse_json(stripped, source)
+    separated = _separated_by(stripped.splitlines())
+    if separated:
+        name, sep, count = separated
+        raise UserError(
+            f"{source} looks {name}-separated (every line has {count} {sep!r}): the values must be "
+            "comma-separated, with '.' as the decimal point; nothing was sent"
+        )
     rows = [r for r in csv.reader(io.StringIO(stripped)) if any(c.strip() for c in r)]
     header = None
     # a header names every column: a first line with any number in it is a row (its bad values are named below)
@@ -90,7 +144,38 @@ def parse_rows_and_lines(text: str) -> tuple[list[Any], list[int] | None]:
             out.append({h: _number(c.strip(), n, h) for h, c in zip(header, row, strict=True)})
         else:
             out.append([_number(c.strip(), n, str(i + 1)) for i, c in enumerate(row)])
-    return out, list(range(first, first + len(out)))
+    return PredictInput(out, list(range(first, first + len(out))))
+
+
+def _parse_json(text: str, source: str) -> PredictInput:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source} is not valid JSON: {exc}") from None
+    user_id = None
+    if isinstance(data, dict) and "instances" in data:  # a request body, as the API takes it: sent whole
+        unknown = sorted(set(data) - set(REQUEST_FIELDS))
+        if unknown:
+            raise UserError(
+                f"{source}: unknown field(s) {', '.join(unknown)} in the JSON object; allowed: "
+                f"{', '.join(REQUEST_FIELDS)}; nothing was sent"
+            )
+        user_id = data.get("user_id")
+        data = data["instances"]
+        if data == []:
+            raise UserError("no rows given: 'instances' is empty")
+    elif isinstance(data, dict) and "user_id" in data:
+        raise UserError(
+            f"{source}: a JSON object with a user_id must give its rows in 'instances' "
+            '({"instances": [...], "user_id": ...}); nothing was sent'
+        )
+    elif isinstance(data, dict):
+        data = [data]  # one {name: value} row
+    if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
+        data = [data]  # one flat row
+    if not isinstance(data, list) or not data:
+        raise UserError('JSON input must be {"instances": [...]}, a list of rows, or one row')
+    return PredictInput(data, None, user_id)
 
 
 def api_key(target: Target) -> str | None:
@@ -155,18 +240,34 @@ def call_api(target: Target, path: str, payload: Any, lines: list[int] | None = 
 
 
 @click.command("predict")
-@click.option("--file", "-f", "path", type=click.Path(exists=True, dir_okay=False), help="CSV or JSON rows.")
+@click.option(
+    "--file",
+    "-f",
+    "path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV (UTF-8, comma-separated) or JSON rows; default: stdin.",
+)
 @click.option("--user", "user_id", help="user_id for sticky variant assignment.")
 @options.json_option
 @options.local_option
 def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | None) -> None:
-    """Score rows through the prediction API (rows from --file, or stdin)."""
-    text = Path(path).read_text(encoding="utf-8") if path else sys.stdin.read()
-    rows, lines = parse_rows_and_lines(text)
-    payload: dict[str, Any] = {"instances": rows}
-    if user_id:
-        payload["user_id"] = user_id
-    result = call_api(options.resolve_target(local), "/predict", payload, lines)
+    """Score rows through the prediction API (rows from --file, or stdin).
+
+    A JSON object input is sent as the API takes it: its user_id too (--user may repeat it, not differ)."""
+    if user_id is not None and not user_id:
+        raise UserError("--user is empty: give a user id, or leave --user out")
+    text, source = read_input(path)
+    parsed = parse_input(text, source)
+    if user_id is not None and parsed.user_id is not None and user_id != parsed.user_id:
+        raise UserError(
+            f"--user {user_id!r} differs from the user_id {parsed.user_id!r} in {source}: give one of them "
+            "(or the same); nothing was sent"
+        )
+    payload: dict[str, Any] = {"instances": parsed.rows}
+    user = user_id if user_id is not None else parsed.user_id
+    if user is not None:
+        payload["user_id"] = user
+    result = call_api(options.resolve_target(local), "/predict", payload, parsed.lines)
     if as_json:
         print_json(result)
         return
