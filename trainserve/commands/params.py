@@ -7,6 +7,10 @@ force: on AWS when the function update has completed (new invocations get the ne
 when the local API has re-read it (``request_refresh``), so the next request sees it. ``set`` checks every
 value with the proxy's own parser first, and a ``TARGET_VARIANT`` against the endpoint's live variants: an
 unknown name, a bad value or a variant that is not live is an error and nothing is changed.
+
+A pin can stop being live after it was set (``traffic rollback``, a rejection, a promote): the proxy then
+ignores it and routes by the endpoint's weights. ``get`` (and ``set``'s answer) show that as a problem of
+``TARGET_VARIANT``, in the table's note and in ``--json``'s ``problems``.
 """
 
 from __future__ import annotations
@@ -26,15 +30,60 @@ def _environment(lam, function: str) -> dict[str, str]:
     return dict(cfg.get("Environment", {}).get("Variables", {}))
 
 
-def describe(env: dict[str, str]) -> dict:
-    """The parameters as set (raw), as the proxy reads them (effective), and any problems."""
+def live_variants(target) -> list[str] | None:
+    """The endpoint's live variants, sorted; None when the endpoint does not exist (other errors raise)."""
+    try:
+        desc = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+    return sorted(v["VariantName"] for v in desc.get("ProductionVariants", []))
+
+
+def pin_problem(target, pin: str) -> dict | None:
+    """A problem entry when the pinned ``pin`` is not live on the endpoint (the proxy then routes by the
+    weights, as if unpinned), or when that cannot be checked; None when it is live."""
+    endpoint = target.names.endpoint_name
+    entry = {"name": "TARGET_VARIANT", "value": pin, "default": None}
+    try:
+        live = live_variants(target)
+    except ClientError as exc:
+        reason = f"cannot check whether it is live on {endpoint}: {exc}"
+        return {**entry, "reason": reason, "message": f"TARGET_VARIANT={pin}: {reason}"}
+    if live is None:
+        reason = f"not live on {endpoint} (it does not exist yet)"
+        message = f"TARGET_VARIANT={pin} is {reason}: no model is served until it does"
+    elif pin in live:
+        return None
+    else:
+        reason = f"not live on {endpoint} (live: {', '.join(live) or 'none'})"
+        message = f"TARGET_VARIANT={pin} is {reason}: the proxy routes by the weights"
+    return {**entry, "reason": reason, "message": message}
+
+
+def describe(env: dict[str, str], target=None) -> dict:
+    """The parameters as set (raw), as the proxy reads them (effective), and any problems: invalid values
+    (the proxy uses the default) and, given ``target``, a pinned ``TARGET_VARIANT`` that is not live."""
     params, problems = proxy_logic.parse_params(env)
+    out = [
+        {
+            "name": p.name,
+            "value": p.value,
+            "reason": p.reason,
+            "default": p.default,
+            "message": f"{p.name}={p.value!r} is invalid ({p.reason}): the default {p.default!r} is used",
+        }
+        for p in problems
+    ]
+    if target is not None and params.target_variant:
+        pinned = pin_problem(target, params.target_variant)
+        if pinned is not None:
+            out.append(pinned)
     return {
         "parameters": {name: env.get(name) for name in proxy_logic.PARAMS},
         "effective": params.as_dict(),
-        "problems": [
-            {"name": p.name, "value": p.value, "reason": p.reason, "default": p.default} for p in problems
-        ],
+        "problems": out,
     }
 
 
@@ -43,7 +92,7 @@ def _show(function: str, info: dict) -> None:
     rows = []
     for name, (field, _) in proxy_logic.PARAMS.items():
         raw = info["parameters"][name]
-        note = f"invalid ({problems[name]['reason']}): default used" if name in problems else ""
+        note = problems[name]["message"] if name in problems else ""
         rows.append([name, "(unset)" if raw is None else repr(raw), info["effective"][field], note])
     table(f"proxy parameters of {function}", ["name", "set to", "in force", "note"], rows)
 
@@ -60,7 +109,7 @@ def get(as_json: bool, local: bool | None) -> None:
     """Show the proxy's parameters."""
     target = options.resolve_target(local)
     function = target.names.proxy_function
-    info = {"function": function, **describe(_environment(target.client("lambda"), function))}
+    info = {"function": function, **describe(_environment(target.client("lambda"), function), target)}
     if as_json:
         print_json(info)
     else:
@@ -83,18 +132,15 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def check_target_variant(target, variant: str) -> None:
-    """A pinned variant must be live on the endpoint: the proxy answers 503 to every request otherwise."""
+    """A pinned variant must be live on the endpoint when it is set: the proxy would ignore it otherwise (and
+    route by the weights), so setting it would change nothing but what ``get`` shows."""
     endpoint = target.names.endpoint_name
-    try:
-        desc = target.client("sagemaker").describe_endpoint(EndpointName=endpoint)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
-            raise UserError(
-                f"TARGET_VARIANT={variant}: endpoint {endpoint} does not exist yet, so no variant is live; "
-                "nothing was changed"
-            ) from None
-        raise
-    live = sorted(v["VariantName"] for v in desc.get("ProductionVariants", []))
+    live = live_variants(target)
+    if live is None:
+        raise UserError(
+            f"TARGET_VARIANT={variant}: endpoint {endpoint} does not exist yet, so no variant is live; "
+            "nothing was changed"
+        )
     if variant not in live:
         raise UserError(
             f"TARGET_VARIANT={variant} is not a live variant of {endpoint} (live: {', '.join(live) or 'none'}); "
@@ -129,7 +175,7 @@ def set_(assignments: tuple[str, ...], as_json: bool, local: bool | None) -> Non
         "function": function,
         "changed": changes,
         "applied": applied,
-        **describe(_environment(lam, function)),
+        **describe(_environment(lam, function), target),
     }
     if as_json:
         print_json(info)
