@@ -319,3 +319,142 @@ def test_log_delivery_runs_in_its_own_process_and_a_dead_one_loses_nothing_silen
     assert api.status()["undelivered_log_records"][stream] == before + 1
     predict_and_find("erin")  # the hung process was killed; a new one delivers
     assert api.status()["log_delivery"]["restarts"] == restarts + 2
+
+
+# ------------------------------------------------------------------------------------------- HTTP framing
+
+
+def _raw(ctx, data: bytes) -> tuple[int, dict, bool]:
+    """Send ``data`` as is on a new connection; the answer's status, JSON body, and whether the server then
+    closed the connection."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(ctx.api_url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(data)
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        body = json.loads(response.read())
+        closed = response.will_close and s.recv(1) == b""
+    return response.status, body, closed
+
+
+def _request(path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "localhost", **headers}.items())
+    return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3", "+5", "5, 6"])
+def test_a_content_length_that_is_not_a_number_of_bytes_is_a_400(stack, capfd, length):
+    """Before: the connection closed with no answer and a traceback in the log."""
+    ctx, api, _ = stack
+    errors = api.status()["4xx"]
+    data = _request("/predict", {"Content-Type": "application/json", "Content-Length": length}, b"{}")
+    status, body, closed = _raw(ctx, data)
+    assert status == 400 and body == {"error": f"Content-Length {length!r} is not a number of bytes"}
+    assert closed  # where the body ends is unknown: the connection cannot carry another request
+    assert api.status()["4xx"] == errors + 1
+    assert "Traceback" not in capfd.readouterr().err
+    assert _post(ctx, "/predict", {"instances": [[1, 1, 1]]})[0] == 200  # still serving
+
+
+def test_a_chunked_body_is_decoded_as_api_gateway_does(stack):
+    """``Transfer-Encoding: chunked`` (what http.client sends for a body of unknown length): before, the proxy
+    got an empty body. The connection stays usable: the next request on it is answered too."""
+    import http.client
+    from urllib.parse import urlparse
+
+    ctx, _, _ = stack
+    url = urlparse(ctx.api_url)
+    payload = json.dumps({"instances": [[7, 1, 1], [2, 1, 1]], "user_id": "chunky"}).encode()
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        parts = iter([payload[:10], payload[10:25], payload[25:]])
+        conn.request("POST", "/predict", body=parts, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200, body
+        assert [p["score"] for p in body["predictions"]] == [0.7, 0.2]
+        conn.request(
+            "POST",
+            "/feedback",
+            body=json.dumps({"request_id": body["predictions"][0]["request_id"], "outcome": 1}),
+        )
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"accepted": 1})
+    finally:
+        conn.close()
+    # chunk extensions and trailer fields are allowed, as HTTP/1.1 defines them
+    chunked = b"5;ext=1\r\n" + payload[:5] + b"\r\n" + f"{len(payload) - 5:x}\r\n".encode() + payload[5:]
+    chunked += b"\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    status, body, _ = _raw(ctx, _request("/predict", {"Transfer-Encoding": "chunked"}, chunked))
+    assert status == 200 and len(body["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "says"),
+    [
+        ({"Transfer-Encoding": "chunked"}, b"zz\r\n{}\r\n0\r\n\r\n", 400, "malformed chunked body"),
+        ({"Transfer-Encoding": "chunked"}, b"5\r\n{}\r\n0\r\n\r\n", 400, "malformed chunked body"),
+        (
+            {"Transfer-Encoding": "chunked", "Content-Length": "2"},
+            b"2\r\n{}\r\n0\r\n\r\n",
+            400,
+            "send one of them",
+        ),
+        ({"Transfer-Encoding": "gzip"}, b"", 501, "Transfer-Encoding 'gzip' is not supported"),
+        ({"Transfer-Encoding": "chunked"}, b"A00001\r\n", 413, "the limit is 10485760 bytes"),
+        ({"Content-Length": "10485761"}, b"", 413, "request body is 10485761 bytes; the limit is 10485760"),
+        ({"Content-Length": "2", "content-length": "3"}, b"{}", 400, "different values"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_refused_and_the_connection_closed(stack, headers, body, status, says):
+    ctx, _, _ = stack
+    calls = len(_Runtime.calls)
+    answer_status, answer, closed = _raw(ctx, _request("/predict", headers, body))
+    assert answer_status == status and says in answer["error"]
+    assert closed and len(_Runtime.calls) == calls
+
+
+@pytest.mark.parametrize("path", ["/foo/predict", "/prod/predict", "/predict/x", "/feedbacks", "/"])
+def test_only_the_api_s_own_paths_reach_the_proxy(stack, path):
+    """The local API's URL has no stage (``trainserve local status``: http://127.0.0.1:4568), so the routes
+    are exactly /predict and /feedback, as the documented calls use them; before, any path ending in
+    /predict was served as /predict."""
+    ctx, api, _ = stack
+    calls, served = len(_Runtime.calls), api.status()["requests"]
+    status, body = _post(ctx, path, {"instances": [[1, 1, 1]]})
+    assert status == 404 and body == {"error": f"no route {path}; use POST /predict or POST /feedback"}
+    assert len(_Runtime.calls) == calls and api.status()["requests"] == served + 1
+    assert _post(ctx, "/predict/", {"instances": [[1, 1, 1]]})[0] == 200
+
+
+def test_a_pin_left_behind_by_a_rollback_serves_by_the_weights_and_params_get_says_so(stack, monkeypatch):
+    """The endpoint no longer has the pinned variant (a rollback removed it after the pin was set): every
+    prediction was a 503 before; now the proxy routes by the weights, and ``params get`` names the problem."""
+    import proxy_logic
+    from click.testing import CliRunner
+
+    from trainserve.cli import cli
+    from trainserve.commands import options
+
+    ctx, api, _ = stack
+    _set_params(ctx, api, TARGET_VARIANT="v7")  # as a pin left over would be: set while v7 was live
+    try:
+        status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]]})
+        assert status == 200, body
+        assert _Runtime.calls[-1]["variant"] is None and body["variant"] == "v1"  # SageMaker routed
+        status, body = _post(ctx, "/predict", {"instances": [[7, 0, 0]], "user_id": "pinned-out"})
+        expected = proxy_logic.assign_variant("pinned-out", {"v1": 0.5, "v2": 0.5})
+        assert status == 200 and body["variant"] == expected == _Runtime.calls[-1]["variant"]
+
+        monkeypatch.setattr(options, "resolve_target", lambda local: ctx.target())
+        r = CliRunner().invoke(cli, ["params", "get", "--json"])
+        assert r.exit_code == 0, r.output
+        assert [p["message"] for p in json.loads(r.output)["problems"]] == [
+            f"TARGET_VARIANT=v7 is not live on {ctx.names.endpoint_name} (live: v1, v2): the proxy routes by "
+            "the weights"
+        ]
+    finally:
+        _set_params(ctx, api, TARGET_VARIANT="")

@@ -18,12 +18,20 @@ before a flush, so a flush sees every prediction answered before it.
 Server: the standard library's ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive; the proxy does blocking
 boto3 calls (the model, Firehose), so a thread per connection is the natural fit (an asyncio server would
 hand each request to a thread pool anyway).
+
+HTTP, as API Gateway takes it: the API's URL has no stage path locally (on AWS, ``PredictionApiUrl`` ends
+with the stage, ``/prod/``), so the routes are exactly ``POST /predict`` and ``POST /feedback`` (a trailing
+``/`` allowed); any other path is a 404 that never reaches the proxy. A body comes with a ``Content-Length``
+or ``Transfer-Encoding: chunked`` (decoded, as API Gateway does), up to API Gateway's 10 MiB payload limit
+(413 past it; the proxy's own limit is lower). A malformed length or chunk framing is a 400; an answer to a
+request whose body could not be read closes the connection, since where the next request starts is unknown.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 import zipfile
@@ -46,6 +54,11 @@ RETIRE_SECONDS = 30.0  # a replaced proxy keeps its senders this long (requests 
 # the local API's full rate, 17-64 MB with 30 features a row (the rows' JSON text: ``JsonRows.of``).
 BUFFER_RECORDS = 100_000
 PROXY_DIR = LAMBDAS_DIR / "proxy"
+ROUTES = ("/predict", "/feedback")  # the API's resources (proxy_handler.ROUTES)
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit (the proxy answers 413 past 6 MiB itself)
+_DIGITS = re.compile(rb"[0-9]+")
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_LINE_LIMIT = 65_536  # a chunk-size or trailer line longer than this is malformed
 LOCAL_ACCOUNT = "123456789012"
 
 
@@ -129,6 +142,46 @@ def api_event(method: str, path: str, headers: dict[str, str], body: bytes) -> d
     }
 
 
+class _BadRequest(Exception):
+    """A request whose body cannot be read: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _read_chunked(rfile: Any, limit: int) -> bytes:
+    """The body of a ``Transfer-Encoding: chunked`` request (trailers read and dropped); ``_BadRequest`` for
+    malformed framing, 413 once the data passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        line = rfile.readline(_LINE_LIMIT + 1)
+        size_text = line.split(b";", 1)[0].strip()
+        if not line.endswith(b"\n") or not _HEX.fullmatch(size_text):
+            raise _BadRequest(400, f"malformed chunked body: chunk size line {line[:40]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise _BadRequest(
+                413, f"request body is over {limit} bytes; the limit is {limit} bytes (API Gateway)"
+            )
+        data = rfile.read(size)
+        if len(data) < size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise _BadRequest(400, "malformed chunked body: a chunk's data does not match its size")
+        parts.append(data)
+    while True:  # trailer fields, up to the empty line
+        line = rfile.readline(_LINE_LIMIT + 1)
+        if line in (b"\r\n", b"\n", b""):
+            break
+        if not line.endswith(b"\n"):
+            raise _BadRequest(400, "malformed chunked body: a trailer line is too long")
+    return b"".join(parts)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per
@@ -139,12 +192,20 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no per-request access log (speed)
         return
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", close: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")  # also ends the keep-alive loop (close_connection)
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_error_json(self, status: int, message: str, close: bool = False) -> None:
+        self.server.component.count(status)
+        self._send(status, json.dumps({"error": message}, separators=(",", ":")).encode(), close=close)
 
     def do_GET(self) -> None:  # noqa: N802
         if urlparse(self.path).path == "/_health":
@@ -152,10 +213,53 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error":"use POST /predict or POST /feedback"}')
 
-    def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_body(self) -> bytes:
+        """The request body, by its ``Content-Length`` or chunked; ``_BadRequest`` when it cannot be read."""
+        encoding = self.headers.get("Transfer-Encoding")
+        lengths = self.headers.get_all("Content-Length") or []
+        if encoding is not None:
+            if lengths:
+                raise _BadRequest(
+                    400, "both Transfer-Encoding and Content-Length are given; send one of them"
+                )
+            if encoding.strip().lower() != "chunked":
+                raise _BadRequest(
+                    501,
+                    f"Transfer-Encoding {encoding!r} is not supported; send a Content-Length or "
+                    "Transfer-Encoding: chunked",
+                )
+            return _read_chunked(self.rfile, MAX_REQUEST_BYTES)
+        if not lengths:
+            return b""
+        texts = {text.strip() for text in lengths}
+        if len(texts) > 1:
+            raise _BadRequest(400, f"Content-Length is given {len(lengths)} times with different values")
+        (text,) = texts
+        if not _DIGITS.fullmatch(text.encode("latin-1", "replace")):
+            raise _BadRequest(400, f"Content-Length {text!r} is not a number of bytes")
+        length = int(text)
+        if length > MAX_REQUEST_BYTES:
+            raise _BadRequest(
+                413, f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES} bytes (API Gateway)"
+            )
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _BadRequest(
+                400,
+                f"request body ended after {len(body)} of the {length} bytes its Content-Length announced",
+            )
+        return body
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            body = self._read_body()
+        except _BadRequest as exc:
+            self._send_error_json(exc.status, exc.message, close=True)
+            return
         path = urlparse(self.path).path
+        if path.rstrip("/") not in ROUTES:  # API Gateway has no such resource: the proxy is never called
+            self._send_error_json(404, f"no route {path}; use POST /predict or POST /feedback")
+            return
         component = self.server.component
         component.activity.enter()
         try:
