@@ -97,6 +97,68 @@ def test_train_rejects_malformed_hyperparameters(monkeypatch, moto_url):
         assert "NEstimators" not in result.output and "MaxIter" not in result.output
 
 
+OUT_OF_RANGE = (  # the training script's own rules (training/train.py), named as the user wrote the value
+    (
+        ["--estimator", "random_forest", "--hp", "n_estimators=0"],
+        "--hp n_estimators=0: n_estimators must be >= 1",
+    ),
+    (["--hp", "C=0"], "--hp C=0: C must be > 0"),
+    (["--hp", "learning-rate=1.5"], "--hp learning-rate=1.5: learning_rate must be in (0, 1]"),
+    (["--hp", "MaxDepth=-1"], "--hp MaxDepth=-1: max_depth must be >= 0"),
+    (["--hp", "max_iter=0"], "--hp max_iter=0: max_iter must be >= 1"),
+    (["--hp", "C=nan"], "--hp C=nan: C must be a finite number"),
+    (
+        ["--hp", "n_estimators=5", "--hp", "n-estimators=6"],
+        "--hp n_estimators and --hp n-estimators both give",
+    ),
+)
+
+
+def _objects(s3, bucket: str) -> list[str]:
+    try:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    except s3.exceptions.NoSuchBucket:
+        return []
+
+
+def test_train_refuses_out_of_range_hyperparameters_before_uploading(moto_url, monkeypatch, tmp_path):
+    local = _target(moto_url, project_name="range-test")
+    aws = _target(moto_url, mode="aws", project_name="range-test")  # the same moto, as the deployed stacks
+    _buckets(local)  # an upload would succeed: nothing must be there afterwards
+    (tmp_path / "d.csv").write_text("a,target\n1,0\n")
+    for args, said in OUT_OF_RANGE:
+        for target, mode in ((local, ["--json"]), (local, []), (aws, ["--data", str(tmp_path), "--wait"])):
+            _use(monkeypatch, target)
+            result = CliRunner().invoke(training_cmd.train, [*mode, *args])
+            assert result.exit_code == 1, (args, mode, result.output)
+            assert said in " ".join(result.stderr.split()), (args, mode)
+            assert result.stdout == ""  # a refused command prints no result (not even with --json)
+    s3 = local.client("s3")  # nothing was uploaded, nothing ran
+    assert _objects(s3, local.names.data_bucket) == [] and _objects(s3, local.names.artifacts_bucket) == []
+    # the edges of each range are accepted
+    training_cmd.check_hyperparameters(
+        {"n_estimators": "1", "max_iter": "1", "max_depth": "0", "learning_rate": "1", "C": "1e-9"}
+    )
+
+
+def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, tmp_path):
+    """A step that fails (here Preprocess, on data without the label column): with --json, stdout is one JSON
+    object naming the step and the error, and the exit status is not 0, as for the quality gate."""
+    target = _target(moto_url, project_name="failed-step-test")
+    _use(monkeypatch, target)
+    (tmp_path / "d.csv").write_text("a,b\n1,0\n2,1\n")
+    result = CliRunner().invoke(training_cmd.train, ["--local", "--data", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "failed" and out["step"] == "Preprocess"
+    assert "label column 'target' is missing" in out["error"]
+    assert "step Preprocess failed" in " ".join(result.stderr.split())  # and the one error line on stderr
+    # without --json: no result on stdout, the error on stderr
+    result = CliRunner().invoke(training_cmd.train, ["--local", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "step Preprocess failed" in " ".join(result.stderr.split())
+
+
 def _register(sm, group: str, estimator: str, roc_auc: float) -> str:
     metrics = {"accuracy": 0.9, "f1": 0.91, "roc_auc": roc_auc}
     described = register_model_package(
@@ -198,37 +260,40 @@ def test_models_list_empty_group(moto_url, monkeypatch):
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
+def _create_pipeline(sm, target: Target) -> None:
+    definition = build_pipeline_definition(
+        role_arn="arn:aws:iam::123456789012:role/p",
+        model_package_group_name=target.names.model_package_group,
+        training_image_uri="img",
+        inference_image_uri="img",
+        code={
+            k: f"s3://code/{k}" for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
+        },
+        artifacts_s3_prefix="s3://artifacts/pipeline",
+        kms_key_id="",
+        defaults={
+            "input_data_uri": "s3://data/input/",
+            "training_instance_type": "ml.m5.large",
+            "processing_instance_type": "ml.t3.medium",
+            "estimator": "logistic_regression",
+            "quality_metric": "roc_auc",
+            "quality_threshold": 0.9,
+        },
+    )
+    sm.create_pipeline(
+        PipelineName=target.names.pipeline_name,
+        PipelineDefinition=json.dumps(definition),
+        RoleArn="arn:aws:iam::123456789012:role/p",
+    )
+
+
 def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
     with mock_aws():
         target = _target(None, mode="aws")
         _use(monkeypatch, target)
         _buckets(target)
         sm = boto3.client("sagemaker", region_name=TEST_REGION)
-        definition = build_pipeline_definition(
-            role_arn="arn:aws:iam::123456789012:role/p",
-            model_package_group_name=target.names.model_package_group,
-            training_image_uri="img",
-            inference_image_uri="img",
-            code={
-                k: f"s3://code/{k}"
-                for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
-            },
-            artifacts_s3_prefix="s3://artifacts/pipeline",
-            kms_key_id="",
-            defaults={
-                "input_data_uri": "s3://data/input/",
-                "training_instance_type": "ml.m5.large",
-                "processing_instance_type": "ml.t3.medium",
-                "estimator": "logistic_regression",
-                "quality_metric": "roc_auc",
-                "quality_threshold": 0.9,
-            },
-        )
-        sm.create_pipeline(
-            PipelineName=target.names.pipeline_name,
-            PipelineDefinition=json.dumps(definition),
-            RoleArn="arn:aws:iam::123456789012:role/p",
-        )
+        _create_pipeline(sm, target)
         (tmp_path / "d.csv").write_text("a,target\n1,0\n")
         result = CliRunner().invoke(
             training_cmd.train,
@@ -301,3 +366,57 @@ def test_follow_execution_polls_until_the_end_and_prints_step_changes(capsys):
     lines = [line for line in (printed.out + printed.err).splitlines() if line.strip()]
     assert sum("Train (Training)" in line for line in lines) == 2  # Executing, then Succeeded
     assert sum("Preprocess (Processing)" in line for line in lines) == 1  # printed once, not per poll
+
+
+class _FailsInTrain:
+    """moto's SageMaker client, with the execution's status and step listing that moto 5.2.5 does not give
+    (``list_pipeline_execution_steps`` raises NotImplementedError there): the execution Failed in Train."""
+
+    REASON = "AlgorithmError: train.py: error: --n-estimators must be >= 1"
+
+    def __init__(self, sm):
+        self._sm = sm
+
+    def __getattr__(self, name):
+        return getattr(self._sm, name)
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
+        return {"PipelineExecutionStatus": "Failed"}
+
+    def get_paginator(self, name):
+        assert name == "list_pipeline_execution_steps"
+        steps = [
+            {"StepName": "Preprocess", "StepType": "Processing", "StepStatus": "Succeeded"},
+            {
+                "StepName": "Train",
+                "StepType": "Training",
+                "StepStatus": "Failed",
+                "FailureReason": self.REASON,
+            },
+        ]
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        sm = _FailsInTrain(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        real_client = Target.client
+        monkeypatch.setattr(
+            Target,
+            "client",
+            lambda self, service: sm if service == "sagemaker" else real_client(self, service),
+        )
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == 1, result.output
+        out = json.loads(result.stdout)
+        assert out["status"] == "Failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
+        assert out["pipeline_execution_arn"] and [s["name"] for s in out["steps"]] == ["Preprocess", "Train"]
+        assert "pipeline execution Failed" in " ".join(result.stderr.split())

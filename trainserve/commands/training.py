@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,22 +36,59 @@ def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def check_hyperparameter_types(hyperparameters: dict[str, str]) -> None:
-    """Each known hyperparameter's value has its type, named as the user wrote it (``--hp n_estimators=abc``),
-    not as the pipeline parameter it becomes."""
-    from training.pipeline_definition import HYPERPARAMETERS, DefinitionError, coerce_parameter
+def check_hyperparameters(hyperparameters: dict[str, str]) -> None:
+    """Each hyperparameter is known, given once, of its type and in the range the training script accepts,
+    before anything is uploaded or started; a bad one is named as the user wrote it (``--hp
+    n_estimators=0``), not as the pipeline parameter it becomes."""
+    from training.pipeline_definition import (
+        HYPERPARAMETERS,
+        DefinitionError,
+        coerce_parameter,
+        parameter_name_for,
+    )
 
-    kinds = {name: kind for name, _, kind, _ in HYPERPARAMETERS}
+    by_param = {param: (name, kind) for name, param, kind, _ in HYPERPARAMETERS}
+    given: dict[str, str] = {}
     for key, value in hyperparameters.items():
-        name = key.replace("-", "_")  # learning-rate is learning_rate
-        if name in kinds:
-            try:
-                coerce_parameter(name, kinds[name], value)
-            except DefinitionError:
-                wanted = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}[
-                    kinds[name]
-                ]
-                raise UserError(f"--hp {key}={value}: {name} must be {wanted}") from None
+        try:
+            name, kind = by_param[parameter_name_for(key)]
+        except DefinitionError as exc:
+            raise UserError(str(exc)) from None
+        if name in given:
+            raise UserError(f"--hp {given[name]} and --hp {key} both give {name}; nothing was started")
+        given[name] = key
+        try:
+            typed = coerce_parameter(name, kind, value)
+        except DefinitionError:
+            wanted = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}[kind]
+            raise UserError(f"--hp {key}={value}: {name} must be {wanted}; nothing was started") from None
+        if kind == "Float" and not math.isfinite(typed):
+            raise UserError(f"--hp {key}={value}: {name} must be a finite number; nothing was started")
+        refusal = training_script_refusal(name, typed)
+        if refusal:
+            raise UserError(f"--hp {key}={value}: {refusal}; nothing was started")
+
+
+def training_script_refusal(name: str, value: Any) -> str | None:
+    """Why the training script (``training/train.py``, which the Train step runs with the hyperparameters as
+    arguments) refuses ``name=value``, as ``"n_estimators must be >= 1"``; None if it takes it.
+
+    The rules are the script's own: its argument parser runs here on this one value (the others at their
+    defaults), so no range is repeated in the CLI. The parser reports a refusal as a usage error on stderr
+    and exit status 2; that message, less the usage text and with the option written as the hyperparameter
+    name, is the answer."""
+    from training import train as train_script
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            train_script.parse_args([f"--{name}={value}"])
+    except SystemExit:
+        lines = printed.getvalue().strip().splitlines()
+        message = lines[-1].split(": error: ", 1)[-1] if lines else f"the training script refuses {name}"
+        flag = "--" + name.replace("_", "-")
+        return name + message[len(flag) :] if message.startswith(flag + " ") else message
+    return None
 
 
 class _StepPrinter:
@@ -126,7 +166,7 @@ def train(
     from training.pipeline_definition import DefinitionError
 
     hyperparameters = parse_hyperparameters(hp)
-    check_hyperparameter_types(hyperparameters)
+    check_hyperparameters(hyperparameters)
     target = resolve_target(local)
     try:
         if target.is_local:
@@ -151,6 +191,8 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
             progress=_StepPrinter(),
         )
     except TrainingError as exc:
+        if as_json:  # like the quality gate's result: a JSON object on stdout, and a non-zero exit
+            print_json({"status": "failed", "step": exc.step, "error": exc.detail})
         raise UserError(str(exc)) from exc
     if as_json:
         print_json(result.as_json())
@@ -218,6 +260,9 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
     if wait:
         status, steps = follow_execution(sm, arn, quiet=as_json)
         out.update(status=status, steps=steps)
+        failed = next((s for s in steps if s["status"] == "Failed"), None)
+        if failed:  # as a local run's failure says it
+            out.update(step=failed["name"], error=failed.get("reason", ""))
     if as_json:
         print_json(out)
     elif wait:
