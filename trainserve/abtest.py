@@ -63,46 +63,43 @@ def two_proportion_ztest(s_a: int, n_a: int, s_b: int, n_b: int) -> dict | None:
 def srm_test(
     observed: Mapping[str, int], weights: Mapping[str, float], threshold: float = SRM_P_THRESHOLD
 ) -> dict:
-    """Sample-ratio mismatch: chi-square goodness of fit of the observed requests to the configured weights.
+    """Sample-ratio mismatch: chi-square goodness of fit of the observed units to the configured weights.
 
     A mismatch (``p < threshold``, 0.001 by convention) means the split itself is broken (pinning, sticky
     assignment, logging loss by variant...), so no comparison of the variants can be trusted.
+
+    Variants at weight 0 (draining: a rollback or a rejection takes them out) have no expected share and are
+    left out of the chi-square, which compares the variants that receive traffic. They should get nothing:
+    any unit observed on one is a mismatch by itself (``unexpected``: variant -> count; ``chi2`` is then
+    ``None`` and ``p_value`` 0). With fewer than two weighted variants there is no split to test
+    (``chi2`` and ``p_value`` ``None``).
     """
     names = sorted(observed)
     if set(names) != set(weights):
         raise ValueError(f"observed variants {names} and weighted variants {sorted(weights)} differ")
+    if any(weights[k] < 0 for k in names):
+        raise ValueError(f"negative weight in {dict(weights)}")
     total_w = float(sum(weights[k] for k in names))
-    total_n = int(sum(observed[k] for k in names))
     if total_w <= 0:
         raise ValueError("the configured weights sum to 0")
-    expected = {k: total_n * weights[k] / total_w for k in names}
-    if len(names) < 2 or total_n == 0:
-        return {
-            "chi2": None,
-            "p_value": None,
-            "mismatch": False,
-            "expected": expected,
-            "threshold": threshold,
-        }
-    zero = [k for k in names if expected[k] == 0]
-    if zero:
-        # A variant configured at 0% that still receives traffic is a mismatch by definition.
-        mismatch = any(observed[k] > 0 for k in zero)
-        return {
-            "chi2": math.inf if mismatch else 0.0,
-            "p_value": 0.0 if mismatch else 1.0,
-            "mismatch": mismatch,
-            "expected": expected,
-            "threshold": threshold,
-        }
-    chi2, p = stats.chisquare([observed[k] for k in names], f_exp=[expected[k] for k in names])
-    return {
-        "chi2": float(chi2),
-        "p_value": float(p),
-        "mismatch": bool(p < threshold),
+    weighted = [k for k in names if weights[k] > 0]
+    unexpected = {k: int(observed[k]) for k in names if weights[k] == 0 and observed[k] > 0}
+    total_n = int(sum(observed[k] for k in weighted))
+    expected = {k: (total_n * weights[k] / total_w if k in weighted else 0.0) for k in names}
+    result: dict = {
+        "chi2": None,
+        "p_value": None,
+        "mismatch": False,
         "expected": expected,
         "threshold": threshold,
+        "unexpected": unexpected,
     }
+    if unexpected:
+        return {**result, "p_value": 0.0, "mismatch": True}
+    if len(weighted) < 2 or total_n == 0:
+        return result
+    chi2, p = stats.chisquare([observed[k] for k in weighted], f_exp=[expected[k] for k in weighted])
+    return {**result, "chi2": float(chi2), "p_value": float(p), "mismatch": bool(p < threshold)}
 
 
 def prob_b_beats_a(s_a: int, n_a: int, s_b: int, n_b: int, prior: tuple[float, float] = (1.0, 1.0)) -> float:

@@ -55,6 +55,21 @@ def test_srm_flags_a_broken_split_and_a_zero_weight_variant_with_traffic():
         abtest.srm_test({"v1": 1}, {"v2": 1.0})
 
 
+def test_srm_leaves_a_draining_variant_out_of_the_chi_square():
+    # v3 at 0% (draining) with nothing observed: the split of v1/v2 is still tested, on their own shares
+    res = abtest.srm_test({"v1": 9200, "v2": 800, "v3": 0}, {"v1": 0.9, "v2": 0.1, "v3": 0.0})
+    chi2, p = stats.chisquare([9200, 800], f_exp=[9000, 1000])
+    assert res["chi2"] == pytest.approx(chi2) and res["p_value"] == pytest.approx(p)
+    assert res["mismatch"] is True and res["expected"] == {"v1": 9000, "v2": 1000, "v3": 0.0}
+    fine = abtest.srm_test({"v1": 9010, "v2": 990, "v3": 0}, {"v1": 0.9, "v2": 0.1, "v3": 0.0})
+    assert fine["mismatch"] is False and fine["unexpected"] == {} and fine["p_value"] > 0.5
+    # one variant left with traffic: no split to test; traffic on the 0% variant is a mismatch by itself
+    alone = abtest.srm_test({"v1": 500, "v2": 0}, {"v1": 1.0, "v2": 0.0})
+    assert alone["p_value"] is None and alone["mismatch"] is False
+    leak = abtest.srm_test({"v1": 500, "v2": 7}, {"v1": 1.0, "v2": 0.0})
+    assert leak["mismatch"] is True and leak["unexpected"] == {"v2": 7} and leak["chi2"] is None
+
+
 def _evan_miller_prob_b_beats_a(alpha_a, beta_a, alpha_b, beta_b):
     """Evan Miller's closed form for integer alpha_b: sum_{i<alpha_b} B(a_a+i, b_a+b_b) / ((b_b+i) B(1+i,b_b) B(a_a,b_a))."""
     total = 0.0
