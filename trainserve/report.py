@@ -3,9 +3,18 @@ each challenger against the champion, and one recommendation with the exact comm
 
 The report only reads (the warehouse, and the endpoint's live weights); it never changes the endpoint.
 
-Experiment window: from the moment the most recently started live variant logged its first prediction
-(so every arm is compared over the same period) to its last logged prediction, unless ``since``/``until``
-are given. Champion: the live variant with the largest weight (ties: the lowest model version).
+Experiment window (unless ``since``/``until`` are given): from when the current weights took effect to the
+last logged prediction. The weights took effect at the endpoint's ``LastModifiedTime`` (DescribeEndpoint:
+its weights or variants last changed then) plus ``PROXY_WEIGHTS_DELAY_SECONDS`` (the proxy caches the
+weights that long), and never before the newest live variant's first logged prediction (so every arm is
+compared over the same period; without a ``LastModifiedTime`` that is the start). A ``since`` before the
+weights took effect spans a change: the report warns, and the sample-ratio check, which compares with the
+current weights, is shown but not flagged. Champion: the release controller's (its tag) when it is live and
+receives traffic, else the live variant with the largest weight (ties: the lowest model version).
+
+Variants at weight 0 are draining (a rollback or a rejection is taking them out): they have no expected
+share in the sample-ratio check (any unit they receive in the window is a mismatch), no sample-size target
+and no decision; what they logged in the window is still shown.
 
 Decision (``ab_alpha`` from the config): the **sequential** always-valid p-value (mixture SPRT, see
 ``trainserve.abtest``) decides, because the report is read repeatedly while data arrives. A sample-ratio
@@ -24,6 +33,11 @@ import warehouse_sql
 from trainserve import abtest
 
 MIN_LOOK_LABELLED = 30  # a sequential look counts once each arm has this many labelled predictions
+# How long after a change of the endpoint's weights traffic may still follow the old ones: the proxy caches
+# DescribeEndpoint for this long (``ENDPOINT_CACHE_SECONDS`` in lambdas/proxy/proxy_handler.py, the same
+# value; not imported: importing that module builds the Lambda's proxy). tests/report checks they agree.
+PROXY_WEIGHTS_DELAY_SECONDS = 5.0
+_UPDATING = ("Updating", "SystemUpdating")
 _VARIANT = re.compile(r"^v(\d+)$")
 
 
@@ -78,6 +92,49 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f} pts"
 
 
+def _t(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+class WindowError(ValueError):
+    """The window asked for holds no logged prediction: ``since`` is in the future, or after the last logged
+    prediction of the live variants. ``detail`` says which, with the current and the last data time."""
+
+    def __init__(self, since: datetime, now: datetime, last_data: datetime | None = None):
+        self.since, self.now, self.last_data = since, now, last_data
+        last = f"last logged prediction of the live variants: {_t(last_data)}" if last_data else ""
+        if since > now:
+            self.detail = f"is in the future (now: {_t(now)}" + (f"; {last})" if last else ")")
+        else:
+            self.detail = f"is after the last logged prediction ({last}; now: {_t(now)})"
+        super().__init__(f"since {_t(since)} {self.detail}: the window would be empty")
+
+
+def check_since(since: datetime | None, now: datetime | None = None) -> None:
+    """Refuse a window start in the future (``WindowError``); ``since`` naive is taken as UTC."""
+    if since is None:
+        return
+    now = _naive(now or datetime.now(UTC))
+    if _naive(since) > now:
+        raise WindowError(_naive(since), now)
+
+
+def endpoint_changed_at(endpoint_state: Mapping[str, Any] | None) -> datetime | None:
+    """When the endpoint's weights or variants last changed: DescribeEndpoint's ``LastModifiedTime`` (UTC)."""
+    ts = (endpoint_state or {}).get("LastModifiedTime")
+    return _naive(ts) if ts else None
+
+
+def pending_weights(endpoint_state: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
+    """Variants whose weight is being changed: name -> (CurrentWeight, DesiredWeight), where they differ."""
+    out = {}
+    for v in (endpoint_state or {}).get("ProductionVariants") or []:
+        cur, want = v.get("CurrentWeight"), v.get("DesiredWeight")
+        if v.get("VariantName") and cur is not None and want is not None and abs(cur - want) > 1e-9:
+            out[v["VariantName"]] = (float(cur), float(want))
+    return out
+
+
 def build_report(
     query: Any,
     *,
@@ -90,18 +147,26 @@ def build_report(
     champion: str | None = None,
 ) -> dict:
     """Build the A/B report (JSON-able dict). ``query`` is a ``WarehouseQuery``; ``endpoint_state`` the
-    endpoint's ``DescribeEndpoint`` response (``None``: no live endpoint known, weights and SRM are skipped).
+    endpoint's ``DescribeEndpoint`` response (``None``: no live endpoint known, weights and SRM are skipped;
+    its ``LastModifiedTime`` starts the default window, see the module docstring).
 
     ``tau``: the mixing standard deviation of the sequential test (default ``config.ab_min_effect``).
     ``champion``: the release controller's champion (its ``trainserve:champion`` tag) when known and live;
-    otherwise the largest live weight.
+    otherwise the largest live weight. ``since`` in the future (checked before any query) or after the last
+    logged prediction raises ``WindowError``.
     """
     alpha, power, min_effect = float(config.ab_alpha), float(config.ab_power), float(config.ab_min_effect)
     tau = float(tau if tau is not None else min_effect)
     endpoint_name = endpoint_name or (endpoint_state or {}).get("EndpointName") or config.endpoint_name
     dialect = getattr(query, "dialect", "redshift")
+    now = _naive(datetime.now(UTC))
+    check_since(since, now)
     weights = endpoint_weights(endpoint_state)
+    total_w = sum(weights.values())
+    changed_at = endpoint_changed_at(endpoint_state) if weights else None
+    settled_at = changed_at + timedelta(seconds=PROXY_WEIGHTS_DELAY_SECONDS) if changed_at else None
     notes: list[str] = []
+    warnings: list[str] = []
     report: dict[str, Any] = {
         "endpoint_name": endpoint_name,
         "generated_at": datetime.now(UTC).isoformat(),
@@ -115,6 +180,7 @@ def build_report(
         "histograms": {},
         "histogram_bins": warehouse_sql.HISTOGRAM_BINS,
         "traffic": [],
+        "warnings": warnings,
         "notes": notes,
         "recommendation": None,
     }
@@ -124,6 +190,8 @@ def build_report(
         for r in query.query(warehouse_sql.variant_first_seen_sql(), {"endpoint_name": endpoint_name})
     }
     live = sorted(weights, key=_sort_key) if weights else sorted(seen, key=_sort_key)
+    # weight 0: a rollback or a rejection is taking the variant out; it should receive no traffic
+    draining = [v for v in live if total_w > 0 and weights.get(v, 0.0) <= 0]
     ignored = sorted(set(seen) - set(live), key=_sort_key)
     if ignored:
         notes.append(f"variants no longer live are left out: {', '.join(ignored)}")
@@ -135,16 +203,69 @@ def build_report(
             "command": "trainserve report ab",
         }
         return report
-    if since is None:
-        since = max(_naive(seen[v]["first_seen"]) for v in logged_live)
+    last_data = max(_naive(seen[v]["last_seen"]) for v in logged_live)
+    if since is not None:
+        since = _naive(since)
+        if since > last_data:
+            raise WindowError(since, now, last_data)
+        basis, reason = "given", f"from the start asked for ({_t(since)})"
+    else:
+        serving = [v for v in logged_live if v not in draining] or logged_live
+        newest = max(serving, key=lambda v: (_naive(seen[v]["first_seen"]), _sort_key(v)))
+        first = _naive(seen[newest]["first_seen"])
+        if settled_at is not None and changed_at is not None and settled_at >= first:
+            since, basis = settled_at, "endpoint_changed"
+            reason = (
+                f"since the endpoint last changed at {_t(changed_at)} (its weights or variants; LastModifiedTime), "
+                f"plus {PROXY_WEIGHTS_DELAY_SECONDS:g} s while the proxy's cached weights catch up"
+            )
+        else:
+            since, basis = first, "first_prediction"
+            reason = (
+                f"since the first logged prediction of {newest}, the newest live variant to receive traffic"
+            )
+            if changed_at is not None:
+                reason += f" (the endpoint last changed before, at {_t(changed_at)})"
     if until is None:
-        until = max(_naive(seen[v]["last_seen"]) for v in logged_live) + timedelta(seconds=1)
-    since, until = _naive(since), _naive(until)
+        until = max(last_data + timedelta(seconds=1), since)
+    until = _naive(until)
+    if until < since:
+        raise ValueError(f"the window ends ({_t(until)}) before it starts ({_t(since)})")
     grain = _grain(until - since)
-    report["window"] = {"start": since.isoformat(), "end": until.isoformat(), "grain": grain}
+    spans_change = settled_at is not None and since < settled_at
+    report["window"] = {
+        "start": since.isoformat(),
+        "end": until.isoformat(),
+        "grain": grain,
+        "basis": basis,
+        "reason": reason,
+        "endpoint_changed_at": changed_at.isoformat() if changed_at else None,
+        "weights_in_force_from": settled_at.isoformat() if settled_at else None,
+        "weights_changed_inside": spans_change,
+    }
+    srm_caveat = None
+    if spans_change:
+        assert changed_at is not None and settled_at is not None
+        srm_caveat = (
+            f"the endpoint's weights or variants changed at {_t(changed_at)}, inside the window (from {_t(since)}): "
+            f"traffic before {_t(settled_at)} may follow earlier weights, so the sample-ratio check against the "
+            "current weights is not meaningful over this window and is not flagged (the default window, from the "
+            "change on, checks it)"
+        )
+        warnings.append(srm_caveat)
+    status = (endpoint_state or {}).get("EndpointStatus")
+    pending = pending_weights(endpoint_state)
+    if pending or status in _UPDATING:
+        change = ", ".join(f"{k} {a:g} -> {b:g}" for k, (a, b) in sorted(pending.items()))
+        srm_caveat = (
+            f"the endpoint is {status or 'changing'}" + (f" (weights {change})" if change else "") + ": the "
+            "sample-ratio check is not flagged until the change is in force"
+        )
+        warnings.append(srm_caveat)
     params = {"endpoint_name": endpoint_name, "since": since, "until": until}
 
-    rows = query.query(warehouse_sql.report_sql(dialect, grain), params)
+    # an empty window (the endpoint changed after the last logged prediction) needs no query
+    rows = query.query(warehouse_sql.report_sql(dialect, grain), params) if until > since else []
     bins = warehouse_sql.HISTOGRAM_BINS
     summary: dict[str, dict] = {}
     labelled = {v: 0 for v in live}
@@ -194,10 +315,17 @@ def build_report(
 
     requests = {v: int((summary.get(v) or {}).get("requests") or 0) for v in live}
     total_requests = sum(requests.values())
-    if champion not in live:
-        champion = choose_champion(weights, requests)
+    if champion in draining:
+        notes.append(
+            f"the release controller's champion {champion} is at 0%: the report compares with the heaviest "
+            "variant that receives traffic"
+        )
+    if champion not in live or champion in draining:
+        serving_weights = {v: w for v, w in weights.items() if v not in draining}
+        serving_requests = {v: n for v, n in requests.items() if v not in draining}
+        champion = choose_champion(serving_weights, serving_requests) or live[0]
+    assert champion is not None  # live is not empty here
     report["champion"] = champion
-    total_w = sum(weights.values())
     for v in live:
         s = summary.get(v) or {}
         if len(versions[v]) > 1:
@@ -209,7 +337,8 @@ def build_report(
                 "model_version": s.get("max_version")
                 if s.get("max_version") is not None
                 else variant_version(v),
-                "role": "champion" if v == champion else "challenger",
+                "role": "champion" if v == champion else ("draining" if v in draining else "challenger"),
+                "draining": v in draining,
                 "weight": (weights[v] / total_w) if weights and total_w else None,
                 "requests": n,
                 "users": users[v],
@@ -223,6 +352,11 @@ def build_report(
                 "accuracy": correct[v] / labelled[v] if labelled[v] else None,
                 "accuracy_ci": abtest.proportion_ci(correct[v], labelled[v], alpha=alpha),
             }
+        )
+    if draining:
+        notes.append(
+            f"{', '.join(draining)} at 0% (draining: a rollback or a rejection takes it out): no expected share, "
+            "no sample-size target, no decision; what it logged in the window is shown"
         )
 
     srm = None
@@ -238,6 +372,10 @@ def build_report(
         srm = abtest.srm_test(units, weights)
         srm["unit"] = "users" if any(users.values()) else "requests"
         srm["observed"] = units
+        srm["applicable"] = srm_caveat is None
+        srm["caveat"] = srm_caveat
+        if srm_caveat is not None:
+            srm["mismatch"] = False  # shown, not flagged: the weights were not the same over the window
         report["srm"] = srm
     elif not weights:
         notes.append("no live endpoint weights: the sample-ratio check is skipped")
@@ -258,18 +396,25 @@ def build_report(
         diff = (s_b / n_b - s_a / n_a) if n_a and n_b else None
         fixed = abtest.two_proportion_ztest(s_a, n_a, s_b, n_b)
         seq = abtest.always_valid_p_value(looks[v], tau) if looks[v] else 1.0
-        ratio = (
-            (weights[v] / weights[champion])
-            if weights and weights.get(champion)
-            else ((requests[v] / requests[champion]) if requests[champion] and requests[v] else 1.0)
-        )
-        need = abtest.min_sample_size(s_a / n_a if n_a else 0.5, min_effect, alpha, power, ratio=ratio)
-        if srm and srm["mismatch"]:
-            decision = "keep collecting"
-        elif seq <= alpha and diff is not None:
-            decision = "promote" if diff > 0 else "rollback"
+        min_sample: dict[str, int] | None = None
+        still_needed: dict[str, int] = {}
+        if v in draining:
+            decision = "draining"  # it leaves: nothing to decide, no sample to collect
         else:
-            decision = "keep collecting"
+            ratio = (
+                (weights[v] / weights[champion])
+                if weights and weights.get(champion)
+                else ((requests[v] / requests[champion]) if requests[champion] and requests[v] else 1.0)
+            )
+            need = abtest.min_sample_size(s_a / n_a if n_a else 0.5, min_effect, alpha, power, ratio=ratio)
+            min_sample = {champion: need["n_a"], v: need["n_b"]}
+            still_needed = {champion: max(0, need["n_a"] - n_a), v: max(0, need["n_b"] - n_b)}
+            if srm and srm["mismatch"]:
+                decision = "keep collecting"
+            elif seq <= alpha and diff is not None:
+                decision = "promote" if diff > 0 else "rollback"
+            else:
+                decision = "keep collecting"
         report["comparisons"].append(
             {
                 "challenger": v,
@@ -281,8 +426,8 @@ def build_report(
                 "p_value_fixed": fixed["p_value"] if fixed else None,
                 "p_value_sequential": seq,
                 "prob_better": abtest.prob_b_beats_a(s_a, n_a, s_b, n_b),
-                "min_sample": {champion: need["n_a"], v: need["n_b"]},
-                "still_needed": {champion: max(0, need["n_a"] - n_a), v: max(0, need["n_b"] - n_b)},
+                "min_sample": min_sample,
+                "still_needed": still_needed,
                 "decision": decision,
             }
         )
@@ -294,6 +439,12 @@ def build_report(
             "LOG_SAMPLE_RATE, or wait for the warehouse load)",
             "command": "trainserve params get",
         }
+    elif total_requests == 0 and report["recommendation"]["action"] == "keep collecting":
+        report["recommendation"] = {
+            "action": "keep collecting",
+            "reason": f"no predictions logged in the window yet ({reason})",
+            "command": "trainserve report ab",
+        }
     return report
 
 
@@ -301,18 +452,37 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
     """One action for the operator, its reason in one line, and the exact command."""
     champion = report["champion"]
     srm = report.get("srm")
-    comps = report["comparisons"]
+    comps = [c for c in report["comparisons"] if c["decision"] != "draining"]
+    draining = [c["challenger"] for c in report["comparisons"] if c["decision"] == "draining"]
     if srm and srm["mismatch"]:
+        unexpected = srm.get("unexpected") or {}
+        unit = srm.get("unit", "requests")
+        if unexpected:
+            got = ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
+            what = f"variants at 0% received traffic in the window ({got})"
+        else:
+            what = (
+                f"sample ratio mismatch (chi-square on {unit}, p={srm['p_value']:.2g} < {srm['threshold']}): "
+                "the observed split differs from the configured weights"
+            )
         return {
             "action": "keep collecting",
             "reason": (
-                f"sample ratio mismatch (chi-square on {srm.get('unit', 'requests')}, p={srm['p_value']:.2g} < "
-                f"{srm['threshold']}): the observed split differs from the configured weights; fix the split first (check TARGET_VARIANT, "
-                "STICKY_ASSIGNMENT, LOG_SAMPLE_RATE), no decision is trustworthy until then"
+                f"{what}; fix the split first (check TARGET_VARIANT, STICKY_ASSIGNMENT, LOG_SAMPLE_RATE), no "
+                "decision is trustworthy until then"
             ),
             "command": "trainserve params get",
         }
     if not comps:
+        if draining:
+            return {
+                "action": "nothing to act on",
+                "reason": (
+                    f"{', '.join(draining)} at 0%: draining (a rollback or a rejection takes it out), nothing to "
+                    f"decide; only {champion} receives traffic"
+                ),
+                "command": "trainserve endpoint status",
+            }
         return {
             "action": "keep collecting",
             "reason": f"only {champion} is live: there is nothing to compare",

@@ -11,7 +11,15 @@ import boto3
 import duckdb
 import pytest
 from click.testing import CliRunner
-from warehouse_fixture import UNIFORM_BASELINE, Arm, create_endpoint, create_schema, fill, register_versions
+from warehouse_fixture import (
+    UNIFORM_BASELINE,
+    Arm,
+    create_endpoint,
+    create_schema,
+    fill,
+    register_versions,
+    set_endpoint_changed_at,
+)
 
 from trainserve.cli import cli
 from trainserve.commands import monitor as monitor_cmd
@@ -42,6 +50,7 @@ def local_target(moto_url, tmp_path, config, monkeypatch):
     con = duckdb.connect(target.warehouse["path"])
     create_schema(con)
     start = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=50)
+    set_endpoint_changed_at(start - timedelta(minutes=1))  # the weights were set before this traffic
     # v2 is both clearly more accurate and drifted (scores shifted by 0.3) against its training baseline
     fill(
         con,
@@ -88,6 +97,94 @@ def test_report_ab_table_and_plot(local_target, tmp_path):
     assert "Challengers vs champion" in result.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "no training baseline" not in result.output
+
+
+def _said(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_report_ab_with_a_challenger_drained_to_zero(local_target):
+    """`traffic set v1=1 v2=0`, as a rollback's first step leaves the endpoint: no crash; v2 is draining."""
+    assert _invoke("traffic", "set", "v1=1", "v2=0").exit_code == 0
+    result = _invoke("report", "ab", "--json")
+    assert result.exit_code == 0, result.output
+    rep = json.loads(result.stdout)
+    by = {v["variant_name"]: v for v in rep["variants"]}
+    assert (by["v1"]["role"], by["v2"]["role"]) == ("champion", "draining") and by["v2"]["weight"] == 0.0
+    assert rep["window"]["basis"] == "endpoint_changed"  # from the `traffic set` on: nothing logged since
+    (cmp,) = rep["comparisons"]
+    assert cmp["decision"] == "draining" and cmp["min_sample"] is None and cmp["still_needed"] == {}
+    assert rep["recommendation"]["action"] == "nothing to act on"
+    assert rep["recommendation"]["command"] == "trainserve endpoint status"
+    # over the traffic before the change, what v2 collected is shown, with the caveat on the split
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    rep = json.loads(_invoke("report", "ab", "--json", "--since", since).stdout)
+    by = {v["variant_name"]: v for v in rep["variants"]}
+    assert by["v2"]["requests"] > 2_000 and by["v2"]["accuracy"] > 0.85
+    assert rep["window"]["weights_changed_inside"] is True and len(rep["warnings"]) == 1
+    assert rep["srm"]["mismatch"] is False and rep["recommendation"]["action"] == "nothing to act on"
+    text = _invoke("report", "ab", "--since", since)
+    assert text.exit_code == 0, text.output
+    said = _said(text.stdout)
+    assert "│ v2 │ 2 │ draining │ 0.0% │" in said
+    assert "warning: the endpoint's weights or variants changed at" in said
+    assert "sample-ratio check not flagged (at 0% but in the window: v2 got" in said
+    assert "NOTHING TO ACT ON: v2 at 0%: draining" in said and "next: trainserve endpoint status" in said
+    default = _said(_invoke("report", "ab").stdout)
+    assert "window: since the endpoint last changed at" in default and "NOTHING TO ACT ON" in default
+
+
+def test_report_ab_after_an_operator_ramp_compares_from_the_change(local_target):
+    """90/10 for two hours before `traffic set v1=0.5 v2=0.5` (the fixture's endpoint changed a minute before
+    its 50/50 traffic): no sample-ratio mismatch, the window starts at the change."""
+    sm = local_target.client("sagemaker")
+    changed = sm.describe_endpoint(EndpointName=local_target.names.endpoint_name)["LastModifiedTime"]
+    changed = changed.astimezone(UTC).replace(tzinfo=None)
+    con = duckdb.connect(local_target.warehouse["path"])
+    fill(
+        con,
+        [Arm("v1", 1, 0.9, 0.80), Arm("v2", 2, 0.1, 0.90, score_shift=0.3)],
+        20_000,
+        start=changed - timedelta(hours=2),
+        seconds=7_100,
+        offset=1_000_000,
+        salt=7,
+    )
+    con.close()
+    rep = json.loads(_invoke("report", "ab", "--json").stdout)
+    assert rep["window"]["start"] == (changed + timedelta(seconds=5)).isoformat()
+    assert rep["window"]["basis"] == "endpoint_changed" and rep["warnings"] == []
+    assert rep["srm"]["mismatch"] is False and rep["srm"]["applicable"] is True
+    assert rep["recommendation"]["command"] == "trainserve traffic promote v2"
+    since = (changed - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")
+    rep = json.loads(_invoke("report", "ab", "--json", "--since", since).stdout)
+    assert rep["srm"]["p_value"] < 0.001 and rep["srm"]["mismatch"] is False  # shown, not flagged
+    (warning,) = rep["warnings"]
+    assert "inside the window" in warning and "not meaningful" in warning
+    said = _said(_invoke("report", "ab", "--since", since).stdout)
+    assert "warning: the endpoint's weights or variants changed at" in said
+    assert "sample-ratio check not flagged (chi-square on requests" in said
+    assert "SAMPLE RATIO MISMATCH" not in said
+
+
+def test_report_ab_since_in_the_future_or_after_the_data_is_an_error(local_target, tmp_path):
+    png = tmp_path / "ab.png"
+    for args in (("--json",), ("--plot", str(png))):
+        result = _invoke("report", "ab", "--since", "2030-01-01", *args)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert _said(result.stderr).startswith(
+            "error: --since 2030-01-01 00:00:00 is in the future (now: "
+        ), result.stderr
+        assert "Traceback" not in result.output and not png.exists()
+    recent = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    result = _invoke("report", "ab", "--since", recent, "--plot", str(png))
+    assert result.exit_code == 1 and result.stdout == "" and not png.exists()
+    said = _said(result.stderr)
+    assert (
+        f"error: --since {recent} is after the last logged prediction (last logged prediction of the live "
+        in said
+    )
+    assert "the window would be empty" in said
 
 
 def test_monitor_run_publishes_and_prints_metrics(local_target):

@@ -219,3 +219,13 @@ def create_endpoint(sm, weights: dict[str, float], endpoint: str = ENDPOINT) -> 
         )
     sm.create_endpoint_config(EndpointConfigName="trainserve-ec-1", ProductionVariants=variants)
     sm.create_endpoint(EndpointName=endpoint, EndpointConfigName="trainserve-ec-1")
+
+
+def set_endpoint_changed_at(when: datetime, endpoint: str = ENDPOINT) -> None:
+    """Backdate the endpoint's ``LastModifiedTime`` (and creation) in the in-process moto backend: generated
+    predictions lie in the past, and the report's default window starts when the endpoint last changed."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    ep = sagemaker_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].endpoints[endpoint]
+    ep.creation_time = ep.last_modified_time = when

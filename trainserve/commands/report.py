@@ -16,34 +16,74 @@ from trainserve.console import UserError, console, err_console, print_json, step
 
 
 def _endpoint(target: Any) -> tuple[dict | None, str | None]:
-    """(DescribeEndpoint-like dict with the live weights, champion variant) or (None, None) without endpoint."""
+    """(DescribeEndpoint response: live weights and ``LastModifiedTime``; champion variant), or (None, None)
+    without endpoint.
+
+    The weights and ``LastModifiedTime`` come from one DescribeEndpoint response, so the window the report
+    starts at that time is the one these weights hold in; the champion is the release controller's (its tag,
+    read by its adapter, which also refuses variants not named v<N>).
+    """
     import release_planner
+    from botocore.exceptions import ClientError
 
     from trainserve.commands.endpoint import release_adapter
 
-    state = release_adapter(target).read_endpoint()
+    adapter = release_adapter(target)
+    state = adapter.read_endpoint()
     if not state.exists:
         return None, None
+    try:
+        desc = adapter.sm.describe_endpoint(EndpointName=target.names.endpoint_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            return None, None  # deleted since the adapter read it
+        raise
     variants = [
         {
-            "VariantName": v.name,
-            "CurrentWeight": v.current_weight if v.current_weight is not None else v.weight,
-            "DesiredWeight": v.weight,
+            "VariantName": v["VariantName"],
+            "CurrentWeight": v.get("CurrentWeight", v.get("DesiredWeight")),
+            "DesiredWeight": v.get("DesiredWeight", v.get("CurrentWeight")),
         }
-        for v in state.variants
+        for v in desc.get("ProductionVariants", [])
     ]
     champion = release_planner.variant_name(state.champion) if state.champion is not None else None
-    return {"EndpointName": target.names.endpoint_name, "ProductionVariants": variants}, champion
+    return {
+        "EndpointName": target.names.endpoint_name,
+        "EndpointStatus": desc.get("EndpointStatus"),
+        "LastModifiedTime": desc.get("LastModifiedTime"),
+        "ProductionVariants": variants,
+    }, champion
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
     return "" if x is None else format(x, spec)
 
 
+def _srm_line(srm: dict) -> str | None:
+    unit = srm.get("unit", "requests")
+    unexpected = srm.get("unexpected") or {}
+    if unexpected:
+        got = ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
+        test = f"at 0% but in the window: {got}"
+    elif srm.get("p_value") is not None and srm.get("chi2") is not None:
+        test = f"chi-square on {unit} {srm['chi2']:.2f}, p={srm['p_value']:.3g}"
+    else:
+        return None  # fewer than two variants receive traffic, or nothing in the window: no split to test
+    if srm.get("applicable") is False:
+        return f"[yellow]sample-ratio check not flagged[/] ({test}): see the warning above"
+    if srm["mismatch"]:
+        return f"[bold red]SAMPLE RATIO MISMATCH[/] ({test})"
+    return f"[green]split as configured[/] ({test})"
+
+
 def print_report(rep: dict) -> None:
     w = rep.get("window")
     span = f" — {w['start']} .. {w['end']}" if w else ""
     console.print(f"[bold]A/B report[/] {rep['endpoint_name']}{span}  (decision: {rep['decision_test']})")
+    if w and w.get("reason"):
+        console.print(f"window: {w['reason']}")
+    for warning in rep.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
     rows = []
     for v in rep["variants"]:
         ci = v["accuracy_ci"]
@@ -78,13 +118,9 @@ def print_report(rep: dict) -> None:
         rows,
     )
     srm = rep.get("srm")
-    if srm and srm.get("p_value") is not None:
-        style = "bold red" if srm["mismatch"] else "green"
-        verdict = "SAMPLE RATIO MISMATCH" if srm["mismatch"] else "split as configured"
-        unit = srm.get("unit", "requests")
-        console.print(
-            f"[{style}]{verdict}[/] (chi-square on {unit} {srm['chi2']:.2f}, p={srm['p_value']:.3g})"
-        )
+    line = _srm_line(srm) if srm else None
+    if line:
+        console.print(line)
     if rep["comparisons"]:
         table(
             "Challengers vs champion",
@@ -133,14 +169,29 @@ def report() -> None:
     "--since",
     type=click.DateTime(),
     default=None,
-    help="Start of the window (UTC; default: when the newest live variant started).",
+    help="Start of the window (UTC; default: when the endpoint's weights last changed, plus the proxy's "
+    "cache delay, or the newest live variant's first prediction if later).",
 )
 def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | None) -> None:
     """A/B report: per-variant traffic, latency, accuracy; challengers vs champion; what to do next."""
     from warehouse_query import WarehouseQueryError
 
-    from trainserve.report import build_report, fetch_baselines, warehouse_query_for, write_plot
+    from trainserve.report import (
+        WindowError,
+        build_report,
+        check_since,
+        fetch_baselines,
+        warehouse_query_for,
+        write_plot,
+    )
 
+    def window_error(exc: WindowError) -> UserError:
+        return UserError(f"--since {exc.since:%Y-%m-%d %H:%M:%S} {exc.detail}: the window would be empty")
+
+    try:
+        check_since(since)  # before anything is read
+    except WindowError as exc:
+        raise window_error(exc) from None
     target = options.resolve_target(local)
     try:
         query = warehouse_query_for(target)
@@ -159,6 +210,8 @@ def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | No
             )
     except WarehouseQueryError as exc:
         raise UserError(str(exc)) from None
+    except WindowError as exc:
+        raise window_error(exc) from None
     if state is None:
         rep["notes"].append(
             f"endpoint {target.names.endpoint_name} does not exist: weights and SRM unavailable"
