@@ -639,7 +639,8 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
     ax.set_ylim(0, 1)
     ax.set_title("Score distribution (cumulative) vs training baseline")
     ax.set_xlabel("score")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty window draws nothing to name
+        ax.legend(fontsize=8)
 
     ax = axes[2]
     for i, name in enumerate(names):
@@ -661,7 +662,8 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
         ax.set_xlim(min(times) - pad, max(times) + pad)
     ax.set_ylim(0, 1)
     ax.set_title("Traffic share over time (dotted: configured weight)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty window draws nothing to name
+        ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelrotation=30)
     rec = report.get("recommendation") or {}
     fig.suptitle(

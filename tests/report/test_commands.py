@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _said(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_report_ab_with_a_challenger_drained_to_zero(local_target):
+def test_report_ab_with_a_challenger_drained_to_zero(local_target, tmp_path):
     """`traffic set v1=1 v2=0`, as a rollback's first step leaves the endpoint: no crash; v2 is draining."""
     assert _invoke("traffic", "set", "v1=1", "v2=0").exit_code == 0
     result = _invoke("report", "ab", "--json")
@@ -130,8 +131,14 @@ def test_report_ab_with_a_challenger_drained_to_zero(local_target):
     assert "warning: the endpoint's weights or variants changed at" in said
     assert "sample-ratio check not flagged (at 0% but in the window: v2 got" in said
     assert "NOTHING TO ACT ON: v2 at 0%: draining" in said and "next: trainserve endpoint status" in said
-    default = _said(_invoke("report", "ab").stdout)
-    assert "window: since the endpoint last changed at" in default and "NOTHING TO ACT ON" in default
+    png = tmp_path / "ab.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty window plots without matplotlib's complaints
+        default = _invoke("report", "ab", "--plot", str(png))
+    assert default.exit_code == 0, default.output
+    said = _said(default.stdout)
+    assert "window: since the endpoint last changed at" in said and "NOTHING TO ACT ON" in said
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_ab_after_an_operator_ramp_compares_from_the_change(local_target):
