@@ -51,6 +51,20 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+# A guarded (blue/green) endpoint update waits guardrail_wait_seconds after each traffic shift and once more
+# before the old fleet goes; its MaximumExecutionTimeoutInSeconds (that waiting plus time for the new fleet)
+# must fit in SageMaker's 28800 s. The release controller computes it (release_planner.TRAFFIC_SHIFTS,
+# DEPLOYMENT_MARGIN_SECONDS); stacks never import lambdas, so the numbers are repeated here (a test keeps
+# them in step) for the synth-time check.
+GUARDRAIL_TRAFFIC_SHIFTS = {"ALL_AT_ONCE": 1, "CANARY": 2, "LINEAR": 4}
+GUARDRAIL_NEW_FLEET_SECONDS = 1800
+SAGEMAKER_MAX_DEPLOYMENT_SECONDS = 28800
+
+
+def guardrail_deployment_seconds(traffic_routing: str, guardrail_wait_seconds: int) -> int:
+    """The blue/green execution timeout a guarded update of this configuration needs."""
+    waits = GUARDRAIL_TRAFFIC_SHIFTS[traffic_routing] + 1
+    return guardrail_wait_seconds * waits + GUARDRAIL_NEW_FLEET_SECONDS
 
 
 class ConfigError(ValueError):
@@ -420,6 +434,17 @@ class Config:
                     f"configuration key '{f.name}' has the value {value!r}; allowed: {f.allowed}"
                 )
             out[f.name] = float(value) if f.kind == (int, float) else value
+        routing, wait = out["traffic_routing"], out["guardrail_wait_seconds"]
+        if guardrail_deployment_seconds(routing, wait) > SAGEMAKER_MAX_DEPLOYMENT_SECONDS:
+            waits = GUARDRAIL_TRAFFIC_SHIFTS[routing] + 1
+            most = (SAGEMAKER_MAX_DEPLOYMENT_SECONDS - GUARDRAIL_NEW_FLEET_SECONDS) // waits
+            raise ConfigError(
+                f"configuration keys 'traffic_routing' ({routing}) and 'guardrail_wait_seconds' ({wait}) do not "
+                f"fit together: a guarded endpoint update would wait {wait * waits} s ({waits - 1} traffic "
+                f"shifts and the final wait, {wait} s each) plus {GUARDRAIL_NEW_FLEET_SECONDS} s for the new "
+                f"fleet, more than SageMaker's {SAGEMAKER_MAX_DEPLOYMENT_SECONDS} s limit on a deployment; "
+                f"allowed: guardrail_wait_seconds at most {most} with traffic_routing {routing}"
+            )
         if out["api_throttle_burst"] < out["api_throttle_rate"]:
             raise ConfigError(
                 f"configuration key 'api_throttle_burst' ({out['api_throttle_burst']}) must be >= "

@@ -38,6 +38,10 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   with blue/green deployment guardrails); instance COUNTS are not compared (autoscaling may own them).
 - Weights are floats that sum to 1 (SageMaker weights are relative). The champion takes the rounding
   residue so that the sum is exact to 1e-9.
+- Guarded updates: the blue/green deployment's ``MaximumExecutionTimeoutInSeconds`` must exceed its total
+  waiting (one ``WaitIntervalInSeconds`` per traffic shift plus ``TerminationWaitInSeconds``) and be at most
+  28800 s; ``deployment_timeout_seconds`` computes it and ``ReleaseSettings`` refuses a routing and wait
+  that cannot fit.
 """
 
 from __future__ import annotations
@@ -58,6 +62,16 @@ STATUSES = (APPROVED, REJECTED, PENDING)
 CHAMPION_TAG = "trainserve:champion"
 TRAFFIC_ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 MAX_ROLLBACK_ALARMS = 10  # SageMaker's AutoRollbackConfiguration accepts 1..10 alarms
+# Blue/green traffic routing of guarded updates (stacks/config.py repeats these numbers for its synth-time
+# check: stacks never import lambdas; a test keeps the two in step).
+CANARY_PERCENT = 10  # CANARY: share of the new fleet's capacity that gets traffic first
+LINEAR_STEP_PERCENT = 25  # LINEAR: capacity shifted per step (SageMaker allows 10..50)
+# Traffic shifts of one guarded update, each followed by WaitIntervalInSeconds.
+TRAFFIC_SHIFTS = {"ALL_AT_ONCE": 1, "CANARY": 2, "LINEAR": -(-100 // LINEAR_STEP_PERCENT)}
+# Added to the waiting for MaximumExecutionTimeoutInSeconds: bringing up and health-checking the new fleet.
+DEPLOYMENT_MARGIN_SECONDS = 1800
+DEPLOYMENT_TIMEOUT_MIN_SECONDS = 600  # SageMaker's range of MaximumExecutionTimeoutInSeconds: 600..28800
+DEPLOYMENT_TIMEOUT_MAX_SECONDS = 28800
 EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 EVENT_PATTERN_FILE = Path(__file__).with_name("event_pattern.json")
 
@@ -76,6 +90,23 @@ class ReleaseBlocked(RuntimeError):
 
 class SettingsError(ValueError):
     """An environment variable of the release controller is missing or wrong; the message names it."""
+
+
+def deployment_wait_seconds(traffic_routing: str, wait_seconds: int) -> int:
+    """The total waiting of one guarded (blue/green) update: ``wait_seconds`` after each traffic shift
+    (``WaitIntervalInSeconds``) and once more before the old fleet is terminated
+    (``TerminationWaitInSeconds``)."""
+    return wait_seconds * (TRAFFIC_SHIFTS[traffic_routing] + 1)
+
+
+def deployment_timeout_seconds(traffic_routing: str, wait_seconds: int) -> int:
+    """``MaximumExecutionTimeoutInSeconds`` of a guarded update: its total waiting plus
+    ``DEPLOYMENT_MARGIN_SECONDS``, at least 600. It can exceed SageMaker's 28800 s maximum: callers refuse
+    such a configuration (``ReleaseSettings`` does) rather than cut the guardrails' own waiting short."""
+    return max(
+        DEPLOYMENT_TIMEOUT_MIN_SECONDS,
+        deployment_wait_seconds(traffic_routing, wait_seconds) + DEPLOYMENT_MARGIN_SECONDS,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,6 +156,18 @@ class ReleaseSettings:
         for name, ok, allowed in checks:
             if not ok:
                 raise SettingsError(f"environment variable {name} is invalid; allowed: {allowed}")
+        timeout = deployment_timeout_seconds(self.traffic_routing, self.guardrail_wait_seconds)
+        if timeout > DEPLOYMENT_TIMEOUT_MAX_SECONDS:
+            shifts = TRAFFIC_SHIFTS[self.traffic_routing]
+            most = (DEPLOYMENT_TIMEOUT_MAX_SECONDS - DEPLOYMENT_MARGIN_SECONDS) // (shifts + 1)
+            raise SettingsError(
+                f"environment variables TRAFFIC_ROUTING={self.traffic_routing} and "
+                f"GUARDRAIL_WAIT_SECONDS={self.guardrail_wait_seconds} do not fit together: a guarded update "
+                f"would wait {deployment_wait_seconds(self.traffic_routing, self.guardrail_wait_seconds)} s "
+                f"({shifts} traffic shifts and the final wait) plus {DEPLOYMENT_MARGIN_SECONDS} s for the new "
+                f"fleet, more than SageMaker's {DEPLOYMENT_TIMEOUT_MAX_SECONDS} s deployment limit; allowed: "
+                f"GUARDRAIL_WAIT_SECONDS at most {most} with TRAFFIC_ROUTING={self.traffic_routing}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ReleaseSettings:

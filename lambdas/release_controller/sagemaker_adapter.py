@@ -12,7 +12,9 @@ Only stdlib + boto3.
   ``UpdateEndpoint``, with blue/green ``DeploymentConfig`` (traffic routing and auto-rollback alarms)
   wherever the API allows it: SageMaker's guardrails require the same variant names in the old and the new
   config, so an update that adds or removes a variant gets SageMaker's default blue/green (all at once);
-  ``weights`` = ``UpdateEndpointWeightsAndCapacities`` (instance counts passed too). Between two steps the
+  ``weights`` = ``UpdateEndpointWeightsAndCapacities`` (instance counts passed too). The blue/green
+  ``MaximumExecutionTimeoutInSeconds`` is the update's whole waiting (each traffic shift's wait and the final
+  wait) plus time for the new fleet (``release_planner.deployment_timeout_seconds``). Between two steps the
   adapter waits for ``InService`` (bounded). After a change, endpoint configs and models of the project that
   neither the live nor the previous config use are deleted (best effort).
 - An endpoint that is Creating/Updating/SystemUpdating/RollingBack raises ``EndpointBusy`` (retryable).
@@ -32,7 +34,10 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 from release_planner import (
+    CANARY_PERCENT,
     CHAMPION_TAG,
+    DEPLOYMENT_TIMEOUT_MAX_SECONDS,
+    LINEAR_STEP_PERCENT,
     STATUSES,
     Decision,
     DesiredEndpoint,
@@ -42,6 +47,7 @@ from release_planner import (
     ReleaseBlocked,
     ReleaseSettings,
     Step,
+    deployment_timeout_seconds,
     variant_name,
     version_of,
 )
@@ -49,9 +55,6 @@ from release_planner import (
 log = logging.getLogger(__name__)
 
 BUSY_STATUSES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed")
-CANARY_PERCENT = 10  # blue/green CANARY: share of the new fleet's capacity that gets traffic first
-LINEAR_STEP_PERCENT = 25  # blue/green LINEAR: capacity shifted per step
-EXECUTION_MARGIN_S = 600  # added to the baking time for the blue/green MaximumExecutionTimeoutInSeconds
 
 
 class EndpointBusy(RuntimeError):
@@ -321,14 +324,19 @@ class SageMakerAdapter:
             routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": CANARY_PERCENT}
         elif s.traffic_routing == "LINEAR":
             routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": LINEAR_STEP_PERCENT}
-        # Baking: one wait per traffic shift (1 all at once, 2 canary, 100/step linear) plus the final wait.
-        shifts = {"ALL_AT_ONCE": 1, "CANARY": 2, "LINEAR": -(-100 // LINEAR_STEP_PERCENT)}[s.traffic_routing]
-        baking = s.guardrail_wait_seconds * (shifts + 1)
+        # One wait per traffic shift plus the final wait before the old fleet goes, and time to bring up the
+        # new fleet (release_planner.deployment_timeout_seconds); ReleaseSettings refused a routing and wait
+        # whose timeout cannot fit in SageMaker's 28800 s.
+        timeout = deployment_timeout_seconds(s.traffic_routing, s.guardrail_wait_seconds)
+        if timeout > DEPLOYMENT_TIMEOUT_MAX_SECONDS:  # only reachable by bypassing ReleaseSettings' checks
+            raise ValueError(
+                f"blue/green timeout {timeout} s is over SageMaker's {DEPLOYMENT_TIMEOUT_MAX_SECONDS} s"
+            )
         config: dict[str, Any] = {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": routing,
                 "TerminationWaitInSeconds": s.guardrail_wait_seconds,
-                "MaximumExecutionTimeoutInSeconds": max(600, min(14400, baking + EXECUTION_MARGIN_S)),
+                "MaximumExecutionTimeoutInSeconds": timeout,
             }
         }
         if s.rollback_alarms:

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from stacks.config import FIELDS, Config, ConfigError, load, read_context
+from stacks import config as config_module
+from stacks.config import FIELDS, Config, ConfigError, guardrail_deployment_seconds, load, read_context
 
 
 def test_cdk_json_configuration_is_valid(project_root):
@@ -104,3 +105,35 @@ def test_overrides_apply_on_top_of_cdk_json(tmp_path):
     cfg = Config.from_mapping(block)
     assert cfg.quality_threshold == 0.95
     assert cfg.estimator == "random_forest"
+
+
+def test_every_routing_and_guardrail_wait_fits_sagemakers_deployment_limit():
+    for routing in ("ALL_AT_ONCE", "CANARY", "LINEAR"):
+        cfg = Config.from_mapping({"traffic_routing": routing, "guardrail_wait_seconds": 3600})
+        assert guardrail_deployment_seconds(cfg.traffic_routing, cfg.guardrail_wait_seconds) <= 28800
+
+
+def test_a_routing_and_wait_over_sagemakers_deployment_limit_fail_naming_both_keys(monkeypatch):
+    """With 10% linear steps (SageMaker allows 10..50%) an hour's wait would not fit in 28800 s."""
+    monkeypatch.setitem(config_module.GUARDRAIL_TRAFFIC_SHIFTS, "LINEAR", 10)
+    with pytest.raises(ConfigError) as err:
+        Config.from_mapping({"traffic_routing": "LINEAR", "guardrail_wait_seconds": "3600"})
+    message = str(err.value)
+    assert "'traffic_routing' (LINEAR) and 'guardrail_wait_seconds' (3600) do not fit together" in message
+    assert "would wait 39600 s" in message and "28800 s" in message
+    assert "guardrail_wait_seconds at most 2454 with traffic_routing LINEAR" in message
+    Config.from_mapping({"traffic_routing": "LINEAR", "guardrail_wait_seconds": 2454})
+    Config.from_mapping({"traffic_routing": "CANARY", "guardrail_wait_seconds": 3600})
+
+
+def test_the_synth_check_uses_the_release_controllers_numbers():
+    """stacks/ cannot import lambdas/: the config repeats the controller's blue/green numbers."""
+    import release_planner
+
+    assert config_module.GUARDRAIL_TRAFFIC_SHIFTS == release_planner.TRAFFIC_SHIFTS
+    assert config_module.GUARDRAIL_NEW_FLEET_SECONDS == release_planner.DEPLOYMENT_MARGIN_SECONDS
+    assert config_module.SAGEMAKER_MAX_DEPLOYMENT_SECONDS == release_planner.DEPLOYMENT_TIMEOUT_MAX_SECONDS
+    for routing in release_planner.TRAFFIC_SHIFTS:
+        for wait in (0, 1, 300, 3600):
+            expected = release_planner.deployment_timeout_seconds(routing, wait)
+            assert guardrail_deployment_seconds(routing, wait) == expected

@@ -323,19 +323,24 @@ def test_deployment_config_per_routing(routing, key):
 @pytest.mark.parametrize(
     ("routing", "wait", "timeout"),
     [
-        ("ALL_AT_ONCE", "0", 600),
-        ("ALL_AT_ONCE", "300", 1200),
-        ("LINEAR", "300", 2100),
-        ("LINEAR", "3600", 14400),
+        ("ALL_AT_ONCE", "0", 1800),
+        ("ALL_AT_ONCE", "300", 2400),  # 300 after the shift + 300 before termination + 1800 for the new fleet
+        ("CANARY", "300", 2700),
+        ("LINEAR", "300", 3300),
+        ("LINEAR", "3600", 19800),  # 4 steps x 3600 + 3600 = 18000 of waiting; it was capped at 14400
     ],
 )
-def test_blue_green_timeout_covers_the_baking_time_within_sagemakers_limits(routing, wait, timeout):
+def test_blue_green_timeout_covers_the_whole_waiting_within_sagemakers_limits(routing, wait, timeout):
     env = {**ENV, "TRAFFIC_ROUTING": routing, "GUARDRAIL_WAIT_SECONDS": wait}
     policy = SageMakerAdapter(ReleaseSettings.from_env(env), client=object()).deployment_config()[
         "BlueGreenUpdatePolicy"
     ]
+    routing_config = policy["TrafficRoutingConfiguration"]
+    shifts = {"ALL_AT_ONCE": 1, "CANARY": 2}.get(routing) or 100 // routing_config["LinearStepSize"]["Value"]
+    waiting = shifts * routing_config["WaitIntervalInSeconds"] + policy["TerminationWaitInSeconds"]
     assert policy["MaximumExecutionTimeoutInSeconds"] == timeout
-    assert policy["TerminationWaitInSeconds"] == int(wait)
+    assert waiting < policy["MaximumExecutionTimeoutInSeconds"] <= 28800  # SageMaker's rule and range
+    assert policy["TerminationWaitInSeconds"] == routing_config["WaitIntervalInSeconds"] == int(wait)
 
 
 def test_weights_update_keeps_instance_counts_and_zero_weights_read_back(sm):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import release_planner
 from release_planner import (
     APPROVED,
+    DEPLOYMENT_MARGIN_SECONDS,
     PENDING,
     REJECTED,
     EndpointState,
@@ -16,6 +18,8 @@ from release_planner import (
     ReleaseSettings,
     SettingsError,
     apply_to_state,
+    deployment_timeout_seconds,
+    deployment_wait_seconds,
     event_pattern,
     plan,
     promote,
@@ -359,6 +363,45 @@ def test_rollback_skips_the_weights_step_when_challengers_are_already_at_zero():
     decision = rollback(endpoint({1: 1.0, 2: 0.0}, 1))
     assert [s.kind for s in decision.steps] == ["deploy"]
     assert rollback(endpoint({1: 1.0}, 1)).action == "none"
+
+
+# --- guarded updates: the blue/green timeout ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("routing", "wait", "total"),
+    [
+        ("ALL_AT_ONCE", 0, 0),
+        ("ALL_AT_ONCE", 300, 600),  # the shift's wait, then the termination wait
+        ("CANARY", 600, 1800),  # canary, the rest, the termination wait
+        ("LINEAR", 3600, 18000),  # 4 steps of 25% and the termination wait: 4 x 3600 + 3600
+    ],
+)
+def test_deployment_timeout_exceeds_the_total_waiting(routing, wait, total):
+    assert deployment_wait_seconds(routing, wait) == total
+    timeout = deployment_timeout_seconds(routing, wait)
+    assert timeout == max(600, total + DEPLOYMENT_MARGIN_SECONDS) and total < timeout <= 28800
+
+
+def test_every_allowed_routing_and_wait_fits_sagemakers_limit():
+    for routing in ("ALL_AT_ONCE", "CANARY", "LINEAR"):
+        for wait in range(0, 3601, 60):
+            ReleaseSettings("proj", "e", "g", traffic_routing=routing, guardrail_wait_seconds=wait)
+            assert deployment_timeout_seconds(routing, wait) <= 28800
+
+
+def test_a_routing_and_wait_over_sagemakers_limit_are_refused_by_name(monkeypatch):
+    """With 10% linear steps (SageMaker allows 10..50%) an hour's wait cannot fit in 28800 s."""
+    monkeypatch.setitem(release_planner.TRAFFIC_SHIFTS, "LINEAR", 10)
+    with pytest.raises(SettingsError) as err:
+        ReleaseSettings.from_env({**ENV, "TRAFFIC_ROUTING": "LINEAR", "GUARDRAIL_WAIT_SECONDS": "3600"})
+    message = str(err.value)
+    assert "TRAFFIC_ROUTING=LINEAR and GUARDRAIL_WAIT_SECONDS=3600 do not fit together" in message
+    assert "would wait 39600 s" in message and "28800 s" in message
+    assert "GUARDRAIL_WAIT_SECONDS at most 2454 with TRAFFIC_ROUTING=LINEAR" in message
+    ReleaseSettings.from_env({**ENV, "TRAFFIC_ROUTING": "LINEAR", "GUARDRAIL_WAIT_SECONDS": "2454"})
+    with pytest.raises(SettingsError):
+        ReleaseSettings.from_env({**ENV, "TRAFFIC_ROUTING": "LINEAR", "GUARDRAIL_WAIT_SECONDS": "2455"})
 
 
 # --- settings, names, events ----------------------------------------------------------------------------
