@@ -15,7 +15,11 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   weight (plus its own, if it was already live as a challenger); the other challengers keep theirs. With
   no such version the champion keeps serving (rejected challengers still leave, a newly approved version
   may still join) and the decision is ``blocked``: the handler applies it, then raises ``ReleaseBlocked``
-  for the operator.
+  for the operator. The blocked text lists only remedies that work on that registry and endpoint
+  (promote a live challenger or an approved version that is not live, approve an older version, or approve
+  a newer one and promote it). A newer approved version is never made champion without a person: it has
+  not been compared with the champion (with ``max_live_variants == 1``, below, there is no comparison to
+  wait for).
 - ``Approved(v)`` with no endpoint: the endpoint is created with the NEWEST approved version as champion at
   100% (v itself, unless a newer version is already approved too: the same endpoint whatever the order in
   which a burst of approvals arrives).
@@ -25,11 +29,16 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   proportion instead, so that no variant drops to 0%. When the endpoint already serves
   ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live ones and
   v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not added if it
-  is the oldest. With ``max_live_variants == 1`` no challenger is ever added.
-- A version already live, or older than the champion, changes nothing (the reason says so). Only the
-  event's version can join: approved versions that were rolled back or dropped stay out, except that a
-  late duplicate ``Approved(v)`` for such a v adds it again (the registry still says Approved; reject v to
-  keep it out for good).
+  is the oldest.
+- ``max_live_variants == 1``: there is no A/B test. The endpoint serves the NEWEST approved version alone:
+  a newer approved version replaces the champion at 100% in one redeploy (a ``deploy`` step, the path an
+  instance-type change takes; SageMaker applies the deployment guardrails only when the variant names
+  stay, so this one is its default blue/green, all at once), whichever event (or a reconcile) finds it. A
+  rejected champion is replaced by the newest approved version, older or newer.
+- A version already live, or older than the champion, changes nothing (the reason says so). With
+  ``max_live_variants >= 2`` only the event's version can join (a reconcile adds nothing): approved versions
+  that were rolled back or dropped stay out, except that a late duplicate ``Approved(v)`` for such a v adds
+  it again (the registry still says Approved; reject v to keep it out for good).
 - The champion is stored explicitly in the endpoint tag ``trainserve:champion`` (e.g. ``v3``): a weights
   split never changes who is champion, only ``promote`` (or a champion rejection) does. When the tag is
   missing or names a variant that is not live, the champion is the variant with the largest weight, a tie
@@ -428,19 +437,17 @@ def plan(
     champion = current._champion_from(weights)  # variants exist (checked above): never None
     changes: list[str] = []
     blocked: str | None = None
+    single = settings.max_live_variants == 1  # no A/B: the newest approved version serves alone
 
-    # 1. Versions no longer approved leave; a removed champion is replaced by the newest older approved one.
+    # 1. Versions no longer approved leave; a removed champion is replaced by the newest older approved one
+    #    (with max_live_variants 1: by the newest approved one).
     removed = sorted(v for v in weights if status.get(v) != APPROVED)
     if champion in removed:
-        older = [v for v in approved if v < champion]
-        if not older:
-            blocked = (
-                f"champion {variant_name(champion)} is {status.get(champion, 'deleted from the registry')} "
-                "and no approved version older than it exists; it keeps serving. Approve an older version, "
-                "or promote a challenger with: trainserve traffic promote V"
-            )
+        candidates = approved if single else [v for v in approved if v < champion]
+        if not candidates:
+            blocked = _blocked(champion, status, weights)
         else:
-            replacement = older[-1]
+            replacement = candidates[-1]
             freed = weights.pop(champion)
             weights[replacement] = weights.get(replacement, 0.0) + freed
             changes.append(
@@ -455,20 +462,33 @@ def plan(
                 f"challenger {variant_name(v)} is {status.get(v, 'gone')}: removed, its weight to the champion"
             )
 
-    # 2. More live variants than allowed (the setting was lowered): drop the oldest challengers.
+    # 2. max_live_variants 1: a newer approved version replaces the champion (there is nothing to compare).
+    took_over: int | None = None
+    if single and approved and approved[-1] > champion and blocked is None:
+        newest = took_over = approved[-1]
+        for v in sorted(x for x in weights if x not in (champion, newest)):
+            changes.append(f"challenger {variant_name(v)} dropped: max_live_variants is 1")
+        changes.append(
+            f"{variant_name(newest)} replaces champion {variant_name(champion)} at 100%: max_live_variants is 1, "
+            "so there is no A/B test and the newest approved version serves alone (a redeploy: SageMaker's "
+            "blue/green, all at once, since its guardrails need unchanged variant names)"
+        )
+        weights, champion = {newest: 1.0}, newest
+
+    # 3. More live variants than allowed (the setting was lowered): drop the oldest challengers.
     for v in sorted(x for x in weights if x != champion)[: max(0, len(weights) - settings.max_live_variants)]:
         weights[champion] += weights.pop(v)
         changes.append(
             f"challenger {variant_name(v)} dropped: more than {settings.max_live_variants} live variants"
         )
 
-    # 3. The event's version joins as a challenger if the rules allow it.
-    if event is not None:
+    # 4. The event's version joins as a challenger if the rules allow it.
+    if event is not None and event.version != took_over:
         changes.extend(_admit(event.version, status, weights, champion, settings))
 
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
-    # 4. Same variants but another instance type than configured: redeploy (the one case where SageMaker
+    # 5. Same variants but another instance type than configured: redeploy (the one case where SageMaker
     #    allows deployment guardrails, which need the same variant names in the old and new config).
     drifted = sorted(
         v.name
@@ -487,6 +507,51 @@ def plan(
     return Decision("update", f"{about}; {'; '.join(changes)}{tail}", desired, steps, tuple(changes), blocked)
 
 
+def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, float]) -> str:
+    """Why a person must act on a rejected champion, and the remedies that work on this registry and endpoint
+    (only when no approved version older than the champion exists)."""
+    name = variant_name(champion)
+
+    def command(text: str, versions: list[int], variants: bool = True) -> str:
+        labels = [variant_name(v) if variants else str(v) for v in versions]
+        if len(labels) == 1:
+            return f"{text} {labels[0]}"
+        placeholder = "V" if variants else "N"
+        return f"{text} {placeholder}, {placeholder} one of {', '.join(labels)}"
+
+    live = sorted(v for v in weights if v != champion and status.get(v) == APPROVED)
+    not_live = sorted(v for v, s in status.items() if s == APPROVED and v not in weights)
+    older = sorted(v for v, s in status.items() if v < champion and s != APPROVED)
+    newer = sorted(v for v, s in status.items() if v > champion and s != APPROVED and v not in weights)
+    remedies = []
+    if live:
+        remedies.append(f"promote a live challenger ({command('trainserve traffic promote', live)})")
+    if not_live:
+        remedies.append(
+            "promote an approved version that is not live, deployed alone at 100% "
+            f"({command('trainserve traffic promote', not_live)})"
+        )
+    if older:
+        remedies.append(
+            "approve an older version, which then replaces it "
+            f"({command('trainserve models approve', older, variants=False)})"
+        )
+    if not remedies:
+        remedies.append(
+            "approve a newer version"
+            + (
+                f" ({command('trainserve models approve', newer, variants=False)})"
+                if newer
+                else " (train one first)"
+            )
+            + ", which joins as a challenger, then promote it (trainserve traffic promote V)"
+        )
+    return (
+        f"champion {name} is {status.get(champion, 'deleted from the registry')} and no approved version older "
+        f"than it exists; it keeps serving. To replace it: {'; or '.join(remedies)}"
+    )
+
+
 def _admit(
     version: int, status: dict[int, str], weights: dict[int, float], champion: int, settings: ReleaseSettings
 ) -> list[str]:
@@ -497,8 +562,6 @@ def _admit(
         return [f"{name} is already live: no change"]
     if version < champion:
         return [f"{name} is older than the champion {variant_name(champion)}: no change"]
-    if settings.max_live_variants < 2:
-        return [f"{name} not added: max_live_variants is 1 (no challengers)"]
     notes = []
     challengers = sorted(v for v in weights if v != champion)
     if len(weights) >= settings.max_live_variants:
@@ -632,11 +695,21 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
 def promote(
     current: EndpointState, variant: str | int, registry: Iterable[PackageVersion] | None = None
 ) -> Decision:
-    """``variant`` becomes champion at 100%; the others drain at once (weights) and are then removed."""
-    _require_endpoint(current)
+    """``variant`` becomes champion at 100%; the others drain at once (weights) and are then removed.
+
+    With ``registry``, an approved version that is not live but newer than the champion can be promoted
+    too: it is deployed alone at 100% (one redeploy). An older one cannot: the others would be newer than the
+    new champion and approved, so the next approval event would bring them back; to go back to an older
+    version, reject the newer ones (the newest approved version older than a rejected champion replaces
+    it)."""
+    champion = _require_endpoint(current)
+    version = version_of(variant)
+    statuses = {p.version: p.status for p in registry} if registry is not None else None
+    if version is not None and current.variant(version) is None and statuses is not None:
+        return _promote_not_live(current, champion, version, statuses)
     version = _live_version(current, variant)
-    if registry is not None:
-        status = {p.version: p.status for p in registry}.get(version, "not in the registry")
+    if statuses is not None:
+        status = statuses.get(version, "not in the registry")
         if status != APPROVED:
             raise PlanError(f"{variant_name(version)} is {status}; only an approved version can be promoted")
     desired = DesiredEndpoint(((version, 1.0),), version)
@@ -645,6 +718,31 @@ def promote(
         return Decision("none", f"{variant_name(version)} already serves alone as champion", desired)
     note = f"promote {variant_name(version)} to champion at 100%; the others drain and are removed"
     return Decision("update", note, desired, steps, (note,))
+
+
+def _promote_not_live(
+    current: EndpointState, champion: int, version: int, statuses: Mapping[int, str]
+) -> Decision:
+    name, live = variant_name(version), ", ".join(v.name for v in current.variants)
+    status = statuses.get(version, "not in the registry")
+    if status != APPROVED:
+        raise PlanError(
+            f"variant {name} is not live; live variants: {live}; and {name} is {status}: only an approved "
+            "version can be promoted"
+        )
+    if version < champion:
+        raise PlanError(
+            f"variant {name} is not live and older than the champion {variant_name(champion)}: promoting it "
+            "would not last (the newer approved versions come back with their next approval event). To go back "
+            f"to it, reject the newer versions (trainserve models reject N): a rejected champion is replaced "
+            "by the newest approved version older than it"
+        )
+    desired = DesiredEndpoint(((version, 1.0),), version)
+    note = (
+        f"promote {name} (approved, not live) to champion at 100%: deployed alone in one redeploy; "
+        f"{live} removed"
+    )
+    return Decision("update", note, desired, (Step("deploy", desired),), (note,))
 
 
 def rollback(current: EndpointState) -> Decision:

@@ -343,6 +343,32 @@ def test_blue_green_timeout_covers_the_whole_waiting_within_sagemakers_limits(ro
     assert policy["TerminationWaitInSeconds"] == routing_config["WaitIntervalInSeconds"] == int(wait)
 
 
+def test_max_live_variants_one_a_newer_approval_replaces_the_champion_by_a_redeploy(sm, monkeypatch):
+    """No A/B with one variant: the approval's release redeploys the endpoint with the new version alone
+    (UpdateEndpoint, the deploy path an instance-type change takes), and says so."""
+    monkeypatch.setenv("MAX_LIVE_VARIANTS", "1")
+    arn1, arn2, arn3 = _register(sm, 3)
+    _approve(sm, arn1, 1)
+    created = sm.describe_endpoint(EndpointName=ENDPOINT)
+    out = _approve(sm, arn2, 2)
+    assert out["action"] == "update" and "v2 replaces champion v1 at 100%" in out["reason"]
+    assert "no A/B test" in out["reason"]
+    assert _live(sm) == {"v2": 1.0} and _champion_tag(sm) == "v2"
+    updated = sm.describe_endpoint(
+        EndpointName=ENDPOINT
+    )  # the same endpoint, on a new config (UpdateEndpoint)
+    assert updated["CreationTime"] == created["CreationTime"]
+    assert updated["EndpointConfigName"] != created["EndpointConfigName"]
+    config = sm.describe_endpoint_config(EndpointConfigName=updated["EndpointConfigName"])
+    assert [(v["VariantName"], v["ModelName"]) for v in config["ProductionVariants"]] == [
+        ("v2", sagemaker_adapter.model_name(PROJECT, 2, arn2))
+    ]
+    assert release_handler.handler(_event(2, "Approved"), None)["action"] == "none"  # duplicate
+    _set_status(sm, arn3, "Approved")  # its event is lost: the next event (any) or a sync serves it
+    out = release_handler.handler(_event(1, "Approved"), None)
+    assert "v3 replaces champion v2" in out["reason"] and _live(sm) == {"v3": 1.0}
+
+
 def test_weights_update_keeps_instance_counts_and_zero_weights_read_back(sm):
     arn1, arn2 = _register(sm, 2)
     _approve(sm, arn1, 1)

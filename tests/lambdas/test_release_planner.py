@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import release_planner
 from release_planner import (
@@ -144,10 +146,51 @@ def test_full_endpoint_does_not_add_a_version_older_than_every_challenger():
     assert decision.action == "none" and weights_of(decision) == {1: 0.9, 3: 0.1}
 
 
-def test_max_live_variants_one_never_adds_challengers():
-    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=1)
-    decision = plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1), settings, (2, A))
-    assert decision.action == "none" and "max_live_variants is 1" in decision.reason
+ONE = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=1)
+
+
+def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion():
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 1.0}, 1), ONE, (2, A))
+    assert decision.action == "update" and weights_of(decision) == {2: 1.0} and decision.desired.champion == 2
+    assert [s.kind for s in decision.steps] == ["deploy"]  # one redeploy, as an instance-type change
+    assert (
+        "v2 replaces champion v1 at 100%: max_live_variants is 1, so there is no A/B test" in decision.reason
+    )
+    assert "not added" not in decision.reason
+    state = final(decision, endpoint({1: 1.0}, 1))
+    assert {v.version: v.weight for v in state.variants} == {2: 1.0} and state.champion_tag == "v2"
+    assert not plan(registry(v1=A, v2=A), state, ONE, (2, A)).steps  # the duplicate event changes nothing
+
+
+def test_max_live_variants_one_reconcile_serves_the_newest_approved_version():
+    """``endpoint sync`` (a reconcile) after the approval's event was lost: the newest approved version."""
+    decision = plan(registry(v1=A, v2=A, v3=A), endpoint({1: 1.0}, 1), ONE, None)
+    assert weights_of(decision) == {3: 1.0} and "v3 replaces champion v1" in decision.reason
+
+
+@pytest.mark.parametrize("order", [[(2, A), (3, A)], [(3, A), (2, A)], [(2, A), (3, A), (2, A)]])
+def test_max_live_variants_one_burst_is_order_proof(order):
+    reg, state = registry(v1=A, v2=A, v3=A), endpoint({1: 1.0}, 1)
+    for event in order:
+        state = final(plan(reg, state, ONE, event), state)
+    assert {v.version: v.weight for v in state.variants} == {3: 1.0}
+
+
+def test_max_live_variants_one_older_approval_and_rejected_champion():
+    older = plan(registry(v1=A, v2=A), endpoint({2: 1.0}, 2), ONE, (1, A))
+    assert older.action == "none" and "older than the champion v2" in older.reason
+    # the champion rejected with only a newer approved version: that one serves (not blocked)
+    newer = plan(registry(v1=R, v2=A), endpoint({1: 1.0}, 1), ONE, (1, R))
+    assert newer.blocked is None and weights_of(newer) == {2: 1.0}
+    # with an older and a newer one: the newest approved version
+    both = plan(registry(v1=A, v2=R, v3=A), endpoint({2: 1.0}, 2), ONE, (2, R))
+    assert both.blocked is None and weights_of(both) == {3: 1.0}
+
+
+def test_max_live_variants_lowered_to_one_the_newest_live_version_takes_over():
+    decision = plan(registry(v1=A, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), ONE, None)
+    assert weights_of(decision) == {2: 1.0} and decision.desired.champion == 2
+    assert [s.kind for s in decision.steps] == ["weights", "deploy"]  # traffic moves at once, then v1 goes
 
 
 def test_lowered_max_live_variants_drops_oldest_challengers():
@@ -211,8 +254,85 @@ def test_rejected_challenger_is_drained_by_weights_before_the_redeploy():
 def test_rejected_champion_without_older_approved_version_blocks_and_changes_nothing():
     decision = plan(registry(v1=R, v2=A), endpoint({1: 0.9, 2: 0.1}, 1), SETTINGS, (1, R))
     assert decision.blocked.startswith("champion v1 is Rejected and no approved version older than it exists")
-    assert "trainserve traffic promote" in decision.blocked and "BLOCKED" in decision.reason
+    assert "promote a live challenger (trainserve traffic promote v2)" in decision.blocked
+    assert "BLOCKED" in decision.reason
     assert decision.action == "none" and not decision.steps
+
+
+def _remedy(reg, state, remedy: str):
+    """Apply a remedy the blocked text gives, as the CLI and then the release controller would: the registry
+    and the endpoint afterwards."""
+    words = remedy.split()
+    if words[:3] == ["trainserve", "traffic", "promote"]:
+        return reg, final(promote(state, words[3], reg), state)
+    assert words[:3] == ["trainserve", "models", "approve"], remedy
+    version = int(words[3])
+    reg = [replace(p, status=A) if p.version == version else p for p in reg]
+    return reg, final(plan(reg, state, SETTINGS, (version, A)), state)
+
+
+def _served(state) -> dict[int, float]:
+    return {v.version: round(v.weight, 9) for v in state.variants}
+
+
+@pytest.mark.parametrize(
+    ("reg", "weights", "advice", "remedies", "served"),
+    [
+        # a live approved challenger
+        (registry(v1=R, v2=A), {1: 0.9, 2: 0.1}, "(trainserve traffic promote v2)", ["promote v2"], {2: 1.0}),
+        # no challenger live, a newer approved version that is not live (dropped to make room, or rolled back
+        # and approved again): `traffic promote` deploys it alone
+        (registry(v3=R, v4=A), {3: 1.0}, "(trainserve traffic promote v4)", ["promote v4"], {4: 1.0}),
+        # older versions that are not approved: approving one makes it the replacement
+        (
+            registry(v1=P, v2=R, v3=R),
+            {3: 1.0},
+            "(trainserve models approve N, N one of 1, 2)",
+            ["approve 2"],
+            {2: 1.0},
+        ),
+        (
+            registry(v1=P, v2=R, v3=R),
+            {3: 1.0},
+            "(trainserve models approve N, N one of 1, 2)",
+            ["approve 1"],
+            {1: 1.0},
+        ),
+        # nothing approved, nothing older: approve the newer version (it joins as a challenger), promote it
+        (
+            registry(v1=R, v2=P),
+            {1: 1.0},
+            "approve a newer version (trainserve models approve 2), which joins as a challenger, then promote it",
+            ["approve 2", "promote v2"],
+            {2: 1.0},
+        ),
+    ],
+)
+def test_blocked_champion_advice_names_remedies_that_work(reg, weights, advice, remedies, served):
+    state = endpoint(weights, min(weights))
+    decision = plan(reg, state, SETTINGS, None)
+    assert decision.blocked and advice in decision.blocked, decision.blocked
+    for remedy in remedies:
+        command = "trainserve traffic" if remedy.startswith("promote") else "trainserve models"
+        reg, state = _remedy(reg, state, f"{command} {remedy}")
+    assert _served(state) == served
+    after = plan(reg, state, SETTINGS, None)
+    assert after.blocked is None and not after.steps
+
+
+def test_promoting_an_older_version_that_is_not_live_is_refused_with_what_works():
+    reg, state = registry(v1=A, v2=A, v3=A), endpoint({3: 1.0}, 3)
+    with pytest.raises(PlanError, match="reject the newer versions"):
+        promote(state, "v1", reg)
+    with pytest.raises(PlanError, match="v4 is not live; live variants: v3; and v4 is not in the registry"):
+        promote(state, "v4", reg)
+
+
+def test_blocked_with_nothing_to_approve_says_to_train_a_version():
+    decision = plan(registry(v1=R), endpoint({1: 1.0}, 1), SETTINGS, (1, R))
+    assert "approve a newer version (train one first), which joins as a challenger, then promote it" in (
+        decision.blocked
+    )
 
 
 def test_blocked_champion_still_loses_its_rejected_challengers():
