@@ -37,8 +37,10 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   rejected champion is replaced by the newest approved version, older or newer.
 - A version already live, or older than the champion, changes nothing (the reason says so). With
   ``max_live_variants >= 2`` only the event's version can join (a reconcile adds nothing): approved versions
-  that were rolled back or dropped stay out, except that a late duplicate ``Approved(v)`` for such a v adds
-  it again (the registry still says Approved; reject v to keep it out for good).
+  that were dropped to make room stay out, except that a late duplicate ``Approved(v)`` for such a v adds
+  it again (the registry still says Approved; reject v to keep it out for good). Versions rolled back with
+  ``trainserve traffic rollback`` are rejected in the registry by that command, so they stay out until
+  someone approves them again.
 - The champion is stored explicitly in the endpoint tag ``trainserve:champion`` (e.g. ``v3``): a weights
   split never changes who is champion, only ``promote`` (or a champion rejection) does. When the tag is
   missing or names a variant that is not live, the champion is the variant with the largest weight, a tie
@@ -745,14 +747,32 @@ def _promote_not_live(
     return Decision("update", note, desired, (Step("deploy", desired),), (note,))
 
 
-def rollback(current: EndpointState) -> Decision:
-    """Challengers go to 0% at once (weights only), then are removed (a redeploy with the champion alone)."""
+def rollback_challengers(current: EndpointState) -> tuple[int, ...]:
+    """The versions ``rollback`` takes off the endpoint: every live variant but the champion."""
+    champion = current.champion
+    return tuple(v.version for v in current.variants if v.version != champion)
+
+
+def rollback(current: EndpointState, remove: bool = True) -> Decision:
+    """Challengers go to 0% at once (weights only), then are removed (a redeploy with the champion alone).
+
+    ``remove=False``: the drain only (no step if they are at 0% already). ``trainserve traffic rollback``
+    uses it: it then rejects the challengers in the registry, and the release controller removes them, so
+    that the rollback lasts (a redelivered approval event, or a reconcile, cannot bring them back)."""
     champion = _require_endpoint(current)
     desired = DesiredEndpoint(((champion, 1.0),), champion)
-    steps = _steps(current, desired)
-    if not steps:
+    gone = ", ".join(variant_name(v) for v in rollback_challengers(current))
+    if not gone:
         return Decision("none", f"no challengers: {variant_name(champion)} already serves alone", desired)
-    gone = ", ".join(v.name for v in current.variants if v.version != champion)
+    if not remove:
+        drained = DesiredEndpoint(
+            tuple(sorted({**{v: 0.0 for v in current.weights}, champion: 1.0}.items())), champion
+        )
+        if _same_weights(current.weights, drained.weights):
+            return Decision("none", f"challengers {gone} are at 0% already", drained)
+        note = f"roll back to champion {variant_name(champion)}: challengers {gone} to 0% now"
+        return Decision("update", note, drained, (Step("weights", drained),), (note,))
+    steps = _steps(current, desired)
     note = f"roll back to champion {variant_name(champion)}: challengers {gone} to 0% now, then removed"
     return Decision("update", note, desired, steps, (note,))
 

@@ -18,6 +18,7 @@ Only stdlib + boto3.
   adapter waits for ``InService`` (bounded). After a change, endpoint configs and models of the project that
   neither the live nor the previous config use are deleted (best effort).
 - An endpoint that is Creating/Updating/SystemUpdating/RollingBack raises ``EndpointBusy`` (retryable).
+- ``reject`` writes an operator's decision to the registry (``UpdateModelPackage``; ``traffic rollback``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from release_planner import (
     CHAMPION_TAG,
     DEPLOYMENT_TIMEOUT_MAX_SECONDS,
     LINEAR_STEP_PERCENT,
+    REJECTED,
     STATUSES,
     Decision,
     DesiredEndpoint,
@@ -377,6 +379,13 @@ class SageMakerAdapter:
             kwargs["ExecutionRoleArn"] = s.model_execution_role_arn
         self.sm.create_model(**kwargs)
         return name
+
+    def reject(self, package: PackageVersion, description: str) -> None:
+        """Set a model package version to Rejected with ``description`` as its ApprovalDescription (the
+        registry records an operator's decision, e.g. a rollback, so the release rules keep to it)."""
+        self.sm.update_model_package(
+            ModelPackageArn=package.arn, ModelApprovalStatus=REJECTED, ApprovalDescription=description
+        )
 
     def _set_champion(self, champion: int) -> None:
         arn = self.sm.describe_endpoint(EndpointName=self.settings.endpoint_name)["EndpointArn"]

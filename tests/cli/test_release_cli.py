@@ -5,7 +5,9 @@ in-process on the same server, as the local cloud's approval watcher runs it."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -138,16 +140,20 @@ def test_approve_reject_and_traffic_end_to_end(target):
     assert _weights(_status(target)) == {"v2": 0.9, "v3": 0.1}
 
     code, out = _cli(traffic_cmd.traffic, "rollback")
+    said = " ".join(out.split())
     assert code == 0, out
+    assert "v3 rejected in the model registry (rolled back by trainserve traffic rollback at" in said
+    assert "to re-admit it: trainserve models approve 3" in said
+    report = _status(target)  # drained at once; the release controller removes it on the rejection's event
+    assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0, "v3": 0.0}
+    assert "challenger v3 is Rejected: removed" in report["pending_change"]
+    _release(target, 3, "Rejected")
     report = _status(target)
-    assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
+    assert _weights(report) == {"v2": 1.0} and report["pending_change"] is None
 
     out = _cli_json(models_review.reject, "3", "--note", "worse on holdout")
-    assert out["previous_status"] == "Approved" and out["status"] == "Rejected" and out["changed"] is True
+    assert out["previous_status"] == "Rejected" and out["changed"] is False  # the rollback rejected it
     assert sm.describe_model_package(ModelPackageName=arn3)["ModelApprovalStatus"] == "Rejected"
-    assert _status(target)["pending_change"] is None  # v3 is not live: nothing to do
-    assert _cli(models_review.approve, "3")[0] == 0  # approved again, but its event is not handled yet
-    assert "v3 added as challenger" not in (_status(target)["pending_change"] or "")  # rollback holds
     _cli(models_review.reject, "2")  # the champion rejected: v1 is the newest older approved version
     report = _status(target)
     assert "champion v2 is Rejected: v1 replaces it" in report["pending_change"] and report["blocked"] is None
@@ -155,6 +161,101 @@ def test_approve_reject_and_traffic_end_to_end(target):
     report = _status(target)
     assert report["champion"] == "v1" and _weights(report) == {"v1": 1.0} and report["pending_change"] is None
     assert arn2
+
+
+def _register_approve_release(target: Target, n: int) -> list[str]:
+    arns = _register(target, n)
+    for version in range(1, n + 1):
+        _cli(models_review.approve, str(version))
+        _release(target, version, "Approved")
+    return arns
+
+
+def test_rollback_lasts_through_a_redelivered_approval_and_a_sync(target):
+    """EventBridge delivers at least once: the Approved(v2) event arriving again after `traffic rollback`, before
+    or after the rejection's own event, and `endpoint sync`, all leave v1 serving alone; approving v2 again
+    re-admits it."""
+    sm = target.client("sagemaker")
+    _, arn2 = _register_approve_release(target, 2)
+    assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}
+
+    out = _cli_json(traffic_cmd.traffic, "rollback")
+    assert out["action"] == "update" and _weights(out) == {"v1": 1.0, "v2": 0.0}
+    (rejected,) = out["rejected"]
+    assert rejected["variant"] == "v2" and rejected["model_package_arn"] == arn2
+    assert rejected["previous_status"] == "Approved"
+    package = sm.describe_model_package(ModelPackageName=arn2)
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert re.fullmatch(
+        r"rolled back by trainserve traffic rollback at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+        package["ApprovalDescription"],
+    )
+    assert rejected["approval_description"] == package["ApprovalDescription"]
+
+    again = _release(target, 2, "Approved")  # redelivered before the Rejected(v2) event is handled
+    assert "stale: the registry now says Rejected" in again["reason"] and "v2 added" not in again["reason"]
+    assert _weights(_status(target)) == {"v1": 1.0}
+    assert _release(target, 2, "Rejected")["action"] == "none"  # the rejection's own event: done already
+    again = _release(target, 2, "Approved")  # and once more, after it
+    assert again["action"] == "none" and _weights(_status(target)) == {"v1": 1.0}
+    synced = _cli_json(endpoint_cmd.endpoint, "sync")
+    assert synced["action"] == "none" and _weights(synced) == {"v1": 1.0}
+
+    assert _cli_json(traffic_cmd.traffic, "rollback")["action"] == "none"  # nothing left to roll back
+    assert _cli(models_review.approve, "2")[0] == 0  # an explicit re-approval brings it back
+    _release(target, 2, "Approved")
+    assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}
+
+
+def test_sync_after_a_rollback_whose_events_were_lost_removes_the_rejected_challenger(target):
+    _register_approve_release(target, 2)
+    code, out = _cli(traffic_cmd.traffic, "rollback")
+    assert code == 0 and "v2 rejected in the model registry" in " ".join(out.split())
+    synced = _cli_json(endpoint_cmd.endpoint, "sync")  # no release event was handled at all
+    assert synced["action"] == "update" and _weights(synced) == {"v1": 1.0}
+    assert "challenger v2 is Rejected: removed" in synced["reason"]
+
+
+def _function(target: Target, name: str, env: dict[str, str]) -> None:
+    """A Lambda function with this environment (all the CLI reads of it), as the serving stack deploys it."""
+    iam = target.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    target.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        Environment={"Variables": env},
+    )
+
+
+def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion(target, monkeypatch):
+    settings = dataclasses.replace(endpoint_cmd.release_settings(target), max_live_variants=1)
+    _function(target, target.names.release_function, settings.as_env())  # what the CLI plans with
+    monkeypatch.setenv("MAX_LIVE_VARIANTS", "1")  # what the release controller runs with
+    _register_approve_release(target, 1)
+    _register(target, 2)  # v2, v3
+    code, out = _cli(models_review.approve, "2")
+    said = " ".join(out.split())
+    assert (
+        code == 0
+        and "v2 replaces champion v1 at 100%: max_live_variants is 1, so there is no A/B test" in said
+    )
+    assert "not added" not in said
+    _release(target, 2, "Approved")
+    report = _status(target)
+    assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
+    _cli(models_review.approve, "3")  # its release event is lost
+    assert "v3 replaces champion v2" in _status(target)["pending_change"]
+    synced = _cli_json(endpoint_cmd.endpoint, "sync")
+    assert synced["champion"] == "v3" and _weights(synced) == {"v3": 1.0}
 
 
 def test_status_shows_a_blocked_release(target):
@@ -243,14 +344,6 @@ def test_settings_come_from_the_release_function_when_it_exists(target):
     assert fallback.challenger_weight == target.config.challenger_weight
     assert fallback.max_live_variants == target.config.max_live_variants
 
-    iam = target.client("iam")
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    role = iam.create_role(RoleName="lambda", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     deployed = ReleaseSettings(
         project_name=target.config.project_name,
         endpoint_name="deployed-endpoint",
@@ -258,14 +351,7 @@ def test_settings_come_from_the_release_function_when_it_exists(target):
         challenger_weight=0.25,
         rollback_alarms=("a", "b"),
     )
-    target.client("lambda").create_function(
-        FunctionName=target.names.release_function,
-        Runtime="python3.12",
-        Role=role,
-        Handler="release_handler.handler",
-        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
-        Environment={"Variables": deployed.as_env()},
-    )
+    _function(target, target.names.release_function, deployed.as_env())
     assert endpoint_cmd.release_settings(target) == deployed
 
 
@@ -287,8 +373,17 @@ def test_sync_applies_a_release_whose_event_was_lost(target):
     assert _cli_json(endpoint_cmd.endpoint, "sync")["action"] == "none"
     _cli(models_review.reject, "1")  # champion rejected, no older version: blocked
     code, out = _cli(endpoint_cmd.endpoint, "sync")
-    assert code == 0 and "a person must act" in out
+    said = " ".join(out.split())
+    assert code == 0 and "a person must act" in said
+    # the advice works: v2 is approved but not live, and `traffic promote` deploys it alone
+    assert (
+        "promote an approved version that is not live, deployed alone at 100% (trainserve traffic promote v2)"
+        in said
+    )
     assert _weights(_status(target)) == {"v1": 1.0}
+    out = _cli_json(traffic_cmd.traffic, "promote", "v2")
+    assert out["champion"] == "v2" and _weights(out) == {"v2": 1.0}
+    assert out["blocked"] is None and out["pending_change"] is None
 
 
 def test_approve_says_what_the_release_will_do(target):

@@ -26,6 +26,7 @@ from release_planner import (
     plan,
     promote,
     rollback,
+    rollback_challengers,
     set_weights,
     version_of,
 )
@@ -483,6 +484,38 @@ def test_rollback_skips_the_weights_step_when_challengers_are_already_at_zero():
     decision = rollback(endpoint({1: 1.0, 2: 0.0}, 1))
     assert [s.kind for s in decision.steps] == ["deploy"]
     assert rollback(endpoint({1: 1.0}, 1)).action == "none"
+
+
+def test_rollback_drain_only_leaves_the_removal_to_the_registry():
+    state = endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1)
+    assert rollback_challengers(state) == (2, 3)
+    decision = rollback(state, remove=False)
+    assert [s.kind for s in decision.steps] == ["weights"]
+    assert decision.desired.weights == {1: 1.0, 2: 0.0, 3: 0.0} and decision.desired.champion == 1
+    drained = final(decision, state)
+    assert rollback(drained, remove=False).action == "none"  # run again: nothing more to drain
+    assert rollback(endpoint({1: 1.0}, 1), remove=False).action == "none"
+
+
+@pytest.mark.parametrize("max_live", [2, 3])
+def test_a_rollback_recorded_as_rejection_survives_redelivery_and_reconcile(max_live):
+    """Approved(v2) joins; `traffic rollback` drains v2 and rejects it; then the same Approved(v2) event is
+    delivered again (before or after the Rejected(v2) event), and a reconcile (`endpoint sync`) runs."""
+    settings = ReleaseSettings("proj", "proj-endpoint", "proj-models", max_live_variants=max_live)
+    reg = registry(v1=A, v2=A)
+    state = final(plan(reg, endpoint({1: 1.0}, 1), settings, (2, A)), endpoint({1: 1.0}, 1))
+    assert weights_of(plan(reg, state, settings, None)) == {1: 0.9, 2: 0.1}
+    state = final(rollback(state, remove=False), state)  # drained: v2 at 0%
+    reg = registry(v1=A, v2=R)  # ... and rejected
+    redelivered = plan(reg, state, settings, (2, A))  # before the Rejected(v2) event was handled
+    assert "stale: the registry now says Rejected" in redelivered.reason
+    assert weights_of(redelivered) == {1: 1.0}
+    state = final(redelivered, state)
+    for event in [(2, A), (2, R), None, (1, A)]:  # duplicates, the rejection's own event, a reconcile
+        decision = plan(reg, state, settings, event)
+        assert not decision.steps and weights_of(decision) == {1: 1.0}, decision.reason
+    reapproved = plan(registry(v1=A, v2=A), state, settings, (2, A))  # `models approve 2` re-admits it
+    assert weights_of(reapproved) == {1: 0.9, 2: 0.1}
 
 
 # --- guarded updates: the blue/green timeout ------------------------------------------------------------

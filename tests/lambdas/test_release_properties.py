@@ -1,5 +1,6 @@
-"""Property: any sequence of approvals, rejections, registrations, duplicate and stale events, planned and
-applied to a simulated endpoint, keeps the endpoint valid and every decision idempotent."""
+"""Property: any sequence of approvals, rejections, registrations, duplicate and stale events, rollbacks and
+reconciles (``endpoint sync``), planned and applied to a simulated endpoint, keeps the endpoint valid and
+every decision idempotent, and a rolled-back version stays off the endpoint until it is approved again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from release_planner import (
     ReleaseSettings,
     apply_to_state,
     plan,
+    rollback,
+    rollback_challengers,
 )
 
 OPS = st.one_of(
@@ -23,14 +26,17 @@ OPS = st.one_of(
     st.tuples(st.sampled_from(["approve", "reject"]), st.integers(0, 30)),
     st.tuples(st.just("duplicate"), st.just(0)),
     st.tuples(st.just("stale"), st.integers(0, 30)),
+    st.tuples(st.sampled_from(["rollback", "sync"]), st.just(0)),
 )
 
 
 def _run(ops, release_settings: ReleaseSettings) -> None:
     statuses: dict[int, str] = {}
     delivered: list[ReleaseEvent] = []
+    rolled_back: set[int] = set()  # rejected by `traffic rollback` and not approved since
     state = EndpointState(exists=False)
     for op, n in ops:
+        event: ReleaseEvent | None
         if op == "register":
             v = len(statuses) + 1
             statuses[v] = PENDING
@@ -44,7 +50,21 @@ def _run(ops, release_settings: ReleaseSettings) -> None:
                 continue
             v = sorted(statuses)[n % len(statuses)]
             statuses[v] = APPROVED if op == "approve" else REJECTED
+            if op == "approve":
+                rolled_back.discard(v)
             event = ReleaseEvent(v, statuses[v])
+        elif op == "rollback":  # `traffic rollback`: drain the challengers now, reject them in the registry
+            if not state.exists or not rollback_challengers(state):
+                continue
+            for step in rollback(state, remove=False).steps:
+                state = apply_to_state(state, step)
+            for v in rollback_challengers(state):
+                statuses[v] = REJECTED
+                rolled_back.add(v)
+                delivered.append(ReleaseEvent(v, REJECTED))
+            event = delivered.pop()
+        elif op == "sync":
+            event = None
         elif op == "duplicate":
             if not delivered:
                 continue
@@ -53,7 +73,8 @@ def _run(ops, release_settings: ReleaseSettings) -> None:
             if not delivered:
                 continue
             event = delivered[n % len(delivered)]
-        delivered.append(event)
+        if event is not None:
+            delivered.append(event)
         registry = [PackageVersion(v, f"arn:pkg/{v}", s) for v, s in statuses.items()]
 
         decision = plan(registry, state, release_settings, event)
@@ -74,6 +95,7 @@ def _run(ops, release_settings: ReleaseSettings) -> None:
         for v in weights:  # only approved versions are live (a rejected champion only while blocked)
             assert statuses.get(v) == APPROVED or (blocked and v == champion), (v, statuses, blocked)
         assert all(w > 0 for w in weights.values())  # drained variants are removed, not left at 0%
+        assert not rolled_back & set(weights), (rolled_back, weights)  # a rollback lasts
 
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -159,7 +159,8 @@ def status(local: bool | None, as_json: bool) -> None:
 @options.json_option
 def sync(local: bool | None, as_json: bool) -> None:
     """Make the endpoint match the registry now, as the release controller would (e.g. after a release
-    event ended in the failure queue). Only versions already live or the first approval are served."""
+    event ended in the failure queue). Only versions already live or the first approval are served (with
+    max_live_variants 1: the newest approved version); rejected ones (a rollback rejects) are removed."""
     from trainserve.commands.traffic import apply_decision
 
     target = options.resolve_target(local)

@@ -2,13 +2,23 @@
 
 The same planner functions and SageMaker adapter as the release controller Lambda: a request the rules
 refuse (unknown variant, negative or all-zero weights, ...) is an error and nothing is changed.
+
+``rollback`` drains the challengers to 0% at once, then records the decision in the model registry, the
+source of truth: each rolled-back challenger is rejected ("rolled back by trainserve traffic rollback at
+<UTC>"), so the release controller's rejection path removes it from the endpoint, and neither a redelivered
+approval event nor ``endpoint sync`` brings it back; ``trainserve models approve V`` re-admits it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
 import click
 import release_planner
-from release_planner import Decision, PlanError
+from botocore.exceptions import ClientError
+from release_planner import REJECTED, Decision, EndpointState, PackageVersion, PlanError
 from sagemaker_adapter import EndpointBusy, SageMakerAdapter
 
 from trainserve.commands import options
@@ -23,31 +33,56 @@ LOCAL_STEP_WAIT_S = 60.0
 LOCAL_POLL_S = 0.2
 
 
-def apply_decision(
-    adapter: SageMakerAdapter, decision: Decision, state, registry, local: bool, as_json: bool
+def run_steps(
+    adapter: SageMakerAdapter, decision: Decision, state: EndpointState, registry, local: bool
+) -> EndpointState:
+    """Apply a planner decision's steps (waiting between them); the endpoint afterwards."""
+    if not decision.steps:
+        return state
+    try:
+        with step(decision.reason):
+            return adapter.apply(
+                decision,
+                registry,
+                state,
+                step_wait_s=LOCAL_STEP_WAIT_S if local else AWS_STEP_WAIT_S,
+                poll_s=LOCAL_POLL_S if local else AWS_POLL_S,
+            )
+    except EndpointBusy as exc:
+        raise UserError(f"{exc}; run the command again once the endpoint is InService") from None
+
+
+def report_outcome(
+    adapter: SageMakerAdapter,
+    decision: Decision,
+    state: EndpointState,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Apply a planner decision (waiting between its steps), then print the endpoint."""
-    if decision.steps:
-        try:
-            with step(decision.reason):
-                state = adapter.apply(
-                    decision,
-                    registry,
-                    state,
-                    step_wait_s=LOCAL_STEP_WAIT_S if local else AWS_STEP_WAIT_S,
-                    poll_s=LOCAL_POLL_S if local else AWS_POLL_S,
-                )
-        except EndpointBusy as exc:
-            raise UserError(f"{exc}; run the command again once the endpoint is InService") from None
-    elif not as_json:
-        console.print(f"nothing to change: {decision.reason}")
+    """Print the endpoint (with the decision and any ``extra`` fields)."""
     report = endpoint_report(adapter, state)
     report["action"] = decision.action
     report["reason"] = decision.reason
+    report.update(extra or {})
     if as_json:
         print_json(report)
-    else:
-        print_report(report)
+        return
+    print_report(report)
+
+
+def apply_decision(
+    adapter: SageMakerAdapter,
+    decision: Decision,
+    state: EndpointState,
+    registry,
+    local: bool,
+    as_json: bool,
+) -> None:
+    """Apply a planner decision (waiting between its steps), then print the endpoint."""
+    if not decision.steps and not as_json:
+        console.print(f"nothing to change: {decision.reason}")
+    after = run_steps(adapter, decision, state, registry, local)
+    report_outcome(adapter, decision, after, as_json)
 
 
 def _plan(fn, *args) -> Decision:
@@ -94,7 +129,11 @@ def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
 @options.local_option
 @options.json_option
 def promote(variant: str, local: bool | None, as_json: bool) -> None:
-    """Make VARIANT (v2 or 2) the champion at 100%; the others drain at once and are then removed."""
+    """Make VARIANT (v2 or 2) the champion at 100%; the others drain at once and are then removed.
+
+    An approved version that is not live but newer than the champion can be promoted too: it is deployed
+    alone at 100%.
+    """
     target = options.resolve_target(local)
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
@@ -107,9 +146,66 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
 @options.local_option
 @options.json_option
 def rollback(local: bool | None, as_json: bool) -> None:
-    """Send every challenger to 0% at once (weights only), then remove them: the champion serves alone."""
+    """Send every challenger to 0% at once (weights only) and reject it in the model registry, so that the
+    release controller removes it and no redelivered approval or endpoint sync brings it back.
+
+    Each rolled-back version's ApprovalDescription says "rolled back by trainserve traffic rollback at <UTC>";
+    `trainserve models approve V` re-admits one (as a challenger).
+    """
     target = options.resolve_target(local)
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
-    decision = _plan(release_planner.rollback, state)
-    apply_decision(adapter, decision, state, [], target.is_local, as_json)
+    registry = adapter.read_registry()
+    decision = _plan(release_planner.rollback, state, False)
+    challengers = release_planner.rollback_challengers(state)
+    state = run_steps(adapter, decision, state, registry, target.is_local)
+    rejected, notes = reject_rolled_back(adapter, registry, challengers)
+    if not as_json:
+        if not decision.steps:
+            console.print(f"{'nothing to drain' if challengers else 'nothing to change'}: {decision.reason}")
+        for note in notes:
+            console.print(note)
+    report_outcome(adapter, decision, state, as_json, {"rejected": rejected})
+
+
+def reject_rolled_back(
+    adapter: SageMakerAdapter, registry: list[PackageVersion], versions: Iterable[int]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Reject each rolled-back version in the registry (unless it is already rejected): what was rejected
+    (``--json``'s ``rejected``), and a sentence per version for the text output."""
+    by_version = {p.version: p for p in registry}
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    description = f"rolled back by trainserve traffic rollback at {when}"
+    rejected: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for version in versions:
+        name = release_planner.variant_name(version)
+        package = by_version.get(version)
+        if package is None:
+            notes.append(f"{name} is not in the model registry: the release controller removes it")
+            continue
+        if package.status == REJECTED:
+            notes.append(f"{name} was already rejected: the release controller removes it")
+            continue
+        try:
+            adapter.reject(package, description)
+        except ClientError as exc:
+            raise UserError(
+                f"{name} is drained to 0%, but rejecting it in the registry failed ({exc}); it stays live at 0% "
+                "until it is rejected: run trainserve traffic rollback again"
+            ) from None
+        rejected.append(
+            {
+                "variant": name,
+                "version": version,
+                "model_package_arn": package.arn,
+                "previous_status": package.status,
+                "approval_description": description,
+            }
+        )
+        notes.append(
+            f"{name} rejected in the model registry ({description}): the release controller removes it from "
+            f"the endpoint, and no repeated approval event or endpoint sync brings it back; to re-admit it: "
+            f"trainserve models approve {version}"
+        )
+    return rejected, notes
