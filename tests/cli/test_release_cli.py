@@ -191,6 +191,7 @@ def test_rollback_lasts_through_a_redelivered_approval_and_a_sync(target):
         package["ApprovalDescription"],
     )
     assert rejected["approval_description"] == package["ApprovalDescription"]
+    assert out["warnings"] == []
 
     again = _release(target, 2, "Approved")  # redelivered before the Rejected(v2) event is handled
     assert "stale: the registry now says Rejected" in again["reason"] and "v2 added" not in again["reason"]
@@ -236,6 +237,10 @@ def _function(target: Target, name: str, env: dict[str, str]) -> None:
     )
 
 
+def _proxy_function(target: Target, env: dict[str, str]) -> None:
+    _function(target, target.names.proxy_function, env)
+
+
 def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion(target, monkeypatch):
     settings = dataclasses.replace(endpoint_cmd.release_settings(target), max_live_variants=1)
     _function(target, target.names.release_function, settings.as_env())  # what the CLI plans with
@@ -256,6 +261,40 @@ def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion(ta
     assert "v3 replaces champion v2" in _status(target)["pending_change"]
     synced = _cli_json(endpoint_cmd.endpoint, "sync")
     assert synced["champion"] == "v3" and _weights(synced) == {"v3": 1.0}
+
+
+def test_traffic_commands_warn_when_they_take_off_the_pinned_variant(target):
+    _register_approve_release(target, 3)  # max 2 live: v1 champion, v3 challenger (v2 dropped)
+    _proxy_function(target, {"TARGET_VARIANT": "v3", "SERVING_ENABLED": "true"})
+    out = _cli_json(traffic_cmd.traffic, "rollback")
+    (warning,) = out["warnings"]
+    assert "TARGET_VARIANT pins v3" in warning and "trainserve params set TARGET_VARIANT=" in warning
+    assert "still reach v3 at 0% until the release controller removes it" in warning
+    code, said = _cli(traffic_cmd.traffic, "rollback")  # already drained and rejected: still pinned
+    assert code == 0 and "warning:" in said and "pins v3" in said
+    _release(target, 3, "Rejected")
+
+    lam = target.client("lambda")
+    lam.update_function_configuration(
+        FunctionName=target.names.proxy_function, Environment={"Variables": {"TARGET_VARIANT": "v1"}}
+    )
+    _cli(models_review.approve, "3")
+    _release(target, 3, "Approved")
+    out = _cli_json(traffic_cmd.traffic, "promote", "v3")  # v1, the pinned one, goes
+    assert out["champion"] == "v3" and _weights(out) == {"v3": 1.0}
+    (warning,) = out["warnings"]
+    assert "TARGET_VARIANT pins v1" in warning and "the pin is no longer live" in warning
+    assert "trainserve params set TARGET_VARIANT=" in warning
+    code, said = _cli(traffic_cmd.traffic, "set", "v3=1")  # nothing taken off: no warning
+    assert code == 0 and "warning" not in said
+    lam.update_function_configuration(
+        FunctionName=target.names.proxy_function, Environment={"Variables": {"TARGET_VARIANT": ""}}
+    )
+    _register(target, 1)  # v4
+    _cli(models_review.approve, "4")
+    _release(target, 4, "Approved")
+    out = _cli_json(traffic_cmd.traffic, "promote", "v4")  # v3 goes, but nothing is pinned
+    assert _weights(out) == {"v4": 1.0} and out["warnings"] == []
 
 
 def test_status_shows_a_blocked_release(target):

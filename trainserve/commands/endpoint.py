@@ -171,4 +171,4 @@ def sync(local: bool | None, as_json: bool) -> None:
         decision = release_planner.plan(registry, state, adapter.settings)
     except ReleaseBlocked as exc:
         raise UserError(str(exc)) from None
-    apply_decision(adapter, decision, state, registry, target.is_local, as_json)
+    apply_decision(adapter, decision, state, registry, target.is_local, as_json, target)

@@ -7,6 +7,9 @@ refuse (unknown variant, negative or all-zero weights, ...) is an error and noth
 source of truth: each rolled-back challenger is rejected ("rolled back by trainserve traffic rollback at
 <UTC>"), so the release controller's rejection path removes it from the endpoint, and neither a redelivered
 approval event nor ``endpoint sync`` brings it back; ``trainserve models approve V`` re-admits it.
+
+A command that takes off the endpoint the variant the proxy's ``TARGET_VARIANT`` pins (read from the proxy
+function's environment) warns, with how to clear the pin (``warnings`` in ``--json``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+import proxy_logic
 import release_planner
 from botocore.exceptions import ClientError
 from release_planner import REJECTED, Decision, EndpointState, PackageVersion, PlanError
@@ -23,7 +27,8 @@ from sagemaker_adapter import EndpointBusy, SageMakerAdapter
 
 from trainserve.commands import options
 from trainserve.commands.endpoint import endpoint_report, print_report, read_ready_endpoint, release_adapter
-from trainserve.console import UserError, console, print_json, step
+from trainserve.console import UserError, console, err_console, print_json, step
+from trainserve.target import Target
 
 # How long to wait for the endpoint between two steps (drain, then redeploy). Blue/green guardrails on AWS
 # bake for GUARDRAIL_WAIT_SECONDS; the local cloud is InService at once.
@@ -31,6 +36,7 @@ AWS_STEP_WAIT_S = 3600.0
 AWS_POLL_S = 15.0
 LOCAL_STEP_WAIT_S = 60.0
 LOCAL_POLL_S = 0.2
+CLEAR_PIN = "trainserve params set TARGET_VARIANT="
 
 
 def run_steps(
@@ -57,16 +63,21 @@ def report_outcome(
     decision: Decision,
     state: EndpointState,
     as_json: bool,
+    warnings: Iterable[str] = (),
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the endpoint (with the decision and any ``extra`` fields)."""
+    """Print the endpoint (with the decision, any ``extra`` fields and the warnings)."""
+    warnings = list(warnings)
     report = endpoint_report(adapter, state)
     report["action"] = decision.action
     report["reason"] = decision.reason
     report.update(extra or {})
+    report["warnings"] = warnings
     if as_json:
         print_json(report)
         return
+    for warning in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}")
     print_report(report)
 
 
@@ -77,12 +88,65 @@ def apply_decision(
     registry,
     local: bool,
     as_json: bool,
+    target: Target | None = None,
 ) -> None:
-    """Apply a planner decision (waiting between its steps), then print the endpoint."""
+    """Apply a planner decision (waiting between its steps), then print the endpoint. With ``target``, a
+    decision that takes off the variant the proxy pins (``TARGET_VARIANT``) also warns."""
+    removed = removed_variants(state, decision)
     if not decision.steps and not as_json:
         console.print(f"nothing to change: {decision.reason}")
     after = run_steps(adapter, decision, state, registry, local)
-    report_outcome(adapter, decision, after, as_json)
+    warnings = pin_warnings(target, removed) if target is not None else []
+    report_outcome(adapter, decision, after, as_json, warnings)
+
+
+def removed_variants(state: EndpointState, decision: Decision) -> list[str]:
+    """The live variants ``decision`` takes off the endpoint."""
+    if not decision.steps or decision.desired is None:
+        return []
+    keep = set(decision.desired.versions)
+    return [v.name for v in state.variants if v.version not in keep]
+
+
+def pinned_variant(target: Target) -> str | None:
+    """The variant the proxy pins (its function's ``TARGET_VARIANT``, as the proxy parses it), or None.
+    ClientError other than a missing function propagates."""
+    try:
+        cfg = target.client("lambda").get_function_configuration(FunctionName=target.names.proxy_function)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return None
+        raise
+    params, _problems = proxy_logic.parse_params((cfg.get("Environment") or {}).get("Variables") or {})
+    return params.target_variant
+
+
+def pin_warnings(target: Target, removed: Iterable[str], rollback: bool = False) -> list[str]:
+    """A warning when the proxy's TARGET_VARIANT pins one of the ``removed`` variants (``rollback``: they are
+    drained now and removed by the release controller)."""
+    removed = sorted(set(removed))
+    if not removed:
+        return []
+    function = target.names.proxy_function
+    try:
+        pin = pinned_variant(target)
+    except ClientError as exc:
+        return [
+            f"could not read TARGET_VARIANT of the proxy function {function} "
+            f"({exc.response.get('Error', {}).get('Code', 'error')}): if it pins {', '.join(removed)}, "
+            f"that pin is no longer live; clear it with: {CLEAR_PIN}"
+        ]
+    if pin not in removed:
+        return []
+    meanwhile = (
+        f"the pinned requests still reach {pin} at 0% until the release controller removes it, and then "
+        if rollback
+        else ""
+    )
+    return [
+        f"the proxy's TARGET_VARIANT pins {pin} (function {function}), which this command takes off the "
+        f"endpoint: {meanwhile}the pin is no longer live; clear it with: {CLEAR_PIN}"
+    ]
 
 
 def _plan(fn, *args) -> Decision:
@@ -121,7 +185,7 @@ def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
     decision = _plan(release_planner.set_weights, state, requested)
-    apply_decision(adapter, decision, state, [], target.is_local, as_json)
+    apply_decision(adapter, decision, state, [], target.is_local, as_json, target)
 
 
 @traffic.command("promote")
@@ -139,7 +203,7 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
     state = read_ready_endpoint(adapter)
     registry = adapter.read_registry()
     decision = _plan(release_planner.promote, state, variant, registry)
-    apply_decision(adapter, decision, state, registry, target.is_local, as_json)
+    apply_decision(adapter, decision, state, registry, target.is_local, as_json, target)
 
 
 @traffic.command("rollback")
@@ -160,12 +224,13 @@ def rollback(local: bool | None, as_json: bool) -> None:
     challengers = release_planner.rollback_challengers(state)
     state = run_steps(adapter, decision, state, registry, target.is_local)
     rejected, notes = reject_rolled_back(adapter, registry, challengers)
+    warnings = pin_warnings(target, [release_planner.variant_name(v) for v in challengers], rollback=True)
     if not as_json:
         if not decision.steps:
             console.print(f"{'nothing to drain' if challengers else 'nothing to change'}: {decision.reason}")
         for note in notes:
             console.print(note)
-    report_outcome(adapter, decision, state, as_json, {"rejected": rejected})
+    report_outcome(adapter, decision, state, as_json, warnings, {"rejected": rejected})
 
 
 def reject_rolled_back(
