@@ -30,15 +30,32 @@ PREDICT_SCHEMA = apigw.JsonSchema(
         "user_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1, max_length=256),
     },
 )
-FEEDBACK_SCHEMA = apigw.JsonSchema(
-    schema=apigw.JsonSchemaVersion.DRAFT4,
-    title="FeedbackRequest",
+_FEEDBACK_ITEM = apigw.JsonSchema(
     type=apigw.JsonSchemaType.OBJECT,
     required=["request_id", "outcome"],
     properties={
         "request_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1, max_length=128),
         "outcome": apigw.JsonSchema(type=apigw.JsonSchemaType.INTEGER, enum=[0, 1]),
     },
+)
+# The three forms the proxy takes (``proxy_logic.parse_feedback_body``): one item, ``{"feedback": [items]}``,
+# or a list of items. The proxy checks the rest (unknown fields, byte lengths, repeated ids) and names it.
+FEEDBACK_SCHEMA = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4,
+    title="FeedbackRequest",
+    one_of=[
+        _FEEDBACK_ITEM,
+        apigw.JsonSchema(
+            type=apigw.JsonSchemaType.OBJECT,
+            required=["feedback"],
+            properties={
+                "feedback": apigw.JsonSchema(
+                    type=apigw.JsonSchemaType.ARRAY, min_items=1, items=_FEEDBACK_ITEM
+                )
+            },
+        ),
+        apigw.JsonSchema(type=apigw.JsonSchemaType.ARRAY, min_items=1, items=_FEEDBACK_ITEM),
+    ],
 )
 
 

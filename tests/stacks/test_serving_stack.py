@@ -214,8 +214,34 @@ def test_request_models(serving):
     assert predict["properties"]["instances"]["type"] == "array"
     assert predict["properties"]["user_id"]["type"] == "string"
     feedback = schemas["FeedbackRequest"]
-    assert sorted(feedback["required"]) == ["outcome", "request_id"]
-    assert feedback["properties"]["outcome"]["enum"] == [0, 1]
+    item = feedback["oneOf"][0]
+    assert sorted(item["required"]) == ["outcome", "request_id"]
+    assert item["properties"]["outcome"]["enum"] == [0, 1]
+
+
+def test_the_feedback_model_takes_every_form_the_proxy_takes(serving):
+    """API Gateway validates bodies against the model before the proxy sees them: each form the README
+    documents must pass it, and a body the proxy would refuse for its shape must not."""
+    import jsonschema
+
+    schema = next(
+        m["Properties"]["Schema"]
+        for m in resources(serving, "AWS::ApiGateway::Model").values()
+        if m["Properties"]["Name"] == "FeedbackRequest"
+    )
+    item = {"request_id": "3f2b-0", "outcome": 1}
+    for body in (item, {"feedback": [item, {"request_id": "3f2b-1", "outcome": 0}]}, [item]):
+        jsonschema.validate(body, schema)
+    for body in (
+        {"request_id": "3f2b-0"},
+        {"request_id": "3f2b-0", "outcome": 2},
+        {"feedback": []},
+        {"feedback": [{"outcome": 1}]},
+        [],
+        "3f2b-0",
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, schema)
 
 
 def test_usage_plan_throttles_from_config(serving, config):
