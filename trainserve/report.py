@@ -28,15 +28,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import proxy_logic
 import warehouse_sql
 
 from trainserve import abtest
 
 MIN_LOOK_LABELLED = 30  # a sequential look counts once each arm has this many labelled predictions
 # How long after a change of the endpoint's weights traffic may still follow the old ones: the proxy caches
-# DescribeEndpoint for this long (``ENDPOINT_CACHE_SECONDS`` in lambdas/proxy/proxy_handler.py, the same
-# value; not imported: importing that module builds the Lambda's proxy). tests/report checks they agree.
-PROXY_WEIGHTS_DELAY_SECONDS = 5.0
+# DescribeEndpoint for this long.
+PROXY_WEIGHTS_DELAY_SECONDS = proxy_logic.ENDPOINT_CACHE_SECONDS
 _UPDATING = ("Updating", "SystemUpdating")
 _VARIANT = re.compile(r"^v(\d+)$")
 

@@ -57,7 +57,7 @@ from prediction_log import (
     log_json,
 )
 
-ENDPOINT_CACHE_SECONDS = 5.0
+ENDPOINT_CACHE_SECONDS = logic.ENDPOINT_CACHE_SECONDS
 # API Gateway gives the integration 29 s. The model call may use most of it; Firehose gets short timeouts and
 # no botocore retries (prediction_log retries failed entries itself within its own time budget).
 _DEFAULT_CONFIG = BotoConfig(

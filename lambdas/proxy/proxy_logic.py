@@ -39,6 +39,10 @@ _VERSION_VARIANT = re.compile(r"^v(\d+)$")
 _REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _FEEDBACK_FIELDS = ("request_id", "outcome")
 
+# How long the proxy keeps DescribeEndpoint's answer (live variants and weights): a weight change reaches
+# traffic at most this long after it is made (``trainserve report ab`` starts its window that much later).
+ENDPOINT_CACHE_SECONDS = 5.0
+
 
 class ParamError(ValueError):
     """A proxy parameter has an invalid value (names the parameter and the value)."""

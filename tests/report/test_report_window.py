@@ -9,6 +9,7 @@ import ast
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import proxy_logic
 import pytest
 from warehouse_fixture import ENDPOINT, Arm, create_schema, fill
 from warehouse_query import DuckDBQuery
@@ -71,15 +72,15 @@ def _count(q, since, until=None):
 
 
 def test_the_delay_is_the_proxys_cache_of_the_endpoint():
-    # not imported: importing proxy_handler builds the Lambda's proxy; read the constant from its source
     tree = ast.parse((PROJECT_ROOT / "lambdas" / "proxy" / "proxy_handler.py").read_text())
-    values = [
-        node.value.value
+    [cache] = [
+        node.value
         for node in tree.body
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "ENDPOINT_CACHE_SECONDS" for t in node.targets)
     ]
-    assert values == [PROXY_WEIGHTS_DELAY_SECONDS]
+    assert ast.unparse(cache) == "logic.ENDPOINT_CACHE_SECONDS"  # the proxy's cache is the shared value
+    assert PROXY_WEIGHTS_DELAY_SECONDS == proxy_logic.ENDPOINT_CACHE_SECONDS == 5.0
 
 
 # ------------------------------------------------------------------------------------ 1: a variant at 0%
