@@ -162,6 +162,21 @@ def warm_up(target: Target, variants: list[str]) -> None:
         )
 
 
+def wait_for_proxy_weights(target: Target) -> None:
+    """Wait until the proxy's cached weights are the endpoint's (``report.PROXY_WEIGHTS_DELAY_SECONDS`` after
+    its last change): traffic sent before then may still follow the old weights, and the A/B report's window
+    starts there."""
+    from trainserve.report import PROXY_WEIGHTS_DELAY_SECONDS
+
+    desc = target.client("sagemaker").describe_endpoint(EndpointName=target.names.endpoint_name)
+    changed = desc["LastModifiedTime"]
+    settled = changed.timestamp() + PROXY_WEIGHTS_DELAY_SECONDS
+    wait = settled - time.time()
+    if wait > 0:
+        err_console.print(f"  waiting {wait:.1f} s for the prediction API's cached weights to follow")
+        time.sleep(wait)
+
+
 def print_endpoint(state: dict[str, Any]) -> None:
     from trainserve.commands.endpoint import print_report
 
@@ -314,6 +329,7 @@ def run_demo(
         )
         result.snapshots["ramped"] = state
         warm_up(target, [f"v{v1}", f"v{v2}"])
+        wait_for_proxy_weights(target)
 
     with demo_step(4, "Send held-out rows through the prediction API, then feedback for most of them"):
         _, rows, labels = load_traffic(_sample_data_dir(out_dir))

@@ -127,6 +127,10 @@ def test_report_recommends_promoting_the_better_candidate(demo_run):
     variants = {v["variant_name"]: v for v in rep["variants"]}
     assert variants["v2"]["accuracy"] > variants["v1"]["accuracy"]
     assert not rep["srm"]["mismatch"]
+    # the traffic started once the proxy followed the 50/50 ramp, so the split check applies to all of it
+    assert rep["srm"]["applicable"] is not False
+    assert not rep["window"]["weights_changed_inside"]
+    assert not rep.get("warnings")
     assert sum(v["requests"] for v in rep["variants"]) == REQUESTS
 
 
