@@ -53,6 +53,8 @@ def parse_args(argv=None):
         parser.error("--max-depth must be >= 0")
     if not 0 < args.learning_rate <= 1:
         parser.error("--learning-rate must be in (0, 1]")
+    if not 0 <= args.random_state < 2**32:  # what scikit-learn's estimators take as a seed
+        parser.error("--random-state must be in [0, 4294967295]")
     return args
 
 

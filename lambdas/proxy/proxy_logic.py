@@ -37,6 +37,7 @@ _VERSION_VARIANT = re.compile(r"^v(\d+)$")
 # The id of a whole request (``predict`` answers it beside its rows' ids, which add ``-<row>``): feedback for it
 # would never join a prediction, so it is refused with a pointer to the row's id.
 _REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+PREDICT_FIELDS = ("instances", "user_id")  # what POST /predict takes
 _FEEDBACK_FIELDS = ("request_id", "outcome")
 
 # How long the proxy keeps DescribeEndpoint's answer (live variants and weights): a weight change reaches
@@ -227,10 +228,10 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
     data = _load_json(body)
     if not isinstance(data, dict):
         raise PayloadError('request body must be a JSON object {"instances": [...], "user_id": ...}')
-    unknown = sorted(set(data) - {"instances", "user_id"})
+    unknown = sorted(set(data) - set(PREDICT_FIELDS))
     if unknown:
         raise PayloadError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: instances, user_id", field=unknown[0]
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(PREDICT_FIELDS)}", field=unknown[0]
         )
     instances = data.get("instances")
     if not isinstance(instances, list) or not instances:

@@ -107,6 +107,8 @@ OUT_OF_RANGE = (  # the training script's own rules (training/train.py), named a
     (["--hp", "MaxDepth=-1"], "--hp MaxDepth=-1: max_depth must be >= 0"),
     (["--hp", "max_iter=0"], "--hp max_iter=0: max_iter must be >= 1"),
     (["--hp", "C=nan"], "--hp C=nan: C must be a finite number"),
+    (["--hp", "random_state=-1"], "--hp random_state=-1: random_state must be in [0, 4294967295]"),
+    (["--hp", "random_state=4294967296"], "random_state must be in [0, 4294967295]"),
     (
         ["--hp", "n_estimators=5", "--hp", "n-estimators=6"],
         "--hp n_estimators and --hp n-estimators both give",
@@ -139,6 +141,8 @@ def test_train_refuses_out_of_range_hyperparameters_before_uploading(moto_url, m
     training_cmd.check_hyperparameters(
         {"n_estimators": "1", "max_iter": "1", "max_depth": "0", "learning_rate": "1", "C": "1e-9"}
     )
+    training_cmd.check_hyperparameters({"random_state": "0"})
+    training_cmd.check_hyperparameters({"random_state": "4294967295"})
 
 
 def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import proxy_logic
 
 from trainserve.commands import options
 from trainserve.console import UserError, print_json, table
@@ -48,7 +49,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-REQUEST_FIELDS = ("instances", "user_id")  # what POST /predict takes (lambdas/proxy/proxy_logic.py)
+REQUEST_FIELDS = proxy_logic.PREDICT_FIELDS  # what POST /predict takes
 
 
 @dataclass(frozen=True)
