@@ -14,16 +14,23 @@ import click
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def print_error(message: object) -> None:
+    """``error: <message>`` on stderr. The message is printed as it is (a file name or a value in it is not
+    read as rich markup) and not broken into lines: the terminal wraps it, so a path in it copies whole."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
 
 
 class UserError(click.ClickException):
     """An error the operator can act on: printed as one clear line, exit code 1, no traceback."""
 
     def show(self, file=None) -> None:  # noqa: ARG002
-        err_console.print(f"[bold red]error:[/] {self.message}")
+        print_error(self.message)
 
 
 def _default(value: Any) -> Any:
@@ -86,12 +93,12 @@ def run_cli(cli: Callable[..., Any]) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (ConfigError, TargetError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        print_error(exc)
         sys.exit(1)
     except ClientError as exc:
         err = exc.response.get("Error", {})
-        err_console.print(f"[bold red]error:[/] AWS {err.get('Code', 'error')}: {err.get('Message', exc)}")
+        print_error(f"AWS {err.get('Code', 'error')}: {err.get('Message', exc)}")
         sys.exit(1)
     except BotoCoreError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        print_error(exc)
         sys.exit(1)

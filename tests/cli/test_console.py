@@ -1,4 +1,4 @@
-"""The CLI's tables never hide a value."""
+"""The CLI's tables never hide a value, and its errors are printed whole."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def test_a_wide_table_piped_is_printed_whole(capsys) -> None:
 def test_a_narrow_table_keeps_its_width(capsys) -> None:
     console.table("small", ["a", "b"], [["1", "2"]])
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 80
+
+
+def test_an_error_is_one_line_printed_as_it_is(capsys) -> None:
+    """A long path is not broken into lines (the terminal wraps it, so it copies whole), and text that looks
+    like rich markup (a user's note, a file name) is printed, not taken as a style."""
+    path = "/tmp/" + "a-very-long-folder-name/" * 8 + "body.json"
+    console.UserError(f"{path}: unknown field(s) [bold]x[/bold], [WIP]; nothing was sent").show()
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: unknown field(s) [bold]x[/bold], [WIP]; nothing was sent\n"
+    assert len(err) > 80
