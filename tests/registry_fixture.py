@@ -27,17 +27,22 @@ def create_live_endpoint(
     sm.create_model(
         ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={"Image": "i"}
     )
+    create_endpoint_config(sm, "ec", weights)
+    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName="ec")
+
+
+def create_endpoint_config(sm: Any, name: str, weights: dict[str, float]) -> None:
+    """An endpoint config serving model "m" as the variants of ``weights`` (name -> initial weight)."""
     sm.create_endpoint_config(
-        EndpointConfigName="ec",
+        EndpointConfigName=name,
         ProductionVariants=[
             {
-                "VariantName": name,
+                "VariantName": variant,
                 "ModelName": "m",
                 "InitialInstanceCount": 1,
                 "InstanceType": "ml.m5.large",
                 "InitialVariantWeight": w,
             }
-            for name, w in weights.items()
+            for variant, w in weights.items()
         ],
     )
-    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName="ec")

@@ -13,7 +13,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from registry_fixture import create_live_endpoint
+from registry_fixture import create_endpoint_config, create_live_endpoint
 
 from trainserve.cli import cli
 from trainserve.commands import options
@@ -47,18 +47,7 @@ def target(monkeypatch, config, moto_url):
         ["f0", "f1"],
         {"v1": 0.8, "v2": 0.2},
     )
-    t.client("sagemaker").create_endpoint_config(
-        EndpointConfigName="ec-v1-only",
-        ProductionVariants=[
-            {
-                "VariantName": "v1",
-                "ModelName": "m",
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-                "InitialVariantWeight": 1.0,
-            }
-        ],
-    )
+    create_endpoint_config(t.client("sagemaker"), "ec-v1-only", {"v1": 1.0})
     return t
 
 

@@ -4,82 +4,28 @@ in-process on the same server, as the local cloud's approval watcher runs it."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
-import urllib.request
-from pathlib import Path
 
 import pytest
-import release_handler
 from click.testing import CliRunner
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
+from release_fixture import REGION, register, release, release_target
 from release_planner import ReleaseSettings
 
 from trainserve import console as console_mod
 from trainserve.commands import endpoint as endpoint_cmd
-from trainserve.commands import models_review, options
+from trainserve.commands import models_review
 from trainserve.commands import traffic as traffic_cmd
-from trainserve.target import Names, Target
-
-REGION = "us-east-1"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
-SAMPLE_EVENT = json.loads(
-    (Path(__file__).parent.parent / "lambdas" / "events" / "model_package_state_change.json").read_text()
-)
+from trainserve.target import Target
 
 
 @pytest.fixture
 def target(moto_url, config, monkeypatch):
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
-    names = Names.local(config)
-    local = Target(mode="local", region=REGION, config=config, names=names, aws_endpoint_url=moto_url)
-    monkeypatch.setattr(options, "resolve_target", lambda _local: local)
-    # the release controller, run in-process against the same server (as the local cloud runs it)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    settings = ReleaseSettings(
-        project_name=config.project_name,
-        endpoint_name=names.endpoint_name,
-        model_package_group=names.model_package_group,
-        challenger_weight=0.1,
-        max_live_variants=2,
-        guardrail_wait_seconds=0,
-        model_execution_role_arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/model",
-    )
-    for key, value in settings.as_env().items():
-        monkeypatch.setenv(key, value)
-    local.client("sagemaker").create_model_package_group(ModelPackageGroupName=names.model_package_group)
+    local = release_target(moto_url, config, monkeypatch)
     return local
-
-
-def _register(target: Target, n: int) -> list[str]:
-    sm = target.client("sagemaker")
-    return [
-        sm.create_model_package(
-            ModelPackageGroupName=target.names.model_package_group,
-            ModelApprovalStatus="PendingManualApproval",
-            InferenceSpecification={
-                "Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://a/{i}/model.tar.gz"}],
-                "SupportedContentTypes": ["text/csv"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )["ModelPackageArn"]
-        for i in range(n)
-    ]
-
-
-def _release(target: Target, version: int, status: str) -> dict:
-    """What the approval watcher does after a registry change: the state change event -> the handler."""
-    event = copy.deepcopy(SAMPLE_EVENT)
-    event["detail"].update(
-        ModelPackageGroupName=target.names.model_package_group,
-        ModelPackageVersion=version,
-        ModelApprovalStatus=status,
-    )
-    event["detail"].pop("ModelPackageArn")
-    return release_handler.handler(event, None)
 
 
 def _cli(command, *args: str) -> tuple[int, str]:
@@ -107,17 +53,17 @@ def _weights(report: dict) -> dict[str, float]:
 
 def test_approve_reject_and_traffic_end_to_end(target):
     sm = target.client("sagemaker")
-    arn1, arn2, arn3 = _register(target, 3)
+    arn1, arn2, arn3 = register(target, 3)
     assert _status(target)["status"] == "absent"
 
     code, out = _cli(models_review.approve, "1", "--note", "first model")
     assert code == 0 and "PendingManualApproval → Approved" in out
     package = sm.describe_model_package(ModelPackageName=arn1)
     assert package["ModelApprovalStatus"] == "Approved" and package["ApprovalDescription"] == "first model"
-    _release(target, 1, "Approved")
+    release(target, 1, "Approved")
 
     assert _cli(models_review.approve, "v2")[0] == 0
-    _release(target, 2, "Approved")
+    release(target, 2, "Approved")
     report = _status(target)
     assert report["status"] == "InService" and report["champion"] == "v1"
     assert _weights(report) == {"v1": 0.9, "v2": 0.1}
@@ -136,7 +82,7 @@ def test_approve_reject_and_traffic_end_to_end(target):
     assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
 
     assert _cli(models_review.approve, "3")[0] == 0
-    _release(target, 3, "Approved")
+    release(target, 3, "Approved")
     assert _weights(_status(target)) == {"v2": 0.9, "v3": 0.1}
 
     code, out = _cli(traffic_cmd.traffic, "rollback")
@@ -147,7 +93,7 @@ def test_approve_reject_and_traffic_end_to_end(target):
     report = _status(target)  # drained at once; the release controller removes it on the rejection's event
     assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0, "v3": 0.0}
     assert "challenger v3 is Rejected: removed" in report["pending_change"]
-    _release(target, 3, "Rejected")
+    release(target, 3, "Rejected")
     report = _status(target)
     assert _weights(report) == {"v2": 1.0} and report["pending_change"] is None
 
@@ -157,17 +103,17 @@ def test_approve_reject_and_traffic_end_to_end(target):
     _cli(models_review.reject, "2")  # the champion rejected: v1 is the newest older approved version
     report = _status(target)
     assert "champion v2 is Rejected: v1 replaces it" in report["pending_change"] and report["blocked"] is None
-    _release(target, 2, "Rejected")
+    release(target, 2, "Rejected")
     report = _status(target)
     assert report["champion"] == "v1" and _weights(report) == {"v1": 1.0} and report["pending_change"] is None
     assert arn2
 
 
 def _register_approve_release(target: Target, n: int) -> list[str]:
-    arns = _register(target, n)
+    arns = register(target, n)
     for version in range(1, n + 1):
         _cli(models_review.approve, str(version))
-        _release(target, version, "Approved")
+        release(target, version, "Approved")
     return arns
 
 
@@ -193,18 +139,18 @@ def test_rollback_lasts_through_a_redelivered_approval_and_a_sync(target):
     assert rejected["approval_description"] == package["ApprovalDescription"]
     assert out["warnings"] == []
 
-    again = _release(target, 2, "Approved")  # redelivered before the Rejected(v2) event is handled
+    again = release(target, 2, "Approved")  # redelivered before the Rejected(v2) event is handled
     assert "stale: the registry now says Rejected" in again["reason"] and "v2 added" not in again["reason"]
     assert _weights(_status(target)) == {"v1": 1.0}
-    assert _release(target, 2, "Rejected")["action"] == "none"  # the rejection's own event: done already
-    again = _release(target, 2, "Approved")  # and once more, after it
+    assert release(target, 2, "Rejected")["action"] == "none"  # the rejection's own event: done already
+    again = release(target, 2, "Approved")  # and once more, after it
     assert again["action"] == "none" and _weights(_status(target)) == {"v1": 1.0}
     synced = _cli_json(endpoint_cmd.endpoint, "sync")
     assert synced["action"] == "none" and _weights(synced) == {"v1": 1.0}
 
     assert _cli_json(traffic_cmd.traffic, "rollback")["action"] == "none"  # nothing left to roll back
     assert _cli(models_review.approve, "2")[0] == 0  # an explicit re-approval brings it back
-    _release(target, 2, "Approved")
+    release(target, 2, "Approved")
     assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}
 
 
@@ -246,7 +192,7 @@ def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion(ta
     _function(target, target.names.release_function, settings.as_env())  # what the CLI plans with
     monkeypatch.setenv("MAX_LIVE_VARIANTS", "1")  # what the release controller runs with
     _register_approve_release(target, 1)
-    _register(target, 2)  # v2, v3
+    register(target, 2)  # v2, v3
     code, out = _cli(models_review.approve, "2")
     said = " ".join(out.split())
     assert (
@@ -254,7 +200,7 @@ def test_max_live_variants_one_a_newer_approved_version_replaces_the_champion(ta
         and "v2 replaces champion v1 at 100%: max_live_variants is 1, so there is no A/B test" in said
     )
     assert "not added" not in said
-    _release(target, 2, "Approved")
+    release(target, 2, "Approved")
     report = _status(target)
     assert report["champion"] == "v2" and _weights(report) == {"v2": 1.0}
     _cli(models_review.approve, "3")  # its release event is lost
@@ -272,14 +218,14 @@ def test_traffic_commands_warn_when_they_take_off_the_pinned_variant(target):
     assert "still reach v3 at 0% until the release controller removes it" in warning
     code, said = _cli(traffic_cmd.traffic, "rollback")  # already drained and rejected: still pinned
     assert code == 0 and "warning:" in said and "pins v3" in said
-    _release(target, 3, "Rejected")
+    release(target, 3, "Rejected")
 
     lam = target.client("lambda")
     lam.update_function_configuration(
         FunctionName=target.names.proxy_function, Environment={"Variables": {"TARGET_VARIANT": "v1"}}
     )
     _cli(models_review.approve, "3")
-    _release(target, 3, "Approved")
+    release(target, 3, "Approved")
     out = _cli_json(traffic_cmd.traffic, "promote", "v3")  # v1, the pinned one, goes
     assert out["champion"] == "v3" and _weights(out) == {"v3": 1.0}
     (warning,) = out["warnings"]
@@ -290,17 +236,17 @@ def test_traffic_commands_warn_when_they_take_off_the_pinned_variant(target):
     lam.update_function_configuration(
         FunctionName=target.names.proxy_function, Environment={"Variables": {"TARGET_VARIANT": ""}}
     )
-    _register(target, 1)  # v4
+    register(target, 1)  # v4
     _cli(models_review.approve, "4")
-    _release(target, 4, "Approved")
+    release(target, 4, "Approved")
     out = _cli_json(traffic_cmd.traffic, "promote", "v4")  # v3 goes, but nothing is pinned
     assert _weights(out) == {"v4": 1.0} and out["warnings"] == []
 
 
 def test_status_shows_a_blocked_release(target):
-    _register(target, 1)
+    register(target, 1)
     _cli(models_review.approve, "1")
-    _release(target, 1, "Approved")
+    release(target, 1, "Approved")
     _cli(models_review.reject, "1")
     report = _status(target)
     assert report["blocked"].startswith(
@@ -323,10 +269,10 @@ BAD_TRAFFIC_REQUESTS = [
 
 
 def test_bad_traffic_requests_fail_and_change_nothing(target):
-    _register(target, 2)
+    register(target, 2)
     for version in (1, 2):
         _cli(models_review.approve, str(version))
-        _release(target, version, "Approved")
+        release(target, version, "Approved")
     sm = target.client("sagemaker")
     before = sm.describe_endpoint(EndpointName=target.names.endpoint_name)
     for args, message in BAD_TRAFFIC_REQUESTS:
@@ -339,9 +285,9 @@ def test_bad_traffic_requests_fail_and_change_nothing(target):
 
 
 def test_traffic_on_a_busy_endpoint_is_refused(target):
-    _register(target, 1)
+    register(target, 1)
     _cli(models_review.approve, "1")
-    _release(target, 1, "Approved")
+    release(target, 1, "Approved")
     sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[
         target.names.endpoint_name
     ].endpoint_status = "Updating"
@@ -355,7 +301,7 @@ def test_traffic_without_endpoint_is_an_error(target):
 
 
 def test_review_errors_and_no_op(target):
-    _register(target, 2)
+    register(target, 2)
     code, out = _cli(models_review.approve, "7")
     assert (
         code == 1 and "model version 7 is not in the model package group" in out and "versions: 1, 2" in out
@@ -369,9 +315,9 @@ def test_review_errors_and_no_op(target):
 
 def test_status_table(target, monkeypatch):
     monkeypatch.setattr(console_mod.console, "width", 160)
-    _register(target, 1)
+    register(target, 1)
     _cli(models_review.approve, "1")
-    _release(target, 1, "Approved")
+    release(target, 1, "Approved")
     code, out = _cli(endpoint_cmd.endpoint, "status")
     assert code == 0 and "v1 ★" in out and "champion" in out and "100.0%" in out
     assert "1 × ml.m5.large" in out and "trainserve-models/1" in out
@@ -395,7 +341,7 @@ def test_settings_come_from_the_release_function_when_it_exists(target):
 
 
 def test_sync_applies_a_release_whose_event_was_lost(target):
-    _register(target, 2)
+    register(target, 2)
     _cli(models_review.approve, "1")  # no release handler run: the event ended in the failure queue
     report = _status(target)
     assert report["status"] == "absent" and "create the endpoint with v1" in report["pending_change"]
@@ -427,12 +373,12 @@ def test_sync_applies_a_release_whose_event_was_lost(target):
 
 def test_approve_says_what_the_release_will_do(target):
     """At ``max_live_variants`` (2), approving a newer version drops the oldest challenger: said up front."""
-    _register(target, 3)
+    register(target, 3)
     _cli(models_review.approve, "1")
-    _release(target, 1, "Approved")
+    release(target, 1, "Approved")
     code, out = _cli(models_review.approve, "2")
     assert code == 0 and "v2 added as challenger" in " ".join(out.split())
-    _release(target, 2, "Approved")
+    release(target, 2, "Approved")
     code, out = _cli(models_review.approve, "3")
     said = " ".join(out.split())
     assert code == 0 and "the release controller now:" in said

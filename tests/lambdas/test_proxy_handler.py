@@ -16,7 +16,7 @@ import prediction_log as plog
 import proxy_logic as logic
 import pytest
 from moto import mock_aws
-from registry_fixture import create_live_endpoint
+from registry_fixture import create_endpoint_config, create_live_endpoint
 
 REGION = "us-east-1"
 GROUP = "trainserve-models"
@@ -246,18 +246,7 @@ def test_a_pin_that_stops_and_starts_being_live_is_logged_at_each_change(aws):
 
     moto_patches.install()  # moto's UpdateEndpoint, as the local cloud has it
     sm = aws["sagemaker"]
-    sm.create_endpoint_config(
-        EndpointConfigName="ec-v1-only",
-        ProductionVariants=[
-            {
-                "VariantName": "v1",
-                "ModelName": "m",
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-                "InitialVariantWeight": 1.0,
-            }
-        ],
-    )
+    create_endpoint_config(sm, "ec-v1-only", {"v1": 1.0})
     sm.create_endpoint(EndpointName="pin-endpoint", EndpointConfigName="ec")  # v1 and v2
     emitted: list[dict] = []
     clients = proxy_handler.Clients({k: aws[k] for k in ("sagemaker", "firehose", "sagemaker-runtime")})
