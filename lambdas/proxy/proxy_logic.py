@@ -202,9 +202,70 @@ def _load_json(body: bytes | str) -> Any:
             status=413,
         )
     try:
-        return json.loads(body)
+        return json_loads(body)
+    except JsonTooDeep as exc:
+        raise PayloadError(f"request body {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"request body is not valid JSON: {exc}") from None
+
+
+class JsonTooDeep(ValueError):
+    """Valid JSON nested deeper than the parser can follow."""
+
+
+def json_loads(text: bytes | str) -> Any:
+    """``json.loads``, for text from outside: JSON nested too deeply raises ``JsonTooDeep`` (not
+    RecursionError), and an integer of more digits than Python converts to an int is read as a
+    ``HugeInteger`` (not a ValueError that names no field), so that the field holding it can be named."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JsonTooDeep("nests arrays or objects too deeply to be read") from None
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    # valid JSON with such an integer: read again (only then: a Python call per integer is slower)
+    try:
+        return json.loads(text, parse_int=_integer)
+    except RecursionError:
+        raise JsonTooDeep("nests arrays or objects too deeply to be read") from None
+
+
+class HugeInteger(str):
+    """A JSON integer with more digits than Python converts to an int (``sys.get_int_max_str_digits``)."""
+
+    def __repr__(self) -> str:
+        return f"an integer of {len(self.lstrip('-'))} digits"
+
+
+def _integer(text: str) -> int | HugeInteger:
+    try:
+        return int(text)
+    except ValueError:
+        return HugeInteger(text)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value of a request as JSON writes it (``true``, ``null``, ``"abc"``), cut to ``limit`` characters,
+    for an error message."""
+    if isinstance(value, HugeInteger):
+        return repr(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_text(text: str, what: str, *, row: int | None = None, field: str | None = None) -> None:
+    """A NUL character is refused: Redshift's COPY fails on one unless told to load it as NULL ("Preparing your
+    input data", Amazon Redshift guide), and with it fails the whole staged batch it is in."""
+    if "\x00" in text:
+        raise PayloadError(
+            f"{what} contains a NUL character (\\u0000), which the warehouse cannot load; send text without it",
+            row=row,
+            field=field,
+        )
 
 
 def _utf8_size(text: str, what: str, *, row: int | None = None, field: str | None = None) -> int:
@@ -244,6 +305,7 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
                 field="user_id",
             )
         size = _utf8_size(user_id, "'user_id'", field="user_id")
+        _check_text(user_id, "'user_id'", field="user_id")
         if size > MAX_USER_ID_BYTES:
             raise PayloadError(
                 f"'user_id' is {size} bytes in UTF-8; the limit is {MAX_USER_ID_BYTES} bytes (the warehouse "
@@ -254,8 +316,17 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
 
 
 def _number(value: Any, row: int, field: str) -> float:
+    if isinstance(value, HugeInteger):
+        raise PayloadError(
+            f"row {row}, feature '{field}': {value!r} is too large for a number: the model takes 32-bit floats "
+            f"(at most {FLOAT32_MAX!r} in magnitude)",
+            row=row,
+            field=field,
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PayloadError(f"row {row}, feature '{field}': {value!r} is not a number", row=row, field=field)
+        raise PayloadError(
+            f"row {row}, feature '{field}': {shown(value)} is not a number", row=row, field=field
+        )
     try:
         number = float(value)
     except OverflowError:  # an integer past float's range (JSON integers have no size limit)
@@ -269,7 +340,7 @@ def _number(value: Any, row: int, field: str) -> float:
         return number
     if not math.isfinite(number):
         raise PayloadError(
-            f"row {row}, feature '{field}': {value!r} is not a finite number", row=row, field=field
+            f"row {row}, feature '{field}': {shown(value)} is not a finite number", row=row, field=field
         )
     raise PayloadError(
         f"row {row}, feature '{field}': {number!r} is too large: the model takes 32-bit floats "
@@ -362,6 +433,7 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
                 field="request_id",
             )
         size = _utf8_size(rid, f"feedback {i}: 'request_id'", row=i, field="request_id")
+        _check_text(rid, f"feedback {i}: 'request_id'", row=i, field="request_id")
         if size > MAX_REQUEST_ID_BYTES:
             raise PayloadError(
                 f"feedback {i}: 'request_id' is {size} bytes in UTF-8; the limit is {MAX_REQUEST_ID_BYTES} bytes "
@@ -371,14 +443,14 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
             )
         if rid != rid.strip():
             raise PayloadError(
-                f"feedback {i}: request_id {rid!r} has leading or trailing whitespace; send the prediction's "
+                f"feedback {i}: request_id {shown(rid)} has leading or trailing whitespace; send the prediction's "
                 "request_id exactly as predict answered it",
                 row=i,
                 field="request_id",
             )
         if _REQUEST_ID.match(rid):
             raise PayloadError(
-                f"feedback {i}: request_id {rid!r} names a whole request, and feedback is per prediction: use "
+                f"feedback {i}: request_id {shown(rid)} names a whole request, and feedback is per prediction: use "
                 f"the prediction's own request_id ({rid.lower()}-0 for the request's first row, as predict "
                 "answered it)",
                 row=i,
@@ -387,7 +459,10 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
         outcome = item.get("outcome")
         if isinstance(outcome, bool) or outcome not in (0, 1):
             raise PayloadError(
-                f"feedback {i}: 'outcome' must be 0 or 1, got {outcome!r}", row=i, field="outcome"
+                f"feedback {i}: 'outcome' must be 0 or 1, "
+                + ("it is missing" if "outcome" not in item else f"got {shown(outcome)}"),
+                row=i,
+                field="outcome",
             )
         if rid in first_item:
             # one request's records share one event_time, so the latest-outcome-wins de-duplication could not

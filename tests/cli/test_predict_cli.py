@@ -26,12 +26,15 @@ from trainserve.target import Names, Target
 
 class _Api(BaseHTTPRequestHandler):
     received: list[tuple[str, dict, dict]] = []
+    raw_sizes: list[int] = []
 
     def log_message(self, *args):
         return
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).raw_sizes.append(len(raw))
+        body = json.loads(raw)
         type(self).received.append((self.path, body, dict(self.headers.items())))
         if self.path == "/predict" and len(body["instances"][0]) != 2:
             status, out = 400, {"error": "row 0 has 3 values; the model expects 2", "row": 0, "field": "#2"}
@@ -309,3 +312,38 @@ def test_predict_semicolon_separated_input_is_named(target, tmp_path):
     # one ';' in a header name is not a separator
     assert _run("predict", input='"f;0",f1\n1,2\n').exit_code == 0
     assert _Api.received[0][1] == {"instances": [{"f;0": 1.0, "f1": 2.0}]}
+
+
+def test_predict_input_the_json_reader_cannot_take_is_one_clean_error(target, tmp_path):
+    """JSON nested too deeply, an integer too long for Python's int(): one error line, no traceback, and
+    nothing sent."""
+    _Api.received.clear()
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"instances": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert _fails(["--file", str(deep)]) == f"error: {deep} nests arrays or objects too deeply to be read"
+    big = tmp_path / "big.json"
+    big.write_text('{"instances": [[1, ' + "9" * 5001 + "]]}")
+    said = _fails(["--file", str(big)])
+    assert (
+        said
+        == f'error: {big}: ["instances"][0][1]: an integer of 5001 digits is too large for a number; nothing was sent'
+    )
+    assert _Api.received == []
+
+
+def test_predict_csv_value_too_large_for_a_number_is_named_as_written():
+    with pytest.raises(UserError, match=r"line 2, column b: '1" + "0" * 38 + r"…' is too large for a number"):
+        predict_cmd.parse_rows("a,b\n1," + "1" + "0" * 310 + "\n")
+    with pytest.raises(UserError, match=r"line 1, column 2: 'nan' is not a finite number"):
+        predict_cmd.parse_rows("1,nan\n")
+
+
+def test_predict_sends_a_compact_body(target, tmp_path):
+    """The API's size limit counts bytes: a file it would take must not grow on the way (json.dumps's default
+    separators add a space after every comma)."""
+    rows = [[0.5, 0.5]] * 1000
+    f = tmp_path / "rows.json"
+    f.write_text(json.dumps({"instances": rows}, separators=(",", ":")))
+    _Api.raw_sizes.clear()
+    assert _run("predict", "--file", str(f), "--json").exit_code == 0
+    assert _Api.raw_sizes == [f.stat().st_size]

@@ -319,3 +319,51 @@ def test_feedback_unknown_fields_are_refused():
         logic.parse_feedback_body, '{"feedback": [{"request_id": "r-0", "outcome": 1, "zz": 1, "a": 0}]}'
     )
     assert (e.row, e.field) == (0, "a") and "unknown field(s) a, zz" in e.message
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_recursion_error():
+    deep = "[" * 5000 + "]" * 5000
+    for parse, body in (
+        (logic.parse_predict_body, '{"instances": ' + deep + "}"),
+        (logic.parse_feedback_body, '{"feedback": ' + deep + "}"),
+    ):
+        e = _err(parse, body)
+        assert (e.status, e.message) == (400, "request body nests arrays or objects too deeply to be read")
+
+
+def test_an_integer_longer_than_python_converts_is_named_where_it_is():
+    """More than 4,300 digits: json.loads would raise a ValueError naming no field, with a Python hint."""
+    digits = "9" * 5001
+    rows = logic.parse_predict_body('{"instances": [[1, 2, ' + digits + "]]}").instances
+    e = _err(logic.validate_rows, rows, FEATURES)
+    assert (e.status, e.row, e.field) == (400, 0, "mean_area")
+    assert "an integer of 5001 digits is too large for a number" in e.message
+    assert "set_int_max_str_digits" not in e.message
+    e = _err(logic.parse_feedback_body, '{"request_id": "a-0", "outcome": -' + digits + "}")
+    assert (e.row, e.field) == (0, "outcome")
+    assert e.message == "feedback 0: 'outcome' must be 0 or 1, got an integer of 5001 digits"
+
+
+def test_a_nul_character_in_text_the_warehouse_loads_is_refused():
+    """Redshift's COPY fails on a NUL character, and with it the whole staged batch."""
+    e = _err(logic.parse_predict_body, '{"instances": [[1, 2, 3]], "user_id": "a\\u0000b"}')
+    assert (e.status, e.field) == (400, "user_id")
+    assert "'user_id' contains a NUL character (\\u0000)" in e.message
+    e = _err(
+        logic.parse_feedback_body,
+        '[{"request_id": "a-0", "outcome": 1}, {"request_id": "b\\u0000-0", "outcome": 0}]',
+    )
+    assert (e.status, e.row, e.field) == (400, 1, "request_id")
+
+
+def test_values_in_messages_are_written_as_json_writes_them():
+    e = _err(logic.validate_rows, [[True, 2, 3]], FEATURES)
+    assert e.message == "row 0, feature 'mean_radius': true is not a number"
+    e = _err(logic.validate_rows, [[1, None, 3]], FEATURES)
+    assert e.message == "row 0, feature 'mean_texture': null is not a number"
+    e = _err(logic.validate_rows, [[1, 2, "x" * 100]], FEATURES)
+    assert e.message == f"row 0, feature 'mean_area': \"{'x' * 58}… is not a number"
+    e = _err(logic.parse_feedback_body, '{"request_id": "a-0"}')
+    assert e.message == "feedback 0: 'outcome' must be 0 or 1, it is missing"
+    e = _err(logic.parse_feedback_body, '{"request_id": "a-0", "outcome": true}')
+    assert e.message == "feedback 0: 'outcome' must be 0 or 1, got true"

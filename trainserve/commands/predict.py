@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -36,9 +37,18 @@ HTTP_TIMEOUT_S = 60
 
 def _number(text: str, line: int, column: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UserError(f"line {line}, column {column}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        what = (
+            "is not a finite number"
+            if text.strip().lstrip("+-").lower() in ("inf", "infinity", "nan")
+            else "is too large for a number (the model takes 32-bit floats, at most about 3.4e38)"
+        )
+        written = text.strip() if len(text.strip()) <= 40 else text.strip()[:39] + "…"
+        raise UserError(f"line {line}, column {column}: {written!r} {what}")
+    return value
 
 
 def _is_number(text: str) -> bool:
@@ -50,6 +60,20 @@ def _is_number(text: str) -> bool:
 
 
 REQUEST_FIELDS = proxy_logic.PREDICT_FIELDS  # what POST /predict takes
+
+
+def _huge_integer(data: Any) -> str | None:
+    """Where in ``data`` an integer too long for a number is, and what it is (None: nowhere)."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, proxy_logic.HugeInteger):
+            return f"{where or 'the value'}: {value!r} is too large for a number"
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        )
+        stack.extend((f"{where}[{json.dumps(k)}]", v) for k, v in reversed(list(items)))
+    return None
 
 
 @dataclass(frozen=True)
@@ -150,9 +174,14 @@ def parse_input(text: str, source: str = "the input") -> PredictInput:
 
 def _parse_json(text: str, source: str) -> PredictInput:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = proxy_logic.json_loads(text)
+    except proxy_logic.JsonTooDeep as exc:
+        raise UserError(f"{source} {exc}") from None
+    except ValueError as exc:
         raise UserError(f"{source} is not valid JSON: {exc}") from None
+    huge = _huge_integer(data)
+    if huge is not None:
+        raise UserError(f"{source}: {huge}; nothing was sent")
     user_id = None
     if isinstance(data, dict) and "instances" in data:  # a request body, as the API takes it: sent whole
         unknown = sorted(set(data) - set(REQUEST_FIELDS))
@@ -216,7 +245,8 @@ def call_api(target: Target, path: str, payload: Any, lines: list[int] | None = 
     if key:
         headers["x-api-key"] = key
     url = target.api_url.rstrip("/") + path
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+    body = json.dumps(payload, separators=(",", ":")).encode()  # compact: the API's limit counts bytes
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
             return json.loads(r.read())
