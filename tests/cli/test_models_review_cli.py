@@ -55,7 +55,9 @@ def test_rejecting_the_only_champion_warns_that_the_release_is_blocked(target):
     _serve(target, 1)
     code, out, err = _cli(models_review.reject, "1", "--note", "x")
     assert code == 0 and "v1: Approved → Rejected (x)" in out
-    assert "the endpoint stays as it is" in out and "the release controller changes nothing" in out
+    assert "the endpoint stays as it is until a person acts (below)" in out
+    # not "it already matches the registry": the champion is Rejected, so it does not
+    assert "matches the registry" not in out and "changes nothing" not in out
     assert "updates the endpoint" not in out and "the release controller now" not in out
     assert f"warning: a person must act: {BLOCKED}" in err and "fails, into its failure queue" in err
     blocked = _cli_json(endpoint_cmd.endpoint, "status")["blocked"]  # the planner's whole message
@@ -162,3 +164,15 @@ def test_a_decision_without_note_clears_the_previous_note(target):
     code, out, err = _cli(models_review.reject, "2", "--note", "[WIP] drift")
     assert "v2: PendingManualApproval → Rejected ([WIP] drift)" in out
     assert _listed(target)[2] == ("Rejected", "[WIP] drift")
+
+
+def test_a_note_longer_than_the_registry_keeps_is_refused_before_any_change(target):
+    register(target, 1)
+    code, out, err = _cli(models_review.approve, "1", "--note", "x" * 1025)
+    assert code == 1 and out == ""
+    assert (
+        "--note is 1025 characters; the model registry keeps at most 1024" in err
+        and "nothing was changed" in err
+    )
+    assert _listed(target)[1] == ("PendingManualApproval", None)
+    assert _cli(models_review.approve, "1", "--note", "x" * 1024)[0] == 0

@@ -25,10 +25,18 @@ NOTE_HELP = (
 )
 
 
+MAX_NOTE_CHARS = 1024  # UpdateModelPackage's ApprovalDescription: 0 to 1024 characters
+
+
 def review(local: bool | None, version_text: str, status: str, note: str | None, as_json: bool) -> None:
     version = release_planner.version_of(version_text)
     if version is None:
         raise UserError(f"{version_text!r} is not a model version (expected a number such as 3, or v3)")
+    if note is not None and len(note) > MAX_NOTE_CHARS:
+        raise UserError(
+            f"--note is {len(note)} characters; the model registry keeps at most {MAX_NOTE_CHARS} (SageMaker's "
+            "ApprovalDescription); nothing was changed"
+        )
     target = options.resolve_target(local)
     adapter = release_adapter(target)
     registry = adapter.read_registry()
@@ -91,7 +99,9 @@ def print_plan(plan: dict | None, why: str | None) -> None:
             "watch it with: trainserve endpoint status"
         )
         return
-    if plan["action"] == "none":
+    if plan["action"] == "none" and plan["blocked"]:
+        console.print("the endpoint stays as it is until a person acts (below)")
+    elif plan["action"] == "none":
         reason = "; ".join(plan["changes"]) or "it already matches the registry"
         console.print(f"the endpoint stays as it is ({reason}): the release controller changes nothing")
     else:
