@@ -43,7 +43,8 @@ def proportion_ci(
     if n == 0:
         return None
     lo, hi = proportion_confint(successes, n, alpha=alpha, method=method)
-    return float(lo), float(hi)
+    p = successes / n  # the bounds can round past the estimate (all successes: an upper bound of 0.999...)
+    return max(0.0, min(float(lo), p)), min(1.0, max(float(hi), p))
 
 
 def two_proportion_ztest(s_a: int, n_a: int, s_b: int, n_b: int) -> dict | None:
@@ -68,7 +69,7 @@ def srm_test(
     A mismatch (``p < threshold``, 0.001 by convention) means the split itself is broken (pinning, sticky
     assignment, logging loss by variant...), so no comparison of the variants can be trusted.
 
-    Variants at weight 0 (draining: a rollback or a rejection takes them out) have no expected share and are
+    Variants at weight 0 (draining: they get no new traffic) have no expected share and are
     left out of the chi-square, which compares the variants that receive traffic. They should get nothing:
     any unit observed on one is a mismatch by itself (``unexpected``: variant -> count; ``chi2`` is then
     ``None`` and ``p_value`` 0). With fewer than two weighted variants there is no split to test

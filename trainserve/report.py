@@ -12,7 +12,8 @@ weights took effect spans a change: the report warns, and the sample-ratio check
 current weights, is shown but not flagged. Champion: the release controller's (its tag) when it is live and
 receives traffic, else the live variant with the largest weight (ties: the lowest model version).
 
-Variants at weight 0 are draining (a rollback or a rejection is taking them out): they have no expected
+Variants at weight 0 are draining (they get no new traffic: a rollback, a rejection or `traffic set` put them at
+0%): they have no expected
 share in the sample-ratio check (any unit they receive in the window is a mismatch), no sample-size target
 and no decision; what they logged in the window is still shown.
 
@@ -190,7 +191,7 @@ def build_report(
         for r in query.query(warehouse_sql.variant_first_seen_sql(), {"endpoint_name": endpoint_name})
     }
     live = sorted(weights, key=_sort_key) if weights else sorted(seen, key=_sort_key)
-    # weight 0: a rollback or a rejection is taking the variant out; it should receive no traffic
+    # weight 0 (a rollback, a rejection or `traffic set`): the variant should receive no new traffic
     draining = [v for v in live if total_w > 0 and weights.get(v, 0.0) <= 0]
     ignored = sorted(set(seen) - set(live), key=_sort_key)
     if ignored:
@@ -355,7 +356,7 @@ def build_report(
         )
     if draining:
         notes.append(
-            f"{', '.join(draining)} at 0% (draining: a rollback or a rejection takes it out): no expected share, "
+            f"{', '.join(draining)} at 0% (draining: it gets no new traffic): no expected share, "
             "no sample-size target, no decision; what it logged in the window is shown"
         )
 
@@ -425,7 +426,8 @@ def build_report(
                 "z": fixed["z"] if fixed else None,
                 "p_value_fixed": fixed["p_value"] if fixed else None,
                 "p_value_sequential": seq,
-                "prob_better": abtest.prob_b_beats_a(s_a, n_a, s_b, n_b),
+                # with no labelled prediction on one side there is nothing to compare (only the prior)
+                "prob_better": abtest.prob_b_beats_a(s_a, n_a, s_b, n_b) if n_a and n_b else None,
                 "min_sample": min_sample,
                 "still_needed": still_needed,
                 "decision": decision,
@@ -478,7 +480,7 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
             return {
                 "action": "nothing to act on",
                 "reason": (
-                    f"{', '.join(draining)} at 0%: draining (a rollback or a rejection takes it out), nothing to "
+                    f"{', '.join(draining)} at 0%: draining (it gets no new traffic), nothing to "
                     f"decide; only {champion} receives traffic"
                 ),
                 "command": "trainserve endpoint status",
@@ -605,7 +607,7 @@ def write_plot(report: Mapping[str, Any], path: str, baselines: Mapping[str, dic
         ax.errorbar(
             [i],
             [v["accuracy"]],
-            yerr=[[v["accuracy"] - lo], [hi - v["accuracy"]]],
+            yerr=[[max(0.0, v["accuracy"] - lo)], [max(0.0, hi - v["accuracy"])]],
             fmt="o",
             capsize=6,
             color="C0" if v["role"] == "champion" else "C1",

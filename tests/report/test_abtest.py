@@ -160,3 +160,12 @@ def test_sequential_test_keeps_alpha_under_continuous_peeking_where_the_z_test_d
 def test_sequential_test_detects_a_real_difference():
     assert abtest.msprt_p_value(8000, 10000, 8500, 10000, 0.03) < 1e-10
     assert abtest.always_valid_p_value([(80, 100, 85, 100), (8000, 10000, 8500, 10000)], 0.03) < 1e-10
+
+
+def test_an_interval_always_holds_its_estimate():
+    """statsmodels' Wilson bound for all successes rounds to 0.999...: the bar from the estimate to it would be
+    negative (matplotlib refuses it); the interval is clamped to hold the estimate, within [0, 1]."""
+    for s, n in ((9, 9), (0, 9), (1, 1), (0, 1), (1000, 1000), (3, 7)):
+        lo, hi = abtest.proportion_ci(s, n)
+        assert 0.0 <= lo <= s / n <= hi <= 1.0, (s, n, lo, hi)
+    assert abtest.proportion_ci(9, 9)[1] == 1.0

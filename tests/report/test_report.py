@@ -203,3 +203,23 @@ def test_a_real_user_split_mismatch_is_still_caught(tmp_path, config):
     assert report["srm"]["unit"] == "users" and report["srm"]["mismatch"] is True
     assert report["recommendation"]["action"] == "keep collecting"
     assert "chi-square on users" in report["recommendation"]["reason"]
+
+
+def test_a_variant_right_every_time_is_plotted(tmp_path, config):
+    """Accuracy 100% (a small labelled sample): its interval's upper bound is the estimate, and the plot is
+    written (the bar below it was negative and matplotlib refused it)."""
+    from trainserve.report import write_plot
+
+    q = _warehouse(tmp_path, [Arm("v1", 1, 0.5, 0.8), Arm("v2", 2, 0.5, 1.0)], 400)
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.5, v2=0.5))
+    v2 = report["variants"][1]
+    assert v2["accuracy"] == 1.0 and v2["accuracy_ci"][1] == 1.0
+    png = tmp_path / "ab.png"
+    write_plot(report, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_labelled_predictions_there_is_no_probability_of_being_better(tmp_path, config):
+    q = _warehouse(tmp_path, [Arm("v1", 1, 0.5, 0.8), Arm("v2", 2, 0.5, 0.8)], 400, feedback_rate=0.0)
+    (cmp,) = build_report(q, config=config, endpoint_state=_state(v1=0.5, v2=0.5))["comparisons"]
+    assert cmp["challenger_accuracy"] is None and cmp["prob_better"] is None
