@@ -175,6 +175,7 @@ def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):
         "warehouse_path": str(tmp_path / "warehouse.duckdb"),
         "started_at": "2026-11-24T03:00:00+00:00",
         "log_file": str(tmp_path / "local.log"),
+        "previous_warehouse_path": str(tmp_path / "warehouse-20261124T025959Z.duckdb"),
     }
     components = {
         "watcher": {"handled": 3, "failures": 1},
@@ -189,8 +190,12 @@ def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):
     assert "watcher: handled=3, failures=1" in text.stdout
     assert "ALARM trainserve-drift-v2 (PSI 0.31 > 0.2)" in text.stdout
     assert "failed to start: OSError: disk full" in text.stdout
+    # where the start set the previous cloud's warehouse aside, after its message has scrolled away
+    assert "previous warehouse (set aside at start)" in text.stdout
+    assert "warehouse-20261124T025959Z.duckdb" in text.stdout
     info = json.loads(_run("status", "--json").stdout)
     assert info["components"] == components
+    assert info["previous_warehouse_path"] == state["previous_warehouse_path"]
     assert info["environment"]["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:4567"
 
 
@@ -211,3 +216,23 @@ def test_status_summary_shows_small_values_whole_and_times_as_utc():
     assert "last_load=2025-12-05T18:00:00+00:00" in line
     assert "variants=\\[v1, v2]" in line  # escaped for the console's markup, printed as [v1, v2]
     assert "model_servers=2 entries (--json lists them)" in line and "alarms" not in line
+
+
+def test_a_start_while_another_start_is_starting_waits_for_it_then_gives_up_clearly(tmp_path, monkeypatch):
+    """Two `local start` at once would both start a daemon (and race to set the warehouse aside): the second
+    waits for the first's lock, here held by this test, and says so; nothing is started."""
+    import fcntl
+
+    from trainserve.commands.local import START_LOCK
+
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    monkeypatch.setenv("TRAINSERVE_PORT_BASE", str(_free_base()))
+    with open(tmp_path / START_LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = CliRunner().invoke(cli, ["local", "start", "--timeout", "1"])
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert "waiting for another `trainserve local start` to finish" in said
+    assert "another `trainserve local start` has been starting the local cloud in" in said
+    assert "nothing was started" in said
+    assert not (tmp_path / "local.json").exists() and not (tmp_path / "local.log").exists()

@@ -42,6 +42,7 @@ from trainserve.target import (
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
+START_LOCK = ".start.lock"  # in the state folder: held by the `local start` that is starting the cloud
 
 
 @click.group("local")
@@ -55,6 +56,42 @@ def local() -> None:
 )
 def start(timeout: float) -> None:
     """Start the local cloud in the background (ports 4566-4568, or TRAINSERVE_PORT_BASE..+2)."""
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    with _start_lock(home, timeout):
+        _start(home, timeout)
+
+
+@contextlib.contextmanager
+def _start_lock(home: Path, timeout: float) -> Any:
+    """One ``local start`` at a time per state folder: a second one waits for the first to finish (then finds
+    the cloud running), instead of racing it to start a second daemon."""
+    import fcntl
+
+    with open(home / START_LOCK, "a") as f:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"another `trainserve local start` has been starting the local cloud in {home} for "
+                        f"{timeout:.0f} s; nothing was started"
+                    ) from None
+                if not waiting:
+                    err_console.print("waiting for another `trainserve local start` to finish ...")
+                    waiting = True
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _start(home: Path, timeout: float) -> None:
     state = read_local_state()
     if state is not None:
         console.print(
@@ -70,8 +107,6 @@ def start(timeout: float) -> None:
         if not port_free(port):
             raise UserError(str(PortInUse(role, port)))
 
-    home = state_dir()
-    home.mkdir(parents=True, exist_ok=True)
     log_file = home / LOG_FILE
     with open(log_file, "ab") as log:
         log.write(f"\n--- trainserve local start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
@@ -150,6 +185,11 @@ def status(as_json: bool) -> None:
             ["SageMaker runtime", info["runtime_url"]],
             ["prediction API", info["api_url"]],
             ["warehouse (DuckDB)", info["warehouse_path"]],
+            *(
+                [["previous warehouse (set aside at start)", info["previous_warehouse_path"]]]
+                if info["previous_warehouse_path"]
+                else []
+            ),
             ["region", info["region"]],
             ["log", info["log_file"]],
         ],
@@ -175,6 +215,7 @@ def status_info(state: dict[str, Any] | None) -> dict[str, Any]:
             "runtime_url": None,
             "api_url": None,
             "warehouse_path": None,
+            "previous_warehouse_path": None,
             "region": LOCAL_REGION,
             "credentials": credentials,
             "environment": {},
@@ -192,6 +233,7 @@ def status_info(state: dict[str, Any] | None) -> dict[str, Any]:
         "runtime_url": state.get("runtime_url"),
         "api_url": state.get("api_url"),
         "warehouse_path": state.get("warehouse_path"),
+        "previous_warehouse_path": state.get("previous_warehouse_path"),
         "region": region,
         "started_at": state.get("started_at"),
         "log_file": state.get("log_file"),

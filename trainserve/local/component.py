@@ -54,16 +54,33 @@ def request_and_wait(
     """Ask a component of the running daemon for something: a message with a new token (and ``payload``) in
     ``state_dir/request``, then wait until the component answers with the same token in ``state_dir/done``
     once it has done it; the answer, or None if none came within ``timeout`` seconds (the daemon is not
-    running, or the work failed: its status says why)."""
-    token = uuid.uuid4().hex
-    write_token(state_dir / request, token, **payload)
+    running, or the work failed: its status says why). Commands asking for the same thing at once take turns
+    (a lock file beside the request), each getting its own answer."""
+    import fcntl
+
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = read_message(state_dir / done)
-        if answer is not None and answer["token"] == token:
-            return answer
-        time.sleep(0.05)
-    return None
+    # One request at a time per kind: the request file holds one message, so a second command writing its own
+    # would replace the first's, and the first would wait for an answer that never comes. Others wait here.
+    with open(state_dir / f".{request}.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.05)
+        try:
+            token = uuid.uuid4().hex
+            write_token(state_dir / request, token, **payload)
+            while time.monotonic() < deadline:
+                answer = read_message(state_dir / done)
+                if answer is not None and answer["token"] == token:
+                    return answer
+                time.sleep(0.05)
+            return None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class BusyMeter:
