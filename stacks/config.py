@@ -312,6 +312,23 @@ FIELDS: tuple[Field, ...] = (
         "Population stability index above which the drift alarm fires.",
     ),
     Field(
+        "feature_psi_threshold",
+        1.0,
+        (int, float),
+        "a number in 0..10",
+        _between(0, 10),
+        "Largest per-feature PSI of a variant's inputs above which the feature-drift alarm fires.",
+    ),
+    Field(
+        "drift_min_predictions",
+        200,
+        int,
+        "an integer in 1..1000000",
+        _between(1, 1000000),
+        "Fewest predictions of a variant in a monitoring window for its PSIs to be computed; "
+        "below it the drift alarms see no data (not breaching).",
+    ),
+    Field(
         "latency_p99_alarm_ms",
         500,
         int,
@@ -396,6 +413,8 @@ class Config:
     alarm_email: str | None
     monitoring_interval_minutes: int
     drift_psi_threshold: float
+    feature_psi_threshold: float
+    drift_min_predictions: int
     latency_p99_alarm_ms: int
     error_rate_alarm: float
     ab_alpha: float

@@ -18,10 +18,19 @@ here names a variant:
     alarm fires; it may also fire on sustained outliers below p99. The dashboard shows the real p50/p99.
 
   The release controller passes these two names to SageMaker deployment guardrails (auto-rollback).
-- the drift alarm is a Metrics Insights ``MAX(ScorePSI)`` over every variant and model version of the
-  endpoint. Metrics Insights alarms only see the last 3 hours of data, so its period is the monitoring
+- the drift alarms are Metrics Insights ``MAX(ScorePSI)`` (``{project}-prediction-drift``, threshold
+  ``drift_psi_threshold``) and ``MAX(FeaturePSI)`` (``{project}-feature-drift``, threshold
+  ``feature_psi_threshold``) over every variant and model version of the endpoint. The job publishes no PSI
+  for a variant with fewer than ``drift_min_predictions`` predictions in its window, and missing data does
+  not breach. Metrics Insights alarms only see the last 3 hours of data, so their period is the monitoring
   interval capped at 3 hours: with a longer interval, a drift alarm returns to OK 3 hours after the run
   that raised it (the notification has been sent by then).
+- the job's counts (``RequestCount``, ``LabelledCount``) are gauges of its window (each run re-reads the
+  last ``monitoring_interval_minutes``, and ``trainserve monitor run`` adds runs): the dashboard plots their
+  Maximum, never their Sum, which would count the same predictions once per run.
+
+The local cloud creates the drift and endpoint-5XX alarms with the same names and definitions
+(``trainserve.local.resources.local_alarms``; a stack test keeps them equal) and sets their state itself.
 """
 
 from __future__ import annotations
@@ -44,7 +53,16 @@ from stacks.constructs.lambda_access import function_role
 
 PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
 PROXY_NAMESPACE = "Trainserve/Proxy"
-PREDICTION_METRICS = ("RequestCount", "PositiveRate", "ScorePSI", "OnlineAccuracy", "LabelledCount")
+PREDICTION_METRICS = (
+    "RequestCount",
+    "PositiveRate",
+    "ScorePSI",
+    "FeaturePSI",
+    "OnlineAccuracy",
+    "LabelledCount",
+)
+# The job's counts are gauges of its window (see the module docstring): plotted with their Maximum.
+PREDICTION_STATS = {"RequestCount": "Maximum", "LabelledCount": "Maximum"}
 DASHBOARD_PERIOD = Duration.minutes(5)
 ALARM_PERIOD = Duration.minutes(5)
 METRICS_INSIGHTS_MAX_MINUTES = 180
@@ -216,22 +234,25 @@ class MonitoringStack(Stack):
                 "MemoryUtilization (%)", ep, SAGEMAKER_DIMS, [("MemoryUtilization", "Average")], 12
             ),
         )
-        stats = {"RequestCount": "Sum", "LabelledCount": "Sum"}
+        window = self.config.monitoring_interval_minutes
+        titles = {
+            "RequestCount": f"RequestCount (predictions in the last {window} min, per run)",
+            "LabelledCount": f"LabelledCount (outcomes in the last {window} min, per run)",
+            "FeaturePSI": "FeaturePSI (largest per-feature PSI)",
+        }
+        prediction_graphs = [
+            self._search_graph(
+                titles.get(name, name),
+                PREDICTIONS_NAMESPACE,
+                PREDICTION_DIMS,
+                [(name, PREDICTION_STATS.get(name, "Average"))],
+                6,
+            )
+            for name in PREDICTION_METRICS
+        ]
+        self.dashboard.add_widgets(*prediction_graphs[:4])
         self.dashboard.add_widgets(
-            *[
-                self._search_graph(
-                    name, PREDICTIONS_NAMESPACE, PREDICTION_DIMS, [(name, stats.get(name, "Average"))]
-                )
-                for name in PREDICTION_METRICS[:3]
-            ]
-        )
-        self.dashboard.add_widgets(
-            *[
-                self._search_graph(
-                    name, PREDICTIONS_NAMESPACE, PREDICTION_DIMS, [(name, stats.get(name, "Average"))]
-                )
-                for name in PREDICTION_METRICS[3:]
-            ],
+            *prediction_graphs[4:],
             cloudwatch.GraphWidget(
                 title="Proxy: undelivered log records",
                 left=[
@@ -419,21 +440,26 @@ class MonitoringStack(Stack):
             treat_missing_data=not_breaching,
         )
         drift_minutes = min(cfg.monitoring_interval_minutes, METRICS_INSIGHTS_MAX_MINUTES)
-        self._alarm(
-            "Drift",
-            f"{project}-prediction-drift",
-            f"Score PSI of a live model version against its training baseline above {cfg.drift_psi_threshold}",
-            metric=cloudwatch.MathExpression(
-                expression=insights("MAX", "ScorePSI", PREDICTIONS_NAMESPACE, PREDICTION_DIMS, endpoint),
-                using_metrics={},
-                label="max score PSI",
-                period=Duration.minutes(drift_minutes),
-            ),
-            threshold=cfg.drift_psi_threshold,
-            evaluation_periods=1,
-            comparison_operator=gt,
-            treat_missing_data=not_breaching,
-        )
+        at_least = f"(variants with at least {cfg.drift_min_predictions} predictions in the job's window)"
+        for key, name, metric, threshold, what in (
+            ("Drift", "prediction-drift", "ScorePSI", cfg.drift_psi_threshold, "Score PSI"),
+            ("FeatureDrift", "feature-drift", "FeaturePSI", cfg.feature_psi_threshold, "Largest feature PSI"),
+        ):
+            self._alarm(
+                key,
+                f"{project}-{name}",
+                f"{what} of a live model version against its training baseline above {threshold} {at_least}",
+                metric=cloudwatch.MathExpression(
+                    expression=insights("MAX", metric, PREDICTIONS_NAMESPACE, PREDICTION_DIMS, endpoint),
+                    using_metrics={},
+                    label=f"max {metric}",
+                    period=Duration.minutes(drift_minutes),
+                ),
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=gt,
+                treat_missing_data=not_breaching,
+            )
 
     # -------------------------------------------------------------------------------------- monitor job
     def _monitor_job(self) -> None:
@@ -446,12 +472,13 @@ class MonitoringStack(Stack):
             config=cfg,
             code_dir="monitor",
             handler="monitor_handler.handler",
-            description="Per-variant drift (PSI), positive rate and online accuracy from the warehouse to CloudWatch",
+            description="Per-variant drift (score and feature PSI), positive rate and online accuracy to CloudWatch",
             environment={
                 "ENDPOINT_NAME": self.endpoint_name,
                 "MODEL_PACKAGE_GROUP": group,
                 **warehouse.warehouse_environment(),
                 "WINDOW_MINUTES": str(cfg.monitoring_interval_minutes),
+                "DRIFT_MIN_PREDICTIONS": str(cfg.drift_min_predictions),
                 "METRIC_NAMESPACE": PREDICTIONS_NAMESPACE,
                 "QUERY_TIMEOUT_SECONDS": str(QUERY_TIMEOUT_SECONDS),
             },

@@ -60,6 +60,12 @@ def test_every_field_is_documented_and_its_default_valid():
         ({"warehouse_base_capacity": 12}, "warehouse_base_capacity", "multiple of 8"),
         ({"log_retention_days": 10}, "log_retention_days", "30"),
         ({"max_live_variants": True}, "max_live_variants", "1..10"),
+        ({"drift_min_predictions": 0}, "drift_min_predictions", "an integer in 1..1000000"),
+        ({"drift_min_predictions": 1_000_001}, "drift_min_predictions", "an integer in 1..1000000"),
+        ({"drift_min_predictions": 150.5}, "drift_min_predictions", "integer"),
+        ({"drift_min_predictions": "many"}, "drift_min_predictions", "1..1000000"),
+        ({"feature_psi_threshold": -0.1}, "feature_psi_threshold", "a number in 0..10"),
+        ({"feature_psi_threshold": 11}, "feature_psi_threshold", "a number in 0..10"),
     ],
 )
 def test_bad_values_name_the_key_and_allowed_values(values, key, allowed):
@@ -137,3 +143,10 @@ def test_the_synth_check_uses_the_release_controllers_numbers():
         for wait in (0, 1, 300, 3600):
             expected = release_planner.deployment_timeout_seconds(routing, wait)
             assert guardrail_deployment_seconds(routing, wait) == expected
+
+
+def test_drift_settings_default_and_parse_from_the_command_line():
+    cfg = Config.from_mapping({})
+    assert cfg.drift_min_predictions == 200 and cfg.feature_psi_threshold == 1.0
+    cfg = Config.from_mapping({"drift_min_predictions": "50", "feature_psi_threshold": "0.5"})
+    assert cfg.drift_min_predictions == 50 and cfg.feature_psi_threshold == 0.5

@@ -39,6 +39,7 @@ ALARM_NAMES = {
     "trainserve-undelivered-log-records",
     "trainserve-release-dlq-not-empty",
     "trainserve-prediction-drift",
+    "trainserve-feature-drift",
 }
 
 
@@ -198,7 +199,7 @@ def test_dashboard_searches_endpoint_metrics_per_variant(built, namespace, metri
 
 
 @pytest.mark.parametrize(
-    "metric", ["RequestCount", "PositiveRate", "ScorePSI", "OnlineAccuracy", "LabelledCount"]
+    "metric", ["RequestCount", "PositiveRate", "ScorePSI", "FeaturePSI", "OnlineAccuracy", "LabelledCount"]
 )
 def test_dashboard_searches_the_monitoring_jobs_metrics_per_variant_and_version(built, metric):
     pattern = re.compile(
@@ -206,6 +207,47 @@ def test_dashboard_searches_the_monitoring_jobs_metrics_per_variant_and_version(
         rf"EndpointName=\"{ENDPOINT}\" MetricName=\"{metric}\"', '\w+', 300\)"
     )
     assert any(pattern.fullmatch(e) for e in _dashboard_expressions(built["tpl"]))
+
+
+def _prediction_graphs(tpl: dict) -> dict[str, tuple[str, str]]:
+    """metric name -> (graph title, statistic) of the monitoring job's graphs."""
+    found = {}
+    for widget in _dashboard_body(tpl)["widgets"]:
+        props = widget.get("properties", {})
+        for line in props.get("metrics", []):
+            for item in line:
+                m = re.fullmatch(
+                    r"SEARCH\('\{Trainserve/Predictions,[^}]*\} EndpointName=\"[^\"]*\" "
+                    r"MetricName=\"(\w+)\"', '(\w+)', 300\)",
+                    item.get("expression", "") if isinstance(item, dict) else "",
+                )
+                if m:
+                    found[m.group(1)] = (props["title"], m.group(2))
+    return found
+
+
+def test_the_jobs_counts_are_plotted_as_gauges_of_its_window_never_summed(built):
+    """Every run (scheduled, or ``monitor run``) publishes the counts of the whole window again, so a Sum
+    would count the same predictions once per run: the dashboard plots their Maximum, titled as the window."""
+    graphs = _prediction_graphs(built["tpl"])
+    assert set(graphs) == {
+        "RequestCount",
+        "PositiveRate",
+        "ScorePSI",
+        "FeaturePSI",
+        "OnlineAccuracy",
+        "LabelledCount",
+    }
+    assert graphs["RequestCount"] == (
+        f"RequestCount (predictions in the last {TEST_INTERVAL} min, per run)",
+        "Maximum",
+    )
+    assert graphs["LabelledCount"] == (
+        f"LabelledCount (outcomes in the last {TEST_INTERVAL} min, per run)",
+        "Maximum",
+    )
+    assert all(stat != "Sum" for _, stat in graphs.values())
+    assert graphs["FeaturePSI"][1] == graphs["ScorePSI"][1] == "Average"
 
 
 def test_dashboard_shows_proxy_and_firehose_metrics(built):
@@ -250,12 +292,54 @@ def test_endpoint_latency_alarm_compares_microseconds(built):
     assert props["Threshold"] == built["config"].latency_p99_alarm_ms * 1000
 
 
-def test_drift_alarm_watches_score_psi_against_the_configured_threshold(built):
-    props = _alarms_by_name(built["tpl"])["trainserve-prediction-drift"]
+@pytest.mark.parametrize(
+    ("name", "metric", "setting"),
+    [
+        ("trainserve-prediction-drift", "ScorePSI", "drift_psi_threshold"),
+        ("trainserve-feature-drift", "FeaturePSI", "feature_psi_threshold"),
+    ],
+)
+def test_drift_alarms_watch_psi_against_the_configured_threshold(built, name, metric, setting):
+    props = _alarms_by_name(built["tpl"])[name]
     (query,) = props["Metrics"]
-    assert query["Expression"].startswith('SELECT MAX(ScorePSI) FROM SCHEMA("Trainserve/Predictions"')
+    assert query["Expression"] == (
+        f'SELECT MAX({metric}) FROM SCHEMA("Trainserve/Predictions", EndpointName, ModelVersion, VariantName) '
+        f"WHERE EndpointName = '{ENDPOINT}'"
+    )
     assert query["Period"] == TEST_INTERVAL * 60
-    assert props["Threshold"] == built["config"].drift_psi_threshold
+    assert props["Threshold"] == getattr(built["config"], setting)
+    # below drift_min_predictions the job publishes no PSI: missing data must not breach
+    assert props["TreatMissingData"] == "notBreaching"
+    assert f"at least {built['config'].drift_min_predictions} predictions" in props["AlarmDescription"]
+
+
+def test_the_local_clouds_alarms_are_the_stacks(built):
+    """The local cloud creates the alarms it evaluates (trainserve.local.resources, which may not import
+    stacks/) with the same names and definitions as this stack."""
+    from trainserve.local.resources import local_alarms
+    from trainserve.target import Names
+
+    config = built["config"]
+    stack = _alarms_by_name(built["tpl"])
+    local = local_alarms(config, Names.local(config))
+    assert {a["AlarmName"] for a in local} == {
+        "trainserve-endpoint-5xx",
+        "trainserve-prediction-drift",
+        "trainserve-feature-drift",
+    }
+    for alarm in local:
+        props = stack[alarm["AlarmName"]]
+        (query,) = props["Metrics"]
+        (mine,) = alarm["Metrics"]
+        assert (mine["Expression"], mine["Period"], mine["Label"]) == (
+            query["Expression"],
+            query["Period"],
+            query["Label"],
+        )
+        assert alarm["AlarmDescription"] == props["AlarmDescription"]
+        for key in ("Threshold", "ComparisonOperator", "EvaluationPeriods", "TreatMissingData"):
+            assert alarm[key] == props[key], (alarm["AlarmName"], key)
+        assert alarm["DatapointsToAlarm"] == props.get("DatapointsToAlarm", props["EvaluationPeriods"])
 
 
 def test_firehose_alarms_fire_when_a_copy_fails(built):
@@ -298,6 +382,7 @@ def test_monitor_function_environment(built):
     assert "Fn::ImportValue" in json.dumps(env["WAREHOUSE_SECRET_ARN"])
     assert "WAREHOUSE_CLUSTER" not in env
     assert env["WINDOW_MINUTES"] == str(TEST_INTERVAL)
+    assert env["DRIFT_MIN_PREDICTIONS"] == str(built["config"].drift_min_predictions) == "200"
     assert env["METRIC_NAMESPACE"] == "Trainserve/Predictions"
     assert int(env["QUERY_TIMEOUT_SECONDS"]) > 0
     assert tpl["Outputs"]["MonitorFunction"]["Value"] == {"Ref": fn_id}
@@ -355,5 +440,6 @@ def test_outputs(built):
 def test_no_email_subscription_without_an_address(synthesized):
     tpl = synthesized["TestMonitoringQuiet"]["tpl"]
     assert _resources(tpl, "AWS::SNS::Subscription") == {}
-    props = _alarms_by_name(tpl)["trainserve-prediction-drift"]
-    assert props["Metrics"][0]["Period"] == 180 * 60  # Metrics Insights alarms see 3 hours at most
+    for name in ("trainserve-prediction-drift", "trainserve-feature-drift"):
+        props = _alarms_by_name(tpl)[name]
+        assert props["Metrics"][0]["Period"] == 180 * 60  # Metrics Insights alarms see 3 hours at most

@@ -2,7 +2,11 @@
 
 What the deployed stacks would have created and the product's code expects to find: the data, artifacts
 and staging buckets, the model package group, the model execution role, the release controller's
-on-failure queue and the release controller's Lambda function record. moto stores Lambda functions
+on-failure queue, the release controller's Lambda function record, and the CloudWatch alarms of the
+monitoring stack that the local cloud evaluates (``local_alarms``: the drift alarms and the endpoint 5XX
+alarm, same names and definitions as ``stacks/monitoring_stack.py``; moto stores alarms but never evaluates
+them, so ``trainserve.local.monitoring`` sets their state with ``SetAlarmState`` after each run, and any AWS
+SDK's ``DescribeAlarms`` shows it). moto stores Lambda functions
 without Docker (only invoking needs it); the record exists so the controller's environment variables can
 be read and edited (``update_function_configuration``) exactly as on AWS. The approval watcher reads the
 environment from this record before each call of the handler.
@@ -23,6 +27,14 @@ from trainserve.target import LOCAL_ACCOUNT, Names
 LAMBDA_RUNTIME = "python3.12"
 RELEASE_HANDLER = "release_handler.handler"
 LAMBDA_ROLE = "trainserve-local-lambda"  # the execution role every local Lambda function record names
+
+# The monitoring stack's names and numbers for the alarms below (stacks are not imported here, DESIGN.md
+# "Imports"; tests/stacks/test_monitoring_stack.py checks these definitions against the synthesized stack).
+PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
+PREDICTION_DIMS = ("EndpointName", "ModelVersion", "VariantName")
+SAGEMAKER_DIMS = ("EndpointName", "VariantName")
+ALARM_PERIOD_SECONDS = 300
+METRICS_INSIGHTS_MAX_MINUTES = 180
 
 _LAMBDA_TRUST = {
     "Version": "2012-10-17",
@@ -65,6 +77,101 @@ def release_environment(cfg: Config, names: Names) -> dict[str, str]:
         "GUARDRAIL_WAIT_SECONDS": str(cfg.guardrail_wait_seconds),
         "SERVING_IMAGE_URI": "",  # locally the runtime serves the model with inference/serve.py
     }
+
+
+def _insights(function: str, metric: str, namespace: str, dimensions: tuple[str, ...], endpoint: str) -> str:
+    schema = ", ".join((f'"{namespace}"', *dimensions))
+    return f"SELECT {function}({metric}) FROM SCHEMA({schema}) WHERE EndpointName = '{endpoint}'"
+
+
+def drift_alarm_name(cfg: Config) -> str:
+    return f"{cfg.project_name}-prediction-drift"
+
+
+def feature_drift_alarm_name(cfg: Config) -> str:
+    return f"{cfg.project_name}-feature-drift"
+
+
+def endpoint_5xx_alarm_name(cfg: Config) -> str:
+    return f"{cfg.project_name}-endpoint-5xx"
+
+
+def local_alarms(cfg: Config, names: Names) -> list[dict[str, Any]]:
+    """``PutMetricAlarm`` arguments of the monitoring stack's alarms that the local cloud evaluates: the score
+    and feature drift alarms and the endpoint 5XX alarm (same names, queries, thresholds and periods as on
+    AWS; no actions, as there is no alarm topic locally)."""
+    endpoint = names.endpoint_name
+    drift_period = 60 * min(cfg.monitoring_interval_minutes, METRICS_INSIGHTS_MAX_MINUTES)
+    at_least = f"(variants with at least {cfg.drift_min_predictions} predictions in the job's window)"
+
+    def alarm(
+        name: str, description: str, expression: str, label: str, period: int, threshold: float, n: int
+    ) -> dict[str, Any]:
+        return {
+            "AlarmName": name,
+            "AlarmDescription": description,
+            "ActionsEnabled": False,
+            "Metrics": [
+                {"Id": "m", "Expression": expression, "Label": label, "Period": period, "ReturnData": True}
+            ],
+            "Threshold": float(threshold),
+            "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods": n,
+            "DatapointsToAlarm": n,
+            "TreatMissingData": "notBreaching",
+        }
+
+    return [
+        alarm(
+            endpoint_5xx_alarm_name(cfg),
+            f"5XX rate of {endpoint} over all variants above {cfg.error_rate_alarm} (deployment guardrail)",
+            _insights("AVG", "Invocation5XXErrors", "AWS/SageMaker", SAGEMAKER_DIMS, endpoint),
+            "5XX rate",
+            ALARM_PERIOD_SECONDS,
+            cfg.error_rate_alarm,
+            2,
+        ),
+        alarm(
+            drift_alarm_name(cfg),
+            f"Score PSI of a live model version against its training baseline above {cfg.drift_psi_threshold} "
+            + at_least,
+            _insights("MAX", "ScorePSI", PREDICTIONS_NAMESPACE, PREDICTION_DIMS, endpoint),
+            "max ScorePSI",
+            drift_period,
+            cfg.drift_psi_threshold,
+            1,
+        ),
+        alarm(
+            feature_drift_alarm_name(cfg),
+            "Largest feature PSI of a live model version against its training baseline above "
+            f"{cfg.feature_psi_threshold} {at_least}",
+            _insights("MAX", "FeaturePSI", PREDICTIONS_NAMESPACE, PREDICTION_DIMS, endpoint),
+            "max FeaturePSI",
+            drift_period,
+            cfg.feature_psi_threshold,
+            1,
+        ),
+    ]
+
+
+def ensure_alarms(cloudwatch: Any, cfg: Config, names: Names) -> list[str]:
+    """Create the ``local_alarms`` that do not exist yet, in state INSUFFICIENT_DATA as a new alarm starts on
+    AWS (an existing one keeps its state); returns every local alarm's name."""
+    wanted = local_alarms(cfg, names)
+    alarm_names = [a["AlarmName"] for a in wanted]
+    existing = {
+        a["AlarmName"] for a in cloudwatch.describe_alarms(AlarmNames=alarm_names).get("MetricAlarms", [])
+    }
+    for definition in wanted:
+        if definition["AlarmName"] in existing:
+            continue
+        cloudwatch.put_metric_alarm(**definition)
+        cloudwatch.set_alarm_state(
+            AlarmName=definition["AlarmName"],
+            StateValue="INSUFFICIENT_DATA",
+            StateReason="created by the local cloud; the local monitoring has not evaluated it yet",
+        )
+    return alarm_names
 
 
 def _placeholder_zip(handler: str) -> bytes:
@@ -147,4 +254,5 @@ def create_base_resources(target: Any) -> dict[str, Any]:
         release_environment(cfg, names),
         "Release controller: makes the endpoint match the registry's approved versions",
     )
-    return {"release_dlq_url": queue_url}
+    alarms = ensure_alarms(target.client("cloudwatch"), cfg, names)
+    return {"release_dlq_url": queue_url, "alarms": alarms}
