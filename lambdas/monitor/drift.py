@@ -1,4 +1,5 @@
-"""Population stability index (PSI) of live scores against the training baseline. Stdlib only (runs in Lambda).
+"""Population stability index (PSI) of live scores and features against the training baseline. Stdlib only
+(runs in Lambda).
 
 The baseline is ``baseline.json`` written by ``training/evaluate.py``::
 
@@ -15,6 +16,14 @@ monitor fetches 10 numbers per variant, not every score.
 with ``a`` the live fractions and ``e`` the baseline fractions. An empty bin on either side would make the
 term infinite, so fractions are floored at ``epsilon`` (default 1e-4) and renormalised. Common reading:
 < 0.1 stable, 0.1-0.2 moderate shift, > 0.2 significant shift (the default alarm threshold).
+
+PSI needs enough live values: drawn from the baseline's own distribution, ``n`` values give a PSI of about
+``(bins - 1) / n`` on average (chi-square with ``bins - 1`` degrees of freedom, over ``n``), and a bin that
+``n`` values leave empty adds ``e_i * ln(e_i / epsilon)`` (0.69 for a decile). The monitoring job therefore
+computes no PSI for fewer than ``drift_min_predictions`` predictions (``monitor_job``).
+
+Feature bins (``baseline["features"][name]``) are read with ``feature_bins``; live feature values are
+counted in Python (``bucket_counts``) from a bounded sample of rows (``monitor_job.FEATURE_SAMPLE_ROWS``).
 """
 
 from __future__ import annotations
@@ -63,6 +72,26 @@ def score_bins(baseline: Mapping[str, Any]) -> tuple[list[float], list[float]]:
     return [float(e) for e in edges], [float(f) for f in fractions]
 
 
+def feature_bins(baseline: Mapping[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
+    """The validated ``{feature name: (bin_edges, fractions)}`` of a ``baseline.json`` document's features.
+
+    Raises ``BaselineError`` naming the field when ``features`` is missing, empty or has a malformed entry.
+    """
+    features = baseline.get("features") if isinstance(baseline, Mapping) else None
+    if not isinstance(features, Mapping) or not features:
+        raise BaselineError("baseline field 'features' is missing, empty or not an object")
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for name, bins in features.items():
+        where = f"features.{name}"
+        if not isinstance(bins, Mapping):
+            raise BaselineError(f"baseline field '{where}' is not an object")
+        edges: Any = bins.get("bin_edges")
+        fractions: Any = bins.get("fractions")
+        validate_bins(edges, fractions, where)
+        out[str(name)] = ([float(e) for e in edges], [float(f) for f in fractions])
+    return out
+
+
 def bucket_index(x: float, bin_edges: Sequence[float]) -> int:
     """The bin of ``x`` (clipped into the first/last bin), the same rule as ``bucket_case_sql``."""
     n = len(bin_edges) - 1
@@ -73,7 +102,7 @@ def bucket_index(x: float, bin_edges: Sequence[float]) -> int:
 
 
 def bucket_counts(values: Sequence[float], bin_edges: Sequence[float]) -> list[int]:
-    """Count ``values`` into the bins (pure-Python fallback of the SQL bucketing)."""
+    """Count ``values`` into the bins: the SQL bucketing's rule in Python (the feature PSI counts with it)."""
     counts = [0] * (len(bin_edges) - 1)
     for x in values:
         if x is None or (isinstance(x, float) and math.isnan(x)):

@@ -5,8 +5,9 @@ Data API and publishes per-variant metrics (``monitor_job.run_monitor``) to Clou
 timed-out query fails the invocation (it raises): a broken warehouse must never look like zero traffic.
 
 Environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``, ``WAREHOUSE_WORKGROUP`` or ``WAREHOUSE_CLUSTER``,
-``WAREHOUSE_DATABASE``, ``WAREHOUSE_SECRET_ARN``, ``WINDOW_MINUTES`` (default 60), ``METRIC_NAMESPACE``
-(default ``Trainserve/Predictions``), ``QUERY_TIMEOUT_SECONDS`` (default 120).
+``WAREHOUSE_DATABASE``, ``WAREHOUSE_SECRET_ARN``, ``WINDOW_MINUTES`` (default 60), ``DRIFT_MIN_PREDICTIONS``
+(fewest predictions of a variant in the window for its PSI; default ``monitor_job.DEFAULT_MIN_PREDICTIONS``),
+``METRIC_NAMESPACE`` (default ``Trainserve/Predictions``), ``QUERY_TIMEOUT_SECONDS`` (default 120).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def settings(env: dict | None = None) -> dict:
         "database": _required(env, "WAREHOUSE_DATABASE"),
         "secret_arn": _required(env, "WAREHOUSE_SECRET_ARN"),
         "window_minutes": _positive_number(env, "WINDOW_MINUTES", "60", int),
+        "min_predictions": _positive_number(
+            env, "DRIFT_MIN_PREDICTIONS", str(monitor_job.DEFAULT_MIN_PREDICTIONS), int
+        ),
         "namespace": env.get("METRIC_NAMESPACE", "").strip() or monitor_job.DEFAULT_NAMESPACE,
         "timeout_s": _positive_number(env, "QUERY_TIMEOUT_SECONDS", "120", float),
     }
@@ -84,6 +88,7 @@ def handler(event: dict, context: Any = None) -> dict:
         group=s["group"],
         window_minutes=s["window_minutes"],
         namespace=s["namespace"],
+        min_predictions=s["min_predictions"],
     )
     logging.info(
         "published %d metrics for %d variant(s) of %s",

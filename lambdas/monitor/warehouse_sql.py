@@ -163,3 +163,27 @@ def monitor_psi_buckets_sql(edges_by_version: dict[int, Sequence[float]]) -> str
         f" AND p.model_version IN ({versions})"
         f" GROUP BY p.variant_name, p.model_version, {bucket}"
     )
+
+
+def monitor_feature_sample_sql(versions: Sequence[int], rows_per_variant: int) -> str:
+    """The ``features`` text of at most ``rows_per_variant`` predictions per variant and model version in the
+    window (only ``versions``): a sample drawn by ``MD5(request_id)`` order, which does not depend on the
+    features and gives the same rows on every run over the same window. The feature PSI parses and counts them
+    in Python (feature names are the models' own, so no JSON path of theirs is written into SQL). ``MD5`` and
+    ``ROW_NUMBER`` read the same on Redshift and DuckDB."""
+    if not versions:
+        raise ValueError("no model versions given")
+    for version in versions:
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"model version {version!r} is not an integer")
+    if isinstance(rows_per_variant, bool) or not isinstance(rows_per_variant, int) or rows_per_variant < 1:
+        raise ValueError(f"rows_per_variant must be a positive integer, got {rows_per_variant!r}")
+    listed = ", ".join(str(v) for v in sorted(set(versions)))
+    return (
+        "SELECT variant_name, model_version, features FROM ("
+        "SELECT p.variant_name AS variant_name, p.model_version AS model_version, p.features AS features,"
+        " ROW_NUMBER() OVER (PARTITION BY p.variant_name, p.model_version ORDER BY MD5(p.request_id)) AS rn"
+        f" FROM {LOG_VIEW} p WHERE {_window('p')} AND p.features IS NOT NULL AND p.variant_name IS NOT NULL"
+        f" AND p.model_version IN ({listed})"
+        f") s WHERE rn <= {rows_per_variant}"
+    )

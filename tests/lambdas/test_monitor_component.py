@@ -99,27 +99,33 @@ def test_no_drift_no_alarm_and_a_failing_job_is_an_alarm(ctx, tmp_path):
         comp.stop()
 
 
-def test_error_rate_from_the_prediction_apis_counters_in_the_daemon_status(ctx):
+def test_error_rate_from_the_local_runtimes_counters_in_the_daemon_status(ctx):
+    """The 5XX alarm reads what SageMaker's Invocation5XXErrors counts: the local runtime's invocations of
+    the endpoint and its server-side errors, not the prediction API's answers (its kill switch's 503s)."""
     status = ctx.state_dir / "status.json"
 
-    def write(requests, errors):
-        doc = {
-            "components": {
-                "api": {"url": "http://127.0.0.1:1", "requests": requests, "4xx": 1, "5xx": errors}
-            }
+    def write(invocations, model_errors, api_5xx=0):
+        runtime = {
+            "invocations": {"trainserve-endpoint/v1": invocations, "other-endpoint/v1": 999},
+            "errors": {"ModelError": model_errors, "ValidationError": 7},
         }
-        status.write_text(json.dumps(doc))
+        api = {"url": "http://127.0.0.1:1", "requests": invocations + api_5xx, "4xx": 1, "5xx": api_5xx}
+        status.write_text(json.dumps({"components": {"runtime": runtime, "api": api}}))
 
     write(100, 0)
-    comp = MonitoringComponent(interval_s=3600)
+    comp = MonitoringComponent(interval_s=3600, status_wait_s=0.2)
     comp.start(ctx)
     try:
-        write(150, 10)  # 10 of the 50 requests since the start failed
+        write(140, 10)  # 10 model errors in the 50 invocations since the start
         result = comp.run_now()
         assert result["error_rate"] == pytest.approx(0.2)
         assert "trainserve-endpoint-5xx" in {a["name"] for a in comp.status()["alarms"]}
-        write(250, 11)  # 1 of 100: under error_rate_alarm (5%)
+        write(239, 11)  # 1 of 100: under error_rate_alarm (5%)
         assert comp.run_now()["error_rate"] == pytest.approx(0.01)
+        assert "trainserve-endpoint-5xx" not in {a["name"] for a in comp.status()["alarms"]}
+        # the kill switch: the API answers 400 requests with its own 503, the endpoint is never called
+        write(239, 11, api_5xx=400)
+        assert comp.run_now()["error_rate"] is None
         assert "trainserve-endpoint-5xx" not in {a["name"] for a in comp.status()["alarms"]}
     finally:
         comp.stop()

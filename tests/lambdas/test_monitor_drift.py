@@ -55,3 +55,30 @@ def test_sql_bucketing_equals_python_bucketing():
 def test_score_psi_of_a_baseline_document():
     baseline = {"score": {"bin_edges": [0, 0.25, 0.5, 0.75, 1], "fractions": [0.25] * 4}, "n": 100}
     assert drift.score_psi(baseline, [10, 20, 30, 40]) == pytest.approx(0.228218, abs=1e-6)
+
+
+def test_feature_bins_of_a_baseline_document_are_validated_by_name():
+    deciles = {"bin_edges": [0, 0.5, 1], "fractions": [0.5, 0.5]}
+    constant = {"bin_edges": [3.0, 3.0], "fractions": [1.0]}  # training's bins of a constant column
+    bins = drift.feature_bins({"features": {"mean_area": deciles, "flag": constant}})
+    assert bins == {"mean_area": ([0.0, 0.5, 1.0], [0.5, 0.5]), "flag": ([3.0, 3.0], [1.0])}
+    # a constant column's one bin holds every value: its PSI is 0 whatever the values
+    assert drift.psi(bins["flag"][1], drift.bucket_counts([1.0, 3.0, 9.0], bins["flag"][0])) == 0.0
+    for doc in ({}, {"features": {}}, {"features": []}):
+        with pytest.raises(drift.BaselineError, match="'features' is missing, empty or not an object"):
+            drift.feature_bins(doc)
+    with pytest.raises(drift.BaselineError, match=r"'features\.mean_area' is not an object"):
+        drift.feature_bins({"features": {"mean_area": [0, 1]}})
+    with pytest.raises(drift.BaselineError, match=r"'features\.mean_area\.fractions' has 1 values"):
+        drift.feature_bins({"features": {"mean_area": {"bin_edges": [0, 0.5, 1], "fractions": [1.0]}}})
+    with pytest.raises(drift.BaselineError, match=r"'features\.mean_area\.bin_edges\[1\]' is nan"):
+        drift.feature_bins({"features": {"mean_area": {"bin_edges": [0, float("nan")], "fractions": [1.0]}}})
+
+
+def test_a_feature_shifted_tenfold_lands_in_the_last_bin():
+    edges = [i / 10 for i in range(11)]
+    values = [(i + 0.5) / 100 for i in range(100)]  # uniform on [0, 1): 10 per decile
+    assert drift.bucket_counts(values, edges) == [10] * 10
+    shifted = drift.bucket_counts([10 * v for v in values], edges)
+    assert shifted == [1] * 9 + [91]  # only the values below 0.1 stay inside the range
+    assert drift.psi([0.1] * 10, shifted) > 3

@@ -56,8 +56,9 @@ def run_local(target: Any, window_minutes: int) -> dict:
         endpoint_name=target.names.endpoint_name,
         group=target.names.model_package_group,
         window_minutes=window_minutes,
+        min_predictions=target.config.drift_min_predictions,
     )
-    result["alarms"] = drift_alarms(result, target.config.drift_psi_threshold, target.config.project_name)
+    result["alarms"] = drift_alarms(result, target.config)
     return result
 
 
@@ -83,17 +84,41 @@ def _fmt(x: Any, spec: str) -> str:
     return "" if x is None else format(x, spec)
 
 
+def _psi(r: dict, field: str) -> str:
+    """A PSI cell: the value, or why there is none (``n < min``)."""
+    if r.get(field) is not None:
+        return format(r[field], ".3f")
+    note = r.get("psi_note") or ""
+    return note.split(":", 1)[0] if note.startswith("n < min") else ""
+
+
+def _feature(r: dict) -> str:
+    cell = _psi(r, "feature_psi")
+    return f"{cell} ({r['feature_psi_feature']})" if r.get("feature_psi_feature") else cell
+
+
 def print_result(result: dict) -> None:
+    window = result.get("window_minutes")
     table(
         f"{result['endpoint_name']} {result['window_start']} .. {result['window_end']} → {result['namespace']}",
-        ["variant", "version", "requests", "positive rate", "score PSI", "labelled", "online accuracy"],
+        [
+            "variant",
+            "version",
+            f"requests (last {window} min)" if window else "requests",
+            "positive rate",
+            "score PSI",
+            "feature PSI (feature)",
+            "labelled",
+            "online accuracy",
+        ],
         [
             [
                 r["variant_name"],
                 r["model_version"],
                 r["request_count"],
                 _fmt(r["positive_rate"], ".1%"),
-                _fmt(r["score_psi"], ".3f"),
+                _psi(r, "score_psi"),
+                _feature(r),
                 r["labelled_count"],
                 _fmt(r["online_accuracy"], ".2%"),
             ]
@@ -101,6 +126,12 @@ def print_result(result: dict) -> None:
         ],
     )
     console.print(f"{result['metrics_published']} metric(s) published")
+    for r in result["variants"]:
+        if r.get("psi_note"):
+            console.print(
+                f"no PSI for {r['variant_name']} (model version {r['model_version']}): {r['psi_note']} "
+                "(drift_min_predictions)"
+            )
     for w in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
     for a in result.get("alarms", []):
