@@ -35,6 +35,35 @@ def cdk_json_context(project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
     return dict(json.loads((project_root / "cdk.json").read_text()).get("context", {}))
 
 
+# Read by the CLI only (``trainserve report ab``, from cdk.json): a ``-c`` override of one reaches no stack.
+CLI_ONLY_KEYS = ("ab_alpha", "ab_power", "ab_min_effect")
+
+
+def check_flat_keys(context: Mapping[str, Any]) -> list[str]:
+    """Flat ``-c key=value`` keys: one that is not a configuration key but looks like a misspelt one is an
+    error (it would otherwise be ignored without a word); returns warnings for keys read by the CLI only.
+    CDK's own keys (``@aws-cdk/...``, ``aws:cdk:...``, anything with ':' or '/') are left alone."""
+    import difflib
+
+    names = [f.name for f in FIELDS]
+    warnings = []
+    for key in context:
+        if key == CONTEXT_KEY or key.startswith("@") or ":" in key or "/" in key:
+            continue
+        if key in CLI_ONLY_KEYS:
+            warnings.append(
+                f"-c {key}: read by the trainserve CLI (report ab) from cdk.json, not by any stack; set it in "
+                f"cdk.json's '{CONTEXT_KEY}' block for it to take effect"
+            )
+        elif key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+            if close:
+                raise ConfigError(
+                    f"unknown key '{key}': did you mean '{close[0]}'? (the keys are stacks.config.FIELDS)"
+                )
+    return warnings
+
+
 def config_from_context(get: Callable[[str], Any]) -> Config:
     """The ``trainserve`` block merged with flat overrides (``get(key)``, e.g. ``try_get_context``), validated."""
     block = get(CONTEXT_KEY)
@@ -70,6 +99,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
     from the environment the way ``cdk synth`` provides it. Raises ``ConfigError`` naming the bad key.
     """
     if context is not None:
+        check_flat_keys(context)
         config_from_context(context.get)  # fail fast, before loading CDK
     from aws_cdk import App, Validations
     from cdk_nag import AwsSolutionsChecks
@@ -117,6 +147,8 @@ def main() -> None:
     try:
         if CLI_CONTEXT_ENV in os.environ:
             cli_context = json.loads(os.environ[CLI_CONTEXT_ENV] or "{}")
+            for warning in check_flat_keys(cli_context):
+                print(f"trainserve: warning: {warning}", file=sys.stderr)
             config_from_context(cli_context.get)
         elif context is not None:
             config_from_context(context.get)

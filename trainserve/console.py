@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,9 +44,24 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (NaN, infinity) as None: JSON has no such numbers, and
+    Python's encoder would write ``NaN``, which strict parsers (JavaScript's ``JSON.parse``, jq) refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
 def print_json(data: Any) -> None:
-    """Machine output: JSON on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, default=_default, sort_keys=False) + "\n")
+    """Machine output: JSON on stdout, nothing else (standard JSON: a NaN or an infinity is written null)."""
+    text = json.dumps(_finite(data), indent=2, default=_default, sort_keys=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

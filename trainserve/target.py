@@ -169,17 +169,19 @@ def aws_target(cfg: Config) -> Target:
     region = session.region_name
     if not region:
         raise TargetError(
-            "no AWS region configured and no local cloud running; set AWS_REGION, "
-            "or start the local cloud with: trainserve local start"
+            "no AWS region configured for the deployed stacks: set AWS_DEFAULT_REGION (or a region in your AWS "
+            "profile), or use the local cloud (trainserve local start, and leave out --aws)"
         )
     cfn = session.client("cloudformation")
     outputs: dict[str, str] = {}
     prefix = _stack_prefix(cfg)
+    # exactly this project's stacks: a name prefix would also take another project's (trainserve-b: TrainserveB*)
+    stacks = {prefix + part for part in STACK_PARTS}
     try:
         paginator = cfn.get_paginator("describe_stacks")
         for page in paginator.paginate():
             for stack in page["Stacks"]:
-                if stack["StackName"].startswith(prefix):
+                if stack["StackName"] in stacks:
                     for o in stack.get("Outputs", []):
                         outputs[o["OutputKey"]] = o["OutputValue"]
     except Exception as exc:  # botocore raises many kinds; the message is what matters to the operator
@@ -191,7 +193,8 @@ def aws_target(cfg: Config) -> Target:
         raise TargetError(f"cannot read the deployed stacks' outputs in {region}: {exc}") from exc
     if not outputs:
         raise TargetError(
-            f"no deployed trainserve stacks ({prefix}*) in {region} and no local cloud running; "
+            f"no deployed trainserve stacks ({prefix}Data ... {prefix}Monitoring, from project_name "
+            f"'{cfg.project_name}' in cdk.json) in {region} and no local cloud running; "
             "deploy with `npx cdk deploy --all` or start the local cloud with `trainserve local start`"
         )
     local_names = Names.local(cfg)
@@ -210,6 +213,10 @@ def aws_target(cfg: Config) -> Target:
             "secret_arn": outputs.get("WarehouseSecretArn"),
         },
     )
+
+
+# The app's stacks are ``<prefix><part>`` (app.py); the prefix is project_name capitalized per '-' part.
+STACK_PARTS = ("Data", "Training", "Warehouse", "Serving", "Monitoring")
 
 
 def _stack_prefix(cfg: Config) -> str:

@@ -29,3 +29,18 @@ def test_an_error_is_one_line_printed_as_it_is(capsys) -> None:
     err = capsys.readouterr().err
     assert err == f"error: {path}: unknown field(s) [bold]x[/bold], [WIP]; nothing was sent\n"
     assert len(err) > 80
+
+
+def test_json_output_is_standard_json_even_with_nan(capsys) -> None:
+    """A metric that is NaN (roc_auc of a test split with one class) was written as a bare NaN, which
+    JavaScript's JSON.parse and jq refuse."""
+    import json
+
+    import numpy as np
+
+    console.print_json(
+        {"roc_auc": float("nan"), "n": [1.5, float("inf"), np.float64("nan")], "ok": np.float64(0.5)}
+    )
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    assert json.loads(out) == {"roc_auc": None, "n": [1.5, None, None], "ok": 0.5}

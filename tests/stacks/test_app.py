@@ -150,6 +150,33 @@ def test_flat_override_wins_over_the_context_block():
     assert config.project_name == context["trainserve"]["project_name"]
 
 
+def test_a_misspelt_flat_override_is_an_error_naming_the_key_meant():
+    """`cdk synth -c qualty_threshold=0.95` synthesized with the threshold unchanged, without a word."""
+    from app import check_flat_keys
+
+    context = cdk_context()
+    context["qualty_threshold"] = "0.95"
+    with pytest.raises(ConfigError, match="unknown key 'qualty_threshold': did you mean 'quality_threshold'"):
+        _build(context)
+    # CDK's own keys and unrelated ones are left alone
+    assert (
+        check_flat_keys({"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:x": 1, "my-team": "a"}) == []
+    )
+
+
+def test_a_flat_override_only_the_cli_reads_is_warned_about_in_cdk_synth():
+    """`cdk synth -c ab_alpha=0.01` changes no stack: report ab reads cdk.json. main() prints this warning."""
+    from app import check_flat_keys
+
+    context = cdk_context()
+    context["ab_alpha"] = "0.01"
+    [warning] = check_flat_keys(context)
+    assert warning.startswith(
+        "-c ab_alpha: read by the trainserve CLI (report ab) from cdk.json, not by any stack"
+    )
+    _build(context)  # a valid value: synth goes on
+
+
 def test_context_block_must_be_an_object():
     context = cdk_context()
     context["trainserve"] = ["not", "an", "object"]
