@@ -544,6 +544,22 @@ _ODD_LOG_FIELDS = [  # each makes a record the fast path must hand to parse_obje
     {"event_time": "2026-11-24 24:00:00"},
     {"event_time": "2026-11-24"},
     {"event_time": 1700000000},
+    # out of datetime's range, or not a date or time: Arrow's cast takes year 0000 (a 'BC' timestamp in
+    # DuckDB, which the report cannot read back); parse_object refuses all of these
+    {"event_time": "0000-01-01 00:00:00"},
+    {"event_time": "0000-12-31T23:59:59.999999"},
+    {"event_time": "10000-01-01 00:00:00"},
+    {"event_time": "-001-01-01 00:00:00"},
+    {"event_time": "2026-13-01 00:00:00"},
+    {"event_time": "2026-00-10 00:00:00"},
+    {"event_time": "2026-11-00 00:00:00"},
+    {"event_time": "2026-11-31 00:00:00"},
+    {"event_time": "2026-11-24 23:60:00"},
+    {"event_time": "2026-11-24 23:59:60"},
+    # the edges of the range, which both take
+    {"event_time": "0001-01-01 00:00:00"},
+    {"event_time": "9999-12-31 23:59:59.999999"},
+    {"event_time": "2024-02-29 12:00:00"},
 ]
 _ODD_LINES = [b"", b"   ", b"\r", b"[1, 2]", b"{not json", b'{"request_id": "\xff\xfe"}', b"null", b'"text"']
 
@@ -564,6 +580,42 @@ def test_fast_path_loads_what_parse_object_loads(extra):
     for position in (0, 3, 5):
         records = [*good[:position], _log("odd", **extra), *good[position:]]
         _assert_same_as_reference(_ndjson(records), columns)
+
+
+@pytest.mark.parametrize(
+    "event_time",
+    ["0000-01-01 00:00:00", "10000-01-01 00:00:00", "2026-13-01 00:00:00", "2026-11-24 23:59:60"],
+)
+def test_a_timestamp_out_of_range_is_an_error_on_both_paths(event_time):
+    """Not only the same answer: the fast path refuses what Python's datetime cannot hold, with
+    parse_object's error, so no such row reaches the warehouse (the report reads them back as datetimes)."""
+    columns = wh.table_columns(wh._statements())["prediction_feedback"]
+    data = _ndjson([_feedback("f-0"), _feedback("f-1", event_time=event_time)])
+    for parse in (wh.arrow_batch, wh.parse_object):
+        _, errors = parse(data, columns)
+        assert errors == [
+            (2, "event_time", f"invalid TIMESTAMP {event_time!r}", data.split(b"\n")[1].decode())
+        ]
+
+
+_TRUNCATED_GZIP = gzip.compress(_ndjson([_feedback("t-0"), _feedback("t-1")]))[:-12]
+_UNREADABLE_OBJECTS = {
+    "not gzip after its magic": b"\x1f\x8bthis is not gzip",
+    "truncated": _TRUNCATED_GZIP,
+    "a bad checksum": _TRUNCATED_GZIP + b"\x00" * 8 + b"\x2a\x00\x00\x00",
+    "a gzip member, then garbage": gzip.compress(_ndjson([_feedback("t-2")])) + b"\x1f\x8bgarbage",
+}
+
+
+@pytest.mark.parametrize("body", list(_UNREADABLE_OBJECTS.values()), ids=list(_UNREADABLE_OBJECTS))
+def test_an_object_that_cannot_be_decompressed_is_one_error_on_both_paths(body):
+    columns = wh.table_columns(wh._statements())["prediction_feedback"]
+    _assert_same_as_reference(body, columns)
+    table, errors = wh.arrow_batch(body, columns)
+    assert table.num_rows == 0 and len(errors) == 1
+    line, column, reason, raw = errors[0]
+    assert (line, column, raw) == (None, None, None)
+    assert reason.startswith("cannot decompress the gzip object: ")
 
 
 @pytest.mark.parametrize("line", _ODD_LINES)
@@ -594,9 +646,10 @@ def test_records_as_the_proxy_writes_them_take_the_fast_path(monkeypatch):
     expected = wh._rows_table(wh.parse_object(data, columns)[0], columns)
 
     def not_called(*_args, **_kwargs):
-        raise AssertionError("parse_object was used")
+        raise AssertionError("the record-by-record parser was used")
 
     monkeypatch.setattr(wh, "parse_object", not_called)
+    monkeypatch.setattr(wh, "_parse_records", not_called)
     for staged in (data, gzip.compress(data)):  # Firehose on AWS stages gzip (the stack's COPY reads GZIP)
         table, errors = wh.arrow_batch(staged, columns)
         assert errors == [] and table.num_rows == 50
@@ -651,3 +704,136 @@ def test_loaded_staging_objects_expire_after_the_retention_and_failed_ones_stay(
     assert again.load_staged(s3, BUCKET, prefixes, retention=0) == 1
     assert again.expired_objects == 0
     assert again.query("SELECT count(*) FROM prediction_log")[1] == [(2,)]
+
+
+def test_a_staging_object_that_cannot_be_read_is_recorded_and_the_others_load(s3, tmp_path):
+    """A corrupt gzip object (or a truncated one) is COPY's load error: recorded in stl_load_errors, nothing
+    of it loaded, and every other object, before and after it and in the same transaction, loads; it is not
+    tried again at every cycle, and later objects keep loading."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    good = [_feedback("before")], [_feedback("after")]
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/0000-good", Body=_ndjson(good[0]))
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/0001-badgzip", Body=b"\x1f\x8bthis is not gzip")
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/0002-truncated", Body=_TRUNCATED_GZIP)
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/0003-good", Body=gzip.compress(_ndjson(good[1])))
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 2
+    assert w.query("SELECT request_id FROM prediction_feedback ORDER BY 1")[1] == [("after",), ("before",)]
+    _, errors = w.query(
+        "SELECT key, table_name, line_number, colname, err_reason, raw_line FROM stl_load_errors ORDER BY key"
+    )
+    assert [e[:4] for e in errors] == [
+        ("firehose/feedback/0001-badgzip", "prediction_feedback", None, None),
+        ("firehose/feedback/0002-truncated", "prediction_feedback", None, None),
+    ]
+    assert errors[0][4] == "cannot decompress the gzip object: BadGzipFile: Unknown compression method"
+    assert errors[1][4].startswith("cannot decompress the gzip object: EOFError: ")
+    assert errors[0][5] is None
+    counts = w.counts()
+    assert (counts["objects_loaded"], counts["objects_in_error"]) == (2, 2)
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 0  # not tried again at every cycle
+    assert w.query("SELECT count(*) FROM stl_load_errors")[1] == [(2,)]
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/0004-later", Body=_ndjson([_feedback("later")]))
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 1  # the loader goes on
+    assert w.counts()["prediction_feedback_dedup"] == 3
+
+
+def test_an_object_the_parser_fails_on_is_recorded_and_the_others_load(s3, tmp_path, monkeypatch):
+    """Whatever goes wrong reading one object (here the parser raising on it, as a bug would) is that
+    object's load error; the cycle does not fail, so the objects after it are not held back for good."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/1-poison", Body=_ndjson([_feedback("poison")]))
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/2-good", Body=_ndjson([_feedback("good")]))
+    real = wh.arrow_batch
+
+    def failing_on_poison(data, columns):
+        if b"poison" in data:
+            raise MemoryError("an object too large to parse")
+        return real(data, columns)
+
+    monkeypatch.setattr(wh, "arrow_batch", failing_on_poison)
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 1
+    assert w.query("SELECT request_id FROM prediction_feedback")[1] == [("good",)]
+    assert w.query("SELECT key, line_number, err_reason FROM stl_load_errors")[1] == [
+        (
+            "firehose/feedback/1-poison",
+            None,
+            "cannot read the object: MemoryError: an object too large to parse",
+        )
+    ]
+    assert w.counts()["objects_in_error"] == 1
+
+
+def test_a_failed_object_put_again_under_its_key_is_loaded_and_a_loaded_one_never_twice(s3, tmp_path):
+    """Replay: a failed staging object stays failed while it is the same object (not tried at every cycle);
+    put again under the same key (another ETag or LastModified), it is tried again, and loads once fixed."""
+    w = wh.LocalWarehouse(tmp_path / "w.duckdb")
+    key = "firehose/feedback/replay"
+    prefixes = ["firehose/feedback/"]
+
+    def attempts() -> list[tuple]:
+        return w.query("SELECT status, rows_loaded, etag FROM _staged_objects WHERE key = ?", [key])[1]
+
+    bad = _ndjson([_feedback("replayed", outcome="bad")])
+    s3.put_object(Bucket=BUCKET, Key=key, Body=bad)
+    assert w.load_staged(s3, BUCKET, prefixes) == 0
+    assert [a[:2] for a in attempts()] == [("error", 0)]
+    assert w.load_staged(s3, BUCKET, prefixes) == 0  # the same object: not tried again
+    assert w.query("SELECT count(*) FROM stl_load_errors")[1] == [(1,)]
+
+    time.sleep(1.05)  # S3's LastModified has whole seconds: the same bytes put again a second later
+    s3.put_object(Bucket=BUCKET, Key=key, Body=bad)
+    assert w.load_staged(s3, BUCKET, prefixes) == 0  # tried again (it changed), and fails again
+    assert w.query("SELECT count(*) FROM stl_load_errors")[1] == [(2,)]  # every attempt's errors are kept
+    assert len(attempts()) == 1
+
+    fixed = s3.put_object(Bucket=BUCKET, Key=key, Body=_ndjson([_feedback("replayed", outcome=0)]))
+    assert w.load_staged(s3, BUCKET, prefixes) == 1
+    assert w.query("SELECT request_id, outcome FROM prediction_feedback")[1] == [("replayed", 0)]
+    assert attempts() == [("loaded", 1, fixed["ETag"])]  # one row per key: its latest attempt
+    counts = w.counts()
+    assert (counts["objects_loaded"], counts["objects_in_error"]) == (1, 0)
+
+    s3.put_object(Bucket=BUCKET, Key=key, Body=_ndjson([_feedback("replayed", outcome=1)]))
+    assert w.load_staged(s3, BUCKET, prefixes) == 0  # loaded once: never again, changed or not
+    assert (
+        wh.LocalWarehouse(tmp_path / "w.duckdb").load_staged(s3, BUCKET, prefixes) == 0
+    )  # nor after a restart
+    assert w.query("SELECT count(*) FROM prediction_feedback")[1] == [(1,)]
+
+
+def test_a_load_reads_the_version_it_listed(s3, tmp_path):
+    """An object put again between the listing and the read is left to the next cycle (its listing names the
+    version it records), and one deleted meanwhile is skipped."""
+    key = "firehose/feedback/moving"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=_ndjson([_feedback("first")]))
+    listed = wh._Listed.of(s3.list_objects_v2(Bucket=BUCKET)["Contents"][0], "prediction_feedback")
+    assert wh._fetch(s3, BUCKET, listed) == _ndjson([_feedback("first")])
+    s3.put_object(Bucket=BUCKET, Key=key, Body=_ndjson([_feedback("second")]))
+    assert wh._fetch(s3, BUCKET, listed) is None
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    assert wh._fetch(s3, BUCKET, listed._replace(etag=None)) is None
+
+
+def test_a_warehouse_file_from_before_object_versions_keeps_its_loaded_objects(s3, tmp_path):
+    """A file whose _staged_objects has no etag / last_modified columns gains them: what it loaded never
+    loads again, and what failed is tried once more (its version is unknown), then not again."""
+    import duckdb
+
+    path = tmp_path / "w.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE _staged_objects (bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR"
+            " NOT NULL, status VARCHAR NOT NULL, rows_loaded INTEGER NOT NULL, loaded_at TIMESTAMP NOT NULL)"
+        )
+        con.execute(
+            "INSERT INTO _staged_objects VALUES"
+            f" ('{BUCKET}', 'firehose/feedback/old-loaded', 'prediction_feedback', 'loaded', 1, now()),"
+            f" ('{BUCKET}', 'firehose/feedback/old-failed', 'prediction_feedback', 'error', 0, now())"
+        )
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/old-loaded", Body=_ndjson([_feedback("loaded")]))
+    s3.put_object(Bucket=BUCKET, Key="firehose/feedback/old-failed", Body=_ndjson([_feedback("fixed")]))
+    w = wh.LocalWarehouse(path)
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 1
+    assert w.query("SELECT request_id FROM prediction_feedback")[1] == [("fixed",)]
+    assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 0
+    assert w.counts()["objects_loaded"] == 2

@@ -5,9 +5,11 @@
   columns matched by name (``COPY ... JSON 'auto'``), gzip-aware. An object is loaded whole or not at all
   (like a COPY with ``MAXERROR 0``, which is what Firehose runs): an object with a bad record is recorded in
   ``stl_load_errors`` (key, line, column, error, the raw line) and in ``_staged_objects`` with status
-  ``error``; its records stay in S3, nothing is dropped silently, and other objects still load. Firehose
-  delivers at least once, so duplicates are expected: read through ``prediction_log_dedup`` and
-  ``prediction_feedback_dedup``.
+  ``error``, and so is one that cannot be read at all (a corrupt or truncated gzip object: one error, with no
+  line); its records stay in S3, nothing is dropped silently, and other objects still load. A failed object
+  is not tried again at every cycle, only once it is put again under its key (another ETag or LastModified):
+  that is how one is replayed. Firehose delivers at least once, so duplicates are expected: read through
+  ``prediction_log_dedup`` and ``prediction_feedback_dedup``.
 - De-duplication happens when a batch loads, not when a query runs. On Redshift the ``*_dedup`` objects are
   the views of schema.sql (``ROW_NUMBER()`` over the whole table at every read). Here they are tables of
   the same name and columns. The loader merges each new batch into them in the transaction that loads it
@@ -44,11 +46,12 @@ import os
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 
@@ -87,14 +90,20 @@ FLUSH_POLL_SECONDS = 0.2
 # minute of 100-row requests at full rate). An object that failed to load is kept, for replay.
 STAGING_RETENTION_SECONDS = 600.0
 
+# _staged_objects: one row per staging key, its latest attempt: status "loaded" (never loaded again) or
+# "error" (tried again once the object changes: another ETag or LastModified than the failed attempt read).
+# etag and last_modified were added later: a file without them gains them (NULL for the rows it has).
 _BOOKKEEPING = (
     """CREATE TABLE IF NOT EXISTS _staged_objects (
         bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR NOT NULL, status VARCHAR NOT NULL,
         rows_loaded INTEGER NOT NULL, loaded_at TIMESTAMP NOT NULL)""",
+    "ALTER TABLE _staged_objects ADD COLUMN IF NOT EXISTS etag VARCHAR",
+    "ALTER TABLE _staged_objects ADD COLUMN IF NOT EXISTS last_modified TIMESTAMP",
     """CREATE TABLE IF NOT EXISTS stl_load_errors (
         bucket VARCHAR NOT NULL, key VARCHAR NOT NULL, table_name VARCHAR NOT NULL, line_number INTEGER,
         colname VARCHAR, err_reason VARCHAR NOT NULL, raw_line VARCHAR, starttime TIMESTAMP NOT NULL)""",
 )
+_STAGED_COLUMNS = "bucket, key, table_name, status, rows_loaded, loaded_at, etag, last_modified"
 # raw table -> (its de-duplicated table, which delivery wins: ORDER BY event_time ASC = first, DESC = latest);
 # the same rule as the views of the same names in schema.sql
 DEDUP = {
@@ -231,22 +240,49 @@ def _loads(text: str) -> Any:
     return _orjson.loads(text) if _orjson is not None else json.loads(text)
 
 
+class ObjectError(ValueError):
+    """A staging object that cannot be read as a whole (a corrupt or truncated gzip object): COPY records it in
+    ``stl_load_errors`` and loads nothing of it."""
+
+
+# A load error: (line number, column, reason, raw line); line number and raw line are None for an error of
+# the object as a whole (``ObjectError``).
+LoadError = tuple[int | None, str | None, str, str | None]
+
+
+def _decompressed(data: bytes) -> bytes:
+    """A staging object's data, gunzipped when it is gzip (COPY's GZIP); ``ObjectError`` when it cannot be
+    (not gzip after all, truncated, a bad checksum): then no record of it can be trusted."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ObjectError(f"cannot decompress the gzip object: {type(exc).__name__}: {exc}") from None
+
+
 def _lines(data: bytes) -> list[str]:
-    """A staging object's records: one per line (COPY's JSON records are newline-separated; a JSON string may
-    hold U+2028 or a form feed, which are not line ends here)."""
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+    """A staging object's records (decompressed already): one per line (COPY's JSON records are
+    newline-separated; a JSON string may hold U+2028 or a form feed, which are not line ends here)."""
     return data.decode("utf-8", errors="replace").split("\n")
 
 
-def parse_object(
-    data: bytes, columns: Sequence[Column]
-) -> tuple[list[tuple], list[tuple[int, str | None, str, str]]]:
-    """A staging object -> (rows in column order, errors as (line number, column, reason, raw line)).
+def parse_object(data: bytes, columns: Sequence[Column]) -> tuple[list[tuple], list[LoadError]]:
+    """A staging object -> (rows in column order, errors as (line number, column, reason, raw line)); an
+    object that cannot be read at all (``ObjectError``) has one error, with no line, and no rows.
 
     The reference for what a record loads as; ``arrow_batch`` takes a faster path to the same values."""
+    try:
+        plain = _decompressed(data)
+    except ObjectError as exc:
+        return [], [(None, None, str(exc), None)]
+    return _parse_records(plain, columns)
+
+
+def _parse_records(data: bytes, columns: Sequence[Column]) -> tuple[list[tuple], list[LoadError]]:
+    """``parse_object`` of an object's decompressed data."""
     rows: list[tuple] = []
-    errors: list[tuple[int, str | None, str, str]] = []
+    errors: list[LoadError] = []
     converters = [(c.name, _converter(c)) for c in columns]
     for n, raw in enumerate(_lines(data), start=1):
         if not raw.strip():
@@ -270,9 +306,11 @@ _ARROW_TYPES = {
     "DOUBLE PRECISION": "float64",
     "TIMESTAMP": "timestamp[us]",
 }
-# the timestamps the fast path takes, one per line (naive ISO 8601, as the proxy writes them): for these,
-# Arrow's cast and ``datetime.fromisoformat`` (``_convert``) agree
-_PLAIN_TIMESTAMPS = re.compile(r"(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*")
+# the timestamps the fast path takes, one per line (naive ISO 8601, as the proxy writes them, years 0001 to
+# 9999, datetime's range): for these, Arrow's cast and ``datetime.fromisoformat`` (``_convert``) agree, and
+# Arrow refuses what is not a date or time (month 13, 23:59:60). Year 0000 is left to ``_convert``, which
+# refuses it: Arrow's cast takes it (DuckDB then holds a 'BC' timestamp that Python cannot read back).
+_PLAIN_TIMESTAMPS = re.compile(r"(?:(?!0000)\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d{1,6})?\n)*")
 
 
 def _fast_column(col: Column, values: list[Any]) -> Any:
@@ -319,7 +357,7 @@ def _fast_column(col: Column, values: list[Any]) -> Any:
     return None  # pragma: no cover - schema parse guards
 
 
-def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[tuple[int, str | None, str, str]]]:
+def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[LoadError]]:
     """A staging object -> (an Arrow table of its rows, errors as ``parse_object`` gives them).
 
     Records as the proxy writes them (compact JSON objects, one per line, lowercase keys, values of the
@@ -328,8 +366,10 @@ def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[tuple
     converting or is wrong) goes through ``parse_object`` itself, which decides every value and error."""
     import pyarrow as pa
 
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+    try:
+        data = _decompressed(data)
+    except ObjectError as exc:
+        return _rows_table([], columns), [(None, None, str(exc), None)]
     fast = None
     if _orjson is not None:
         lines = data.split(b"\n")
@@ -352,7 +392,7 @@ def arrow_batch(data: bytes, columns: Sequence[Column]) -> tuple[Any, list[tuple
                     fast[c.name] = array
     if fast is not None:
         return pa.table(fast), []
-    rows, errors = parse_object(data, columns)
+    rows, errors = _parse_records(data, columns)  # decompressed already
     return _rows_table(rows, columns), errors
 
 
@@ -485,10 +525,10 @@ class LocalWarehouse:
         self.statements = _statements()
         self.columns = table_columns(self.statements)
         self._lock = threading.Lock()  # one writer per process
-        # bucket -> staging key known to be loaded -> when it loaded (None: it failed to load); read from the
-        # file once, then kept up to date by this instance's loads (a key another writer loaded is skipped in
-        # the load's transaction all the same)
-        self._loaded: dict[str, dict[str, datetime | None]] = {}
+        # bucket -> staging key -> its latest attempt (``_Attempt``: loaded, or failed on a version of the
+        # object); read from the file once, then kept up to date by this instance's loads (a key another
+        # writer loaded is skipped in the load's transaction all the same)
+        self._loaded: dict[str, dict[str, _Attempt]] = {}
         self.expired_objects = 0  # staging objects this instance deleted (``retention`` of load_staged)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         dedup_names = {d for d, _ in DEDUP.values()}
@@ -526,22 +566,27 @@ class LocalWarehouse:
     ) -> int:
         """Load every staging object not loaded before; returns the number of rows loaded.
 
+        An object loads whole or not at all. One that cannot be read (a corrupt gzip object) or holds a bad
+        record is recorded in ``stl_load_errors`` and ``_staged_objects`` (status ``error``), and the others
+        load. A failed object is tried again once it changes (put again under its key, with another ETag or
+        LastModified), not at every cycle; a loaded object never loads again.
+
         ``prefixes``: prefix -> table (or prefixes of ``DEFAULT_PREFIXES``). ``retention``: delete the staging
         objects that loaded more than this many seconds ago (``STAGING_RETENTION_SECONDS``); None keeps them."""
         mapping = (
             dict(prefixes) if isinstance(prefixes, Mapping) else {p: DEFAULT_PREFIXES[p] for p in prefixes}
         )
-        listed: list[tuple[str, str, int]] = []
+        listed: list[_Listed] = []
         for prefix, table in mapping.items():
             paginator = s3_client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                listed.extend((obj["Key"], table, obj.get("Size", 0)) for obj in page.get("Contents", []))
+                listed.extend(_Listed.of(obj, table) for obj in page.get("Contents", []))
         if not listed:
             return 0
         done = self._loaded_keys(bucket, lock_wait)
         if retention is not None:
-            self._expire(s3_client, bucket, [key for key, _, _ in listed], done, retention)
-        todo = [item for item in sorted(listed) if item[0] not in done]
+            self._expire(s3_client, bucket, [item.key for item in listed], done, retention)
+        todo = [item for item in sorted(listed, key=lambda i: i.key) if _to_load(done.get(item.key), item)]
         loaded = 0
         # Fetch and parse outside the file lock (S3 reads are the slow part), then write the parsed objects
         # in one short transaction, so readers wait milliseconds, not the whole cycle; a transaction takes
@@ -549,16 +594,23 @@ class LocalWarehouse:
         # however much waited to load.
         for chunk in _chunks(todo, LOAD_CHUNK_BYTES):
             parsed = []
-            for key, table, _size in chunk:
-                data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                batch, errors = arrow_batch(data, self.columns[table])
+            for item in chunk:
+                data = _fetch(s3_client, bucket, item)
+                if data is None:  # changed or gone since the listing: the next cycle lists it again
+                    continue
+                try:
+                    batch, errors = arrow_batch(data, self.columns[item.table])
+                except Exception as exc:  # noqa: BLE001 - the object's: recorded, and the others load
+                    reason = f"cannot read the object: {type(exc).__name__}: {exc}"
+                    batch, errors = None, [(None, None, reason, None)]
                 del data
-                parsed.append((key, table, batch, errors))
-            with self._write(lock_wait) as con:
-                loaded += self._load_parsed(con, bucket, parsed)
+                parsed.append((item.key, item.table, batch, errors, item))
+            if parsed:
+                with self._write(lock_wait) as con:
+                    loaded += self._load_parsed(con, bucket, parsed)
         return loaded
 
-    def _loaded_keys(self, bucket: str, lock_wait: float | None) -> dict[str, datetime | None]:
+    def _loaded_keys(self, bucket: str, lock_wait: float | None) -> dict[str, _Attempt]:
         if bucket not in self._loaded:
             with self._write(lock_wait) as con:
                 self._loaded[bucket] = _read_loaded(con, bucket)
@@ -569,12 +621,18 @@ class LocalWarehouse:
         s3_client: Any,
         bucket: str,
         keys: list[str],
-        done: Mapping[str, datetime | None],
+        done: Mapping[str, _Attempt],
         retention: float,
     ) -> None:
         """Delete the listed staging objects that loaded more than ``retention`` seconds ago."""
         cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=retention)
-        old = [key for key in keys if (loaded_at := done.get(key)) is not None and loaded_at < cutoff]
+        old = [
+            key
+            for key in keys
+            if (attempt := done.get(key)) is not None
+            and attempt.loaded_at is not None
+            and attempt.loaded_at < cutoff
+        ]
         for i in range(0, len(old), 1000):  # DeleteObjects takes up to 1,000 keys
             s3_client.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": key} for key in old[i : i + 1000]], "Quiet": True}
@@ -582,27 +640,33 @@ class LocalWarehouse:
         self.expired_objects += len(old)
 
     def _load_parsed(
-        self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, Any, list]]
+        self, con: duckdb.DuckDBPyConnection, bucket: str, parsed: list[tuple[str, str, Any, list, _Listed]]
     ) -> int:
         """Insert the good objects' rows (table by table) and record every object, in one transaction; an
-        object with a bad record loads nothing and its errors go to ``stl_load_errors`` (COPY MAXERROR 0)."""
+        object with a bad record, or one that could not be read, loads nothing and its errors go to
+        ``stl_load_errors`` (COPY MAXERROR 0). An object tried again replaces its earlier attempt's row in
+        ``_staged_objects``; ``stl_load_errors`` keeps every attempt's errors, as Redshift's does."""
         now = datetime.now(UTC).replace(tzinfo=None)
         done = _read_loaded(con, bucket)
         self._loaded[bucket] = dict(done)
         by_table: dict[str, list[Any]] = {}
-        bookkeeping, error_rows = [], []
+        bookkeeping, error_rows, retried = [], [], []
         total = 0
-        for key, table, batch, errors in parsed:
-            if key in done:
+        for key, table, batch, errors, item in parsed:
+            if not _to_load(done.get(key), item):  # another writer did it meanwhile
                 continue
+            if key in done:
+                retried.append((bucket, key))
             if errors:
                 error_rows.extend(
                     (bucket, key, table, n, col, reason, raw, now) for n, col, reason, raw in errors
                 )
-                bookkeeping.append([bucket, key, table, "error", 0, now])
+                bookkeeping.append((bucket, key, table, "error", 0, now, item.etag, item.last_modified))
             else:
                 by_table.setdefault(table, []).append(batch)
-                bookkeeping.append([bucket, key, table, "loaded", batch.num_rows, now])
+                bookkeeping.append(
+                    (bucket, key, table, "loaded", batch.num_rows, now, item.etag, item.last_modified)
+                )
                 total += batch.num_rows
         if not bookkeeping:
             return 0
@@ -612,12 +676,17 @@ class LocalWarehouse:
                 _insert_batch(con, table, self.columns[table], batches)
             if error_rows:
                 con.executemany("INSERT INTO stl_load_errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", error_rows)
-            con.executemany("INSERT INTO _staged_objects VALUES (?, ?, ?, ?, ?, ?)", bookkeeping)
+            if retried:
+                con.executemany("DELETE FROM _staged_objects WHERE bucket = ? AND key = ?", retried)
+            con.executemany(
+                f"INSERT INTO _staged_objects ({_STAGED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                bookkeeping,
+            )
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
-        self._loaded[bucket].update((b[1], now if b[3] == "loaded" else None) for b in bookkeeping)
+        self._loaded[bucket].update((b[1], _Attempt.of(*b[3:])) for b in bookkeeping)
         return total
 
     def counts(self) -> dict[str, int]:
@@ -642,10 +711,13 @@ class LocalWarehouse:
         return query(self.path, sql, params, timeout=self.lock_wait)
 
 
-def _chunks(items: list[tuple[str, str, int]], limit: int) -> Iterator[list[tuple[str, str, int]]]:
-    """``(key, table, size)`` items in order, in consecutive groups of at most ``limit`` bytes (an item
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
+
+
+def _chunks(items: list[_Item], limit: int) -> Iterator[list[_Item]]:
+    """``(key, table, size, ...)`` items in order, in consecutive groups of at most ``limit`` bytes (an item
     larger than that makes a group of its own)."""
-    group: list[tuple[str, str, int]] = []
+    group: list[_Item] = []
     total = 0
     for item in items:
         if group and total + item[2] > limit:
@@ -657,12 +729,69 @@ def _chunks(items: list[tuple[str, str, int]], limit: int) -> Iterator[list[tupl
         yield group
 
 
-def _read_loaded(con: duckdb.DuckDBPyConnection, bucket: str) -> dict[str, datetime | None]:
-    """Staging key -> when it loaded (None: it failed to load), from the file."""
+class _Listed(NamedTuple):
+    """A staging object as the listing shows it: the version a load reads (``_fetch``) and records."""
+
+    key: str
+    table: str
+    size: int
+    etag: str | None
+    last_modified: datetime | None  # naive UTC
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], table: str) -> _Listed:
+        modified = obj.get("LastModified")
+        if isinstance(modified, datetime):
+            modified = modified.astimezone(UTC).replace(tzinfo=None) if modified.tzinfo else modified
+        return cls(obj["Key"], table, int(obj.get("Size", 0)), obj.get("ETag"), modified)
+
+
+class _Attempt(NamedTuple):
+    """A staging key's latest load attempt (a row of ``_staged_objects``)."""
+
+    loaded_at: datetime | None  # when it loaded; None: it failed
+    etag: str | None  # the version that failed (or loaded)
+    last_modified: datetime | None
+
+    @classmethod
+    def of(
+        cls, status: str, _rows: int, at: datetime, etag: str | None, modified: datetime | None
+    ) -> _Attempt:
+        return cls(at if status == "loaded" else None, etag, modified)
+
+
+def _to_load(attempt: _Attempt | None, item: _Listed) -> bool:
+    """Whether a listed object is to be loaded: never tried, or failed on another version of it (put again
+    under its key since: another ETag or LastModified). A loaded key never loads again."""
+    if attempt is None:
+        return True
+    if attempt.loaded_at is not None:
+        return False
+    return (attempt.etag, attempt.last_modified) != (item.etag, item.last_modified)
+
+
+def _fetch(s3_client: Any, bucket: str, item: _Listed) -> bytes | None:
+    """The object's data, of the version listed (its ETag); None if it changed or went since the listing."""
+    from botocore.exceptions import ClientError
+
+    kwargs = {"IfMatch": item.etag} if item.etag else {}
+    try:
+        data: bytes = s3_client.get_object(Bucket=bucket, Key=item.key, **kwargs)["Body"].read()
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("NoSuchKey", "404", "PreconditionFailed", "412"):
+            return None
+        raise
+    return data
+
+
+def _read_loaded(con: duckdb.DuckDBPyConnection, bucket: str) -> dict[str, _Attempt]:
+    """Staging key -> its latest load attempt, from the file."""
     rows = con.execute(
-        "SELECT key, status, loaded_at FROM _staged_objects WHERE bucket = ?", [bucket]
+        "SELECT key, status, rows_loaded, loaded_at, etag, last_modified FROM _staged_objects WHERE bucket = ?",
+        [bucket],
     ).fetchall()
-    return {key: loaded_at if status == "loaded" else None for key, status, loaded_at in rows}
+    return {key: _Attempt.of(*rest) for key, *rest in rows}
 
 
 def _insert_batch(
