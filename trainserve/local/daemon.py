@@ -10,8 +10,12 @@ Runs in the foreground (``trainserve local start`` spawns it detached, its outpu
 4. starts the components in order: the runtime, the approval watcher, then ``EXTRA_COMPONENTS``;
 5. writes ``local.json`` (only once everything is up) and, every ``STATUS_INTERVAL`` seconds,
    ``status.json`` (``{"updated_at", "pid", "components": {name: status()}}``);
-6. on SIGTERM / SIGINT stops the components in reverse order (model servers included), stops moto and
-   removes ``local.json`` and ``status.json``.
+6. on SIGTERM / SIGINT stops gracefully: first the prediction API (``STOP_FIRST``: it stops taking
+   connections and delivers the prediction logs its proxy holds to the local Firehose), then the other
+   components in reverse order (the warehouse's stop loads everything staged, in at most
+   ``warehouse.FINAL_LOAD_SECONDS``, and logs what it could not load; the model servers stop with the
+   runtime), logs how many prediction log records went to the log fallback instead, then stops moto (the
+   local Firehose's buffer and S3 are in its memory) and removes ``local.json`` and ``status.json``.
 
 Ports: AWS 4566, runtime 4567, API 4568; ``TRAINSERVE_PORT_BASE=N`` gives N, N+1, N+2; a port argument of 0
 picks a free port (below the ephemeral range, ``ports``). A port already in use ends the daemon at once with
@@ -55,6 +59,11 @@ EXTRA_COMPONENTS = (
 # True: a missing module or a failing start of an extra component stops the daemon's start (False would only
 # log it and show it in the status).
 STRICT_EXTRAS = True
+# Components stopped first, before the others in reverse order of their start: those that take requests. The
+# API's stop ends serving and delivers the prediction logs its proxy still buffers to the local Firehose; the
+# warehouse, stopped after it, then loads them (in reverse order it would stop first, and they would be lost
+# with moto's memory).
+STOP_FIRST = ("api",)
 
 log = logging.getLogger("trainserve.local")
 
@@ -319,6 +328,12 @@ class Daemon:
         except OSError as exc:
             log.warning("could not write %s: %s", self.status_file, exc)
 
+    def stop_order(self) -> list[Any]:
+        """The components as ``stop`` stops them: those named in ``STOP_FIRST``, then the others in reverse
+        order of their start."""
+        first = [c for c in self.components if getattr(c, "name", None) in STOP_FIRST]
+        return first + [c for c in reversed(self.components) if c not in first]
+
     def run(self) -> None:
         while not self._stop.wait(STATUS_INTERVAL):
             self.write_status()
@@ -327,12 +342,16 @@ class Daemon:
         self._stop.set()
 
     def stop(self) -> None:
-        for component in reversed(self.components):
+        """Stop the local cloud: the components in ``stop_order`` (the API first, so what it answered reaches
+        the warehouse's final load), then moto; a component that fails to stop does not keep the others up."""
+        for component in self.stop_order():
             log.info("stopping component %s", component.name)
             try:
                 component.stop()
             except Exception:  # keep stopping the others: their processes must not outlive the daemon
                 log.exception("component %s failed to stop cleanly", component.name)
+        if self.components:
+            _log_undelivered()  # once nothing answers any more
         self.components.clear()
         if self._moto is not None:
             with contextlib.suppress(Exception):
@@ -347,6 +366,26 @@ class Daemon:
                 if path == self.status_file or json.loads(path.read_text()).get("pid") == os.getpid():
                     path.unlink()
         log.info("local cloud stopped")
+
+
+def _log_undelivered() -> None:
+    """Once the components have stopped: say how many prediction log records this process's proxies never
+    delivered to Firehose (they went to the log fallback: lines with ``"undelivered_log_record": true`` in
+    this log, not in the warehouse)."""
+    try:
+        import prediction_log  # lambdas/proxy/ (on sys.path via trainserve)
+
+        counts = prediction_log.undelivered_counts()
+    except Exception:  # noqa: BLE001 - nothing to report without the proxy's module
+        return
+    total = sum(counts.values())
+    if total:
+        log.warning(
+            "%d prediction log record(s) since the start went to the log fallback instead of Firehose (%s): "
+            'they are not in the warehouse; each is a line with "undelivered_log_record": true in this log',
+            total,
+            ", ".join(f"{stream}: {n}" for stream, n in sorted(counts.items())),
+        )
 
 
 def _wait_for_moto(ctx: Any, timeout: float = 20.0) -> None:

@@ -32,7 +32,9 @@ a tenth of the last second): then it waits for a quiet moment, at most 60 s afte
 (``LOAD_MAX_DELAY_SECONDS``, Firehose's buffer interval on AWS), so a saturating load keeps both CPUs for the
 API. Code that needs everything answered so far in the warehouse (``benchmarks/prediction_logging.py``) calls
 ``request_flush(state_dir)``, which never waits for the API: it returns once the loader confirms a load made
-after the request.
+after the request. The component's stop makes a final load (the daemon stops the API first), since moto's
+Firehose buffer and staging bucket end with the local cloud: at most ``FINAL_LOAD_SECONDS``, and the log
+names any staging object left unloaded or failed.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ FLUSH_POLL_SECONDS = 0.2
 # are in the warehouse by then, and staging objects would otherwise pile up in the local cloud (about 1 GB a
 # minute of 100-row requests at full rate). An object that failed to load is kept, for replay.
 STAGING_RETENTION_SECONDS = 600.0
+# The most the loader's stop waits for its final load (``WarehouseComponent.stop``): moto keeps the local
+# Firehose's buffer and the staging bucket in memory, so what is not loaded by then ends with the local cloud
+# (the log names it). About 12 µs a log record: some 2 million records, more than a minute of the API's full
+# rate, which is the most that waits for a load (``LOAD_MAX_DELAY_SECONDS``).
+FINAL_LOAD_SECONDS = 30.0
 
 # _staged_objects: one row per staging key, its latest attempt: status "loaded" (never loaded again) or
 # "error" (tried again once the object changes: another ETag or LastModified than the failed attempt read).
@@ -887,12 +894,16 @@ class LoaderProcess:
         prefixes: Mapping[str, str],
         lock_wait: float | None,
         retention: float | None = None,
+        timeout: float | None = None,
     ) -> int:
+        """Load in the child process; ``timeout`` (default ``self.timeout``): the most to wait for its answer,
+        after which the child is ended (a transaction it had begun rolls back: nothing is half-loaded)."""
+        timeout = self.timeout if timeout is None else timeout
         self._ensure()
         self._conn.send(("load", bucket, dict(prefixes), lock_wait, retention))
-        if not self._conn.poll(self.timeout):
-            self.stop()  # a stuck loader is replaced on the next cycle
-            raise TimeoutError(f"the warehouse loader did not answer within {self.timeout:.0f} s")
+        if not self._conn.poll(max(0.0, timeout)):
+            self.stop(timeout=1.0)  # busy: it would not read the request to end; replaced on the next cycle
+            raise TimeoutError(f"the warehouse loader did not answer within {timeout:.0f} s")
         try:
             status, value = self._conn.recv()
         except EOFError:
@@ -902,10 +913,10 @@ class LoaderProcess:
             raise RuntimeError(value)
         return int(value)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         from trainserve.local import child_process
 
-        child_process.stop(self._proc, self._conn)
+        child_process.stop(self._proc, self._conn, timeout)
         self._proc = self._conn = None
 
 
@@ -914,7 +925,9 @@ class WarehouseComponent:
     loader thread that, every ~2 s, has the local Firehose turn its buffer into staging objects (the
     control plane: moto's process in the daemon) and the loader process (``LoaderProcess``) load them into
     DuckDB. While the prediction API is busy (``ctx.api_activity``), a periodic load waits for it to go
-    quiet, for at most ``max_delay`` seconds after the last load (``LOAD_MAX_DELAY_SECONDS``)."""
+    quiet, for at most ``max_delay`` seconds after the last load (``LOAD_MAX_DELAY_SECONDS``). Its ``stop``
+    makes a final load of everything answered so far, for at most ``final_load_timeout`` seconds
+    (``FINAL_LOAD_SECONDS``), and logs what it could not load."""
 
     name = "warehouse"
 
@@ -923,10 +936,12 @@ class WarehouseComponent:
         interval: float = LOAD_INTERVAL_SECONDS,
         staging_retention: float = STAGING_RETENTION_SECONDS,
         max_delay: float = LOAD_MAX_DELAY_SECONDS,
+        final_load_timeout: float = FINAL_LOAD_SECONDS,
     ):
         self.interval = interval
         self.staging_retention = staging_retention
         self.max_delay = max_delay
+        self.final_load_timeout = final_load_timeout
         self._activity: Any = None  # the API's BusyMeter
         self._busy_samples: collections.deque[tuple[float, float]] = collections.deque()
         self._waiting_since: float | None = None  # a due load is waiting for the API to go quiet since
@@ -982,17 +997,22 @@ class WarehouseComponent:
                 },
             )
 
-    def load_now(self, lock_wait: float | None = None) -> int:
-        """Load new staging objects at once (the loader thread does this every ``interval`` seconds)."""
+    def _prefixes(self) -> dict[str, str]:
+        return {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
+
+    def load_now(self, lock_wait: float | None = None, timeout: float | None = None) -> int:
+        """Load new staging objects at once (the loader thread does this every ``interval`` seconds);
+        ``timeout``: the most to wait for the loader process (default ``LoaderProcess.timeout``)."""
         assert self.warehouse is not None and self._ctx is not None, "start() first"
-        prefixes = {prefix: table for prefix, table in _firehose_streams(self._ctx.names).values()}
         with self._load_lock:
             import background_delivery  # lambdas/proxy/: the prediction API's senders, in this process
 
             background_delivery.drain_all(timeout=lock_wait or 1.0)  # answered predictions reach Firehose
             self._control.flush_firehose()  # the local Firehose's buffer becomes staging objects (as its hints do)
             assert self._loader is not None
-            n = self._loader.load(self._ctx.names.staging_bucket, prefixes, lock_wait, self.staging_retention)
+            n = self._loader.load(
+                self._ctx.names.staging_bucket, self._prefixes(), lock_wait, self.staging_retention, timeout
+            )
             self._rows_loaded += n
             self._last_load = time.time()
             return n
@@ -1046,12 +1066,111 @@ class WarehouseComponent:
             self._stop.wait(FLUSH_POLL_SECONDS)
 
     def stop(self) -> None:
+        """Stop loading, after a final load: moto keeps the local Firehose's buffer and the staging bucket in
+        memory, so whatever the warehouse does not hold when the local cloud stops is gone. The daemon stops
+        the API before this (``daemon.STOP_FIRST``), so everything it answered is in Firehose by now. The
+        final load (Firehose's buffer flushed, every staged object loaded) takes at most
+        ``final_load_timeout`` seconds, a periodic load still running included; the log says what it loaded
+        and names what it could not (``_log_left_behind``)."""
         self._stop.set()
+        deadline = time.monotonic() + self.final_load_timeout
+        idle = True
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=self.final_load_timeout)
+            idle = not self._thread.is_alive()
             self._thread = None
-        if self._loader is not None:
-            self._loader.stop()
+        try:
+            if self._ctx is not None and self._loader is not None:
+                self._final_load(deadline if idle else None)
+        finally:
+            if self._loader is not None:
+                self._loader.stop()
+
+    def _final_load(self, deadline: float | None) -> None:
+        """The stop's last load, by ``deadline`` (None: a periodic load is still running past it, so none);
+        one line in the log when it loaded rows, and a warning for what it failed at or left behind."""
+        log = self._ctx.log
+        started = time.monotonic()
+        loaded: int | None = None
+        try:
+            if deadline is None:
+                raise TimeoutError(
+                    f"a load still running after {self.final_load_timeout:.0f} s kept the final load from starting"
+                )
+            left = max(0.0, deadline - started)
+            loaded = self.load_now(lock_wait=min(LOCK_WAIT_SECONDS, left), timeout=left)
+            self._last_error = None
+        except Exception as exc:  # noqa: BLE001 - the stop goes on; the log says what is lost
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "warehouse: the final load before the stop failed after %.1f s: %s",
+                time.monotonic() - started,
+                self._last_error,
+            )
+        complete = self._log_left_behind()
+        if loaded:
+            log.info(
+                "warehouse: the final load before the stop took %d row(s) in %.1f s%s",
+                loaded,
+                time.monotonic() - started,
+                "; every staged object is loaded" if complete else "",
+            )
+
+    def left_behind(self) -> tuple[list[_Listed], list[_Listed]]:
+        """The staging objects not in the warehouse: (never loaded, failed to load), from the staging bucket's
+        listing and the warehouse's ``_staged_objects``."""
+        assert self._ctx is not None and self.warehouse is not None, "start() first"
+        bucket = self._ctx.names.staging_bucket
+        listed: list[_Listed] = []
+        for prefix, table in self._prefixes().items():
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                listed.extend(_Listed.of(obj, table) for obj in page.get("Contents", []))
+        with connect_read(self.warehouse.path, timeout=min(LOCK_WAIT_SECONDS, 2.0)) as con:
+            attempts = _read_loaded(con, bucket)
+        not_loaded = [item for item in listed if _to_load(attempts.get(item.key), item)]
+        failed = [
+            item
+            for item in listed
+            if (attempt := attempts.get(item.key)) is not None
+            and attempt.loaded_at is None
+            and not _to_load(attempt, item)
+        ]
+        return not_loaded, failed
+
+    def _log_left_behind(self, shown: int = 20) -> bool:
+        """Log the staging objects the warehouse does not hold as the local cloud stops (moto's S3 ends with
+        it): those never loaded, and those that failed to load (``stl_load_errors`` says why). True when
+        there are none."""
+        log = self._ctx.log
+        bucket = self._ctx.names.staging_bucket
+        try:
+            not_loaded, failed = self.left_behind()
+        except Exception as exc:  # noqa: BLE001 - the stop goes on
+            log.warning("warehouse: cannot tell which staging objects are not loaded: %s", exc)
+            return False
+
+        def keys(items: list[_Listed]) -> str:
+            more = f" and {len(items) - shown} more" if len(items) > shown else ""
+            return ", ".join(item.key for item in items[:shown]) + more
+
+        if not_loaded:
+            log.warning(
+                "warehouse: %d staging object(s) (%d bytes) in s3://%s were not loaded and end with the local "
+                "cloud (moto keeps S3 in memory): %s",
+                len(not_loaded),
+                sum(item.size for item in not_loaded),
+                bucket,
+                keys(not_loaded),
+            )
+        if failed:
+            log.warning(
+                "warehouse: %d staging object(s) in s3://%s failed to load (stl_load_errors says why) and end "
+                "with the local cloud: %s",
+                len(failed),
+                bucket,
+                keys(failed),
+            )
+        return not not_loaded and not failed
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
