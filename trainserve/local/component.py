@@ -1,7 +1,8 @@
 """The pieces the local cloud daemon runs, and what each is given.
 
 The daemon (``trainserve.local.daemon``) starts moto first (in its own process, ``control_plane``), creates the project's base resources, then
-starts each component in order with a ``LocalContext`` and stops them in reverse order. A component is a
+starts each component in order with a ``LocalContext`` and stops the API first (``daemon.STOP_FIRST``),
+then the others in reverse order (the warehouse's stop makes a final load). A component is a
 small object with ``name``, ``start(ctx)``, ``stop()`` and ``status() -> dict`` (shown by
 ``trainserve local status``; a ``"alarms"`` list there is shown as breached alarms).
 
