@@ -50,7 +50,12 @@ ENVIRONMENTS = ("dev", "prod")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+# EventBridge Scheduler: rate(N unit) with N >= 1, or cron() with its six fields (minutes hours day-of-month
+# month day-of-week year); anything else would pass synth and fail the deployment.
+_SCHEDULE = re.compile(
+    r"^(rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\)"
+    r"|cron\([0-9A-Za-z*?,/#-]+( [0-9A-Za-z*?,/#-]+){5}\))$"
+)
 # A guarded (blue/green) endpoint update waits guardrail_wait_seconds after each traffic shift and once more
 # before the old fleet goes; its MaximumExecutionTimeoutInSeconds (that waiting plus time for the new fleet)
 # must fit in SageMaker's 28800 s. The release controller computes it (release_planner.TRAFFIC_SHIFTS,
@@ -167,7 +172,7 @@ FIELDS: tuple[Field, ...] = (
         "training_schedule",
         None,
         (str, type(None)),
-        "null, rate(N unit) or cron(...)",
+        "null, rate(N unit) with N >= 1, or cron(...) with 6 fields",
         _opt(_SCHEDULE),
         "Optional EventBridge Scheduler expression that starts the pipeline.",
     ),
