@@ -4,7 +4,7 @@ This module is plain Python (no CDK import) so that the CLI and the local cloud 
 configuration, with the same validation, as ``cdk synth`` does.
 
 Every key, its default and its allowed values are listed in ``FIELDS``; the README's configuration
-reference is generated from the same table (``trainserve config``).
+reference lists the same (``tests/test_readme.py`` checks every key's row and default against ``FIELDS``).
 """
 
 from __future__ import annotations
