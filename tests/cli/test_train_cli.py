@@ -48,7 +48,7 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     target = _target(moto_url, project_name="gate-test", quality_threshold=0.999)
     _buckets(target)
     _use(monkeypatch, target)
-    weak = ["--hp", "n_estimators=1", "--hp", "max_depth=1", "--hp", "learning-rate=0.01"]
+    weak = ["--hp", "n_estimators=1", "--hp", "max_depth=1", "--hp", "learning-rate=0.01", "--hp", "C=0.5"]
     result = CliRunner().invoke(
         training_cmd.train,
         ["--local", "--estimator", "gradient_boosting", *weak, "--json"],
@@ -58,6 +58,9 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     out = json.loads(result.stdout)
     assert out["registered"] is False and out["status"] == "not_registered"
     assert out["estimator"] == "gradient_boosting"
+    # C is logistic regression's: named in a warning, not listed as a hyperparameter of this model
+    assert "warning: gradient_boosting ignores --hp C=0.5" in " ".join(result.stderr.split())
+    assert set(out["hyperparameters"]) == {"n_estimators", "max_depth", "learning_rate", "random_state"}
     assert out["hyperparameters"]["n_estimators"] == 1 and out["hyperparameters"]["learning_rate"] == 0.01
     assert out["quality_threshold"] == 0.999 and out["quality_value"] < 0.999
     assert out["reason"].startswith("not registered: roc_auc 0.")
@@ -69,7 +72,10 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     result = CliRunner().invoke(training_cmd.train, ["--local", "--estimator", "gradient_boosting", *weak])
     assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED
     assert "estimator gradient_boosting" in result.stdout and "not registered: roc_auc" in result.stdout
-    assert "Upload" in result.stderr and "estimator" not in result.stderr
+    assert "Upload" in result.stderr and "estimator gradient_boosting" not in result.stderr
+    assert "(n_estimators=1, max_depth=1, learning_rate=0.01, random_state=42)" in " ".join(
+        result.stdout.split()
+    )
     sm = target.client("sagemaker")
     group = target.names.model_package_group
     groups = sm.list_model_package_groups()["ModelPackageGroupSummaryList"]
@@ -424,3 +430,133 @@ def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
         assert out["status"] == "Failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
         assert out["pipeline_execution_arn"] and [s["name"] for s in out["steps"]] == ["Preprocess", "Train"]
         assert "pipeline execution Failed" in " ".join(result.stderr.split())
+
+
+def test_train_aws_warns_of_hyperparameters_the_estimator_ignores(monkeypatch, tmp_path):
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        _buckets(target)
+        _create_pipeline(boto3.client("sagemaker", region_name=TEST_REGION), target)
+        (tmp_path / "d.csv").write_text("a,target\n1,0\n")
+        result = CliRunner().invoke(
+            training_cmd.train,
+            [
+                "--aws",
+                "--estimator",
+                "random_forest",
+                "--hp",
+                "C=0.5",
+                "--hp",
+                "max-iter=50",
+                "--hp",
+                "n_estimators=30",
+                "--data",
+                str(tmp_path),
+                "--json",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert (
+            "warning: random_forest ignores --hp C=0.5, --hp max-iter=50 "
+            "(it uses n_estimators, max_depth, random_state)" in " ".join(result.stderr.split())
+        )
+        params = {p["Name"]: p["Value"] for p in json.loads(result.stdout)["parameters"]}
+        assert params["NEstimators"] == "30" and "C" not in params and "MaxIter" not in params
+
+
+def test_no_warning_for_hyperparameters_the_default_estimator_uses(monkeypatch, tmp_path):
+    with mock_aws():
+        target = _target(None, mode="aws", estimator="logistic_regression")
+        _use(monkeypatch, target)
+        _create_pipeline(boto3.client("sagemaker", region_name=TEST_REGION), target)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--hp", "C=0.5", "--json"])
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.stderr
+        assert {p["Name"]: p["Value"] for p in json.loads(result.stdout)["parameters"]} == {"C": "0.5"}
+
+
+class _MissesTheGate(_FailsInTrain):
+    """As ``_FailsInTrain``, but the execution ended in the quality gate's Fail step."""
+
+    REASON = "not registered: roc_auc 0.81 < threshold 0.9"
+
+    def get_paginator(self, name):
+        assert name == "list_pipeline_execution_steps"
+        steps = [
+            {"StepName": n, "StepType": t, "StepStatus": "Succeeded"}
+            for n, t in (
+                ("Preprocess", "Processing"),
+                ("Train", "Training"),
+                ("Evaluate", "Processing"),
+                ("CheckQuality", "Condition"),
+            )
+        ]
+        steps.append(
+            {
+                "StepName": training_cmd.QUALITY_GATE_FAIL_STEP,
+                "StepType": "Fail",
+                "StepStatus": "Failed",
+                "FailureReason": self.REASON,
+            }
+        )
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def test_the_gate_fail_step_name_is_the_pipelines():
+    definition = json.dumps(_definition_for_names())
+    assert f'"Name": "{training_cmd.QUALITY_GATE_FAIL_STEP}", "Type": "Fail"' in definition
+
+
+def _definition_for_names() -> dict:
+    return build_pipeline_definition(
+        role_arn="arn:aws:iam::123456789012:role/p",
+        model_package_group_name="g",
+        training_image_uri="img",
+        inference_image_uri="img",
+        code={
+            k: f"s3://code/{k}" for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
+        },
+        artifacts_s3_prefix="s3://artifacts/pipeline",
+        kms_key_id="",
+        defaults={
+            "input_data_uri": "s3://data/input/",
+            "training_instance_type": "ml.m5.large",
+            "processing_instance_type": "ml.t3.medium",
+            "estimator": "logistic_regression",
+            "quality_metric": "roc_auc",
+            "quality_threshold": 0.9,
+        },
+    )
+
+
+def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
+    with mock_aws():
+        target = _target(None, mode="aws", estimator="random_forest", quality_metric="roc_auc")
+        _use(monkeypatch, target)
+        sm = _MissesTheGate(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        real_client = Target.client
+        monkeypatch.setattr(
+            Target,
+            "client",
+            lambda self, service: sm if service == "sagemaker" else real_client(self, service),
+        )
+        args = ["--aws", "--wait", "--hp", "n_estimators=5", "--hp", "C=2"]
+        result = CliRunner().invoke(training_cmd.train, [*args, "--json"])
+        assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
+        out = json.loads(result.stdout)
+        assert out["status"] == "not_registered" and out["registered"] is False
+        assert out["reason"] == _MissesTheGate.REASON and out["estimator"] == "random_forest"
+        assert out["quality_metric"] == "roc_auc" and out["hyperparameters"] == {"n_estimators": "5"}
+        assert out["model_package_arn"] is None and "error" not in out
+        assert "pipeline execution Failed" not in result.stderr
+
+        text = CliRunner().invoke(training_cmd.train, args)
+        assert text.exit_code == training_cmd.EXIT_NOT_REGISTERED
+        assert _MissesTheGate.REASON in text.stdout

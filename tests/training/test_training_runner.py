@@ -136,18 +136,60 @@ def test_bad_training_data_fails_the_preprocess_step_naming_the_column(moto_url,
     assert (tmp_path / "work" / "Preprocess.log").exists()  # the step's log is kept for the operator
 
 
-def test_a_failed_upload_leaves_no_work_folder_behind(moto_url, tmp_path, monkeypatch):
-    """No step ran, so there is no log to keep: the run's own temporary folder goes (a step's failure keeps it,
-    above)."""
+def _own_work_dir(monkeypatch, tmp_path):
+    """The folder the run creates for itself (``tempfile.mkdtemp``), at a known place."""
     import tempfile
 
     work = tmp_path / "own-work"
     monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": str(work.mkdir() or work))
+    return work
+
+
+def test_a_failed_upload_leaves_no_work_folder_behind(moto_url, tmp_path, monkeypatch):
+    """No step ran, so there is no log to keep: the run's own temporary folder goes."""
+    work = _own_work_dir(monkeypatch, tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainingError) as err:
         run_local_training(_target(moto_url), data_dir_or_uri=tmp_path / "empty")
-    assert err.value.step == "Upload" and "no CSV files" in str(err.value)
+    assert err.value.step == "Upload"
+    assert (
+        str(err.value)
+        == f"step Upload failed: no CSV files in {tmp_path / 'empty'} (only files ending in .csv are read)"
+    )
     assert not work.exists()
+
+
+def test_a_data_file_that_is_not_csv_is_named_as_given(moto_url, tmp_path, monkeypatch):
+    work = _own_work_dir(monkeypatch, tmp_path)
+    data = tmp_path / "data.xlsx"
+    data.write_bytes(b"PK\x03\x04")
+    with pytest.raises(TrainingError) as err:
+        run_local_training(_target(moto_url), data_dir_or_uri=str(data))
+    assert err.value.detail == f"training data {data} is not a .csv file (only files ending in .csv are read)"
+    assert "input-file" not in str(err.value) and not work.exists()
+
+
+def test_nothing_at_the_s3_uri_leaves_no_work_folder(moto_url, tmp_path, monkeypatch):
+    """The Preprocess step fails before its script runs (no log): nothing is kept, not even the code built."""
+    target = _target(moto_url)
+    work = _own_work_dir(monkeypatch, tmp_path)
+    uri = f"s3://{target.names.data_bucket}/nope"
+    with pytest.raises(TrainingError) as err:
+        run_local_training(target, data_dir_or_uri=uri)
+    assert err.value.step == "Preprocess" and err.value.detail == f"nothing at {uri}"
+    assert not work.exists()
+
+
+def test_a_failed_step_keeps_only_its_logs_and_names_them(moto_url, tmp_path, monkeypatch):
+    work = _own_work_dir(monkeypatch, tmp_path)
+    data = tmp_path / "bad.csv"
+    data.write_text("a,b,target\n1,2,0\n3,x,1\n")
+    with pytest.raises(TrainingError) as err:
+        run_local_training(_target(moto_url), data_dir_or_uri=str(data))
+    assert err.value.step == "Preprocess"
+    assert f"(log: {work / 'Preprocess.log'})" in str(err.value)
+    assert sorted(p.name for p in work.iterdir()) == ["Preprocess.log"]  # no data copy, no code build
+    assert "bad.csv, line 3: feature column 'b'" in (work / "Preprocess.log").read_text()
 
 
 def test_unknown_hyperparameter_fails_before_running(moto_url):

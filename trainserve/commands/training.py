@@ -18,11 +18,7 @@ from trainserve.console import UserError, console, err_console, print_json, tabl
 EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the quality gate
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 POLL_SECONDS = 10.0
-RELEVANT_HYPERPARAMETERS = {  # what train.py uses per estimator (shown after a local run)
-    "logistic_regression": ("C", "max_iter", "random_state"),
-    "random_forest": ("n_estimators", "max_depth", "random_state"),
-    "gradient_boosting": ("n_estimators", "max_depth", "learning_rate", "random_state"),
-}
+QUALITY_GATE_FAIL_STEP = "QualityGateFailed"  # training/pipeline_definition.py's Fail step of the gate
 
 
 def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
@@ -67,6 +63,30 @@ def check_hyperparameters(hyperparameters: dict[str, str]) -> None:
         refusal = training_script_refusal(name, typed)
         if refusal:
             raise UserError(f"--hp {key}={value}: {refusal}; nothing was started")
+
+
+def drop_ignored_hyperparameters(estimator: str, hyperparameters: dict[str, str]) -> dict[str, str]:
+    """The hyperparameters ``estimator`` uses (training/train.py's table); a warning on stderr names the
+    others, as the user wrote them, which the estimator would ignore."""
+    from training.pipeline_definition import HYPERPARAMETERS, parameter_name_for
+    from trainserve.local.training_runner import estimator_hyperparameters
+
+    name_of = {param: name for name, param, _kind, _default in HYPERPARAMETERS}
+    used = estimator_hyperparameters(estimator)
+    kept: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in hyperparameters.items():
+        if name_of[parameter_name_for(key)] in used:
+            kept[key] = value
+        else:
+            ignored.append(f"--hp {key}={value}")
+    if ignored:
+        err_console.print(
+            f"[yellow]warning:[/] {estimator} ignores {', '.join(ignored)} "
+            f"(it uses {', '.join(used)}); not passed on",
+            highlight=False,
+        )
+    return kept
 
 
 def training_script_refusal(name: str, value: Any) -> str | None:
@@ -168,6 +188,7 @@ def train(
     hyperparameters = parse_hyperparameters(hp)
     check_hyperparameters(hyperparameters)
     target = resolve_target(local)
+    hyperparameters = drop_ignored_hyperparameters(estimator or target.config.estimator, hyperparameters)
     try:
         if target.is_local:
             _train_local(target, estimator, hyperparameters, data, as_json)
@@ -198,8 +219,7 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
         print_json(result.as_json())
     else:  # the result on stdout (the steps' progress went to stderr)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        relevant = RELEVANT_HYPERPARAMETERS.get(result.estimator, tuple(result.hyperparameters))
-        hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items() if k in relevant)
+        hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items())
         console.print(f"estimator {result.estimator} ({hps})")
         console.print(f"metrics   {metrics}")
         if result.registered:
@@ -231,9 +251,11 @@ def _upload_data(target, data: str) -> str:
     path = Path(data)
     if not path.exists():
         raise UserError(f"--data {data}: no such file or folder")
+    if path.is_file() and path.suffix != ".csv":
+        raise UserError(f"--data {data}: not a .csv file (only files ending in .csv are read)")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.csv") if p.is_file())
     if not files:
-        raise UserError(f"--data {data}: no CSV files")
+        raise UserError(f"--data {data}: no CSV files (only files ending in .csv are read)")
     # Not under input/ (the pipeline's default InputData, read whole): an upload must not join later default runs.
     prefix = f"{UPLOAD_PREFIX}/{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3 = target.client("s3")
@@ -257,11 +279,16 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
     out: dict[str, Any] = {"pipeline_execution_arn": arn, "parameters": parameters}
     if not as_json:
         err_console.print(f"started {target.names.pipeline_name}: {arn}")
+    gate_failed = False
     if wait:
         status, steps = follow_execution(sm, arn, quiet=as_json)
         out.update(status=status, steps=steps)
         failed = next((s for s in steps if s["status"] == "Failed"), None)
-        if failed:  # as a local run's failure says it
+        if failed and failed["name"] == QUALITY_GATE_FAIL_STEP:
+            # The model missed the quality threshold: not a failure of the run (as locally: exit 3).
+            gate_failed = True
+            out.update(_not_registered(target, estimator, hyperparameters, failed.get("reason", "")))
+        elif failed:  # as a local run's failure says it
             out.update(step=failed["name"], error=failed.get("reason", ""))
     if as_json:
         print_json(out)
@@ -271,8 +298,33 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
             ["step", "type", "status", "reason"],
             [[s["name"], s["type"], s["status"], s.get("reason", "")] for s in out["steps"]],
         )
+        if gate_failed:
+            console.print(f"[bold yellow]{out['reason']}[/]")
+    if gate_failed:
+        sys.exit(EXIT_NOT_REGISTERED)
     if wait and out["status"] != "Succeeded":
         raise UserError(f"pipeline execution {out['status']}: {arn}")
+
+
+def _not_registered(target, estimator, hyperparameters, reason: str) -> dict[str, Any]:
+    """A local run's ``not_registered`` fields for an AWS execution that ended in the quality gate's Fail
+    step (the metrics are in the evaluation report, not in the execution's step listing)."""
+    from training.pipeline_definition import HYPERPARAMETERS, parameter_name_for
+    from trainserve.local.training_runner import estimator_hyperparameters
+
+    chosen = estimator or target.config.estimator
+    name_of = {param: name for name, param, _kind, _default in HYPERPARAMETERS}
+    given = {name_of[parameter_name_for(k)]: v for k, v in hyperparameters.items()}
+    return {
+        "status": "not_registered",
+        "registered": False,
+        "reason": reason or "not registered: below the quality threshold",
+        "estimator": chosen,
+        "hyperparameters": {k: given[k] for k in estimator_hyperparameters(chosen) if k in given},
+        "quality_metric": target.config.quality_metric,
+        "model_package_arn": None,
+        "model_version": None,
+    }
 
 
 def _step_rows(sm, arn: str) -> list[dict[str, Any]]:

@@ -81,7 +81,7 @@ class TrainingResult:
     execution_id: str
     registered: bool
     estimator: str
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, Any]  # those the estimator uses (estimator_hyperparameters)
     quality_metric: str
     quality_threshold: float
     quality_value: float | None
@@ -421,6 +421,14 @@ def build_local_definition(target: Target, code: dict[str, str], input_data_uri:
     )
 
 
+def estimator_hyperparameters(estimator: str) -> tuple[str, ...]:
+    """The hyperparameters ``estimator`` uses, by the training script's own table (``train.hyperparameters``);
+    the others are passed to it and ignored."""
+    from training import train as train_script
+
+    return tuple(train_script.hyperparameters(train_script.parse_args([f"--estimator={estimator}"])))
+
+
 def parameter_overrides(
     estimator: str | None, hyperparameters: dict[str, Any] | None, quality_threshold: float | None = None
 ) -> dict[str, Any]:
@@ -457,8 +465,10 @@ def run_local_training(
     ``n_estimators``, ``max_depth``, ``learning_rate``, ``random_state``). ``estimator``/``quality_threshold``
     default to the configuration. ``progress(step, state, detail)`` is called as steps start and end.
     A model below the threshold is not registered: ``result.registered`` is False and ``result.reason``
-    says why. A failing step raises ``TrainingError`` naming the step and the cause (its work folder, with
-    each step's log, is then kept; ``TRAINSERVE_KEEP_WORK_DIR=1`` keeps it after a success too).
+    says why. A failing step raises ``TrainingError`` naming the step and the cause. The run's own work folder
+    (data copies, code builds, step logs) is removed after a failure, except the step logs when the failed
+    step wrote one (the message then names it: ``(log: ...)``); ``TRAINSERVE_KEEP_WORK_DIR=1`` keeps it whole
+    after a success. A ``work_dir`` given by the caller is left as it is.
     """
     progress = progress or _noop
     started = time.monotonic()
@@ -468,7 +478,7 @@ def run_local_training(
     work = Path(work_dir or tempfile.mkdtemp(prefix="trainserve-train-"))
     work.mkdir(parents=True, exist_ok=True)
     run = _LocalExecution(target, work, progress)
-    succeeded = uploaded = False
+    succeeded = kept_logs = False
     names = target.names
     try:
         progress("Upload", "start", "data and code")
@@ -485,7 +495,6 @@ def run_local_training(
             StepReport("Upload", "Local", "Succeeded", round(time.monotonic() - t0, 2), input_uri)
         )
         progress("Upload", "done", input_uri)
-        uploaded = True
 
         definition = build_local_definition(target, code, input_uri)
         params = pd_.pipeline_parameters(definition, overrides)
@@ -508,7 +517,8 @@ def run_local_training(
             "ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri", ""
         )
         quality_metric = target.config.quality_metric
-        hp_values = {hp: params[param] for hp, param, _k, _d in pd_.HYPERPARAMETERS}
+        used = estimator_hyperparameters(str(params["Estimator"]))
+        hp_values = {hp: params[param] for hp, param, _k, _d in pd_.HYPERPARAMETERS if hp in used}
         result = TrainingResult(
             execution_id=execution_id,
             registered=bool(register.get("ModelPackageArn")),
@@ -534,12 +544,32 @@ def run_local_training(
         )
         succeeded = True
         return result
+    except TrainingError as exc:
+        log = work / f"{exc.step}.log"
+        if own_work_dir and log.is_file():  # the failed step's log is worth keeping: only the logs stay
+            _keep_only_logs(work)
+            kept_logs = True
+            if str(log) not in exc.detail:
+                raise TrainingError(exc.step, f"{exc.detail} (log: {log})") from exc
+        raise
     finally:
-        # A run that failed in a step keeps its work folder (the step logs the error message points at); one
-        # that failed before any step ran (the upload) has no log to keep.
-        keep = os.environ.get("TRAINSERVE_KEEP_WORK_DIR") == "1" if succeeded else uploaded
+        # A failed run keeps nothing but the step logs of a failed step that wrote one (the error message
+        # names it); data copies and code builds go. A successful run keeps its work folder only with
+        # TRAINSERVE_KEEP_WORK_DIR=1.
+        keep = os.environ.get("TRAINSERVE_KEEP_WORK_DIR") == "1" if succeeded else kept_logs
         if own_work_dir and not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _keep_only_logs(work: Path) -> None:
+    """Remove everything in ``work`` except its top-level step logs (``<step>.log``)."""
+    for path in work.iterdir():
+        if path.is_file() and path.suffix == ".log":
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _stage_input(
@@ -554,16 +584,20 @@ def _stage_input(
     else:
         folder = Path(data)
         if folder.is_file():
+            if folder.suffix != ".csv":
+                raise TrainingError(
+                    "Upload", f"training data {data} is not a .csv file (only files ending in .csv are read)"
+                )
             single = work / "input-file"
             single.mkdir(parents=True, exist_ok=True)
             shutil.copy(folder, single / folder.name)
             folder = single
-        if not folder.is_dir():
+        elif not folder.is_dir():
             raise TrainingError(
                 "Upload", f"training data {data} is neither a folder, a file nor an s3:// URI"
             )
-        if not any(folder.rglob("*.csv")):
-            raise TrainingError("Upload", f"no CSV files in {folder}")
+        elif not any(folder.rglob("*.csv")):
+            raise TrainingError("Upload", f"no CSV files in {data} (only files ending in .csv are read)")
     uri = f"s3://{target.names.data_bucket}/{UPLOAD_PREFIX}/{execution_id}"
     run.upload_dir(folder, uri)
     return uri
