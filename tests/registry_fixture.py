@@ -1,9 +1,10 @@
 """A live endpoint in moto for the proxy's tests: a model package group with one approved package per
-variant (the feature names in the metadata, as training registers them), and an endpoint whose production
-variants carry the given weights."""
+variant (the feature names in a ``features.json`` in S3 named by the ``features_uri`` metadata, as training
+registers them), and an endpoint whose production variants carry the given weights."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -12,12 +13,28 @@ def create_live_endpoint(
     sm: Any, group: str, endpoint: str, features: list[str], weights: dict[str, float]
 ) -> None:
     """``weights``: variant name -> initial weight, one approved model package each."""
+    import boto3
+
+    endpoint_url = sm.meta.endpoint_url
+    s3 = boto3.client(
+        "s3",
+        region_name=sm.meta.region_name,
+        **({} if endpoint_url.endswith(".amazonaws.com") else {"endpoint_url": endpoint_url}),
+    )
+    bucket = f"{group}-features"
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket)
     sm.create_model_package_group(ModelPackageGroupName=group)
-    for _ in weights:
+    for n, _ in enumerate(weights, start=1):
+        key = f"v{n}/features.json"
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"feature_names": features}).encode())
         sm.create_model_package(
             ModelPackageGroupName=group,
             ModelApprovalStatus="Approved",
-            CustomerMetadataProperties={"feature_names": json.dumps(features)},
+            CustomerMetadataProperties={
+                "features_uri": f"s3://{bucket}/{key}",
+                "n_features": str(len(features)),
+            },
             InferenceSpecification={
                 "Containers": [{"Image": "img"}],
                 "SupportedContentTypes": ["application/json"],

@@ -7,9 +7,16 @@ Inputs: ``/opt/ml/processing/model/model.tar.gz`` (``model.joblib`` + ``schema.j
   ``{"value", "standard_deviation"}`` per metric and the confusion matrix), a flat ``metrics`` dict
   (accuracy, precision, recall, f1, roc_auc) that the pipeline's quality gate reads with ``JsonGet``, and
   ``registry_metadata``: the registry's ``CustomerMetadataProperties`` values as strings (so the pipeline's
-  RegisterModel step can copy them with ``JsonGet``).
+  RegisterModel step can copy them with ``JsonGet``). Every value is valid as SageMaker metadata (at most
+  256 characters of letters, digits, spaces and ``_.:/=+-@``): ``metrics`` is ``accuracy=0.95 f1=0.93 ...``
+  (``format_metrics``), and the feature names, which do not fit, are in ``features.json`` instead.
 - ``baseline.json``: decile bin edges and fractions of the score and of every feature, the positive rate and
   the row count (the drift monitor compares live traffic with these bins).
+- ``features.json``: ``{"feature_names": [...]}``, the model's input features in order (the registry's
+  ``features_uri`` points here; the proxy validates payloads against it).
+
+Accuracy, precision, recall, f1, the confusion matrix and the positive rate label a row 1 when its score is
+at least ``--decision-threshold`` (the serving proxy's ``DECISION_THRESHOLD``; default 0.5).
 
 Standard deviations come from a fixed-seed bootstrap of the test set. ``--base-dir`` moves every path so the
 same script runs locally. Python 3.9, numpy/pandas/scikit-learn/joblib + stdlib only.
@@ -27,6 +34,23 @@ from pathlib import Path
 DEFAULT_BASE_DIR = "/opt/ml/processing"
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 N_BINS = 10
+FEATURES_FILE = "features.json"
+
+
+def format_metrics(metrics: dict) -> str:
+    """``{"accuracy": 0.95, "f1": 0.93}`` -> ``"accuracy=0.95 f1=0.93"`` (METRICS order, 6 decimals at most):
+    only characters SageMaker allows in a metadata value (``trainserve.registry.parse_metrics`` reads it)."""
+    return " ".join(f"{m}={round(float(metrics[m]), 6)!r}" for m in METRICS if m in metrics)
+
+
+def threshold_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
 
 
 def parse_args(argv=None):
@@ -36,6 +60,12 @@ def parse_args(argv=None):
     parser.add_argument("--test-dir", default=None, help="default: <base>/test")
     parser.add_argument("--output-dir", default=None, help="default: <base>/evaluation")
     parser.add_argument("--quality-metric", default="roc_auc", choices=METRICS)
+    parser.add_argument(
+        "--decision-threshold",
+        type=threshold_arg,
+        default=0.5,
+        help="score at or above which a row is labelled 1 (the serving proxy's DECISION_THRESHOLD)",
+    )
     parser.add_argument(
         "--bootstrap", type=int, default=200, help="bootstrap resamples for standard deviations"
     )
@@ -79,12 +109,12 @@ def compute_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     return out
 
 
-def _fast_metrics(y_true, scores) -> dict:
+def _fast_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     """The same metrics as ``compute_metrics`` with plain numpy (the bootstrap calls this many times)."""
     import numpy as np
     from scipy.stats import rankdata
 
-    y_pred = scores >= 0.5
+    y_pred = scores >= threshold
     positive = y_true == 1
     tp = float(np.sum(y_pred & positive))
     fp = float(np.sum(y_pred & ~positive))
@@ -103,7 +133,7 @@ def _fast_metrics(y_true, scores) -> dict:
     }
 
 
-def bootstrap_std(y_true, scores, n: int, seed: int) -> dict:
+def bootstrap_std(y_true, scores, n: int, seed: int, threshold: float = 0.5) -> dict:
     import numpy as np
 
     rng = np.random.RandomState(seed)
@@ -114,7 +144,7 @@ def bootstrap_std(y_true, scores, n: int, seed: int) -> dict:
         yt = y_true[idx]
         if len(set(yt.tolist())) < 2:
             continue
-        for name, value in _fast_metrics(yt, scores[idx]).items():
+        for name, value in _fast_metrics(yt, scores[idx], threshold).items():
             samples[name].append(value)
     return {m: float(np.std(v)) if v else 0.0 for m, v in samples.items()}
 
@@ -144,9 +174,10 @@ def evaluate(pipeline, schema: dict, test, args) -> tuple:
     X = test[features].astype(float)
     y = test[label].astype(int).to_numpy()
     scores = pipeline.predict_proba(X)[:, 1]
-    metrics = compute_metrics(y, scores)
-    std = bootstrap_std(y, scores, args.bootstrap, args.random_state)
-    cm = confusion_matrix(y, (scores >= 0.5).astype(int), labels=[0, 1])
+    threshold = float(getattr(args, "decision_threshold", 0.5))
+    metrics = compute_metrics(y, scores, threshold)
+    std = bootstrap_std(y, scores, args.bootstrap, args.random_state, threshold)
+    cm = confusion_matrix(y, (scores >= threshold).astype(int), labels=[0, 1])
     # SageMaker model-quality layout: confusion_matrix[actual][predicted].
     confusion = {str(a): {str(p): int(cm[a][p]) for p in (0, 1)} for a in (0, 1)}
     names = {
@@ -159,26 +190,27 @@ def evaluate(pipeline, schema: dict, test, args) -> tuple:
     binary = {names[m]: {"value": metrics[m], "standard_deviation": std[m]} for m in METRICS}
     binary["confusion_matrix"] = confusion
     estimator = schema.get("estimator", type(pipeline.steps[-1][1]).__name__)
-    headline = {m: round(metrics[m], 6) for m in METRICS}
     evaluation = {
         "binary_classification_metrics": binary,
         "metrics": metrics,
         "n_test": int(len(y)),
         "estimator": estimator,
         "hyperparameters": schema.get("hyperparameters", {}),
+        "decision_threshold": threshold,
+        "feature_names": list(features),
         "registry_metadata": {
-            "feature_names": json.dumps(features),
             "n_features": str(len(features)),
             "estimator": str(estimator),
             "quality_metric": args.quality_metric,
             "quality_value": repr(round(metrics[args.quality_metric], 6)),
-            "metrics": json.dumps(headline, sort_keys=True),
+            "metrics": format_metrics(metrics),
+            "decision_threshold": repr(threshold),
         },
     }
     baseline = {
         "score": decile_bins(scores),
         "features": {name: decile_bins(X[name].to_numpy()) for name in features},
-        "positive_rate": float(np.mean(scores >= 0.5)),
+        "positive_rate": float(np.mean(scores >= threshold)),
         "n": int(len(y)),
     }
     return evaluation, baseline
@@ -198,6 +230,8 @@ def main(argv=None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     (args.output_dir / "baseline.json").write_text(json.dumps(baseline, indent=2))
+    features = {"feature_names": evaluation["feature_names"]}
+    (args.output_dir / FEATURES_FILE).write_text(json.dumps(features, indent=2))
     print(json.dumps(evaluation["metrics"]))
     return 0
 

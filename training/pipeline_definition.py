@@ -39,7 +39,11 @@ HYPERPARAMETERS = (
     ("learning_rate", "LearningRate", "Float", 0.1),
     ("random_state", "RandomState", "Integer", 42),
 )
-REGISTRY_METADATA_KEYS = ("feature_names", "n_features", "estimator", "quality_value", "metrics")
+# CustomerMetadataProperties copied from evaluation.json's ``registry_metadata`` (every value valid on AWS:
+# at most 256 characters of letters, digits, spaces and ``_.:/=+-@``). The feature names do not fit: they
+# are in ``features.json`` beside ``baseline.json``, named by ``features_uri``.
+REGISTRY_METADATA_KEYS = ("n_features", "estimator", "quality_value", "metrics", "decision_threshold")
+DEFAULT_DECISION_THRESHOLD = 0.5
 REQUIRED_CODE = ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
 REQUIRED_DEFAULTS = (
     "input_data_uri",
@@ -152,6 +156,11 @@ def _parameters(defaults: dict) -> list:
         },
         {"Name": "Estimator", "Type": "String", "DefaultValue": defaults["estimator"]},
         {"Name": "QualityThreshold", "Type": "Float", "DefaultValue": defaults["quality_threshold"]},
+        {
+            "Name": "DecisionThreshold",
+            "Type": "Float",
+            "DefaultValue": defaults.get("decision_threshold", DEFAULT_DECISION_THRESHOLD),
+        },
     ]
     for hp, param, kind, default in HYPERPARAMETERS:
         params.append({"Name": param, "Type": kind, "DefaultValue": defaults.get(hp, default)})
@@ -177,7 +186,8 @@ def build_pipeline_definition(
     trailing slash) under which each execution writes ``<execution id>/<step>/<output>``. ``kms_key_id``:
     key for job volumes and outputs ("" for none). ``defaults``: ``input_data_uri``,
     ``training_instance_type``, ``processing_instance_type``, ``estimator``, ``quality_metric``,
-    ``quality_threshold`` and optionally hyperparameter defaults keyed by train.py name (``C``,
+    ``quality_threshold`` and optionally ``decision_threshold`` (the score at which Evaluate labels a row 1,
+    as the proxy's ``DECISION_THRESHOLD`` does; default 0.5) and hyperparameter defaults keyed by train.py name (``C``,
     ``max_iter``, ``n_estimators``, ``max_depth``, ``learning_rate``, ``random_state``). Values may be
     CDK tokens; they are never parsed.
     """
@@ -269,7 +279,12 @@ def build_pipeline_definition(
         outputs=["evaluation"],
         prefix=prefix,
         kms_key_id=kms_key_id,
-        arguments=["--quality-metric", quality_metric],
+        arguments=[
+            "--quality-metric",
+            quality_metric,
+            "--decision-threshold",
+            join([get("Parameters.DecisionThreshold")]),
+        ],
     )
     evaluate["PropertyFiles"] = [
         {"PropertyFileName": PROPERTY_FILE, "OutputName": "evaluation", "FilePath": "evaluation.json"}
@@ -279,6 +294,7 @@ def build_pipeline_definition(
     metadata: dict = {key: json_get(f"registry_metadata.{key}") for key in REGISTRY_METADATA_KEYS}
     metadata["quality_metric"] = quality_metric
     metadata["baseline_uri"] = join([evaluation_uri, "baseline.json"], on="/")
+    metadata["features_uri"] = join([evaluation_uri, "features.json"], on="/")
     register = {
         "Name": "Register",
         "Type": "RegisterModel",

@@ -149,9 +149,10 @@ def warm_up(target: Target, variants: list[str]) -> None:
 
     runtime = target.client("sagemaker-runtime")
     sm = target.client("sagemaker")
+    s3 = target.client("s3")
     for variant in variants:
         features = describe_model_version(
-            sm, target.names.model_package_group, int(variant[1:])
+            sm, target.names.model_package_group, int(variant[1:]), s3
         ).feature_names
         body = json.dumps({"instances": [[0.0] * len(features)]})
         runtime.invoke_endpoint(

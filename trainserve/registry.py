@@ -2,7 +2,10 @@
 
 Registering, listing and describing model versions, with the metadata the training pipeline attaches
 (``CustomerMetadataProperties``: ``estimator``, ``metrics``, ``quality_metric``, ``quality_value``,
-``feature_names``, ``baseline_uri``; see docs/DESIGN.md "Registry entries").
+``n_features``, ``decision_threshold``, ``baseline_uri``, ``features_uri``; see docs/DESIGN.md "Registry
+entries"). ``metrics`` is ``accuracy=0.95 f1=0.93 ...`` (SageMaker allows no JSON in metadata values); the
+feature names are in the JSON document at ``features_uri``. Packages registered before that (``metrics`` as
+JSON, ``feature_names`` a JSON list in the metadata) are still read.
 
 moto caveat (docs/TOOLCHAIN.md): listing is always filtered by ``ModelApprovalStatus`` (one call per status),
 which works the same on AWS.
@@ -41,6 +44,9 @@ class ModelVersion:
     baseline_uri: str | None = None
     feature_names: list[str] = field(default_factory=list)
     approval_description: str | None = None
+    features_uri: str | None = None
+    n_features: int | None = None
+    decision_threshold: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,8 +62,10 @@ class ModelVersion:
             "model_data_url": self.model_data_url,
             "evaluation_uri": self.evaluation_uri,
             "baseline_uri": self.baseline_uri,
-            "n_features": len(self.feature_names),
+            "n_features": self.n_features if self.n_features is not None else len(self.feature_names),
             "approval_description": self.approval_description,
+            "features_uri": self.features_uri,
+            "decision_threshold": self.decision_threshold,
         }
 
 
@@ -93,13 +101,44 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _metrics_from_s3(s3, uri: str | None) -> dict[str, float]:
-    if not s3 or not uri or not uri.startswith("s3://"):
+def parse_metrics(text: Any) -> dict[str, float]:
+    """The ``metrics`` metadata value: ``"accuracy=0.95 f1=0.93"`` (``training/evaluate.py``
+    ``format_metrics``) or, as packages registered before that have it, JSON ``{"accuracy": 0.95}``.
+    Entries that are not numbers are left out; anything unreadable gives {}."""
+    if not isinstance(text, str) or not text.strip():
         return {}
+    if text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            return {}
+        if not isinstance(raw, dict):
+            return {}
+        items = list(raw.items())
+    else:
+        items = [tuple(part.split("=", 1)) for part in text.split() if "=" in part]
+    out: dict[str, float] = {}
+    for name, value in items:
+        number = _float(value)
+        if number is not None and name:
+            out[str(name)] = number
+    return out
+
+
+def _json_from_s3(s3, uri: str | None) -> Any:
+    """The JSON document at ``uri``, or None (no client, not an s3 URI, missing or unreadable)."""
+    if not s3 or not uri or not uri.startswith("s3://"):
+        return None
     bucket, _, key = uri[5:].partition("/")
     try:
-        document = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception:  # a missing or unreadable report only means no metrics to show
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception:  # a missing or unreadable document only means nothing to show
+        return None
+
+
+def _metrics_from_s3(s3, uri: str | None) -> dict[str, float]:
+    document = _json_from_s3(s3, uri)
+    if not isinstance(document, dict):
         return {}
     flat = document.get("metrics")
     if isinstance(flat, dict):
@@ -113,16 +152,29 @@ def _metrics_from_s3(s3, uri: str | None) -> dict[str, float]:
     }
 
 
-def version_from_description(described: dict[str, Any], s3=None) -> ModelVersion:
+def _feature_names(props: dict[str, Any], s3=None, load: bool = False) -> list[str]:
+    """Old packages: the ``feature_names`` metadata (a JSON list); else, when ``load`` and an ``s3`` client
+    are given, the ``feature_names`` of the document at ``features_uri``."""
+    raw: Any = props.get("feature_names")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if raw is None and load:
+        document = _json_from_s3(s3, props.get("features_uri"))
+        raw = document.get("feature_names") if isinstance(document, dict) else None
+    if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        return list(raw)
+    return []
+
+
+def version_from_description(described: dict[str, Any], s3=None, load_features: bool = False) -> ModelVersion:
     """A ``DescribeModelPackage`` response as a ``ModelVersion`` (metrics from the metadata, else from the
-    evaluation report in S3 when an ``s3`` client is given)."""
+    evaluation report in S3 when an ``s3`` client is given; the feature names from the metadata of old
+    packages, else from ``features_uri`` when ``load_features`` and an ``s3`` client are given)."""
     props = described.get("CustomerMetadataProperties") or {}
-    metrics: dict[str, float] = {}
-    try:
-        raw = json.loads(props.get("metrics", "{}"))
-        metrics = {k: float(v) for k, v in raw.items() if _float(v) is not None}
-    except (TypeError, ValueError):
-        metrics = {}
+    metrics = parse_metrics(props.get("metrics"))
     evaluation_uri = (
         described.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
     )
@@ -132,10 +184,8 @@ def version_from_description(described: dict[str, Any], s3=None) -> ModelVersion
     description = described.get("ModelPackageDescription")
     if not estimator and description and description.startswith("estimator: "):
         estimator = description[len("estimator: ") :].strip()
-    try:
-        feature_names = json.loads(props.get("feature_names", "[]"))
-    except (TypeError, ValueError):
-        feature_names = []
+    feature_names = _feature_names(props, s3, load_features)
+    n_features = _float(props.get("n_features"))
     containers = described.get("InferenceSpecification", {}).get("Containers", [{}])
     quality_metric = props.get("quality_metric")
     quality_value = _float(props.get("quality_value"))
@@ -154,8 +204,11 @@ def version_from_description(described: dict[str, Any], s3=None) -> ModelVersion
         model_data_url=containers[0].get("ModelDataUrl") if containers else None,
         evaluation_uri=evaluation_uri,
         baseline_uri=props.get("baseline_uri"),
-        feature_names=list(feature_names) if isinstance(feature_names, list) else [],
+        feature_names=feature_names,
         approval_description=described.get("ApprovalDescription"),
+        features_uri=props.get("features_uri"),
+        n_features=int(n_features) if n_features is not None else (len(feature_names) or None),
+        decision_threshold=_float(props.get("decision_threshold")),
     )
 
 
@@ -186,7 +239,8 @@ def list_model_versions(sm, group: str, status: str | None = None, s3=None) -> l
 
 
 def describe_model_version(sm, group: str, version: int, s3=None) -> ModelVersion:
-    """One version of the group; RegistryError naming the version when it does not exist."""
+    """One version of the group (with its feature names, read from ``features_uri`` when an ``s3`` client is
+    given); RegistryError naming the version when it does not exist."""
     from botocore.exceptions import ClientError
 
     group_arn = sm.describe_model_package_group(ModelPackageGroupName=group)["ModelPackageGroupArn"]
@@ -195,7 +249,7 @@ def describe_model_version(sm, group: str, version: int, s3=None) -> ModelVersio
         described = sm.describe_model_package(ModelPackageName=arn)
     except ClientError as exc:
         raise RegistryError(f"model version {version} does not exist in group '{group}'") from exc
-    return version_from_description(described, s3)
+    return version_from_description(described, s3, load_features=True)
 
 
 def set_approval_status(sm, arn: str, status: str, description: str | None = None) -> dict[str, Any]:

@@ -16,8 +16,8 @@ An invalid parameter value is reported as a structured log line and replaced by 
 ``TARGET_VARIANT`` that is not (or no longer) live on the endpoint is ignored the same way: the proxy routes
 by the endpoint's weights, as if unpinned, and logs a warning once per change of what is live (not per
 request); the response names the variant that served.
-Payloads are validated against the live model's ``feature_names`` (model registry metadata) before
-SageMaker is called. The logic is in ``proxy_logic`` (pure); Firehose delivery is in ``prediction_log``.
+Payloads are validated against the live model's feature names (the ``features.json`` named by the model
+package's ``features_uri`` metadata; see ``ModelDirectory.feature_names``) before SageMaker is called. The logic is in ``proxy_logic`` (pure); Firehose delivery is in ``prediction_log``.
 """
 
 from __future__ import annotations
@@ -194,24 +194,40 @@ class ModelDirectory:
         return f"arn:{partition}:sagemaker:{region}:{identity['Account']}:model-package-group/{self.group}"
 
     def feature_names(self, variant: str) -> tuple[str, ...]:
-        """The model's input features: registry metadata ``feature_names``, else ``schema.json`` inside the
-        package's ``model.tar.gz`` (both are written by training; the artifact is the fallback)."""
+        """The model's input features, read once per package ARN: the small JSON document at the package's
+        ``features_uri`` metadata (``features.json`` beside ``baseline.json``, written by training); for
+        packages registered before that, the ``feature_names`` metadata (a JSON list); else ``schema.json``
+        inside the package's ``model.tar.gz``."""
         arn = self.package_arn(variant)
         names = self._features.get(arn)
         if names is None:
             desc = self.clients("sagemaker").describe_model_package(ModelPackageName=arn)
-            parsed = _name_list((desc.get("CustomerMetadataProperties") or {}).get("feature_names"))
+            props = desc.get("CustomerMetadataProperties") or {}
+            parsed = _name_list(props.get("feature_names"))
+            if parsed is None and props.get("features_uri"):
+                parsed = self._features_document(str(props["features_uri"]))
             if parsed is None:
                 parsed = self._schema_from_artifact(desc)
             if parsed is None:
                 raise ProxyError(
                     503,
-                    f"model package {arn} has no feature_names metadata and no readable schema.json in its "
-                    "model artifact; cannot validate requests",
+                    f"model package {arn} has no readable feature list (features_uri metadata, feature_names "
+                    "metadata or schema.json in its model artifact); cannot validate requests",
                 )
             names = tuple(parsed)
             self._features[arn] = names
         return names
+
+    def _features_document(self, uri: str) -> list[str] | None:
+        """``feature_names`` of the JSON document at an ``s3://`` URI; None when it cannot be read."""
+        if not uri.startswith("s3://"):
+            return None
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        try:
+            document = json.loads(self.clients("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+        except (ValueError, ClientError, BotoCoreError):
+            return None
+        return _name_list(document.get("feature_names")) if isinstance(document, dict) else None
 
     def _schema_from_artifact(self, desc: Mapping[str, Any]) -> list[str] | None:
         try:

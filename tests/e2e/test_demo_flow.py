@@ -73,7 +73,10 @@ def test_registry_has_both_versions_approved_with_metrics(demo_run):
     for p in packages:
         described = sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
         props = described["CustomerMetadataProperties"]
-        assert len(json.loads(props["feature_names"])) == 30  # the schema survived the approval
+        assert props["n_features"] == "30"  # the metadata survived the approval
+        bucket, _, key = props["features_uri"].removeprefix("s3://").partition("/")
+        features = json.loads(target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert len(features["feature_names"]) == 30
         assert float(props["quality_value"]) >= target.config.quality_threshold
         assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"].endswith("evaluation.json")
 

@@ -537,8 +537,118 @@ def test_schema_from_model_artifact_when_metadata_missing(aws):
     assert directory.feature_names("v3") == ("a", "b")
     s3.put_object(Bucket="artifacts", Key="m/model.tar.gz", Body=b"not a tarball")
     fresh = proxy_handler.ModelDirectory(proxy_handler.Clients(clients), ENDPOINT, GROUP)
-    with pytest.raises(proxy_handler.ProxyError, match="no feature_names metadata"):
+    with pytest.raises(proxy_handler.ProxyError, match="no readable feature list"):
         fresh.feature_names("v3")
+
+
+class CountingS3:
+    def __init__(self, real):
+        self.real = real
+        self.gets: list[str] = []
+
+    def get_object(self, **kwargs):
+        self.gets.append(kwargs["Key"])
+        return self.real.get_object(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _register(sm, metadata: dict, model_data_url: str = "s3://artifacts/none/model.tar.gz") -> str:
+    """A new approved package of the test group; its variant name (v<version>)."""
+    arn = sm.create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelApprovalStatus="Approved",
+        CustomerMetadataProperties=metadata,
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": model_data_url}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]
+    return "v" + arn.rsplit("/", 1)[-1]
+
+
+def test_features_from_features_uri_read_once_per_package(aws):
+    """Training's metadata names ``features.json`` (``features_uri``); the proxy reads it once per ARN and
+    validates payloads against it (named features reordered, a missing one refused)."""
+    import proxy_handler
+
+    sm, s3 = aws["sagemaker"], aws["s3"]
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_object(
+        Bucket="artifacts", Key="exec/features.json", Body=json.dumps({"feature_names": ["x", "y"]}).encode()
+    )
+    variant = _register(sm, {"features_uri": "s3://artifacts/exec/features.json", "n_features": "2"})
+    counting = CountingS3(s3)
+    clients = {"sagemaker": sm, "s3": counting}
+    directory = proxy_handler.ModelDirectory(proxy_handler.Clients(clients), ENDPOINT, GROUP)
+    assert directory.feature_names(variant) == ("x", "y")
+    assert directory.feature_names(variant) == ("x", "y")
+    assert counting.gets == ["exec/features.json"]  # cached per ARN, no model.tar.gz download
+
+    names = directory.feature_names(variant)
+    assert logic.validate_rows([{"y": 2.0, "x": 1.0}], names) == [[1.0, 2.0]]
+    with pytest.raises(logic.PayloadError, match="missing feature 'y'"):
+        logic.validate_rows([{"x": 1.0}], names)
+
+
+def test_live_endpoint_payloads_validated_against_features_uri(aws):
+    """The live packages of these tests are registered as training does (features_uri, no feature list in
+    the metadata): the proxy orders named features and refuses a short row by those features."""
+    props = aws["sagemaker"].describe_model_package(ModelPackageName=_proxy(aws).directory.package_arn("v1"))[
+        "CustomerMetadataProperties"
+    ]
+    assert "feature_names" not in props and props["features_uri"].endswith("/features.json")
+    proxy = _proxy(aws)
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2]]})
+    assert status == 400 and "f2" in json.dumps(body)
+    status, _ = _call(proxy, "/predict", {"instances": [{"f2": 3, "f0": 1, "f1": 2}]})
+    assert status == 200
+
+
+def test_features_uri_unreadable_falls_back_to_the_artifact(aws):
+    import proxy_handler
+
+    sm, s3 = aws["sagemaker"], aws["s3"]
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_object(
+        Bucket="artifacts",
+        Key="fb/model.tar.gz",
+        Body=_tarball({"schema.json": json.dumps({"feature_names": ["p", "q"]}).encode()}),
+    )
+    variant = _register(
+        sm,
+        {"features_uri": "s3://artifacts/fb/missing.json"},
+        model_data_url="s3://artifacts/fb/model.tar.gz",
+    )
+    directory = proxy_handler.ModelDirectory(
+        proxy_handler.Clients({"sagemaker": sm, "s3": s3}), ENDPOINT, GROUP
+    )
+    assert directory.feature_names(variant) == ("p", "q")
+
+
+def test_old_packages_feature_names_metadata_still_read(aws):
+    """Packages registered before features_uri carry a JSON list in the metadata (moto now refuses that
+    value, as SageMaker does, so the description is stubbed)."""
+    import proxy_handler
+
+    class OldPackage:
+        def __init__(self, real):
+            self.real = real
+            self.meta = real.meta
+
+        def describe_model_package(self, **kwargs):
+            described = self.real.describe_model_package(**kwargs)
+            return {**described, "CustomerMetadataProperties": {"feature_names": json.dumps(["m", "n"])}}
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    directory = proxy_handler.ModelDirectory(
+        proxy_handler.Clients({"sagemaker": OldPackage(aws["sagemaker"])}), ENDPOINT, GROUP
+    )
+    assert directory.feature_names("v1") == ("m", "n")
 
 
 def test_group_arn_without_describe_group_permission(aws):

@@ -156,7 +156,7 @@ def test_update_model_package_keeps_what_the_request_leaves_out(sm):
             "SupportedResponseMIMETypes": ["application/json"],
         },
         CustomerMetadataProperties={
-            "feature_names": '["a", "b"]',
+            "features_uri": "s3://bucket/features.json",
             "baseline_uri": "s3://bucket/baseline.json",
         },
     )["ModelPackageArn"]
@@ -166,7 +166,9 @@ def test_update_model_package_keeps_what_the_request_leaves_out(sm):
     )
     desc = sm.describe_model_package(ModelPackageName=arn)
     assert desc["ModelApprovalStatus"] == "Approved"
-    assert desc["CustomerMetadataProperties"]["feature_names"] == '["a", "b"]'  # moto wiped these
+    assert (
+        desc["CustomerMetadataProperties"]["features_uri"] == "s3://bucket/features.json"
+    )  # moto wiped these
 
     sm.update_model_package(
         ModelPackageArn=arn,
@@ -176,4 +178,7 @@ def test_update_model_package_keeps_what_the_request_leaves_out(sm):
     desc = sm.describe_model_package(ModelPackageName=arn)
     assert desc["ModelApprovalStatus"] == "Approved"  # an update without a status keeps it
     assert desc["ApprovalDescription"] == "looks good"
-    assert desc["CustomerMetadataProperties"] == {"feature_names": '["a", "b"]', "reviewed_by": "alice"}
+    assert desc["CustomerMetadataProperties"] == {
+        "features_uri": "s3://bucket/features.json",
+        "reviewed_by": "alice",
+    }

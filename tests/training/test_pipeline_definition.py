@@ -63,6 +63,21 @@ def test_is_json_with_version_and_parameters(definition):
     assert params["Estimator"]["DefaultValue"] == "random_forest"
     assert params["NEstimators"] == {"Name": "NEstimators", "Type": "Integer", "DefaultValue": 250}
     assert params["C"]["DefaultValue"] == 1.0  # builder default when not given
+    assert params["DecisionThreshold"] == {"Name": "DecisionThreshold", "Type": "Float", "DefaultValue": 0.5}
+
+
+def test_decision_threshold_default_and_override_reach_evaluate():
+    definition = pdef.build_pipeline_definition(
+        **TOKENS, code=CODE, defaults={**DEFAULTS, "decision_threshold": 0.7}
+    )
+    params = pdef.pipeline_parameters(definition)
+    assert params["DecisionThreshold"] == 0.7
+    ctx = pdef.ExecutionContext(
+        parameters=pdef.pipeline_parameters(definition, {"DecisionThreshold": "0.3"}), execution={}
+    )
+    evaluate = _steps(definition)["Evaluate"]
+    resolved = pdef.resolve(evaluate["Arguments"]["AppSpecification"]["ContainerArguments"], ctx)
+    assert resolved == ["--quality-metric", "f1", "--decision-threshold", "0.3"]
 
 
 def test_step_types_and_order(definition):
@@ -135,7 +150,12 @@ def test_evaluate_reads_the_model_and_the_test_split(definition):
     assert step["PropertyFiles"] == [
         {"PropertyFileName": "EvaluationReport", "OutputName": "evaluation", "FilePath": "evaluation.json"}
     ]
-    assert step["Arguments"]["AppSpecification"]["ContainerArguments"] == ["--quality-metric", "f1"]
+    assert step["Arguments"]["AppSpecification"]["ContainerArguments"] == [
+        "--quality-metric",
+        "f1",
+        "--decision-threshold",
+        {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.DecisionThreshold"}]}},
+    ]
 
 
 def test_quality_gate_compares_the_metric_with_the_threshold_parameter(definition):
@@ -172,16 +192,19 @@ def test_register_is_pending_manual_approval_with_metrics(definition):
     assert stats["S3Uri"]["Std:Join"]["Values"][-1] == "evaluation.json"
     meta = args["CustomerMetadataProperties"]
     assert set(meta) == {
-        "feature_names",
         "n_features",
         "estimator",
         "quality_metric",
         "quality_value",
         "metrics",
+        "decision_threshold",
         "baseline_uri",
+        "features_uri",
     }
     assert meta["quality_metric"] == "f1"
     assert meta["metrics"]["Std:JsonGet"]["Path"] == "registry_metadata.metrics"
+    assert meta["features_uri"]["Std:Join"]["Values"][-1] == "features.json"
+    assert meta["baseline_uri"]["Std:Join"]["Values"][:-1] == meta["features_uri"]["Std:Join"]["Values"][:-1]
 
 
 def test_tokens_pass_through_untouched(definition):

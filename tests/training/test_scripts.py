@@ -113,7 +113,9 @@ def test_preprocess_train_evaluate_end_to_end(sample, tmp_path, monkeypatch, cap
     assert evaluation["metrics"]["roc_auc"] == binary["auc"]["value"]
     meta = evaluation["registry_metadata"]
     assert all(isinstance(v, str) for v in meta.values())
-    assert json.loads(meta["feature_names"]) == sample["feature_names"]
+    assert "feature_names" not in meta and meta["n_features"] == str(len(sample["feature_names"]))
+    features = json.loads((base / "evaluation" / "features.json").read_text())
+    assert features == {"feature_names": sample["feature_names"]}
     assert meta["quality_metric"] == "f1" and float(meta["quality_value"]) == pytest.approx(
         evaluation["metrics"]["f1"], abs=1e-6
     )

@@ -1,4 +1,4 @@
-"""What the local cloud adds to moto 5.2.5 so the product's code runs unchanged against it.
+r"""What the local cloud adds to moto 5.2.5 so the product's code runs unchanged against it.
 
 moto's server dispatches an action to the method of the same snake_case name on the service's response
 class, which calls the service backend. ``install()`` (idempotent) adds or fixes, in this process:
@@ -19,6 +19,11 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
   ``ModelApprovalStatus`` wiped the status), so an approval wiped the feature schema and baseline the
   proxy and the monitor read. As on AWS, omitted fields now stay; given
   ``CustomerMetadataProperties`` are added or updated, ``CustomerMetadataPropertiesToRemove`` removed.
+- ``CreateModelPackage`` / ``UpdateModelPackage``: moto stored any ``CustomerMetadataProperties``; SageMaker
+  refuses a key or value outside the ``CustomerMetadataMap`` constraints of its API model (lengths and the
+  pattern ``[\p{L}\p{Z}\p{N}_.:/=+\-@]*``, so no JSON), so training's RegisterModel would fail on AWS while
+  passing here. Both now answer a ``ValidationException`` naming the key, with the constraints read from
+  botocore's SageMaker model (``customer_metadata_problem``).
 - ``InvokeEndpoint`` on the moto port: moto answers with canned bodies and ignores ``TargetVariant``;
   when ``set_runtime_url(url)`` was called, the request is forwarded to the local SageMaker runtime, so
   a ``sagemaker-runtime`` client that only has ``AWS_ENDPOINT_URL`` reaches the real models too.
@@ -47,8 +52,12 @@ patches rely on (a test calls it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import re
 import threading
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 MOTO_VERSION_TESTED = "5.2.5"
@@ -110,6 +119,12 @@ def check_internals() -> None:
         problems.append("SageMakerModelBackend.model_packages")
     if "self.model_package_name_mapping" not in inspect.getsource(backend.__init__):
         problems.append("SageMakerModelBackend.model_package_name_mapping")
+    if "customer_metadata_properties" not in inspect.signature(backend.create_model_package).parameters:
+        problems.append("SageMakerModelBackend.create_model_package(customer_metadata_properties=...)")
+    try:
+        customer_metadata_constraints()
+    except (LookupError, ValueError) as exc:
+        problems.append(f"botocore's CustomerMetadataMap constraints ({exc})")
     update_params = list(inspect.signature(backend.update_model_package).parameters)
     if update_params != [
         "self",
@@ -205,6 +220,7 @@ def install() -> None:
         _patch_zero_weights()
         _patch_invoke_endpoint()
         _patch_update_model_package()
+        _patch_create_model_package()
         _patch_firehose_s3_records()
         _patch_module_listing()
         _patch_put_record_batch_response()
@@ -481,6 +497,122 @@ def _patch_invoke_endpoint() -> None:
     rt_responses.SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint
 
 
+@dataclass(frozen=True)
+class TextConstraint:
+    """Length bounds and allowed characters of a string shape in botocore's model."""
+
+    shape: str
+    min_length: int
+    max_length: int
+    pattern: str
+    categories: frozenset[str]  # Unicode general category initials (``\p{L}`` -> "L")
+    characters: frozenset[str]
+
+    def problem(self, text: Any) -> str | None:
+        """Why ``text`` breaks the constraint (as SageMaker words it), or None."""
+        if not isinstance(text, str):
+            return "Member must be a string"
+        if len(text) < self.min_length:
+            return f"Member must have length greater than or equal to {self.min_length}"
+        if len(text) > self.max_length:
+            return f"Member must have length less than or equal to {self.max_length}"
+        bad = [
+            c for c in text if c not in self.characters and unicodedata.category(c)[0] not in self.categories
+        ]
+        if bad:
+            shown = "".join(dict.fromkeys(bad))
+            return f"Member must satisfy regular expression pattern: {self.pattern} (not allowed: {shown!r})"
+        return None
+
+
+_PATTERN = re.compile(r"^\(?\[(?P<cls>(?:\\p\{[A-Z]\}|\\.|[^\]\\])*)\]\*\)?\$")
+_CLASS_TOKEN = re.compile(r"\\p\{(?P<cat>[A-Z])\}|\\(?P<esc>.)|(?P<lit>.)")
+
+
+def _text_constraint(shape: Any) -> TextConstraint:
+    r"""A botocore string shape's ``min``/``max``/``pattern`` as a ``TextConstraint``. The pattern must be one
+    character class (``\p{X}`` categories, escaped and plain characters) repeated: ValueError otherwise."""
+    meta = shape.metadata
+    pattern = meta.get("pattern", "")
+    match = _PATTERN.match(pattern)
+    if match is None:
+        raise ValueError(f"{shape.name} pattern {pattern!r} is not one repeated character class")
+    categories, characters = set(), set()
+    for token in _CLASS_TOKEN.finditer(match.group("cls")):
+        if token.group("cat"):
+            categories.add(token.group("cat"))
+        else:
+            characters.add(token.group("esc") or token.group("lit"))
+    if "min" not in meta or "max" not in meta:
+        raise ValueError(f"{shape.name} has no min/max length")
+    return TextConstraint(
+        shape.name, int(meta["min"]), int(meta["max"]), pattern, frozenset(categories), frozenset(characters)
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def customer_metadata_constraints() -> tuple[TextConstraint, TextConstraint, int]:
+    """(key, value, max entries) of SageMaker's ``CustomerMetadataMap``, read from botocore's model."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.shape_for("CustomerMetadataMap")
+    return _text_constraint(shape.key), _text_constraint(shape.value), int(shape.metadata.get("max", 50))
+
+
+def customer_metadata_problem(properties: Any, keys_to_remove: Any = None) -> str | None:
+    """SageMaker's ValidationException message for ``CustomerMetadataProperties`` (and
+    ``CustomerMetadataPropertiesToRemove``) outside the API model's constraints, naming the key; None if valid."""
+    key_rule, value_rule, max_entries = customer_metadata_constraints()
+    properties = properties or {}
+    if len(properties) > max_entries:
+        return (
+            "1 validation error detected: Value at 'customerMetadataProperties' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {max_entries} ({len(properties)} entries)"
+        )
+    for key, value in properties.items():
+        problem = key_rule.problem(key)
+        if problem:
+            return (
+                f"1 validation error detected: Key '{key}' at 'customerMetadataProperties' failed to satisfy "
+                f"constraint: Map key must satisfy constraint: [{problem}]"
+            )
+        problem = value_rule.problem(value)
+        if problem:
+            return (
+                f"1 validation error detected: Value at 'customerMetadataProperties.{key}' failed to satisfy "
+                f"constraint: Map value must satisfy constraint: [{problem}]"
+            )
+    for key in keys_to_remove or []:
+        problem = key_rule.problem(key)
+        if problem:
+            return (
+                f"1 validation error detected: Value '{key}' at 'customerMetadataPropertiesToRemove' failed to "
+                f"satisfy constraint: Member must satisfy constraint: [{problem}]"
+            )
+    return None
+
+
+def _patch_create_model_package() -> None:
+    from moto.sagemaker import models
+    from moto.sagemaker.exceptions import ValidationError
+
+    original = models.SageMakerModelBackend.create_model_package
+    if getattr(original, "_trainserve_checks_metadata", False):
+        return
+
+    @functools.wraps(original)
+    def create_model_package(self: Any, *args: Any, **kwargs: Any) -> str:
+        bound = inspect.signature(original).bind(self, *args, **kwargs)
+        problem = customer_metadata_problem(bound.arguments.get("customer_metadata_properties"))
+        if problem:
+            raise ValidationError(problem)
+        return original(self, *args, **kwargs)
+
+    create_model_package._trainserve_checks_metadata = True  # type: ignore[attr-defined]
+    models.SageMakerModelBackend.create_model_package = create_model_package
+
+
 def _patch_update_model_package() -> None:
     from moto.sagemaker import models
     from moto.sagemaker.exceptions import ValidationError
@@ -494,6 +626,11 @@ def _patch_update_model_package() -> None:
         customer_metadata_properties_to_remove: list[str] | None,
         additional_inference_specifications_to_add: list[Any] | None,
     ) -> str:
+        problem = customer_metadata_problem(
+            customer_metadata_properties, customer_metadata_properties_to_remove
+        )
+        if problem:
+            raise ValidationError(problem)
         name = self.model_package_name_mapping.get(model_package_arn, model_package_arn)
         package = self.model_packages.get(name)
         if package is None:
