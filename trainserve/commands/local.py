@@ -41,7 +41,7 @@ from trainserve.target import (
 )
 
 START_TIMEOUT = 90.0
-STOP_TIMEOUT = 20.0
+STOP_TIMEOUT = 60.0  # the API drains (at most 10 s), then the warehouse loads what it answered (at most 30 s)
 START_LOCK = ".start.lock"  # in the state folder: held by the `local start` that is starting the cloud
 
 

@@ -160,12 +160,15 @@ class DeliveryProcess:
         self._lock = threading.Lock()
         self.calls = 0  # PutRecordBatch calls made for this API (status)
         self.restarts = 0
+        self._stopped = False
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def _ensure(self) -> None:  # under the lock
+        if self._stopped:  # a sender still sending after stop(): its records go to the log fallback
+            raise RuntimeError("the log delivery process was stopped")
         if self._proc is not None and self._proc.is_alive():
             return
         if self._proc is not None:
@@ -226,6 +229,7 @@ class DeliveryProcess:
         from trainserve.local import child_process
 
         with self._lock:
+            self._stopped = True  # not started again by a late put()
             child_process.stop(self._proc, self._conn, timeout)
             self._proc = self._conn = None
 
