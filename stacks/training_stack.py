@@ -132,6 +132,7 @@ class TrainingStack(Stack):
                 "estimator": config.estimator,
                 "quality_metric": config.quality_metric,
                 "quality_threshold": config.quality_threshold,
+                "decision_threshold": config.decision_threshold,
             },
         )
         self.pipeline = sagemaker.CfnPipeline(

@@ -19,7 +19,15 @@ def create_live_endpoint(
     s3 = boto3.client(
         "s3",
         region_name=sm.meta.region_name,
-        **({} if endpoint_url.endswith(".amazonaws.com") else {"endpoint_url": endpoint_url}),
+        **(
+            {}
+            if endpoint_url.endswith(".amazonaws.com")  # moto in-process (mock_aws sets credentials)
+            else {
+                "endpoint_url": endpoint_url,
+                "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing",
+            }
+        ),
     )
     bucket = f"{group}-features"
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):

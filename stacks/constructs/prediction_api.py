@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -14,7 +14,7 @@ from stacks.common import _retention, acknowledge, python_function
 from stacks.config import Config
 from stacks.constructs.lambda_access import allow_own_logs, function_role, nag_arn
 from stacks.data_stack import DataStack
-from stacks.training_stack import sagemaker_arn
+from stacks.training_stack import PIPELINE_OUTPUT_PREFIX, sagemaker_arn
 
 # The namespace the proxy publishes its custom metrics in (lambdas/proxy/prediction_log.py METRIC_NAMESPACE).
 PROXY_METRICS_NAMESPACE = "Trainserve/Proxy"
@@ -109,7 +109,7 @@ class PredictionApi(Construct):
             role=self.role,
         )
         allow_own_logs(self.role, self.function)
-        self._grant(config, group, warehouse)
+        self._grant(config, group, warehouse, data)
 
         self.access_logs = logs.LogGroup(
             self,
@@ -173,7 +173,7 @@ class PredictionApi(Construct):
         self.usage_plan.add_api_key(self.api_key)
         self._acknowledge_api()
 
-    def _grant(self, config: Config, group: str, warehouse: Any | None) -> None:
+    def _grant(self, config: Config, group: str, warehouse: Any | None, data: DataStack) -> None:
         role = self.role
         role.add_to_policy(
             iam.PolicyStatement(
@@ -192,6 +192,27 @@ class PredictionApi(Construct):
             role,
             f"AwsSolutions-IAM5[Resource::{nag_arn(package_arn)}]",
             "The proxy reads the feature schema of whichever registered version is live; scoped to this group.",
+        )
+        # the feature list of a registered version (its features_uri): features.json beside baseline.json in the
+        # Evaluate step's output, under the pipeline execution's own prefix; only those objects
+        features = f"{data.artifacts_bucket_arn}/{PIPELINE_OUTPUT_PREFIX}/*/Evaluate/evaluation/features.json"
+        role.add_to_policy(
+            iam.PolicyStatement(sid="ReadFeatureLists", actions=["s3:GetObject"], resources=[features])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DecryptFeatureLists",
+                actions=["kms:Decrypt"],
+                resources=[data.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.{Aws.URL_SUFFIX}"}},
+            )
+        )
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::{data.export_name('ArtifactsBucketArn')}/{PIPELINE_OUTPUT_PREFIX}/*/Evaluate/"
+            "evaluation/features.json]",
+            "features.json sits under the pipeline execution's prefix, named at run time; read-only GetObject of "
+            "those objects only.",
         )
         if warehouse is not None:
             role.add_to_policy(

@@ -184,10 +184,10 @@ def _register(sm, group: str, estimator: str, roc_auc: float) -> str:
             },
             "CustomerMetadataProperties": {
                 "estimator": estimator,
-                "metrics": json.dumps(metrics),
+                "metrics": " ".join(f"{k}={v}" for k, v in metrics.items()),
                 "quality_metric": "roc_auc",
                 "quality_value": str(roc_auc),
-                "feature_names": json.dumps(["a", "b"]),
+                "features_uri": "s3://a/features.json",
                 "n_features": "2",
                 "baseline_uri": "s3://a/baseline.json",
             },

@@ -188,6 +188,12 @@ def test_proxy_role_invokes_only_the_endpoint(serving):
     assert "*" not in json.dumps(invoke[0]["Resource"])
     metrics = [s for s in statements if "cloudwatch:PutMetricData" in as_list(s["Action"])]
     assert len(metrics) == 1 and "cloudwatch:namespace" in json.dumps(metrics[0]["Condition"])
+    # the feature lists of registered versions (features_uri), and nothing else of the artifacts bucket
+    [reads] = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
+    assert as_list(reads["Action"]) == ["s3:GetObject"]
+    assert json.dumps(reads["Resource"]).endswith('"/pipeline/*/Evaluate/evaluation/features.json"]]}')
+    [decrypt] = [s for s in statements if "kms:Decrypt" in as_list(s["Action"])]
+    assert "kms:ViaService" in json.dumps(decrypt["Condition"])
 
 
 def test_every_api_method_requires_an_api_key_and_validates_the_body(serving):

@@ -81,6 +81,7 @@ def test_definition_version_and_parameters(definition, project_root):
         assert name in params
     assert params["QualityThreshold"]["Type"] == "Float"
     assert params["QualityThreshold"]["DefaultValue"] == config.quality_threshold
+    assert params["DecisionThreshold"]["DefaultValue"] == config.decision_threshold  # Evaluate labels at it
     assert params["TrainingInstanceType"]["DefaultValue"] == config.training_instance_type
     assert params["Estimator"]["DefaultValue"] == config.estimator
     assert params["InputData"]["DefaultValue"] == "s3://TOKEN/input/"

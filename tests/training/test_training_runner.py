@@ -11,7 +11,7 @@ import pytest
 from stacks.config import Config
 from training.pipeline_definition import DefinitionError
 from trainserve.local.training_runner import TrainingError, run_local_training, sklearn_image_uri
-from trainserve.registry import list_model_versions
+from trainserve.registry import list_model_versions, parse_metrics
 from trainserve.target import Names, Target
 
 TEST_REGION = "us-east-1"
@@ -66,18 +66,22 @@ def test_registers_a_pending_model_with_metrics(trained):
     assert stats == {"ContentType": "application/json", "S3Uri": result.artifacts["evaluation"]}
     props = described["CustomerMetadataProperties"]
     assert set(props) == {
-        "feature_names",
         "n_features",
         "estimator",
         "quality_metric",
         "quality_value",
         "metrics",
+        "decision_threshold",
         "baseline_uri",
+        "features_uri",
     }
     assert all(isinstance(v, str) for v in props.values())
-    assert len(json.loads(props["feature_names"])) == int(props["n_features"]) == 30
+    assert int(props["n_features"]) == 30
+    assert (
+        float(props["decision_threshold"]) == target.config.decision_threshold
+    )  # the configured one reaches Evaluate
     assert props["estimator"] == "logistic_regression" and props["quality_metric"] == "roc_auc"
-    assert json.loads(props["metrics"])["roc_auc"] == pytest.approx(result.metrics["roc_auc"], abs=1e-6)
+    assert parse_metrics(props["metrics"])["roc_auc"] == pytest.approx(result.metrics["roc_auc"], abs=1e-6)
     assert float(props["quality_value"]) == pytest.approx(result.quality_value, abs=1e-6)
     assert props["baseline_uri"] == result.artifacts["baseline"]
 
@@ -210,3 +214,14 @@ def test_image_uri_is_the_sdk_table_entry():
     assert sklearn_image_uri("eu-west-1", "1.2-1", "training") == (
         "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
     )
+
+
+def test_the_configured_decision_threshold_is_the_local_pipeline_s(moto_url):
+    """Evaluate labels rows at the proxy's decision_threshold: the local pipeline's parameter default is it."""
+    from trainserve.local.training_runner import build_local_definition
+
+    target = _target(moto_url, decision_threshold=0.7)
+    code = {k: f"s3://b/{k}" for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")}
+    definition = build_local_definition(target, code, "s3://b/data")
+    [param] = [p for p in definition["Parameters"] if p["Name"] == "DecisionThreshold"]
+    assert param["DefaultValue"] == 0.7

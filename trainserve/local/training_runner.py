@@ -417,6 +417,7 @@ def build_local_definition(target: Target, code: dict[str, str], input_data_uri:
             "estimator": cfg.estimator,
             "quality_metric": cfg.quality_metric,
             "quality_threshold": cfg.quality_threshold,
+            "decision_threshold": cfg.decision_threshold,
         },
     )
 
