@@ -156,7 +156,16 @@ def test_what_was_answered_right_before_the_stop_is_in_the_warehouse_after_it(cl
         m for m in messages if m.startswith("warehouse: the final load before the stop took 10 row(s) in ")
     ]
     assert len(final) == 1 and final[0].endswith(" s; every staged object is loaded"), messages
-    assert not any(r.levelno >= logging.WARNING for r in caplog.records if r.name == "trainserve.local")
+    # nothing left unloaded or failed (the log-fallback count is process-wide: under pytest-xdist another
+    # test's leftover sender thread in this worker can add to it; every answer is in the warehouse, above)
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "trainserve.local"
+        and r.levelno >= logging.WARNING
+        and "went to the log fallback" not in r.getMessage()
+    ]
+    assert warnings == []
 
 
 def test_under_load_every_answered_prediction_is_in_the_warehouse_after_the_stop(cloud, caplog):
