@@ -270,10 +270,11 @@ def test_models_list_empty_group(moto_url, monkeypatch):
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
-def _create_pipeline(sm, target: Target) -> None:
-    definition = build_pipeline_definition(
+def _definition(group: str) -> dict:
+    """A pipeline definition as the training stack builds it, with placeholder code and buckets."""
+    return build_pipeline_definition(
         role_arn="arn:aws:iam::123456789012:role/p",
-        model_package_group_name=target.names.model_package_group,
+        model_package_group_name=group,
         training_image_uri="img",
         inference_image_uri="img",
         code={
@@ -290,6 +291,10 @@ def _create_pipeline(sm, target: Target) -> None:
             "quality_threshold": 0.9,
         },
     )
+
+
+def _create_pipeline(sm, target: Target) -> None:
+    definition = _definition(target.names.model_package_group)
     sm.create_pipeline(
         PipelineName=target.names.pipeline_name,
         PipelineDefinition=json.dumps(definition),
@@ -509,30 +514,8 @@ class _MissesTheGate(_FailsInTrain):
 
 
 def test_the_gate_fail_step_name_is_the_pipelines():
-    definition = json.dumps(_definition_for_names())
+    definition = json.dumps(_definition("g"))
     assert f'"Name": "{training_cmd.QUALITY_GATE_FAIL_STEP}", "Type": "Fail"' in definition
-
-
-def _definition_for_names() -> dict:
-    return build_pipeline_definition(
-        role_arn="arn:aws:iam::123456789012:role/p",
-        model_package_group_name="g",
-        training_image_uri="img",
-        inference_image_uri="img",
-        code={
-            k: f"s3://code/{k}" for k in ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
-        },
-        artifacts_s3_prefix="s3://artifacts/pipeline",
-        kms_key_id="",
-        defaults={
-            "input_data_uri": "s3://data/input/",
-            "training_instance_type": "ml.m5.large",
-            "processing_instance_type": "ml.t3.medium",
-            "estimator": "logistic_regression",
-            "quality_metric": "roc_auc",
-            "quality_threshold": 0.9,
-        },
-    )
 
 
 def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
