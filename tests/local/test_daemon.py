@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import json
 import os
 import socket
-import tarfile
 import threading
 
 import boto3
-import joblib
 import pytest
+from model_fixture import model_tarball
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -64,21 +62,7 @@ def test_a_port_in_use_is_named_and_0_picks_a_free_port():
 def _model_tarball() -> bytes:
     data = load_breast_cancer()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(data.data, data.target)
-    files = {
-        "schema.json": json.dumps(
-            {"feature_names": list(data.feature_names), "label": "target", "classes": [0, 1]}
-        ).encode(),
-    }
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    files["model.joblib"] = buf.getvalue()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tf:
-        for name, payload in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    return out.getvalue()
+    return model_tarball(model, data.feature_names)
 
 
 @pytest.fixture

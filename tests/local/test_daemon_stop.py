@@ -5,19 +5,17 @@ loader), predictions and outcomes answered up to the stop, and the warehouse fil
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import logging
-import tarfile
 import threading
 import time
 import urllib.request
 from urllib.parse import urlparse
 
 import boto3
-import joblib
 import numpy as np
 import pytest
+from model_fixture import model_tarball
 from sklearn.linear_model import LogisticRegression
 
 from trainserve.local import daemon as daemon_mod
@@ -35,18 +33,7 @@ EXTRAS = ("trainserve.local.api:ApiComponent", "trainserve.local.warehouse:Wareh
 def _model_tarball() -> bytes:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, len(FEATURES)))
-    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
-    files = {"schema.json": json.dumps({"feature_names": FEATURES, "label": "y", "classes": [0, 1]}).encode()}
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    files["model.joblib"] = buf.getvalue()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tf:
-        for name, payload in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    return out.getvalue()
+    return model_tarball(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), FEATURES, label="y")
 
 
 @pytest.fixture

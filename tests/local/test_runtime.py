@@ -8,19 +8,17 @@ stand-in ``runtime_fake_serve.py`` (same command line and HTTP contract as ``inf
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
-import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
-import joblib
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from model_fixture import model_tarball
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -46,27 +44,7 @@ def _model_tarball(flip: bool) -> bytes:
     data = load_breast_cancer()
     y = 1 - data.target if flip else data.target
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(data.data, y)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, payload in (
-            ("model.joblib", _joblib_bytes(model)),
-            (
-                "schema.json",
-                json.dumps(
-                    {"feature_names": list(data.feature_names), "label": "target", "classes": [0, 1]}
-                ).encode(),
-            ),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    return buf.getvalue()
-
-
-def _joblib_bytes(model) -> bytes:
-    buf = io.BytesIO()
-    joblib.dump(model, buf)
-    return buf.getvalue()
+    return model_tarball(model, data.feature_names)
 
 
 def _client(service: str, url: str):
