@@ -154,6 +154,9 @@ def test_train_refuses_out_of_range_hyperparameters_before_uploading(moto_url, m
 def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, tmp_path):
     """A step that fails (here Preprocess, on data without the label column): with --json, stdout is one JSON
     object naming the step and the error, and the exit status is not 0, as for the quality gate."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the failed step's log is kept: under tmp_path
     target = _target(moto_url, project_name="failed-step-test")
     _use(monkeypatch, target)
     (tmp_path / "d.csv").write_text("a,b\n1,0\n2,1\n")
@@ -163,6 +166,9 @@ def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, t
     assert out["status"] == "failed" and out["step"] == "Preprocess"
     assert "label column 'target' is missing" in out["error"]
     assert "step Preprocess failed" in " ".join(result.stderr.split())  # and the one error line on stderr
+    assert [p.name for p in tmp_path.glob("trainserve-train-*/*")] == [
+        "Preprocess.log"
+    ]  # only the log is kept
     # without --json: no result on stdout, the error on stderr
     result = CliRunner().invoke(training_cmd.train, ["--local", "--data", str(tmp_path)])
     assert result.exit_code == 1 and result.stdout == ""
