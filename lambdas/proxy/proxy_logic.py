@@ -257,22 +257,16 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _check_text(text: str, what: str, *, row: int | None = None, field: str | None = None) -> None:
-    """A NUL character is refused: Redshift's COPY fails on one unless told to load it as NULL ("Preparing your
-    input data", Amazon Redshift guide), and with it fails the whole staged batch it is in."""
-    if "\x00" in text:
-        raise PayloadError(
-            f"{what} contains a NUL character (\\u0000), which the warehouse cannot load; send text without it",
-            row=row,
-            field=field,
-        )
-
-
-def _utf8_size(text: str, what: str, *, row: int | None = None, field: str | None = None) -> int:
-    """The UTF-8 byte length of ``text``; a 400 naming ``what`` when it cannot be written as UTF-8 (a lone
-    surrogate, which JSON's ``\\ud800`` escape can carry: the log records could not be encoded)."""
+def _check_warehouse_text(
+    text: str, what: str, limit: int, *, row: int | None = None, field: str | None = None
+) -> None:
+    """Text the warehouse stores in a VARCHAR(``limit``) column: a 400 naming ``what`` unless it can be written
+    as UTF-8 (JSON's ``\\ud800`` escape can carry a lone surrogate: the log records could not be encoded), holds
+    no NUL character (Redshift's COPY fails on one unless told to load it as NULL, "Preparing your input data",
+    Amazon Redshift guide, and with it the whole staged batch it is in) and is at most ``limit`` bytes (VARCHAR
+    counts bytes; a longer value would fail its batch the same way)."""
     try:
-        return len(text.encode("utf-8"))
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise PayloadError(
             f"{what} is not valid UTF-8 text: character {exc.start} is a lone surrogate "
@@ -280,6 +274,19 @@ def _utf8_size(text: str, what: str, *, row: int | None = None, field: str | Non
             row=row,
             field=field,
         ) from None
+    if "\x00" in text:
+        raise PayloadError(
+            f"{what} contains a NUL character (\\u0000), which the warehouse cannot load; send text without it",
+            row=row,
+            field=field,
+        )
+    if size > limit:
+        raise PayloadError(
+            f"{what} is {size} bytes in UTF-8; the limit is {limit} bytes (the warehouse column is "
+            f"VARCHAR({limit}), which counts bytes, not characters)",
+            row=row,
+            field=field,
+        )
 
 
 def parse_predict_body(body: bytes | str | None) -> PredictRequest:
@@ -304,14 +311,7 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
                 f"'user_id' must be a non-empty string of at most {MAX_USER_ID_BYTES} bytes (UTF-8)",
                 field="user_id",
             )
-        size = _utf8_size(user_id, "'user_id'", field="user_id")
-        _check_text(user_id, "'user_id'", field="user_id")
-        if size > MAX_USER_ID_BYTES:
-            raise PayloadError(
-                f"'user_id' is {size} bytes in UTF-8; the limit is {MAX_USER_ID_BYTES} bytes (the warehouse "
-                f"column is VARCHAR({MAX_USER_ID_BYTES}), which counts bytes, not characters)",
-                field="user_id",
-            )
+        _check_warehouse_text(user_id, "'user_id'", MAX_USER_ID_BYTES, field="user_id")
     return PredictRequest(instances=instances, user_id=user_id)
 
 
@@ -432,15 +432,9 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
                 row=i,
                 field="request_id",
             )
-        size = _utf8_size(rid, f"feedback {i}: 'request_id'", row=i, field="request_id")
-        _check_text(rid, f"feedback {i}: 'request_id'", row=i, field="request_id")
-        if size > MAX_REQUEST_ID_BYTES:
-            raise PayloadError(
-                f"feedback {i}: 'request_id' is {size} bytes in UTF-8; the limit is {MAX_REQUEST_ID_BYTES} bytes "
-                f"(the warehouse column is VARCHAR({MAX_REQUEST_ID_BYTES}), which counts bytes, not characters)",
-                row=i,
-                field="request_id",
-            )
+        _check_warehouse_text(
+            rid, f"feedback {i}: 'request_id'", MAX_REQUEST_ID_BYTES, row=i, field="request_id"
+        )
         if rid != rid.strip():
             raise PayloadError(
                 f"feedback {i}: request_id {shown(rid)} has leading or trailing whitespace; send the prediction's "
