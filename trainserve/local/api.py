@@ -262,17 +262,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(404, f"no route {path}; use POST /predict or POST /feedback")
             return
         component = self.server.component
-        if not component.begin_request():  # stopping: a keep-alive client still sending gets a clear answer
+        if not component.activity.enter():  # stopping: a keep-alive client still sending gets a clear answer
             self._send_error_json(503, "the local cloud is stopping", close=True)
             return
-        component.activity.enter()
         try:
             response = component.proxy().handle(api_event("POST", path, dict(self.headers.items()), body))
             component.count(response["statusCode"])
             self._send(response["statusCode"], (response.get("body") or "").encode())
         finally:
             component.activity.exit()
-            component.end_request()
 
 
 class _Server(ThreadingHTTPServer):
@@ -307,9 +305,6 @@ class ApiComponent:
         self._retired: dict[int, tuple[Any, threading.Timer]] = {}
         self._delivery: Any = None
         self.activity = BusyMeter()  # the daemon's shared one once started (ctx.api_activity)
-        self._in_flight = 0  # requests being served (stop() waits for them)
-        self._stopping = False
-        self._in_flight_cond = threading.Condition()
 
     def start(self, ctx: Any) -> None:
         import proxy_handler
@@ -416,27 +411,12 @@ class ApiComponent:
         elif status >= 500:
             self._counts["5xx"] += 1
 
-    def begin_request(self) -> bool:
-        """Count a request in (False once the component is stopping: the request is not served)."""
-        with self._in_flight_cond:
-            if self._stopping:
-                return False
-            self._in_flight += 1
-            return True
-
-    def end_request(self) -> None:
-        with self._in_flight_cond:
-            self._in_flight -= 1
-            self._in_flight_cond.notify_all()
-
     def stop(self) -> None:
         self._stop.set()
         # No new request is served from here on (shutdown() below only stops accepting connections: handler
         # threads of keep-alive connections would go on answering after their proxy closed, so their log records
         # went to the log fallback, missing from the warehouse); the requests in flight finish first.
-        with self._in_flight_cond:
-            self._stopping = True
-            self._in_flight_cond.wait_for(lambda: self._in_flight == 0, timeout=STOP_DRAIN_SECONDS)
+        self.activity.close(STOP_DRAIN_SECONDS)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -87,26 +87,39 @@ def request_and_wait(
 class BusyMeter:
     """How long something was busy: the wall time during which at least one of its requests was in flight.
     ``enter()`` and ``exit()`` bracket each request (from any thread); ``busy_seconds()`` is the total so
-    far, so a reader's two readings give the busy fraction of the time between them."""
+    far, so a reader's two readings give the busy fraction of the time between them. ``close(timeout)``
+    refuses requests from then on (``enter()`` returns False) and waits for those in flight to finish."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._in_flight = 0
         self._since = 0.0
         self._busy = 0.0
+        self._closed = False
 
-    def enter(self) -> None:
+    def enter(self) -> bool:
+        """Count a request in; False (nothing counted) once closed: the request is not to be served."""
         with self._lock:
+            if self._closed:
+                return False
             if self._in_flight == 0:
                 self._since = self._clock()
             self._in_flight += 1
+            return True
 
     def exit(self) -> None:
         with self._lock:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._busy += self._clock() - self._since
+                self._lock.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Refuse requests from now on, and wait (at most ``timeout`` seconds) until none is in flight."""
+        with self._lock:
+            self._closed = True
+            self._lock.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
     def busy_seconds(self) -> float:
         with self._lock:
