@@ -281,7 +281,7 @@ def metric_data(records: list[dict], timestamp: datetime) -> list[dict]:
     no series of its own and publishes nothing (``collect`` counts such rows as unattributed)."""
     data = []
     for rec in records:
-        if not rec.get("variant_name") or rec.get("model_version") is None:
+        if not _attributed(rec):
             continue
         dims = [
             {"Name": "EndpointName", "Value": rec["endpoint_name"]},

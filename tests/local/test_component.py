@@ -47,3 +47,20 @@ def test_no_answer_in_time_is_none(tmp_path):
     started = time.monotonic()
     assert request_and_wait(tmp_path, "job.request", "job.done", 0.3, n=1) is None
     assert time.monotonic() - started < 2
+
+
+def test_a_closed_busy_meter_refuses_requests_after_those_in_flight_finish():
+    """How the local API stops: no request is served once stopping, and the stop waits for those in flight."""
+    from trainserve.local.component import BusyMeter
+
+    meter = BusyMeter()
+    assert meter.enter() is True
+    closing = threading.Thread(target=meter.close, args=(5.0,))
+    closing.start()
+    time.sleep(0.2)
+    assert closing.is_alive()  # waiting for the request in flight
+    assert meter.enter() is False  # and refusing new ones
+    meter.exit()
+    closing.join(2)
+    assert not closing.is_alive()
+    assert meter.enter() is False

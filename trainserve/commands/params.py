@@ -21,13 +21,9 @@ from botocore.exceptions import ClientError
 
 from trainserve.commands import options
 from trainserve.console import UserError, console, print_json, table
+from trainserve.local.resources import function_environment
 
 REFRESH_TIMEOUT_SECONDS = 10.0  # how long ``set`` waits for the local API to take a change
-
-
-def _environment(lam, function: str) -> dict[str, str]:
-    cfg = lam.get_function_configuration(FunctionName=function)
-    return dict(cfg.get("Environment", {}).get("Variables", {}))
 
 
 def live_variants(target) -> list[str] | None:
@@ -109,7 +105,7 @@ def get(as_json: bool, local: bool | None) -> None:
     """Show the proxy's parameters."""
     target = options.resolve_target(local)
     function = target.names.proxy_function
-    info = {"function": function, **describe(_environment(target.client("lambda"), function), target)}
+    info = {"function": function, **describe(function_environment(target.client("lambda"), function), target)}
     if as_json:
         print_json(info)
     else:
@@ -160,7 +156,7 @@ def set_(assignments: tuple[str, ...], as_json: bool, local: bool | None) -> Non
         check_target_variant(target, changes["TARGET_VARIANT"])
     function = target.names.proxy_function
     lam = target.client("lambda")
-    env = _environment(lam, function)
+    env = function_environment(lam, function)
     env.update(changes)
     lam.update_function_configuration(FunctionName=function, Environment={"Variables": env})
     if target.is_local:
@@ -175,7 +171,7 @@ def set_(assignments: tuple[str, ...], as_json: bool, local: bool | None) -> Non
         "function": function,
         "changed": changes,
         "applied": applied,
-        **describe(_environment(lam, function), target),
+        **describe(function_environment(lam, function), target),
     }
     if as_json:
         print_json(info)

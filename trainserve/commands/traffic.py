@@ -111,13 +111,15 @@ def removed_variants(state: EndpointState, decision: Decision) -> list[str]:
 def pinned_variant(target: Target) -> str | None:
     """The variant the proxy pins (its function's ``TARGET_VARIANT``, as the proxy parses it), or None.
     ClientError other than a missing function propagates."""
+    from trainserve.local.resources import function_environment
+
     try:
-        cfg = target.client("lambda").get_function_configuration(FunctionName=target.names.proxy_function)
+        env = function_environment(target.client("lambda"), target.names.proxy_function)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             return None
         raise
-    params, _problems = proxy_logic.parse_params((cfg.get("Environment") or {}).get("Variables") or {})
+    params, _problems = proxy_logic.parse_params(env)
     return params.target_variant
 
 
