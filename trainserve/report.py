@@ -450,6 +450,15 @@ def build_report(
     return report
 
 
+def srm_unexpected(srm: Mapping[str, Any]) -> str | None:
+    """The traffic variants at 0% received in the window, as text ("v2 got 12 users"); None if none did."""
+    unexpected = srm.get("unexpected") or {}
+    if not unexpected:
+        return None
+    unit = srm.get("unit", "requests")
+    return ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
+
+
 def recommend(report: Mapping[str, Any], alpha: float) -> dict:
     """One action for the operator, its reason in one line, and the exact command."""
     champion = report["champion"]
@@ -457,12 +466,11 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
     comps = [c for c in report["comparisons"] if c["decision"] != "draining"]
     draining = [c["challenger"] for c in report["comparisons"] if c["decision"] == "draining"]
     if srm and srm["mismatch"]:
-        unexpected = srm.get("unexpected") or {}
-        unit = srm.get("unit", "requests")
-        if unexpected:
-            got = ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
+        got = srm_unexpected(srm)
+        if got:
             what = f"variants at 0% received traffic in the window ({got})"
         else:
+            unit = srm.get("unit", "requests")
             what = (
                 f"sample ratio mismatch (chi-square on {unit}, p={srm['p_value']:.2g} < {srm['threshold']}): "
                 "the observed split differs from the configured weights"

@@ -37,7 +37,6 @@ from botocore.exceptions import ClientError
 from release_planner import (
     CANARY_PERCENT,
     CHAMPION_TAG,
-    DEPLOYMENT_TIMEOUT_MAX_SECONDS,
     LINEAR_STEP_PERCENT,
     REJECTED,
     STATUSES,
@@ -330,10 +329,6 @@ class SageMakerAdapter:
         # new fleet (release_planner.deployment_timeout_seconds); ReleaseSettings refused a routing and wait
         # whose timeout cannot fit in SageMaker's 28800 s.
         timeout = deployment_timeout_seconds(s.traffic_routing, s.guardrail_wait_seconds)
-        if timeout > DEPLOYMENT_TIMEOUT_MAX_SECONDS:  # only reachable by bypassing ReleaseSettings' checks
-            raise ValueError(
-                f"blue/green timeout {timeout} s is over SageMaker's {DEPLOYMENT_TIMEOUT_MAX_SECONDS} s"
-            )
         config: dict[str, Any] = {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": routing,

@@ -60,10 +60,11 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 
 
 def _srm_line(srm: dict) -> str | None:
+    from trainserve.report import srm_unexpected
+
     unit = srm.get("unit", "requests")
-    unexpected = srm.get("unexpected") or {}
-    if unexpected:
-        got = ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
+    got = srm_unexpected(srm)
+    if got:
         test = f"at 0% but in the window: {got}"
     elif srm.get("p_value") is not None and srm.get("chi2") is not None:
         test = f"chi-square on {unit} {srm['chi2']:.2f}, p={srm['p_value']:.3g}"

@@ -55,7 +55,6 @@ STOP_DRAIN_SECONDS = 10.0  # stop() waits at most this long for the requests in 
 # the local API's full rate, 17-64 MB with 30 features a row (the rows' JSON text: ``JsonRows.of``).
 BUFFER_RECORDS = 100_000
 PROXY_DIR = LAMBDAS_DIR / "proxy"
-ROUTES = ("/predict", "/feedback")  # the API's resources (proxy_handler.ROUTES)
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit (the proxy answers 413 past 6 MiB itself)
 _DIGITS = re.compile(rb"[0-9]+")
 _HEX = re.compile(rb"[0-9a-fA-F]+")
@@ -258,7 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(exc.status, exc.message, close=True)
             return
         path = urlparse(self.path).path
-        if path.rstrip("/") not in ROUTES:  # API Gateway has no such resource: the proxy is never called
+        if (
+            path.rstrip("/") not in self.server.component.routes
+        ):  # API Gateway has no such resource: no proxy call
             self._send_error_json(404, f"no route {path}; use POST /predict or POST /feedback")
             return
         component = self.server.component
@@ -305,6 +306,7 @@ class ApiComponent:
         self._retired: dict[int, tuple[Any, threading.Timer]] = {}
         self._delivery: Any = None
         self.activity = BusyMeter()  # the daemon's shared one once started (ctx.api_activity)
+        self.routes: tuple[str, ...] = ()  # the API's resources (proxy_handler.ROUTES), once started
 
     def start(self, ctx: Any) -> None:
         import proxy_handler
@@ -312,6 +314,7 @@ class ApiComponent:
         from trainserve.local.log_delivery import DeliveryProcess
 
         self._ctx = ctx
+        self.routes = proxy_handler.ROUTES
         self.activity = getattr(ctx, "api_activity", None) or self.activity
         target = ctx.target()
         self._delivery = DeliveryProcess(target).start()
