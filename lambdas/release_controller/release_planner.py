@@ -615,13 +615,18 @@ def _steps(current: EndpointState, desired: DesiredEndpoint) -> tuple[Step, ...]
             return ()
         return (Step("weights", desired),)
     if set(desired.versions) < set(live):
-        drained = DesiredEndpoint(
-            tuple(sorted({**{v: 0.0 for v in live}, **desired.weights}.items())), desired.champion
-        )
+        drained = _drained(live, desired)
         if _same_weights(live, drained.weights) and same_champion:
             return (Step("deploy", desired),)
         return (Step("weights", drained), Step("deploy", desired))
     return (Step("deploy", desired),)
+
+
+def _drained(live: Mapping[int, float], desired: DesiredEndpoint) -> DesiredEndpoint:
+    """The live variants at ``desired``'s weights, every variant it leaves out at 0% (a drain's weights)."""
+    return DesiredEndpoint(
+        tuple(sorted({**{v: 0.0 for v in live}, **desired.weights}.items())), desired.champion
+    )
 
 
 def _event_text(event: ReleaseEvent | None, status: Mapping[int, str]) -> str:
@@ -765,9 +770,7 @@ def rollback(current: EndpointState, remove: bool = True) -> Decision:
     if not gone:
         return Decision("none", f"no challengers: {variant_name(champion)} already serves alone", desired)
     if not remove:
-        drained = DesiredEndpoint(
-            tuple(sorted({**{v: 0.0 for v in current.weights}, champion: 1.0}.items())), champion
-        )
+        drained = _drained(current.weights, desired)
         if _same_weights(current.weights, drained.weights):
             return Decision("none", f"challengers {gone} are at 0% already", drained)
         note = f"roll back to champion {variant_name(champion)}: challengers {gone} to 0% now"
