@@ -66,29 +66,18 @@ def start(timeout: float) -> None:
 def _start_lock(home: Path, timeout: float) -> Any:
     """One ``local start`` at a time per state folder: a second one waits for the first to finish (then finds
     the cloud running), instead of racing it to start a second daemon."""
-    import fcntl
+    from trainserve.local.component import exclusive
 
-    with open(home / START_LOCK, "a") as f:
-        deadline = time.monotonic() + timeout
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"another `trainserve local start` has been starting the local cloud in {home} for "
-                        f"{timeout:.0f} s; nothing was started"
-                    ) from None
-                if not waiting:
-                    err_console.print("waiting for another `trainserve local start` to finish ...")
-                    waiting = True
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    def waiting() -> None:
+        err_console.print("waiting for another `trainserve local start` to finish ...")
+
+    with exclusive(home / START_LOCK, time.monotonic() + timeout, poll=0.2, on_wait=waiting) as held:
+        if not held:
+            raise UserError(
+                f"another `trainserve local start` has been starting the local cloud in {home} for "
+                f"{timeout:.0f} s; nothing was started"
+            )
+        yield
 
 
 def _start(home: Path, timeout: float) -> None:

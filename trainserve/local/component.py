@@ -12,12 +12,14 @@ warehouse loader reads it to wait while the API is busy (``warehouse.WarehouseCo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,31 +59,49 @@ def request_and_wait(
     once it has done it; the answer, or None if none came within ``timeout`` seconds (the daemon is not
     running, or the work failed: its status says why). Commands asking for the same thing at once take turns
     (a lock file beside the request), each getting its own answer."""
-    import fcntl
-
     deadline = time.monotonic() + timeout
     # One request at a time per kind: the request file holds one message, so a second command writing its own
     # would replace the first's, and the first would wait for an answer that never comes. Others wait here.
-    with open(state_dir / f".{request}.lock", "a") as lock:
+    with exclusive(state_dir / f".{request}.lock", deadline) as held:
+        if not held:
+            return None
+        token = uuid.uuid4().hex
+        write_token(state_dir / request, token, **payload)
+        while time.monotonic() < deadline:
+            answer = read_message(state_dir / done)
+            if answer is not None and answer["token"] == token:
+                return answer
+            time.sleep(0.05)
+        return None
+
+
+@contextlib.contextmanager
+def exclusive(
+    path: Path, deadline: float, poll: float = 0.05, on_wait: Callable[[], None] | None = None
+) -> Iterator[bool]:
+    """Hold an exclusive lock on the lock file ``path``, waiting for another holder to let go until
+    ``deadline`` (``time.monotonic()``; ``on_wait`` is called once if it has to wait); yields whether it
+    got the lock (released on leaving)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        waited = False
         while True:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    return None
-                time.sleep(0.05)
+                    yield False
+                    return
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(poll)
         try:
-            token = uuid.uuid4().hex
-            write_token(state_dir / request, token, **payload)
-            while time.monotonic() < deadline:
-                answer = read_message(state_dir / done)
-                if answer is not None and answer["token"] == token:
-                    return answer
-                time.sleep(0.05)
-            return None
+            yield True
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class BusyMeter:
