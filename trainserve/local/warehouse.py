@@ -583,11 +583,7 @@ class LocalWarehouse:
         mapping = (
             dict(prefixes) if isinstance(prefixes, Mapping) else {p: DEFAULT_PREFIXES[p] for p in prefixes}
         )
-        listed: list[_Listed] = []
-        for prefix, table in mapping.items():
-            paginator = s3_client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                listed.extend(_Listed.of(obj, table) for obj in page.get("Contents", []))
+        listed = _list_staged(s3_client, bucket, mapping)
         if not listed:
             return 0
         done = self._loaded_keys(bucket, lock_wait)
@@ -765,6 +761,16 @@ class _Attempt(NamedTuple):
         cls, status: str, _rows: int, at: datetime, etag: str | None, modified: datetime | None
     ) -> _Attempt:
         return cls(at if status == "loaded" else None, etag, modified)
+
+
+def _list_staged(s3_client: Any, bucket: str, prefixes: Mapping[str, str]) -> list[_Listed]:
+    """The staging objects under each prefix (prefix -> the table they load into)."""
+    listed: list[_Listed] = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for prefix, table in prefixes.items():
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            listed.extend(_Listed.of(obj, table) for obj in page.get("Contents", []))
+    return listed
 
 
 def _to_load(attempt: _Attempt | None, item: _Listed) -> bool:
@@ -1121,20 +1127,17 @@ class WarehouseComponent:
         listing and the warehouse's ``_staged_objects``."""
         assert self._ctx is not None and self.warehouse is not None, "start() first"
         bucket = self._ctx.names.staging_bucket
-        listed: list[_Listed] = []
-        for prefix, table in self._prefixes().items():
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                listed.extend(_Listed.of(obj, table) for obj in page.get("Contents", []))
+        listed = _list_staged(self._s3, bucket, self._prefixes())
         with connect_read(self.warehouse.path, timeout=min(LOCK_WAIT_SECONDS, 2.0)) as con:
             attempts = _read_loaded(con, bucket)
-        not_loaded = [item for item in listed if _to_load(attempts.get(item.key), item)]
-        failed = [
-            item
-            for item in listed
-            if (attempt := attempts.get(item.key)) is not None
-            and attempt.loaded_at is None
-            and not _to_load(attempt, item)
-        ]
+        not_loaded: list[_Listed] = []
+        failed: list[_Listed] = []
+        for item in listed:
+            attempt = attempts.get(item.key)
+            if _to_load(attempt, item):
+                not_loaded.append(item)
+            elif attempt is not None and attempt.loaded_at is None:
+                failed.append(item)
         return not_loaded, failed
 
     def _log_left_behind(self, shown: int = 20) -> bool:
