@@ -166,8 +166,10 @@ def read_and_validate(files: list, label_column: str):
                 raise DataError(f"{path.name}, line {_line(index)}: {kind} column '{column}' {what}")
             numeric[column] = converted.astype(float)
             if column != label_column:
-                # Python's float, as the API parses JSON numbers (pandas' parser can be off by an ulp)
-                beyond = values.map(lambda v: abs(float(v)) > FLOAT32_MAX)
+                # Python's float, as the API parses JSON numbers (pandas' parser can be off by an ulp): read again
+                # only the values pandas puts within an ulp of the limit or past it
+                near = converted.abs() >= np.nextafter(FLOAT32_MAX, 0)
+                beyond = values[near].map(lambda v: abs(float(v)) > FLOAT32_MAX)
                 if beyond.any():
                     index = beyond[beyond].index[0]
                     raise DataError(
