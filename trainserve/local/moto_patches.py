@@ -598,18 +598,18 @@ def _patch_create_model_package() -> None:
     from moto.sagemaker.exceptions import ValidationError
 
     original = models.SageMakerModelBackend.create_model_package
-    if getattr(original, "_trainserve_checks_metadata", False):
-        return
+    signature = inspect.signature(
+        original
+    )  # install() runs once (_installed): no guard against wrapping twice
 
     @functools.wraps(original)
     def create_model_package(self: Any, *args: Any, **kwargs: Any) -> str:
-        bound = inspect.signature(original).bind(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
         problem = customer_metadata_problem(bound.arguments.get("customer_metadata_properties"))
         if problem:
             raise ValidationError(problem)
         return original(self, *args, **kwargs)
 
-    create_model_package._trainserve_checks_metadata = True  # type: ignore[attr-defined]
     models.SageMakerModelBackend.create_model_package = create_model_package
 
 
