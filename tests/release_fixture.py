@@ -46,11 +46,14 @@ def release_target(moto_url: str, config: Any, monkeypatch: Any) -> Target:
     return local
 
 
-def register(target: Target, n: int) -> list[str]:
-    """``n`` model packages, pending approval; their ARNs."""
+def register(target: Target, n: int, inputs: str | None = None) -> list[str]:
+    """``n`` model packages, pending approval (with ``inputs`` as their ``features_sha256`` metadata); their
+    ARNs."""
     sm = target.client("sagemaker")
+    metadata = {"CustomerMetadataProperties": {"features_sha256": inputs}} if inputs else {}
     return [
         sm.create_model_package(
+            **metadata,
             ModelPackageGroupName=target.names.model_package_group,
             ModelApprovalStatus="PendingManualApproval",
             InferenceSpecification={

@@ -9,7 +9,9 @@ Inputs: ``/opt/ml/processing/model/model.tar.gz`` (``model.joblib`` + ``schema.j
   ``registry_metadata``: the registry's ``CustomerMetadataProperties`` values as strings (so the pipeline's
   RegisterModel step can copy them with ``JsonGet``). Every value is valid as SageMaker metadata (at most
   256 characters of letters, digits, spaces and ``_.:/=+-@``): ``metrics`` is ``accuracy=0.95 f1=0.93 ...``
-  (``format_metrics``), and the feature names, which do not fit, are in ``features.json`` instead.
+  (``format_metrics``), and the feature names, which do not fit, are in ``features.json`` instead; their
+  digest is ``features_sha256`` (``features_digest``: the release controller admits a challenger only with
+  the champion's inputs).
 - ``baseline.json``: decile bin edges and fractions of the score and of every feature, the positive rate and
   the row count (the drift monitor compares live traffic with these bins).
 - ``features.json``: ``{"feature_names": [...]}``, the model's input features in order (the registry's
@@ -25,6 +27,7 @@ same script runs locally. Python 3.9, numpy/pandas/scikit-learn/joblib + stdlib 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tarfile
@@ -35,6 +38,13 @@ DEFAULT_BASE_DIR = "/opt/ml/processing"
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 N_BINS = 10
 FEATURES_FILE = "features.json"
+
+
+def features_digest(names) -> str:
+    """The SHA-256 (hex) of the feature names, in order, as compact UTF-8 JSON: equal for two models exactly
+    when one request's rows mean the same to both (the ``features_sha256`` registry metadata)."""
+    text = json.dumps([str(n) for n in names], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def format_metrics(metrics: dict) -> str:
@@ -205,6 +215,7 @@ def evaluate(pipeline, schema: dict, test, args) -> tuple:
             "quality_value": repr(round(metrics[args.quality_metric], 6)),
             "metrics": format_metrics(metrics),
             "decision_threshold": repr(threshold),
+            "features_sha256": features_digest(features),
         },
     }
     baseline = {

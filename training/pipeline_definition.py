@@ -42,7 +42,14 @@ HYPERPARAMETERS = (
 # CustomerMetadataProperties copied from evaluation.json's ``registry_metadata`` (every value valid on AWS:
 # at most 256 characters of letters, digits, spaces and ``_.:/=+-@``). The feature names do not fit: they
 # are in ``features.json`` beside ``baseline.json``, named by ``features_uri``.
-REGISTRY_METADATA_KEYS = ("n_features", "estimator", "quality_value", "metrics", "decision_threshold")
+REGISTRY_METADATA_KEYS = (
+    "n_features",
+    "estimator",
+    "quality_value",
+    "metrics",
+    "decision_threshold",
+    "features_sha256",
+)
 DEFAULT_DECISION_THRESHOLD = 0.5
 REQUIRED_CODE = ("preprocess", "evaluate", "train_sourcedir", "inference_sourcedir")
 REQUIRED_DEFAULTS = (

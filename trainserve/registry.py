@@ -2,7 +2,7 @@
 
 Registering, listing and describing model versions, with the metadata the training pipeline attaches
 (``CustomerMetadataProperties``: ``estimator``, ``metrics``, ``quality_metric``, ``quality_value``,
-``n_features``, ``decision_threshold``, ``baseline_uri``, ``features_uri``; see docs/DESIGN.md "Registry
+``n_features``, ``decision_threshold``, ``baseline_uri``, ``features_uri``, ``features_sha256``; see docs/DESIGN.md "Registry
 entries"). ``metrics`` is ``accuracy=0.95 f1=0.93 ...`` (SageMaker allows no JSON in metadata values); the
 feature names are in the JSON document at ``features_uri``. Packages registered before that (``metrics`` as
 JSON, ``feature_names`` a JSON list in the metadata) are still read.
@@ -47,6 +47,7 @@ class ModelVersion:
     features_uri: str | None = None
     n_features: int | None = None
     decision_threshold: float | None = None
+    features_sha256: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class ModelVersion:
             "approval_description": self.approval_description,
             "features_uri": self.features_uri,
             "decision_threshold": self.decision_threshold,
+            "features_sha256": self.features_sha256,
         }
 
 
@@ -209,6 +211,7 @@ def version_from_description(described: dict[str, Any], s3=None, load_features: 
         features_uri=props.get("features_uri"),
         n_features=int(n_features) if n_features is not None else (len(feature_names) or None),
         decision_threshold=_float(props.get("decision_threshold")),
+        features_sha256=props.get("features_sha256") or None,
     )
 
 

@@ -119,7 +119,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     adapter = sagemaker_adapter.SageMakerAdapter(settings)
     wait_s = _time_left_s(context)
     state = adapter.wait_until_ready(timeout_s=wait_s, poll_s=POLL_S)
-    registry = adapter.read_registry()
+    # the live versions' and the event version's input features, which the planner compares
+    registry = adapter.with_inputs(adapter.read_registry(), state, release.version)
     event_text = f"{release.status}(v{release.version})"
     try:
         decision = release_planner.plan(registry, state, settings, release)

@@ -29,7 +29,11 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   proportion instead, so that no variant drops to 0%. When the endpoint already serves
   ``max_live_variants`` variants, the newest ``max_live_variants - 1`` challengers among the live ones and
   v are kept: the oldest challenger is dropped (its weight goes to the champion), or v is not added if it
-  is the oldest.
+  is the oldest. Nor is v added when its input features (the ``features_sha256`` registry metadata: the
+  names, in order) differ from the champion's: the proxy validates a request against one feature list, so
+  the two could not serve the same requests (rows as lists would even be read in another order). The
+  reason names the remedy (``trainserve traffic promote v``: it then serves alone). Packages without the
+  metadata (registered before training wrote it) are admitted as before.
 - ``max_live_variants == 1``: there is no A/B test. The endpoint serves the NEWEST approved version alone:
   a newer approved version replaces the champion at 100% in one redeploy (a ``deploy`` step, the path an
   instance-type change takes; SageMaker applies the deployment guardrails only when the variant names
@@ -88,6 +92,11 @@ EVENT_PATTERN_FILE = Path(__file__).with_name("event_pattern.json")
 
 _VARIANT = re.compile(r"^v(\d+)$")
 _TOLERANCE = 1e-9
+
+
+# the registry metadata key of a package's input features (the SHA-256 of their names, in order, as compact
+# JSON: ``training/evaluate.py`` writes it); the planner admits a challenger only with the champion's inputs
+FEATURES_DIGEST_KEY = "features_sha256"
 
 
 class PlanError(ValueError):
@@ -262,6 +271,9 @@ class PackageVersion:
     arn: str
     status: str
     created: Any = None
+    # the ``features_sha256`` metadata (the model's input features, in order): None when not read, or for a
+    # package registered before training wrote it
+    inputs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -486,7 +498,8 @@ def plan(
 
     # 4. The event's version joins as a challenger if the rules allow it.
     if event is not None and event.version != took_over:
-        changes.extend(_admit(event.version, status, weights, champion, settings))
+        inputs = {p.version: p.inputs for p in registry if p.inputs}
+        changes.extend(_admit(event.version, status, weights, champion, settings, inputs))
 
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
@@ -555,7 +568,12 @@ def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, flo
 
 
 def _admit(
-    version: int, status: dict[int, str], weights: dict[int, float], champion: int, settings: ReleaseSettings
+    version: int,
+    status: dict[int, str],
+    weights: dict[int, float],
+    champion: int,
+    settings: ReleaseSettings,
+    inputs: Mapping[int, str] | None = None,
 ) -> list[str]:
     name = variant_name(version)
     if status.get(version) != APPROVED:
@@ -564,6 +582,14 @@ def _admit(
         return [f"{name} is already live: no change"]
     if version < champion:
         return [f"{name} is older than the champion {variant_name(champion)}: no change"]
+    mine, theirs = (inputs or {}).get(version), (inputs or {}).get(champion)
+    if mine and theirs and mine != theirs:
+        return [
+            f"{name} not added: its input features differ from those of champion {variant_name(champion)} "
+            f"(features_sha256 {mine[:12]}... against {theirs[:12]}...), so no request could be valid for both "
+            f"and an A/B test would not compare them on the same traffic; to serve it, promote it "
+            f"(trainserve traffic promote {name}: it then serves alone) and update the clients"
+        ]
     notes = []
     challengers = sorted(v for v in weights if v != champion)
     if len(weights) >= settings.max_live_variants:

@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from botocore.exceptions import ClientError
 from release_planner import (
     CANARY_PERCENT,
     CHAMPION_TAG,
+    FEATURES_DIGEST_KEY,
     LINEAR_STEP_PERCENT,
     REJECTED,
     STATUSES,
@@ -125,6 +127,27 @@ class SageMakerAdapter:
                         )
                     )
         return sorted(out, key=lambda p: p.version)
+
+    def with_inputs(
+        self, registry: Iterable[PackageVersion], state: EndpointState, version: int | None = None
+    ) -> list[PackageVersion]:
+        """``registry`` with ``inputs`` (each package's ``features_sha256`` metadata) read for the versions the
+        planner compares: the live ones and ``version`` (one DescribeModelPackage each, not the whole group).
+        A package that cannot be described keeps ``inputs`` None (the planner then does not compare it)."""
+        wanted = {v.version for v in state.variants} | ({version} if version is not None else set())
+        out = []
+        for package in registry:
+            if package.version in wanted and package.inputs is None:
+                try:
+                    described = self.sm.describe_model_package(ModelPackageName=package.arn)
+                except ClientError as exc:
+                    log.warning("cannot read the metadata of %s: %s", package.arn, exc)
+                else:
+                    digest = (described.get("CustomerMetadataProperties") or {}).get(FEATURES_DIGEST_KEY)
+                    if digest:
+                        package = replace(package, inputs=str(digest))
+            out.append(package)
+        return out
 
     def read_endpoint(self) -> EndpointState:
         try:

@@ -79,6 +79,22 @@ def test_approving_a_version_older_than_the_champion_says_nothing_changes(target
     assert _live_weights(target) == {"v2": 1.0}
 
 
+def test_approving_a_version_with_other_input_features_says_it_is_not_added(target):
+    """The command's plan reads the same features_sha256 metadata the controller compares, and says so."""
+    register(target, 1, inputs="1" * 64)
+    register(target, 1, inputs="2" * 64)
+    _serve(target, 1)
+    code, out, err = _cli(models_review.approve, "2")
+    assert code == 0 and "v2: PendingManualApproval → Approved" in out
+    assert (
+        "the endpoint stays as it is (v2 not added: its input features differ from those of champion v1"
+        in out
+    )
+    assert "trainserve traffic promote v2" in out and err == ""
+    assert release(target, 2, "Approved")["action"] == "none"
+    assert _live_weights(target) == {"v1": 1.0}
+
+
 def test_a_change_is_announced_with_what_the_controller_does(target):
     register(target, 2)
     code, out, err = _cli(models_review.approve, "1")

@@ -60,11 +60,13 @@ def sm(monkeypatch):
         yield client
 
 
-def _register(sm, n: int = 1) -> list[str]:
+def _register(sm, n: int = 1, inputs: str | None = None) -> list[str]:
     arns = []
+    metadata = {"CustomerMetadataProperties": {"features_sha256": inputs}} if inputs else {}
     for _ in range(n):
         arns.append(
             sm.create_model_package(
+                **metadata,
                 ModelPackageGroupName=GROUP,
                 ModelApprovalStatus="PendingManualApproval",
                 InferenceSpecification={
@@ -157,6 +159,32 @@ def test_approve_second_version_adds_a_challenger_then_duplicates_change_nothing
     assert again["action"] == "none" and "already live" in again["reason"]
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == second_config
     assert _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
+
+
+def test_a_challenger_with_other_input_features_is_not_added(sm):
+    """The champion's and the challenger's features_sha256 differ: no request could be valid for both, so the
+    endpoint stays as it is and the reason names the remedy; a third version with the champion's inputs joins."""
+    (arn1,) = _register(sm, inputs="a" * 64)
+    (arn2,) = _register(sm, inputs="b" * 64)
+    (arn3,) = _register(sm, inputs="a" * 64)
+    _approve(sm, arn1, 1)
+    config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    out = _approve(sm, arn2, 2)
+    assert out["action"] == "none"
+    assert "v2 not added: its input features differ from those of champion v1" in out["reason"]
+    assert "trainserve traffic promote v2" in out["reason"]
+    assert _live(sm) == {"v1": 1.0}
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == config
+    out = _approve(sm, arn3, 3)
+    assert out["action"] == "update" and _live(sm) == pytest.approx({"v1": 0.9, "v3": 0.1})
+
+
+def test_packages_without_the_inputs_metadata_are_admitted_as_before(sm):
+    (arn1,) = _register(sm, inputs="a" * 64)
+    (arn2,) = _register(sm)  # registered before training wrote features_sha256
+    _approve(sm, arn1, 1)
+    out = _approve(sm, arn2, 2)
+    assert out["action"] == "update" and _live(sm) == pytest.approx({"v1": 0.9, "v2": 0.1})
 
 
 def test_reject_challenger_returns_its_weight_to_the_champion(sm):

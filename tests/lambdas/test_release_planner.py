@@ -616,3 +616,47 @@ def test_event_pattern_filters_group_and_status():
 def test_release_event_tuple_and_object_are_equivalent():
     reg, state = registry(v1=A, v2=A), endpoint({1: 1.0}, 1)
     assert plan(reg, state, SETTINGS, (2, A)) == plan(reg, state, SETTINGS, ReleaseEvent(2, A))
+
+
+def _with_inputs(packages: list[PackageVersion], **inputs: str) -> list[PackageVersion]:
+    return [replace(p, inputs=inputs.get(f"v{p.version}")) for p in packages]
+
+
+def test_a_challenger_with_other_inputs_than_the_champion_is_not_added():
+    reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
+    decision = plan(reg, endpoint({1: 1.0}, champion=1), SETTINGS, (2, A))
+    assert decision.action == "none" and decision.steps == () and decision.blocked is None
+    (change,) = decision.changes
+    assert change.startswith("v2 not added: its input features differ from those of champion v1")
+    assert "features_sha256 222222222222... against 111111111111..." in change
+    assert "trainserve traffic promote v2" in change
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"v1": "1" * 64, "v2": "1" * 64},  # the same features
+        {"v1": "1" * 64},  # the challenger's are unknown (registered before the metadata)
+        {"v2": "2" * 64},  # the champion's are unknown
+        {},
+    ],
+)
+def test_a_challenger_is_added_when_its_inputs_match_or_are_unknown(inputs):
+    decision = plan(
+        _with_inputs(registry(v1=A, v2=A), **inputs), endpoint({1: 1.0}, champion=1), SETTINGS, (2, A)
+    )
+    assert decision.action == "update" and decision.desired.weights == pytest.approx({1: 0.9, 2: 0.1})
+
+
+def test_with_one_live_variant_a_newer_version_with_other_inputs_still_replaces_the_champion():
+    """max_live_variants 1: there is no A/B test, the new version serves alone (the clients move with it)."""
+    single = replace(SETTINGS, max_live_variants=1)
+    reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
+    decision = plan(reg, endpoint({1: 1.0}, champion=1), single, (2, A))
+    assert decision.desired.weights == {2: 1.0}
+
+
+def test_promote_serves_a_version_with_other_inputs_alone():
+    reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
+    decision = promote(endpoint({1: 1.0}, champion=1), "v2", reg)
+    assert decision.desired.weights == {2: 1.0} and decision.desired.champion == 2

@@ -200,7 +200,9 @@ def test_register_is_pending_manual_approval_with_metrics(definition):
         "decision_threshold",
         "baseline_uri",
         "features_uri",
+        "features_sha256",
     }
+    assert meta["features_sha256"]["Std:JsonGet"]["Path"] == "registry_metadata.features_sha256"
     assert meta["quality_metric"] == "f1"
     assert meta["metrics"]["Std:JsonGet"]["Path"] == "registry_metadata.metrics"
     assert meta["features_uri"]["Std:Join"]["Values"][-1] == "features.json"

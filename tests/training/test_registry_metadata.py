@@ -156,3 +156,20 @@ def test_decision_threshold_argument_is_checked():
     assert evaluate.parse_args([]).decision_threshold == 0.5
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--decision-threshold", "1.5"])
+
+
+def test_features_sha256_is_the_digest_the_release_controller_compares(evaluation):
+    """The metadata key is the one the release planner reads, and the digest follows the names and their
+    order (a reordered or renamed list is another model's input)."""
+    import hashlib
+
+    from release_planner import FEATURES_DIGEST_KEY
+
+    result, _, sample, _, _ = evaluation
+    names = sample["feature_names"]
+    digest = result["registry_metadata"][FEATURES_DIGEST_KEY]
+    expected = hashlib.sha256(json.dumps(names, separators=(",", ":")).encode()).hexdigest()
+    assert digest == expected == evaluate.features_digest(names)
+    assert evaluate.features_digest(list(reversed(names))) != digest
+    assert evaluate.features_digest([*names[:-1], names[-1] + "_v2"]) != digest
+    assert evaluate.features_digest(["größe"]) == hashlib.sha256('["größe"]'.encode()).hexdigest()

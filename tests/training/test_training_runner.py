@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from stacks.config import Config
+from training.evaluate import features_digest
 from training.pipeline_definition import DefinitionError
 from trainserve.local.training_runner import TrainingError, run_local_training, sklearn_image_uri
 from trainserve.registry import list_model_versions, parse_metrics
@@ -74,9 +75,15 @@ def test_registers_a_pending_model_with_metrics(trained):
         "decision_threshold",
         "baseline_uri",
         "features_uri",
+        "features_sha256",
     }
     assert all(isinstance(v, str) for v in props.values())
     assert int(props["n_features"]) == 30
+    bucket, key = props["features_uri"].removeprefix("s3://").split("/", 1)
+    features = json.loads(target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert props["features_sha256"] == features_digest(
+        features["feature_names"]
+    )  # what the controller compares
     assert (
         float(props["decision_threshold"]) == target.config.decision_threshold
     )  # the configured one reaches Evaluate

@@ -124,7 +124,9 @@ def planned_release(
     after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
     event = (version, status) if version is not None and status is not None else None
     try:
-        decision = release_planner.plan(after, adapter.read_endpoint(), adapter.settings, event)
+        state = adapter.read_endpoint()
+        after = adapter.with_inputs(after, state, version) if event is not None else after
+        decision = release_planner.plan(after, state, adapter.settings, event)
     except ReleaseBlocked as exc:
         return {"action": "none", "changes": [], "blocked": str(exc)}, None
     except Exception as exc:  # noqa: BLE001 - a preview only; the decision itself is the registry's
