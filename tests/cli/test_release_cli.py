@@ -243,6 +243,52 @@ def test_traffic_commands_warn_when_they_take_off_the_pinned_variant(target):
     assert _weights(out) == {"v4": 1.0} and out["warnings"] == []
 
 
+def test_promote_rejects_the_newer_challengers_it_takes_off_and_keeps_older_versions_approved(target):
+    """v1 champion, v2 challenger. Promoting v1 (the A/B test ends in the champion's favour) takes v2 off: v2,
+    newer and still approved, would come back with a redelivered approval event, so it is rejected in the
+    registry. Promoting a newer challenger keeps the older champion approved: it replaces the new champion if
+    that is ever rejected."""
+    register(target, 2)
+    for v in (1, 2):
+        _cli(models_review.approve, str(v))
+        release(target, v, "Approved")
+    assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}
+    out = _cli_json(traffic_cmd.traffic, "promote", "v1")
+    assert out["champion"] == "v1" and _weights(out) == {"v1": 1.0}
+    (rejected,) = out["rejected"]
+    assert rejected["variant"] == "v2" and rejected["previous_status"] == "Approved"
+    assert rejected["approval_description"].startswith(
+        "lost to v1: taken off the endpoint by trainserve traffic"
+    )
+    sm = target.client("sagemaker")
+
+    def statuses() -> dict[int, str]:
+        return {
+            p["ModelPackageVersion"]: p["ModelApprovalStatus"]
+            for s in ("Approved", "Rejected")
+            for p in sm.list_model_packages(
+                ModelPackageGroupName=target.names.model_package_group, ModelApprovalStatus=s
+            )["ModelPackageSummaryList"]
+        }
+
+    assert statuses() == {1: "Approved", 2: "Rejected"}
+    assert release(target, 2, "Approved")["action"] == "none"  # redelivered: handled as the rejection it is
+    assert _weights(_status(target)) == {"v1": 1.0}
+
+    _cli(models_review.approve, "2")  # a person re-admits it: a challenger again
+    release(target, 2, "Approved")
+    code, said = _cli(traffic_cmd.traffic, "promote", "v1")
+    said = " ".join(said.split())  # rich wraps long lines
+    assert code == 0 and "v2 rejected in the model registry (lost to v1" in said
+    assert "to re-admit it: trainserve models approve 2" in said
+    _cli(models_review.approve, "2")
+    release(target, 2, "Approved")
+    out = _cli_json(traffic_cmd.traffic, "promote", "v2")  # v1 is older: it stays approved
+    assert out["champion"] == "v2" and out["rejected"] == [] and statuses() == {1: "Approved", 2: "Approved"}
+    out = _cli_json(traffic_cmd.traffic, "promote", "v2")  # nothing to change: nothing rejected
+    assert out["action"] == "none" and out["rejected"] == []
+
+
 def test_status_shows_a_blocked_release(target):
     register(target, 1)
     _cli(models_review.approve, "1")

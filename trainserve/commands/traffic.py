@@ -8,6 +8,11 @@ source of truth: each rolled-back challenger is rejected ("rolled back by trains
 <UTC>"), so the release controller's rejection path removes it from the endpoint, and neither a redelivered
 approval event nor ``endpoint sync`` brings it back; ``trainserve models approve V`` re-admits it.
 
+``promote`` rejects the variants it takes off that are newer than the new champion ("lost to vN: taken off
+the endpoint by trainserve traffic promote at <UTC>"): they lost the comparison, and still approved they
+would come back with a repeated approval event. Older ones stay approved (the newest of them replaces the
+champion if it is rejected).
+
 A command that takes off the endpoint the variant the proxy's ``TARGET_VARIANT`` pins (read from the proxy
 function's environment) warns, with how to clear the pin (``warnings`` in ``--json``).
 """
@@ -198,14 +203,32 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
     """Make VARIANT (v2 or 2) the champion at 100%; the others drain at once and are then removed.
 
     An approved version that is not live but newer than the champion can be promoted too: it is deployed
-    alone at 100%.
+    alone at 100%. The variants taken off that are newer than VARIANT lost the comparison: they are rejected
+    in the model registry, so that no repeated approval event brings them back (older ones stay approved).
     """
     target = options.resolve_target(local)
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
     registry = adapter.read_registry()
     decision = _plan(release_planner.promote, state, variant, registry)
-    apply_decision(adapter, decision, state, registry, target.is_local, as_json, target)
+    champion = decision.desired.champion if decision.desired is not None else 0
+    removed = removed_variants(state, decision)
+    # The challengers newer than the new champion lost the comparison; still approved, a redelivered approval
+    # event would bring them back. Older ones cannot come back (older than the champion) and stay approved:
+    # the newest of them replaces the champion if it is ever rejected.
+    losers = sorted(v.version for v in state.variants if v.version > champion) if decision.steps else []
+    if not decision.steps and not as_json:
+        console.print(f"nothing to change: {decision.reason}")
+    after = run_steps(adapter, decision, state, registry, target.is_local)
+    description = (
+        f"lost to {release_planner.variant_name(champion)}: taken off the endpoint by trainserve traffic "
+        f"promote at {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    )
+    rejected, notes = reject_in_registry(adapter, registry, losers, description, rollback=False)
+    if not as_json:
+        for note in notes:
+            console.print(note)
+    report_outcome(adapter, decision, after, as_json, pin_warnings(target, removed), {"rejected": rejected})
 
 
 @traffic.command("rollback")
@@ -225,7 +248,10 @@ def rollback(local: bool | None, as_json: bool) -> None:
     decision = _plan(release_planner.rollback, state, False)
     challengers = release_planner.rollback_challengers(state)
     state = run_steps(adapter, decision, state, registry, target.is_local)
-    rejected, notes = reject_rolled_back(adapter, registry, challengers)
+    description = (
+        f"rolled back by trainserve traffic rollback at {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    )
+    rejected, notes = reject_in_registry(adapter, registry, challengers, description, rollback=True)
     warnings = pin_warnings(target, [release_planner.variant_name(v) for v in challengers], rollback=True)
     if not as_json:
         if not decision.steps:
@@ -235,31 +261,40 @@ def rollback(local: bool | None, as_json: bool) -> None:
     report_outcome(adapter, decision, state, as_json, warnings, {"rejected": rejected})
 
 
-def reject_rolled_back(
-    adapter: SageMakerAdapter, registry: list[PackageVersion], versions: Iterable[int]
+def reject_in_registry(
+    adapter: SageMakerAdapter,
+    registry: list[PackageVersion],
+    versions: Iterable[int],
+    description: str,
+    rollback: bool,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Reject each rolled-back version in the registry (unless it is already rejected): what was rejected
-    (``--json``'s ``rejected``), and a sentence per version for the text output."""
+    """Reject in the registry each version taken off the endpoint (by ``rollback``: drained to 0%, and the
+    release controller then removes it; by ``promote``: removed already), with ``description`` as its
+    ApprovalDescription, unless it is already rejected: what was rejected (``--json``'s ``rejected``), and a
+    sentence per version for the text output."""
     by_version = {p.version: p for p in registry}
-    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    description = f"rolled back by trainserve traffic rollback at {when}"
     rejected: list[dict[str, Any]] = []
     notes: list[str] = []
     for version in versions:
         name = release_planner.variant_name(version)
         package = by_version.get(version)
-        if package is None:
-            notes.append(f"{name} is not in the model registry: the release controller removes it")
-            continue
-        if package.status == REJECTED:
-            notes.append(f"{name} was already rejected: the release controller removes it")
+        if package is None or package.status == REJECTED:
+            if rollback:
+                why = "is not in the model registry" if package is None else "was already rejected"
+                notes.append(f"{name} {why}: the release controller removes it")
             continue
         try:
             adapter.reject(package, description)
         except ClientError as exc:
+            if rollback:
+                raise UserError(
+                    f"{name} is drained to 0%, but rejecting it in the registry failed ({exc}); it stays live at "
+                    "0% until it is rejected: run trainserve traffic rollback again"
+                ) from None
             raise UserError(
-                f"{name} is drained to 0%, but rejecting it in the registry failed ({exc}); it stays live at 0% "
-                "until it is rejected: run trainserve traffic rollback again"
+                f"the promotion is done and {name} is off the endpoint, but rejecting it in the registry failed "
+                f"({exc}); it is still approved, so a repeated approval event could bring it back as a "
+                f"challenger: reject it with trainserve models reject {version}"
             ) from None
         rejected.append(
             {
@@ -270,9 +305,9 @@ def reject_rolled_back(
                 "approval_description": description,
             }
         )
+        effect = "the release controller removes it from the endpoint, and" if rollback else "so"
         notes.append(
-            f"{name} rejected in the model registry ({description}): the release controller removes it from "
-            f"the endpoint, and no repeated approval event or endpoint sync brings it back; to re-admit it: "
-            f"trainserve models approve {version}"
+            f"{name} rejected in the model registry ({description}): {effect} no repeated approval event or "
+            f"endpoint sync brings it back; to re-admit it: trainserve models approve {version}"
         )
     return rejected, notes
