@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +38,8 @@ _VERSION_VARIANT = re.compile(r"^v(\d+)$")
 # The id of a whole request (``predict`` answers it beside its rows' ids, which add ``-<row>``): feedback for it
 # would never join a prediction, so it is refused with a pointer to the row's id.
 _REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+# ASCII A-Z -> a-z: a feedback request_id's letter case (``normal_request_id``)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 PREDICT_FIELDS = ("instances", "user_id")  # what POST /predict takes
 _FEEDBACK_FIELDS = ("request_id", "outcome")
 
@@ -391,12 +394,23 @@ def validate_rows(instances: Sequence[Any], feature_names: Sequence[str]) -> lis
 
 @dataclass(frozen=True)
 class FeedbackItem:
-    request_id: str
+    request_id: str  # as ``normal_request_id`` gives it: the form logged and compared
     outcome: int
 
 
+def normal_request_id(request_id: str) -> str:
+    """The form in which feedback's ``request_id`` is logged and compared: its ASCII letters in lower case.
+
+    ``predict`` answers a prediction's id as lower-case UUID text plus ``-<row>``, and a UUID's letter case means
+    nothing (RFC 9562), so ``9F1C...-0`` names the same prediction as ``9f1c...-0``; logged as sent it would never
+    join it (the warehouse compares ids as exact text). Only ASCII letters change, so the id's size in UTF-8 bytes
+    (checked against the warehouse column) stays the same."""
+    return request_id.translate(_ASCII_LOWER)
+
+
 def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
-    """``{"request_id", "outcome"}``, a list of those, or ``{"feedback": [...]}`` -> feedback items."""
+    """``{"request_id", "outcome"}``, a list of those, or ``{"feedback": [...]}`` -> feedback items, their ids
+    in lower case (``normal_request_id``): ids differing only in letter case are one id."""
     if body is None or body in (b"", ""):
         raise PayloadError('request body is empty; expected {"request_id": "...", "outcome": 0 or 1}')
     data = _load_json(body)
@@ -413,7 +427,9 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
     if not items:
         raise PayloadError("no feedback given", field="feedback")
     out: list[FeedbackItem] = []
-    first_item: dict[str, int] = {}  # request_id -> the item that gave it
+    first_item: dict[
+        str, tuple[int, str]
+    ] = {}  # normal request_id -> the item that gave it, and as it was written
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise PayloadError(f"feedback {i} must be an object {{request_id, outcome}}", row=i)
@@ -442,11 +458,11 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
                 row=i,
                 field="request_id",
             )
+        key = normal_request_id(rid)
         if _REQUEST_ID.match(rid):
             raise PayloadError(
                 f"feedback {i}: request_id {shown(rid)} names a whole request, and feedback is per prediction: use "
-                f"the prediction's own request_id ({rid.lower()}-0 for the request's first row, as predict "
-                "answered it)",
+                f"the prediction's own request_id ({key}-0 for the request's first row, as predict answered it)",
                 row=i,
                 field="request_id",
             )
@@ -458,16 +474,22 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
                 row=i,
                 field="outcome",
             )
-        if rid in first_item:
+        if key in first_item:
             # one request's records share one event_time, so the latest-outcome-wins de-duplication could not
             # tell which of the two is meant
+            before, written = first_item[key]
+            named = (
+                rid
+                if written == rid
+                else f"{key} (written {written} and {rid}: letter case does not tell request ids apart)"
+            )
             raise PayloadError(
-                f"request_id {rid} appears in items {first_item[rid]} and {i}; send one outcome per prediction",
+                f"request_id {named} appears in items {before} and {i}; send one outcome per prediction",
                 row=i,
                 field="request_id",
             )
-        first_item[rid] = i
-        out.append(FeedbackItem(rid, int(outcome)))
+        first_item[key] = (i, rid)
+        out.append(FeedbackItem(key, int(outcome)))
     return out
 
 

@@ -152,6 +152,16 @@ def test_feedback(target):
     assert bad.exit_code == 2 and "OUTCOME" in bad.output  # click rejects the outcome, naming the argument
 
 
+def test_feedback_sends_and_echoes_the_request_id_in_lower_case(target):
+    """predict answers ids in lower case; one typed in upper case is the same UUID, and is sent (and said)
+    as predict answered it, so that it joins its prediction."""
+    answered = "9f1c3e46-2d9f-4f50-840b-9d04764aa62f-0"
+    result = _run("feedback", answered.upper(), "0")
+    assert result.exit_code == 0, result.output
+    assert _Api.received[0][:2] == ("/feedback", {"request_id": answered, "outcome": 0})
+    assert f"feedback recorded: {answered} -> 0" in result.output and answered.upper() not in result.output
+
+
 def test_params_get_and_set(target, monkeypatch):
     """``set`` against the local cloud waits for its API to take the change (``request_refresh``: tested with
     the real API in tests/local/test_api.py; here a stand-in that records the request)."""

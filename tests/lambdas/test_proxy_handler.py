@@ -317,6 +317,13 @@ def test_rows_that_make_a_model_request_over_the_payload_limit_are_413(aws):
             "request_id",
             "request_id X-0 appears in items 0 and 1; send one outcome per prediction",
         ),
+        (
+            "/feedback",
+            {"feedback": [{"request_id": "X-0", "outcome": 1}, {"request_id": "x-0", "outcome": 0}]},
+            1,
+            "request_id",
+            "request_id x-0 (written X-0 and x-0: letter case does not tell request ids apart) appears in items 0 and 1",
+        ),
         ("/feedback", {"request_id": "r-0", "outcome": 1, "foo": 2}, 0, "foo", "unknown field(s) foo"),
     ],
 )
@@ -426,6 +433,25 @@ def test_feedback_logged(aws):
     assert [(r["request_id"], r["outcome"]) for r in recs] == [("a-0", 1), ("b-0", 0)]
     assert set(recs[0]) == {"request_id", "event_time", "outcome"}
     assert _call(proxy, "/feedback", {"request_id": "a-0", "outcome": 3})[1]["field"] == "outcome"
+
+
+def test_feedback_with_an_upper_case_request_id_joins_its_prediction(aws):
+    """predict answers ids in lower case; feedback naming one in upper case (a UUID's letter case means
+    nothing) is logged under the id the prediction's record carries, so the two join in the warehouse."""
+    proxy = _proxy(aws)
+    status, body = _call(proxy, "/predict", {"instances": [[8, 0, 0], [2, 1, 1]]})
+    assert status == 200, body
+    first, second = (p["request_id"] for p in body["predictions"])
+    status, answer = _call(
+        proxy,
+        "/feedback",
+        [{"request_id": first.upper(), "outcome": 1}, {"request_id": second, "outcome": 0}],
+    )
+    assert (status, answer) == (200, {"accepted": 2})
+    logged = {r["request_id"] for r in _staged(aws["s3"], "predictions")}
+    feedback = _staged(aws["s3"], "feedback")
+    assert [(r["request_id"], r["outcome"]) for r in feedback] == [(first, 1), (second, 0)]
+    assert {r["request_id"] for r in feedback} <= logged
 
 
 def test_firehose_total_failure_still_200_and_records_in_log(aws):

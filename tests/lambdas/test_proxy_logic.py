@@ -288,6 +288,40 @@ def test_feedback_repeating_a_request_id_is_refused_naming_both_items():
     assert len(logic.parse_feedback_body(json.dumps(body))) == 2
 
 
+def test_feedback_request_id_is_taken_in_lower_case_as_predict_answers_it():
+    """A UUID's letter case means nothing (RFC 9562): an id sent in upper case names the prediction predict
+    answered in lower case, and is logged so (as sent, it would never join its prediction in the warehouse)."""
+    answered = "9f1c3e46-2d9f-4f50-840b-9d04764aa62f-0"
+    (item,) = logic.parse_feedback_body(json.dumps({"request_id": answered.upper(), "outcome": 1}))
+    assert item == logic.FeedbackItem(answered, 1)
+    mixed = [
+        {"request_id": "9F1C3E46-2d9f-4F50-840B-9d04764aa62f-1", "outcome": 0},
+        {"request_id": "Ab-0", "outcome": 1},
+    ]
+    assert [i.request_id for i in logic.parse_feedback_body(json.dumps({"feedback": mixed}))] == [
+        "9f1c3e46-2d9f-4f50-840b-9d04764aa62f-1",
+        "ab-0",
+    ]
+    # only ASCII letters change: the id's size in UTF-8 bytes, checked against the warehouse column, stays
+    (item,) = logic.parse_feedback_body(json.dumps({"request_id": "Ä" * 63 + "B", "outcome": 1}))
+    assert item.request_id == "Ä" * 63 + "b"
+    assert logic.normal_request_id("İ-X") == "İ-x" and len("İ-x".encode()) == len("İ-X".encode())
+
+
+def test_feedback_ids_differing_only_in_letter_case_are_one_id():
+    body = [
+        {"request_id": "ABC-0", "outcome": 1},
+        {"request_id": "b-0", "outcome": 0},
+        {"request_id": "abc-0", "outcome": 0},
+    ]
+    e = _err(logic.parse_feedback_body, json.dumps(body))
+    assert (e.status, e.row, e.field) == (400, 2, "request_id")
+    assert e.message == (
+        "request_id abc-0 (written ABC-0 and abc-0: letter case does not tell request ids apart) appears in "
+        "items 0 and 2; send one outcome per prediction"
+    )
+
+
 @pytest.mark.parametrize(
     "whole", ["186C3E46-2D9F-4F50-840B-9D04764AA62F", "186c3e46-2d9f-4F50-840b-9d04764aa62f"]
 )

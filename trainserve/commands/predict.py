@@ -318,7 +318,11 @@ def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | 
 @options.json_option
 @options.local_option
 def feedback(request_id: str, outcome: str, as_json: bool, local: bool | None) -> None:
-    """Record the true OUTCOME (0 or 1) of the prediction REQUEST_ID."""
+    """Record the true OUTCOME (0 or 1) of the prediction REQUEST_ID.
+
+    The id is sent in lower case, as predict answers it (a UUID's letter case means nothing), so that it joins
+    its prediction."""
+    request_id = proxy_logic.normal_request_id(request_id)
     result = call_api(
         options.resolve_target(local), "/feedback", {"request_id": request_id, "outcome": int(outcome)}
     )
