@@ -282,6 +282,8 @@ def build_pipeline_definition(
         inputs=[
             _s3_input("model", MODEL_ARTIFACTS, f"{PROCESSING}/model"),
             _s3_input("test", output_uri("Preprocess", "test"), f"{PROCESSING}/test"),
+            # held out as well (training only reports on it): baseline.json's bins use it too
+            _s3_input("validation", output_uri("Preprocess", "validation"), f"{PROCESSING}/validation"),
         ],
         outputs=["evaluation"],
         prefix=prefix,

@@ -147,6 +147,10 @@ def test_evaluate_reads_the_model_and_the_test_split(definition):
     assert inputs["test"]["S3Uri"] == {
         "Get": "Steps.Preprocess.ProcessingOutputConfig.Outputs['test'].S3Output.S3Uri"
     }
+    assert inputs["validation"]["S3Uri"] == {
+        "Get": "Steps.Preprocess.ProcessingOutputConfig.Outputs['validation'].S3Output.S3Uri"
+    }
+    assert inputs["validation"]["LocalPath"] == "/opt/ml/processing/validation"
     assert step["PropertyFiles"] == [
         {"PropertyFileName": "EvaluationReport", "OutputName": "evaluation", "FilePath": "evaluation.json"}
     ]

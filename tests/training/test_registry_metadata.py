@@ -8,6 +8,7 @@ import argparse
 import json
 
 import botocore.session
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -173,3 +174,27 @@ def test_features_sha256_is_the_digest_the_release_controller_compares(evaluatio
     assert evaluate.features_digest(list(reversed(names))) != digest
     assert evaluate.features_digest([*names[:-1], names[-1] + "_v2"]) != digest
     assert evaluate.features_digest(["größe"]) == hashlib.sha256('["größe"]'.encode()).hexdigest()
+
+
+def test_the_baseline_takes_the_validation_rows_too_and_the_metrics_do_not(evaluation):
+    """baseline.json's bins come from every held-out row (test + validation); the metrics from test only."""
+    result, baseline, sample, model, test = evaluation
+    frame = pd.read_csv(sample["train"])
+    validation = frame.iloc[:150]  # rows the fixture's model was fitted on stand in for a validation split
+    args = argparse.Namespace(quality_metric="roc_auc", bootstrap=10, random_state=0, decision_threshold=0.5)
+    with_validation, both = evaluate.evaluate(
+        model, {"feature_names": sample["feature_names"]}, test, args, validation
+    )
+    assert with_validation["metrics"] == result["metrics"] and with_validation["n_test"] == len(test)
+    assert baseline["n"] == len(test) and both["n"] == len(test) + len(validation)
+    scores = model.predict_proba(pd.concat([test, validation])[sample["feature_names"]])[:, 1]
+    assert both["positive_rate"] == pytest.approx(float((scores >= 0.5).mean()))
+    assert both["score"] == evaluate.decile_bins(scores)
+    with pytest.raises(SystemExit, match="validation data lacks columns"):
+        evaluate.evaluate(
+            model,
+            {"feature_names": sample["feature_names"]},
+            test,
+            args,
+            validation.drop(columns=["mean_radius"]),
+        )

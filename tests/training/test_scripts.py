@@ -120,7 +120,8 @@ def test_preprocess_train_evaluate_end_to_end(sample, tmp_path, monkeypatch, cap
         evaluation["metrics"]["f1"], abs=1e-6
     )
     baseline = json.loads((base / "evaluation" / "baseline.json").read_text())
-    assert baseline["n"] == counts["test"]
+    # every held-out row: the test split and the validation split (training only reports on it)
+    assert baseline["n"] == counts["test"] + counts["validation"]
     assert set(baseline["features"]) == set(sample["feature_names"])
     for bins in [baseline["score"], *baseline["features"].values()]:
         assert len(bins["bin_edges"]) == len(bins["fractions"]) + 1

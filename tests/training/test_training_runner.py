@@ -105,6 +105,7 @@ def test_artifacts_are_in_s3(trained):
     assert "confusion_matrix" in evaluation["binary_classification_metrics"]
     baseline = json.loads(_read_s3(target, result.artifacts["baseline"]))
     assert set(baseline) == {"score", "features", "positive_rate", "n"}
+    assert baseline["n"] > evaluation["n_test"]  # the validation rows too
     with tarfile.open(fileobj=io.BytesIO(_read_s3(target, result.artifacts["inference_sourcedir"]))) as tar:
         assert "inference.py" in tar.getnames()
     assert result.artifacts["input_data"].startswith(f"s3://{target.names.data_bucket}/training-data/")
