@@ -67,6 +67,7 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     assert out["reason"].endswith("< threshold 0.999")
     assert [s["name"] for s in out["steps"] if s["status"] == "Skipped"] == ["Register"]
     assert out["model_package_arn"] is None
+    assert "not registered: roc_auc" in result.stderr  # and the human message on stderr
 
     # without --json: the steps' progress on stderr, the result on stdout
     result = CliRunner().invoke(training_cmd.train, ["--local", "--estimator", "gradient_boosting", *weak])
@@ -544,8 +545,190 @@ def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
         assert out["reason"] == _MissesTheGate.REASON and out["estimator"] == "random_forest"
         assert out["quality_metric"] == "roc_auc" and out["hyperparameters"] == {"n_estimators": "5"}
         assert out["model_package_arn"] is None and "error" not in out
+        # no evaluation report to read here (the step listing names no processing job): the metrics are null,
+        # the value and the threshold are the Fail step's
+        assert out["metrics"] is None and out["quality_value"] == 0.81 and out["quality_threshold"] == 0.9
+        assert out["approval_status"] is None and out["model_version"] is None
         assert "pipeline execution Failed" not in result.stderr
+        assert _MissesTheGate.REASON in result.stderr  # the human message on stderr, beside the JSON
 
         text = CliRunner().invoke(training_cmd.train, args)
         assert text.exit_code == training_cmd.EXIT_NOT_REGISTERED
         assert _MissesTheGate.REASON in text.stdout
+
+
+EVALUATION = {
+    "metrics": {"accuracy": 0.74, "precision": 0.7, "recall": 0.8, "f1": 0.75, "roc_auc": 0.8123},
+    "registry_metadata": {"quality_value": "0.8123"},
+}
+
+
+class _MissesTheGateAfterEvaluating(_MissesTheGate):
+    """As ``_MissesTheGate``, with the Evaluate step's metadata naming its processing job (as SageMaker lists
+    it), a job made in moto whose output ``evaluation`` holds the report."""
+
+    JOB = "pipelines-exec1-Evaluate-abc123"
+
+    def get_paginator(self, name):
+        pages = super().get_paginator(name)
+        job_arn = f"arn:aws:sagemaker:{TEST_REGION}:123456789012:processing-job/{self.JOB}"
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                for page in pages.paginate(**kwargs):
+                    steps = [dict(s) for s in page["PipelineExecutionSteps"]]
+                    for s in steps:
+                        if s["StepName"] == "Evaluate":
+                            s["Metadata"] = {"ProcessingJob": {"Arn": job_arn}}
+                    yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def _use_sagemaker(monkeypatch, sm) -> None:
+    real_client = Target.client
+    monkeypatch.setattr(
+        Target, "client", lambda self, service: sm if service == "sagemaker" else real_client(self, service)
+    )
+
+
+def test_train_aws_below_threshold_json_carries_the_evaluation_metrics(monkeypatch):
+    """The execution ended in the gate's Fail step: the JSON has a local run's keys, the metrics read from the
+    report the Evaluate step wrote, the registered fields null; exit 3, the reason on stderr."""
+    with mock_aws():
+        target = _target(None, mode="aws", estimator="random_forest", quality_metric="roc_auc")
+        _use(monkeypatch, target)
+        sm = _MissesTheGateAfterEvaluating(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        s3 = target.client("s3")
+        s3.create_bucket(Bucket="artifacts")
+        prefix = "s3://artifacts/pipeline/exec1/Evaluate/evaluation"
+        s3.put_object(
+            Bucket="artifacts",
+            Key="pipeline/exec1/Evaluate/evaluation/evaluation.json",
+            Body=json.dumps(EVALUATION).encode(),
+        )
+        sm.create_processing_job(
+            ProcessingJobName=sm.JOB,
+            ProcessingOutputConfig={
+                "Outputs": [
+                    {
+                        "OutputName": "evaluation",
+                        "S3Output": {
+                            "S3Uri": prefix,
+                            "LocalPath": "/opt/ml/processing/evaluation",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ]
+            },
+            ProcessingResources={
+                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.t3.medium", "VolumeSizeInGB": 30}
+            },
+            AppSpecification={"ImageUri": "img"},
+            RoleArn="arn:aws:iam::123456789012:role/p",
+        )
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
+        out = json.loads(result.stdout)
+        assert out["status"] == "not_registered" and out["registered"] is False
+        assert out["metrics"] == EVALUATION["metrics"]
+        assert out["quality_metric"] == "roc_auc" and out["quality_value"] == 0.8123
+        assert out["quality_threshold"] == 0.9 and out["reason"] == _MissesTheGate.REASON
+        assert out["artifacts"] == {"evaluation": f"{prefix}/evaluation.json"}
+        assert out["model_package_arn"] is None and out["model_version"] is None
+        assert out["approval_status"] is None
+        assert (
+            out["pipeline_execution_arn"] and out["steps"][-1]["name"] == training_cmd.QUALITY_GATE_FAIL_STEP
+        )
+        assert _MissesTheGate.REASON in result.stderr
+
+
+def _keys(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_train_aws_data_that_cannot_be_uploaded_is_a_failed_upload_with_json(monkeypatch, tmp_path):
+    """As a local run says it: --data that is not a .csv file, or a folder without one, fails the step Upload,
+    and --json prints that (exit 1, the message on stderr); nothing is uploaded or started."""
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        _buckets(target)
+        sm = boto3.client("sagemaker", region_name=TEST_REGION)
+        _create_pipeline(sm, target)
+        (tmp_path / "notes.txt").write_text("a,target\n1,0\n")
+        (tmp_path / "empty").mkdir()
+        for data, said in (
+            (tmp_path / "notes.txt", "not a .csv file"),
+            (tmp_path / "empty", "no CSV files"),
+        ):
+            result = CliRunner().invoke(training_cmd.train, ["--aws", "--data", str(data), "--json"])
+            assert result.exit_code == 1, result.output
+            out = json.loads(result.stdout)
+            assert out["status"] == "failed" and out["step"] == "Upload" and said in out["error"]
+            assert out["pipeline_execution_arn"] is None
+            assert f"step Upload failed: --data {data}: {said}" in " ".join(result.stderr.split())
+        assert _keys(target.client("s3"), target.names.data_bucket) == []
+        summaries = sm.list_pipeline_executions(PipelineName=target.names.pipeline_name)
+        assert summaries["PipelineExecutionSummaries"] == []
+
+        # a path that does not exist is refused before anything runs, in both modes: no result, as any refusal
+        for mode in ("--aws", "--local"):
+            result = CliRunner().invoke(
+                training_cmd.train, [mode, "--data", str(tmp_path / "nope"), "--json"]
+            )
+            assert result.exit_code == 1 and result.stdout == ""
+            assert "no such file or folder" in result.stderr
+
+
+def test_train_aws_start_that_fails_prints_json(monkeypatch):
+    """The pipeline is not deployed (StartPipelineExecution refuses: ResourceNotFound on AWS, a
+    ValidationException in moto): --json prints the failed step and the AWS error, exit 1, and the error on
+    stderr."""
+    with mock_aws():
+        target = _target(None, mode="aws", project_name="not-deployed")
+        _use(monkeypatch, target)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--hp", "C=2", "--json"])
+        assert result.exit_code == 1, result.output
+        out = json.loads(result.stdout)
+        assert out["status"] == "failed" and out["step"] == training_cmd.START_STEP
+        assert out["error"].startswith("AWS ") and target.names.pipeline_name in out["error"]
+        assert out["pipeline_execution_arn"] is None
+        assert out["parameters"] == [{"Name": "C", "Value": "2.0"}]
+        said = f"step {training_cmd.START_STEP} failed: {out['error']}"
+        assert said in " ".join(result.stderr.split())
+
+
+class _CannotFollow:
+    """moto's SageMaker client, but DescribePipelineExecution is refused (a role without the permission)."""
+
+    def __init__(self, sm):
+        self._sm = sm
+
+    def __getattr__(self, name):
+        return getattr(self._sm, name)
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
+        from botocore.exceptions import ClientError
+
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+        raise ClientError(error, "DescribePipelineExecution")
+
+
+def test_train_aws_wait_that_cannot_follow_the_execution_prints_json(monkeypatch):
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        sm = _CannotFollow(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == 1, result.output
+        out = json.loads(result.stdout)
+        assert out["pipeline_execution_arn"].startswith("arn:") and out["status"] == "unknown"
+        assert out["error"] == (
+            "cannot follow the execution: AWS AccessDeniedException: not authorized; it may still be running"
+        )
+        assert out["pipeline_execution_arn"] in " ".join(result.stderr.split())

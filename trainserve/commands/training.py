@@ -1,16 +1,26 @@
-"""``trainserve train``: start the training pipeline (locally: run it, step by step)."""
+"""``trainserve train``: start the training pipeline (locally: run it, step by step).
+
+With ``--json``, every run prints one JSON object on stdout, whatever its outcome: the result (exit 0), a model
+below the quality threshold (``status: not_registered``, exit 3) or a failure (``status: failed`` or the
+execution's status, the failed ``step`` and its ``error``, exit 1), with the human message on stderr. What is
+refused before anything is uploaded or started (a bad ``--hp``, a ``--data`` path that does not exist, click's
+usage errors) prints no result, as every command's refusals: the error on stderr, exit 1 (2 for click's).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 
 from trainserve.commands.options import json_option, local_option, resolve_target
 from trainserve.console import UserError, console, err_console, print_json, table
@@ -19,6 +29,11 @@ EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the qualit
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 POLL_SECONDS = 10.0
 QUALITY_GATE_FAIL_STEP = "QualityGateFailed"  # training/pipeline_definition.py's Fail step of the gate
+EVALUATE_STEP = "Evaluate"  # the pipeline's step that writes evaluation.json (its output "evaluation")
+START_STEP = "StartPipelineExecution"  # AWS: what a failure to start the execution names as its step
+# The gate's Fail step's message (training/pipeline_definition.py): "not registered: <metric> <value> < threshold
+# <threshold>".
+_GATE_REASON = re.compile(r"^not registered: (?P<metric>\S+) (?P<value>\S+) < threshold (?P<threshold>\S+)$")
 
 
 def parse_hyperparameters(items: tuple[str, ...]) -> dict[str, str]:
@@ -181,12 +196,15 @@ def train(
     """Train, evaluate and (if good enough) register a model as PendingManualApproval.
 
     Locally the pipeline's own definition runs on this machine. Exit code 3 when the model
-    was trained but not registered because it missed the quality threshold.
+    was trained but not registered because it missed the quality threshold. With --json, every
+    run prints one JSON object on stdout (a failed or not registered one too: its status says so).
     """
     from training.pipeline_definition import DefinitionError
 
     hyperparameters = parse_hyperparameters(hp)
     check_hyperparameters(hyperparameters)
+    if data and not data.startswith("s3://") and not Path(data).exists():
+        raise UserError(f"--data {data}: no such file or folder")
     target = resolve_target(local)
     hyperparameters = drop_ignored_hyperparameters(estimator or target.config.estimator, hyperparameters)
     try:
@@ -198,11 +216,25 @@ def train(
         raise UserError(str(exc)) from exc
 
 
+def _failed(as_json: bool, message: str, result: dict[str, Any]) -> UserError:
+    """A run that failed: with ``--json`` its ``result`` goes to stdout now; the UserError returned, to raise,
+    puts ``message`` on stderr and exits 1."""
+    if as_json:
+        print_json(result)
+    return UserError(message)
+
+
+def _aws_error(exc: ClientError | BotoCoreError) -> str:
+    """An AWS error as ``trainserve`` prints one (``console.run_cli``): ``AWS <Code>: <Message>``."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"AWS {err.get('Code', 'error')}: {err.get('Message', exc)}"
+    return str(exc)
+
+
 def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> None:
     from trainserve.local.training_runner import TrainingError, run_local_training
 
-    if data and not data.startswith("s3://") and not Path(data).exists():
-        raise UserError(f"--data {data}: no such file or folder")
     try:
         result = run_local_training(
             target,
@@ -212,9 +244,8 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
             progress=_StepPrinter(),
         )
     except TrainingError as exc:
-        if as_json:  # like the quality gate's result: a JSON object on stdout, and a non-zero exit
-            print_json({"status": "failed", "step": exc.step, "error": exc.detail})
-        raise UserError(str(exc)) from exc
+        # like the quality gate's result: a JSON object on stdout, and a non-zero exit
+        raise _failed(as_json, str(exc), {"status": "failed", "step": exc.step, "error": exc.detail}) from exc
     if as_json:
         print_json(result.as_json())
     else:  # the result on stdout (the steps' progress went to stderr)
@@ -244,54 +275,79 @@ def _pipeline_parameters(estimator, hyperparameters, input_uri) -> list[dict[str
 
 
 def _upload_data(target, data: str) -> str:
-    from trainserve.local.training_runner import UPLOAD_PREFIX
+    """The ``InputData`` URI of ``--data``: an s3:// prefix as it is, else its CSV files uploaded to the data
+    bucket; what cannot be uploaded is a ``TrainingError`` of the step Upload (as a local run's)."""
+    from trainserve.local.training_runner import UPLOAD_PREFIX, TrainingError
 
     if data.startswith("s3://"):
         return data
     path = Path(data)
-    if not path.exists():
-        raise UserError(f"--data {data}: no such file or folder")
     if path.is_file() and path.suffix != ".csv":
-        raise UserError(f"--data {data}: not a .csv file (only files ending in .csv are read)")
+        raise TrainingError("Upload", f"--data {data}: not a .csv file (only files ending in .csv are read)")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*.csv") if p.is_file())
     if not files:
-        raise UserError(f"--data {data}: no CSV files (only files ending in .csv are read)")
+        raise TrainingError("Upload", f"--data {data}: no CSV files (only files ending in .csv are read)")
     # Not under input/ (the pipeline's default InputData, read whole): an upload must not join later default runs.
     prefix = f"{UPLOAD_PREFIX}/{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
     s3 = target.client("s3")
-    for f in files:
-        rel = f.name if path.is_file() else f.relative_to(path).as_posix()
-        s3.upload_file(str(f), target.names.data_bucket, f"{prefix}/{rel}")
+    try:
+        for f in files:
+            rel = f.name if path.is_file() else f.relative_to(path).as_posix()
+            s3.upload_file(str(f), target.names.data_bucket, f"{prefix}/{rel}")
+    except (ClientError, BotoCoreError) as exc:
+        raise TrainingError("Upload", _aws_error(exc)) from exc
+    except OSError as exc:
+        raise TrainingError("Upload", str(exc)) from exc
     return f"s3://{target.names.data_bucket}/{prefix}"
 
 
 def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bool) -> None:
+    from trainserve.local.training_runner import TrainingError
+
     sm = target.client("sagemaker")
-    input_uri = _upload_data(target, data) if data else None
-    parameters = _pipeline_parameters(estimator, hyperparameters, input_uri)
-    kwargs: dict[str, Any] = {
-        "PipelineName": target.names.pipeline_name,
-        "PipelineExecutionDescription": "started by trainserve train",
-    }
-    if parameters:
-        kwargs["PipelineParameters"] = parameters
-    arn = sm.start_pipeline_execution(**kwargs)["PipelineExecutionArn"]
-    out: dict[str, Any] = {"pipeline_execution_arn": arn, "parameters": parameters}
+    parameters = _pipeline_parameters(estimator, hyperparameters, None)  # checked before anything is uploaded
+    out: dict[str, Any] = {"pipeline_execution_arn": None, "parameters": parameters}
+    try:
+        if data:
+            parameters.append({"Name": "InputData", "Value": _upload_data(target, data)})
+        kwargs: dict[str, Any] = {
+            "PipelineName": target.names.pipeline_name,
+            "PipelineExecutionDescription": "started by trainserve train",
+        }
+        if parameters:
+            kwargs["PipelineParameters"] = parameters
+        try:
+            arn = sm.start_pipeline_execution(**kwargs)["PipelineExecutionArn"]
+        except (ClientError, BotoCoreError) as exc:
+            raise TrainingError(START_STEP, _aws_error(exc)) from exc
+    except TrainingError as exc:  # as a local run's failure: the step and the error
+        raise _failed(
+            as_json, str(exc), {**out, "status": "failed", "step": exc.step, "error": exc.detail}
+        ) from exc
+    out["pipeline_execution_arn"] = arn
     if not as_json:
         err_console.print(f"started {target.names.pipeline_name}: {arn}")
     gate_failed = False
     if wait:
-        status, steps = follow_execution(sm, arn, quiet=as_json)
+        try:
+            status, steps = follow_execution(sm, arn, quiet=as_json)
+        except (ClientError, BotoCoreError) as exc:
+            error = f"cannot follow the execution: {_aws_error(exc)}; it may still be running"
+            raise _failed(
+                as_json, f"pipeline execution {arn}: {error}", {**out, "status": "unknown", "error": error}
+            ) from exc
         out.update(status=status, steps=steps)
         failed = next((s for s in steps if s["status"] == "Failed"), None)
         if failed and failed["name"] == QUALITY_GATE_FAIL_STEP:
             # The model missed the quality threshold: not a failure of the run (as locally: exit 3).
             gate_failed = True
-            out.update(_not_registered(target, estimator, hyperparameters, failed.get("reason", "")))
+            out.update(_not_registered(target, sm, arn, estimator, hyperparameters, failed.get("reason", "")))
         elif failed:  # as a local run's failure says it
             out.update(step=failed["name"], error=failed.get("reason", ""))
     if as_json:
         print_json(out)
+        if gate_failed:  # the human message on stderr, as a local run's progress says it
+            err_console.print(f"[bold yellow]{out['reason']}[/]", highlight=False)
     elif wait:
         table(
             "Pipeline steps",
@@ -306,25 +362,79 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         raise UserError(f"pipeline execution {out['status']}: {arn}")
 
 
-def _not_registered(target, estimator, hyperparameters, reason: str) -> dict[str, Any]:
+def _not_registered(target, sm, arn: str, estimator, hyperparameters, reason: str) -> dict[str, Any]:
     """A local run's ``not_registered`` fields for an AWS execution that ended in the quality gate's Fail
-    step (the metrics are in the evaluation report, not in the execution's step listing)."""
+    step: the metrics from its evaluation report (``evaluation.json``, where the Evaluate step wrote it) when
+    that can be read, else null; the quality value and threshold as the Fail step's message states them."""
     from training.pipeline_definition import HYPERPARAMETERS, parameter_name_for
     from trainserve.local.training_runner import estimator_hyperparameters
 
     chosen = estimator or target.config.estimator
     name_of = {param: name for name, param, _kind, _default in HYPERPARAMETERS}
     given = {name_of[parameter_name_for(k)]: v for k, v in hyperparameters.items()}
+    stated = _GATE_REASON.match(reason.strip())
+    quality_metric = stated["metric"] if stated else target.config.quality_metric
+    evaluation_uri, report = _evaluation_report(target, sm, arn)
+    metrics = _metrics(report)
+    quality_value = metrics.get(quality_metric) if metrics else None
+    if quality_value is None and stated:
+        quality_value = _float(stated["value"])
     return {
         "status": "not_registered",
         "registered": False,
         "reason": reason or "not registered: below the quality threshold",
         "estimator": chosen,
         "hyperparameters": {k: given[k] for k in estimator_hyperparameters(chosen) if k in given},
-        "quality_metric": target.config.quality_metric,
+        "quality_metric": quality_metric,
+        "quality_threshold": _float(stated["threshold"]) if stated else None,
+        "quality_value": quality_value,
+        "metrics": metrics,
         "model_package_arn": None,
         "model_version": None,
+        "approval_status": None,
+        "artifacts": {"evaluation": evaluation_uri} if evaluation_uri else {},
     }
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _metrics(report: Any) -> dict[str, float] | None:
+    """An evaluation report's ``metrics`` (name -> number); None when it has none that reads as numbers."""
+    raw = report.get("metrics") if isinstance(report, dict) else None
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        return {str(k): float(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def _evaluation_report(target, sm, arn: str) -> tuple[str | None, Any]:
+    """(URI, parsed JSON) of execution ``arn``'s evaluation report: the Evaluate step's processing job (the
+    step's metadata), its output ``evaluation``, ``evaluation.json`` in it; (None, None) when any of it cannot
+    be read (no such step or job, no permission, not JSON)."""
+    try:
+        job_arn = None
+        for page in sm.get_paginator("list_pipeline_execution_steps").paginate(PipelineExecutionArn=arn):
+            for s in page.get("PipelineExecutionSteps", []):
+                if s.get("StepName") == EVALUATE_STEP:
+                    job_arn = ((s.get("Metadata") or {}).get("ProcessingJob") or {}).get("Arn")
+        if not job_arn:
+            return None, None
+        job = sm.describe_processing_job(ProcessingJobName=job_arn.rsplit("/", 1)[-1])
+        outputs = (job.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+        prefix = next(o["S3Output"]["S3Uri"] for o in outputs if o.get("OutputName") == "evaluation")
+        uri = f"{prefix.rstrip('/')}/evaluation.json"
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        body = target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return uri, json.loads(body)
+    except (ClientError, BotoCoreError, StopIteration, KeyError, TypeError, AttributeError, ValueError):
+        return None, None
 
 
 def _step_rows(sm, arn: str) -> list[dict[str, Any]]:
