@@ -93,6 +93,15 @@ def step(message: str) -> Iterator[None]:
     err_console.print(f"[green]✓[/] {message}")
 
 
+def aws_error(exc: Exception) -> str:
+    """An AWS error as ``trainserve`` prints one: ``AWS <Code>: <Message>`` for a ClientError, else its text."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response.get("Error") or {}
+        return f"AWS {err.get('Code', 'error')}: {err.get('Message', exc)}"
+    return str(exc)
+
+
 def run_cli(cli: Callable[..., Any]) -> None:
     """Run the click group, turning expected failures into one clear line instead of a traceback."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -111,10 +120,6 @@ def run_cli(cli: Callable[..., Any]) -> None:
     except (ConfigError, TargetError) as exc:
         print_error(exc)
         sys.exit(1)
-    except ClientError as exc:
-        err = exc.response.get("Error", {})
-        print_error(f"AWS {err.get('Code', 'error')}: {err.get('Message', exc)}")
-        sys.exit(1)
-    except BotoCoreError as exc:
-        print_error(exc)
+    except (ClientError, BotoCoreError) as exc:
+        print_error(aws_error(exc))
         sys.exit(1)

@@ -23,7 +23,7 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trainserve.commands.options import json_option, local_option, resolve_target
-from trainserve.console import UserError, console, err_console, print_json, table
+from trainserve.console import UserError, aws_error, console, err_console, print_json, table
 
 EXIT_NOT_REGISTERED = 3  # the run worked, but the model did not pass the quality gate
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
@@ -224,14 +224,6 @@ def _failed(as_json: bool, message: str, result: dict[str, Any]) -> UserError:
     return UserError(message)
 
 
-def _aws_error(exc: ClientError | BotoCoreError) -> str:
-    """An AWS error as ``trainserve`` prints one (``console.run_cli``): ``AWS <Code>: <Message>``."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"AWS {err.get('Code', 'error')}: {err.get('Message', exc)}"
-    return str(exc)
-
-
 def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> None:
     from trainserve.local.training_runner import TrainingError, run_local_training
 
@@ -295,7 +287,7 @@ def _upload_data(target, data: str) -> str:
             rel = f.name if path.is_file() else f.relative_to(path).as_posix()
             s3.upload_file(str(f), target.names.data_bucket, f"{prefix}/{rel}")
     except (ClientError, BotoCoreError) as exc:
-        raise TrainingError("Upload", _aws_error(exc)) from exc
+        raise TrainingError("Upload", aws_error(exc)) from exc
     except OSError as exc:
         raise TrainingError("Upload", str(exc)) from exc
     return f"s3://{target.names.data_bucket}/{prefix}"
@@ -319,7 +311,7 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         try:
             arn = sm.start_pipeline_execution(**kwargs)["PipelineExecutionArn"]
         except (ClientError, BotoCoreError) as exc:
-            raise TrainingError(START_STEP, _aws_error(exc)) from exc
+            raise TrainingError(START_STEP, aws_error(exc)) from exc
     except TrainingError as exc:  # as a local run's failure: the step and the error
         raise _failed(
             as_json, str(exc), {**out, "status": "failed", "step": exc.step, "error": exc.detail}
@@ -332,7 +324,7 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         try:
             status, steps = follow_execution(sm, arn, quiet=as_json)
         except (ClientError, BotoCoreError) as exc:
-            error = f"cannot follow the execution: {_aws_error(exc)}; it may still be running"
+            error = f"cannot follow the execution: {aws_error(exc)}; it may still be running"
             raise _failed(
                 as_json, f"pipeline execution {arn}: {error}", {**out, "status": "unknown", "error": error}
             ) from exc
