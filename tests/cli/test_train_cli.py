@@ -57,6 +57,12 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
     out = json.loads(result.stdout)
     assert out["registered"] is False and out["status"] == "not_registered"
+    # the shape both modes print (an AWS execution's result has these keys too)
+    assert list(out) == list(training_cmd.result_keys())
+    assert list(out["artifacts"]) == list(training_cmd.ARTIFACT_KEYS)
+    assert all(list(s) == list(training_cmd.step_keys()) for s in out["steps"])
+    assert out["pipeline_execution_arn"] is None  # no SageMaker execution locally: execution_id names the run
+    assert {p["Name"]: p["Value"] for p in out["parameters"]}["Estimator"] == "gradient_boosting"
     assert out["estimator"] == "gradient_boosting"
     # C is logistic regression's: named in a warning, not listed as a hyperparameter of this model
     assert "warning: gradient_boosting ignores --hp C=0.5" in " ".join(result.stderr.split())
@@ -166,6 +172,8 @@ def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, t
     out = json.loads(result.stdout)
     assert out["status"] == "failed" and out["step"] == "Preprocess"
     assert "label column 'target' is missing" in out["error"]
+    assert list(out) == list(training_cmd.FAILURE_KEYS)  # as an AWS run's failure, null where unknown
+    assert out["pipeline_execution_arn"] is None and out["steps"] is None
     assert "step Preprocess failed" in " ".join(result.stderr.split())  # and the one error line on stderr
     assert [p.name for p in tmp_path.glob("trainserve-train-*/*")] == [
         "Preprocess.log"
@@ -277,7 +285,7 @@ def test_models_list_empty_group(moto_url, monkeypatch):
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
-def _definition(group: str) -> dict:
+def _definition(group: str, estimator: str = "logistic_regression") -> dict:
     """A pipeline definition as the training stack builds it, with placeholder code and buckets."""
     return build_pipeline_definition(
         role_arn="arn:aws:iam::123456789012:role/p",
@@ -293,7 +301,7 @@ def _definition(group: str) -> dict:
             "input_data_uri": "s3://data/input/",
             "training_instance_type": "ml.m5.large",
             "processing_instance_type": "ml.t3.medium",
-            "estimator": "logistic_regression",
+            "estimator": estimator,
             "quality_metric": "roc_auc",
             "quality_threshold": 0.9,
         },
@@ -301,7 +309,8 @@ def _definition(group: str) -> dict:
 
 
 def _create_pipeline(sm, target: Target) -> None:
-    definition = _definition(target.names.model_package_group)
+    # deployed from the target's configuration, as the training stack is (its Estimator default is the config's)
+    definition = _definition(target.names.model_package_group, target.config.estimator)
     sm.create_pipeline(
         PipelineName=target.names.pipeline_name,
         PipelineDefinition=json.dumps(definition),
@@ -333,6 +342,8 @@ def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
         )
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
+        assert list(out) == list(training_cmd.STARTED_KEYS) and out["status"] == "started"  # without --wait
+        assert out["execution_id"] == out["pipeline_execution_arn"].rsplit("/", 1)[-1]
         params = {p["Name"]: p["Value"] for p in out["parameters"]}
         assert params["Estimator"] == "random_forest" and params["NEstimators"] == "300"
         assert params["InputData"].startswith(f"s3://{target.names.data_bucket}/training-data/")
@@ -439,8 +450,12 @@ def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
         result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
-        assert out["status"] == "Failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
+        # the status a local run's failure has (not the execution's own "Failed"), and its keys
+        assert out["status"] == "failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
+        assert list(out) == list(training_cmd.FAILURE_KEYS)
         assert out["pipeline_execution_arn"] and [s["name"] for s in out["steps"]] == ["Preprocess", "Train"]
+        assert out["execution_id"] == out["pipeline_execution_arn"].rsplit("/", 1)[-1]
+        assert out["steps"][1]["detail"] == _FailsInTrain.REASON
         assert "pipeline execution Failed" in " ".join(result.stderr.split())
 
 
@@ -543,7 +558,10 @@ def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
         out = json.loads(result.stdout)
         assert out["status"] == "not_registered" and out["registered"] is False
         assert out["reason"] == _MissesTheGate.REASON and out["estimator"] == "random_forest"
-        assert out["quality_metric"] == "roc_auc" and out["hyperparameters"] == {"n_estimators": "5"}
+        assert list(out) == list(training_cmd.result_keys())
+        # as a local run has them: typed, every one the estimator uses (the execution's definition's defaults)
+        assert out["quality_metric"] == "roc_auc"
+        assert out["hyperparameters"] == {"n_estimators": 5, "max_depth": 0, "random_state": 42}
         assert out["model_package_arn"] is None and "error" not in out
         # no evaluation report to read here (the step listing names no processing job): the metrics are null,
         # the value and the threshold are the Fail step's
@@ -636,7 +654,13 @@ def test_train_aws_below_threshold_json_carries_the_evaluation_metrics(monkeypat
         assert out["metrics"] == EVALUATION["metrics"]
         assert out["quality_metric"] == "roc_auc" and out["quality_value"] == 0.8123
         assert out["quality_threshold"] == 0.9 and out["reason"] == _MissesTheGate.REASON
-        assert out["artifacts"] == {"evaluation": f"{prefix}/evaluation.json"}
+        assert out["artifacts"] == {
+            "input_data": "s3://data/input/",  # the definition's InputData default
+            "model_data": None,  # no training job to describe here
+            "evaluation": f"{prefix}/evaluation.json",
+            "baseline": f"{prefix}/baseline.json",
+            "inference_sourcedir": None,
+        }
         assert out["model_package_arn"] is None and out["model_version"] is None
         assert out["approval_status"] is None
         assert (
@@ -694,6 +718,7 @@ def test_train_aws_start_that_fails_prints_json(monkeypatch):
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
         assert out["status"] == "failed" and out["step"] == training_cmd.START_STEP
+        assert list(out) == list(training_cmd.FAILURE_KEYS) and out["execution_id"] is None
         assert out["error"].startswith("AWS ") and target.names.pipeline_name in out["error"]
         assert out["pipeline_execution_arn"] is None
         assert out["parameters"] == [{"Name": "C", "Value": "2.0"}]
@@ -728,7 +753,275 @@ def test_train_aws_wait_that_cannot_follow_the_execution_prints_json(monkeypatch
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
         assert out["pipeline_execution_arn"].startswith("arn:") and out["status"] == "unknown"
+        assert list(out) == list(training_cmd.FAILURE_KEYS) and out["step"] is None
         assert out["error"] == (
             "cannot follow the execution: AWS AccessDeniedException: not authorized; it may still be running"
         )
         assert out["pipeline_execution_arn"] in " ".join(result.stderr.split())
+
+
+REGISTERED_METADATA = {  # what the pipeline's RegisterModel step writes (evaluation.json's registry_metadata)
+    "n_features": "8",
+    "estimator": "random_forest",
+    "quality_value": "0.9512",
+    "metrics": "accuracy=0.9 precision=0.88 recall=0.86 f1=0.8 roc_auc=0.9512",
+    "decision_threshold": "0.5",
+    "features_sha256": "ab12cd34",
+    "quality_metric": "roc_auc",
+    "baseline_uri": "s3://artifacts/pipeline/exec2/Evaluate/evaluation/baseline.json",
+    "features_uri": "s3://artifacts/pipeline/exec2/Evaluate/evaluation/features.json",
+}
+
+
+def _register_as_the_pipeline(sm, group: str) -> str:
+    """A model package as the pipeline's RegisterModel step creates it; its ARN."""
+    described = register_model_package(
+        sm,
+        {
+            "ModelPackageGroupName": group,
+            "ModelPackageDescription": "estimator: random_forest",
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {
+                "Containers": [
+                    {
+                        "Image": "img",
+                        "ModelDataUrl": "s3://artifacts/pipeline/train/model.tar.gz",
+                        "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://code/inference_sourcedir"},
+                    }
+                ],
+                "SupportedContentTypes": ["text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "ModelMetrics": {
+                "ModelQuality": {
+                    "Statistics": {
+                        "ContentType": "application/json",
+                        "S3Uri": "s3://artifacts/pipeline/exec2/Evaluate/evaluation/evaluation.json",
+                    }
+                }
+            },
+            "CustomerMetadataProperties": REGISTERED_METADATA,
+        },
+    )
+    return described["ModelPackageArn"]
+
+
+class _Registers:
+    """moto's SageMaker client, with the execution's status and step listing that moto 5.2.5 does not give: the
+    execution Succeeded; its steps as ListPipelineExecutionSteps lists them (no step type, each step's
+    metadata; the RegisterModel step's names the package it created)."""
+
+    def __init__(self, sm, package_arn: str):
+        self._sm = sm
+        self.package_arn = package_arn
+
+    def __getattr__(self, name):
+        return getattr(self._sm, name)
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
+        return {"PipelineExecutionStatus": "Succeeded"}
+
+    def get_paginator(self, name):
+        from datetime import UTC, datetime, timedelta
+
+        assert name == "list_pipeline_execution_steps"
+        job = f"arn:aws:sagemaker:{TEST_REGION}:123456789012"
+        listed = [
+            ("Preprocess", {"ProcessingJob": {"Arn": f"{job}:processing-job/pipelines-exec2-preprocess"}}),
+            ("Train", {"TrainingJob": {"Arn": f"{job}:training-job/pipelines-exec2-train"}}),
+            ("Evaluate", {"ProcessingJob": {"Arn": f"{job}:processing-job/pipelines-exec2-evaluate"}}),
+            ("CheckQuality", {"Condition": {"Outcome": "True"}}),
+            ("Register", {"RegisterModel": {"Arn": self.package_arn}}),
+        ]
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        steps = [
+            {
+                "StepName": step,
+                "StepStatus": "Succeeded",
+                "StartTime": t0 + timedelta(minutes=i),
+                "EndTime": t0 + timedelta(minutes=i, seconds=30),
+                "Metadata": metadata,
+            }
+            for i, (step, metadata) in enumerate(listed)
+        ]
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def _local_result_json(monkeypatch, registered: bool) -> dict:
+    """What ``train --local --json`` prints for a run's result (``run_local_training`` stands in: the
+    ``TrainingResult`` it returns is the local definition of the shape)."""
+    from trainserve.local import training_runner
+
+    result = training_runner.TrainingResult(
+        execution_id="20260101000000-abc123",
+        registered=registered,
+        estimator="random_forest",
+        hyperparameters={"n_estimators": 30, "max_depth": 0, "random_state": 42},
+        quality_metric="roc_auc",
+        quality_threshold=0.9,
+        quality_value=0.95,
+        metrics={"accuracy": 0.9, "roc_auc": 0.95},
+        # a real run's artifact keys (test_train_local_below_threshold_is_not_registered_exit_3 checks them)
+        artifacts=dict.fromkeys(training_cmd.ARTIFACT_KEYS, ""),
+        steps=[training_runner.StepReport("Train", "Training", "Succeeded", 1.0, "validation: ...")],
+    )
+    monkeypatch.setattr(training_runner, "run_local_training", lambda *args, **kwargs: result)
+    _use(monkeypatch, _target(None, project_name="registered-test"))
+    out = CliRunner().invoke(training_cmd.train, ["--local", "--json"])
+    assert out.exit_code == (0 if registered else training_cmd.EXIT_NOT_REGISTERED), out.output
+    return json.loads(out.stdout)
+
+
+def test_train_aws_wait_registered_prints_a_local_runs_result(monkeypatch):
+    """An execution that succeeded: the JSON is a local run's result (the same keys, status "registered", not
+    the execution's "Succeeded"), with the registered package found from the RegisterModel step's metadata
+    and described: its version, ARN, approval status, metrics and quality value; exit 0."""
+    local = _local_result_json(monkeypatch, registered=True)
+    with mock_aws():
+        target = _target(None, mode="aws", project_name="registered-test", quality_metric="roc_auc")
+        _use(monkeypatch, target)
+        moto_sm = boto3.client("sagemaker", region_name=TEST_REGION)
+        package_arn = _register_as_the_pipeline(moto_sm, target.names.model_package_group)
+        sm = _Registers(moto_sm, package_arn)
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        args = ["--aws", "--wait", "--estimator", "random_forest", "--hp", "n_estimators=30"]
+        result = CliRunner().invoke(training_cmd.train, [*args, "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+
+        assert (
+            list(out) == list(local) == list(training_cmd.result_keys())
+        )  # the same keys, in the same order
+        assert out["status"] == local["status"] == "registered" and out["registered"] is True
+        assert out["model_package_arn"] == package_arn and out["model_version"] == 1
+        assert out["approval_status"] == "PendingManualApproval"
+        assert out["metrics"] == {
+            "accuracy": 0.9,
+            "precision": 0.88,
+            "recall": 0.86,
+            "f1": 0.8,
+            "roc_auc": 0.9512,
+        }
+        assert out["quality_metric"] == "roc_auc" and out["quality_value"] == 0.9512
+        assert out["quality_threshold"] == 0.9  # the execution's definition's QualityThreshold
+        assert out["estimator"] == "random_forest" and out["reason"] is None
+        assert out["hyperparameters"] == {"n_estimators": 30, "max_depth": 0, "random_state": 42}
+        assert out["pipeline_execution_arn"].startswith("arn:aws:sagemaker:")
+        assert out["execution_id"] == out["pipeline_execution_arn"].rsplit("/", 1)[-1]
+        assert {p["Name"]: p["Value"] for p in out["parameters"]} == {
+            "Estimator": "random_forest",
+            "NEstimators": "30",
+        }
+        assert isinstance(out["seconds"], float)
+        evaluation = "s3://artifacts/pipeline/exec2/Evaluate/evaluation"
+        assert out["artifacts"] == {
+            "input_data": "s3://data/input/",
+            "model_data": "s3://artifacts/pipeline/train/model.tar.gz",
+            "evaluation": f"{evaluation}/evaluation.json",
+            "baseline": f"{evaluation}/baseline.json",
+            "inference_sourcedir": "s3://code/inference_sourcedir",
+        }
+        assert list(out["artifacts"]) == list(training_cmd.ARTIFACT_KEYS)
+        # the steps as a local run reports them; the type from each step's metadata (the listing has none)
+        assert all(list(s) == list(local["steps"][0]) for s in out["steps"])
+        assert [(s["name"], s["type"], s["status"], s["seconds"]) for s in out["steps"]] == [
+            ("Preprocess", "Processing", "Succeeded", 30.0),
+            ("Train", "Training", "Succeeded", 30.0),
+            ("Evaluate", "Processing", "Succeeded", 30.0),
+            ("CheckQuality", "Condition", "Succeeded", 30.0),
+            ("Register", "RegisterModel", "Succeeded", 30.0),
+        ]
+        assert result.stderr == ""  # nothing went unread
+
+        # without --json: the steps and what was registered, on stdout
+        text = CliRunner().invoke(training_cmd.train, args)
+        assert text.exit_code == 0, text.output
+        said = " ".join(text.stdout.split())
+        assert f"registered {target.names.model_package_group} version 1 (PendingManualApproval)" in said
+        assert "trainserve models approve 1" in said and "roc_auc 0.9512" in said
+
+
+def test_train_aws_not_registered_has_a_local_runs_keys(monkeypatch):
+    """Below the threshold, both modes print the same keys (status not_registered, exit 3)."""
+    local = _local_result_json(monkeypatch, registered=False)
+    with mock_aws():
+        target = _target(None, mode="aws", project_name="registered-test")
+        _use(monkeypatch, target)
+        sm = _MissesTheGate(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
+        out = json.loads(result.stdout)
+        assert list(out) == list(local) and out["status"] == local["status"] == "not_registered"
+        assert list(out["artifacts"]) == list(training_cmd.ARTIFACT_KEYS)
+        assert all(list(s) == list(local["steps"][0]) for s in out["steps"])
+
+
+def test_train_aws_registered_package_that_cannot_be_read_is_still_registered(monkeypatch):
+    """The execution succeeded but its package cannot be described (here: the RegisterModel step names one
+    that does not exist): still status registered, exit 0, the version from the ARN, the rest null, and a
+    warning on stderr."""
+    with mock_aws():
+        target = _target(None, mode="aws", project_name="unreadable-test")
+        _use(monkeypatch, target)
+        missing = f"arn:aws:sagemaker:{TEST_REGION}:123456789012:model-package/unreadable-test-models/7"
+        sm = _Registers(boto3.client("sagemaker", region_name=TEST_REGION), missing)
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert list(out) == list(training_cmd.result_keys())
+        assert (
+            out["status"] == "registered"
+            and out["model_package_arn"] == missing
+            and out["model_version"] == 7
+        )
+        assert out["approval_status"] is None and out["metrics"] is None and out["quality_value"] is None
+        assert f"cannot describe model package {missing}" in " ".join(result.stderr.split())
+
+
+class _Stopped(_FailsInTrain):
+    """The execution was stopped in Train: no step failed."""
+
+    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
+        return {"PipelineExecutionStatus": "Stopped"}
+
+    def get_paginator(self, name):
+        steps = [
+            {
+                "StepName": "Preprocess",
+                "StepStatus": "Succeeded",
+                "Metadata": {"ProcessingJob": {"Arn": "a/p"}},
+            },
+            {"StepName": "Train", "StepStatus": "Stopped", "Metadata": {"TrainingJob": {"Arn": "a/t"}}},
+        ]
+
+        class _Pages:
+            def paginate(self, **kwargs):
+                yield {"PipelineExecutionSteps": steps}
+
+        return _Pages()
+
+
+def test_train_aws_stopped_execution_is_a_failed_run(monkeypatch):
+    with mock_aws():
+        target = _target(None, mode="aws")
+        _use(monkeypatch, target)
+        sm = _Stopped(boto3.client("sagemaker", region_name=TEST_REGION))
+        _create_pipeline(sm, target)
+        _use_sagemaker(monkeypatch, sm)
+        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+        assert result.exit_code == 1, result.output
+        out = json.loads(result.stdout)
+        assert list(out) == list(training_cmd.FAILURE_KEYS)
+        assert out["status"] == "failed" and out["step"] == "Train"
+        assert out["error"] == "the pipeline execution Stopped"
+        assert "pipeline execution Stopped" in " ".join(result.stderr.split())

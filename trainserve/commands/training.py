@@ -1,10 +1,19 @@
 """``trainserve train``: start the training pipeline (locally: run it, step by step).
 
-With ``--json``, every run prints one JSON object on stdout, whatever its outcome: the result (exit 0), a model
-below the quality threshold (``status: not_registered``, exit 3) or a failure (``status: failed`` or the
-execution's status, the failed ``step`` and its ``error``, exit 1), with the human message on stderr. What is
-refused before anything is uploaded or started (a bad ``--hp``, a ``--data`` path that does not exist, click's
-usage errors) prints no result, as every command's refusals: the error on stderr, exit 1 (2 for click's).
+With ``--json``, every run prints one JSON object on stdout, whatever its outcome, with the same keys and the
+same ``status`` values locally and on AWS (``--wait``), null where a value cannot be known:
+
+- the result (``result_keys()``: a local run's ``TrainingResult``, ``pipeline_execution_arn`` and the pipeline
+  ``parameters`` set): ``status: registered`` (exit 0) with the model version, its package ARN and approval
+  status, the metrics and the quality value and threshold; ``status: not_registered`` (exit 3), a model below
+  the quality threshold, with its ``reason`` (the human message on stderr too);
+- a failure (``FAILURE_KEYS``): ``status: failed``, the failed ``step`` and its ``error`` (exit 1, the message on
+  stderr); ``status: unknown`` for an AWS execution that cannot be followed (it may still be running);
+- AWS without ``--wait`` (``STARTED_KEYS``): ``status: started``, the execution's id and ARN, the parameters.
+
+What is refused before anything is uploaded or started (a bad ``--hp``, a ``--data`` path that does not exist,
+click's usage errors) prints no result, as every command's refusals: the error on stderr, exit 1 (2 for
+click's).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import math
 import re
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +206,17 @@ def train(
     """Train, evaluate and (if good enough) register a model as PendingManualApproval.
 
     Locally the pipeline's own definition runs on this machine. Exit code 3 when the model
-    was trained but not registered because it missed the quality threshold. With --json, every
-    run prints one JSON object on stdout (a failed or not registered one too: its status says so).
+    was trained but not registered because it missed the quality threshold.
+
+    \b
+    With --json, every run prints one JSON object on stdout, with the same keys locally and on AWS
+    with --wait (null where a value cannot be known). Its status:
+      registered      exit 0: model_version, model_package_arn, approval_status, metrics,
+                      quality_metric/value/threshold, artifacts, steps, pipeline_execution_arn
+      not_registered  exit 3: trained, below the quality threshold (reason)
+      failed          exit 1: the failed step and its error
+      unknown         exit 1: AWS, the execution could not be followed (it may still be running)
+      started         exit 0: AWS without --wait: execution_id, pipeline_execution_arn, parameters only
     """
     from training.pipeline_definition import DefinitionError
 
@@ -216,6 +235,59 @@ def train(
         raise UserError(str(exc)) from exc
 
 
+def result_keys() -> tuple[str, ...]:
+    """The keys of a run's result (``status`` ``registered`` or ``not_registered``), the same in both modes:
+    a local run's (``TrainingResult.as_json``: its fields and ``status``), the pipeline execution's ARN (null
+    locally: no SageMaker execution exists, ``execution_id`` names the run) and the pipeline ``parameters``
+    the run set (``[{"Name", "Value"}]``, as sent to StartPipelineExecution)."""
+    from trainserve.local.training_runner import TrainingResult
+
+    return (*(f.name for f in fields(TrainingResult)), "status", "pipeline_execution_arn", "parameters")
+
+
+def step_keys() -> tuple[str, ...]:
+    """The keys of each of a result's ``steps``, the same in both modes: a local run's ``StepReport``."""
+    from trainserve.local.training_runner import StepReport
+
+    return tuple(f.name for f in fields(StepReport))
+
+
+# A run that failed (``status: failed``; ``unknown`` for an AWS execution that cannot be followed), in both
+# modes; null where it cannot be known (a local failure has no execution ARN and does not list its steps).
+FAILURE_KEYS = ("status", "step", "error", "execution_id", "pipeline_execution_arn", "parameters", "steps")
+# AWS without --wait: the execution was started, nothing more is known.
+STARTED_KEYS = ("status", "execution_id", "pipeline_execution_arn", "parameters")
+# A result's ``artifacts`` (a local run's; null on AWS where it cannot be known).
+ARTIFACT_KEYS = ("input_data", "model_data", "evaluation", "baseline", "inference_sourcedir")
+
+
+def _failure(
+    step: str | None,
+    error: str,
+    parameters: list[dict[str, str]],
+    *,
+    status: str = "failed",
+    arn: str | None = None,
+    steps: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A failed run's JSON (``FAILURE_KEYS``)."""
+    out = {
+        "status": status,
+        "step": step,
+        "error": error,
+        "execution_id": _execution_id(arn),
+        "pipeline_execution_arn": arn,
+        "parameters": parameters,
+        "steps": steps,
+    }
+    return {k: out[k] for k in FAILURE_KEYS}
+
+
+def _execution_id(arn: str | None) -> str | None:
+    """A pipeline execution's id: its ARN's last part (``.../pipeline/<name>/execution/<id>``)."""
+    return arn.rsplit("/", 1)[-1] if arn else None
+
+
 def _failed(as_json: bool, message: str, result: dict[str, Any]) -> UserError:
     """A run that failed: with ``--json`` its ``result`` goes to stdout now; the UserError returned, to raise,
     puts ``message`` on stderr and exits 1."""
@@ -227,6 +299,7 @@ def _failed(as_json: bool, message: str, result: dict[str, Any]) -> UserError:
 def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> None:
     from trainserve.local.training_runner import TrainingError, run_local_training
 
+    parameters = _pipeline_parameters(estimator, hyperparameters, None)  # those an AWS run would send
     try:
         result = run_local_training(
             target,
@@ -237,9 +310,12 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
         )
     except TrainingError as exc:
         # like the quality gate's result: a JSON object on stdout, and a non-zero exit
-        raise _failed(as_json, str(exc), {"status": "failed", "step": exc.step, "error": exc.detail}) from exc
+        raise _failed(as_json, str(exc), _failure(exc.step, exc.detail, parameters)) from exc
     if as_json:
-        print_json(result.as_json())
+        if data:  # as on AWS, where --data becomes the InputData parameter
+            parameters.append({"Name": "InputData", "Value": result.artifacts.get("input_data", "")})
+        out = {**result.as_json(), "pipeline_execution_arn": None, "parameters": parameters}
+        print_json({k: out[k] for k in result_keys()})
     else:  # the result on stdout (the steps' progress went to stderr)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items())
@@ -296,9 +372,9 @@ def _upload_data(target, data: str) -> str:
 def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bool) -> None:
     from trainserve.local.training_runner import TrainingError
 
+    started = time.monotonic()
     sm = target.client("sagemaker")
     parameters = _pipeline_parameters(estimator, hyperparameters, None)  # checked before anything is uploaded
-    out: dict[str, Any] = {"pipeline_execution_arn": None, "parameters": parameters}
     try:
         if data:
             parameters.append({"Name": "InputData", "Value": _upload_data(target, data)})
@@ -313,85 +389,268 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         except (ClientError, BotoCoreError) as exc:
             raise TrainingError(START_STEP, aws_error(exc)) from exc
     except TrainingError as exc:  # as a local run's failure: the step and the error
-        raise _failed(
-            as_json, str(exc), {**out, "status": "failed", "step": exc.step, "error": exc.detail}
-        ) from exc
-    out["pipeline_execution_arn"] = arn
+        raise _failed(as_json, str(exc), _failure(exc.step, exc.detail, parameters)) from exc
     if not as_json:
         err_console.print(f"started {target.names.pipeline_name}: {arn}")
-    gate_failed = False
-    if wait:
-        try:
-            status, steps = follow_execution(sm, arn, quiet=as_json)
-        except (ClientError, BotoCoreError) as exc:
-            error = f"cannot follow the execution: {aws_error(exc)}; it may still be running"
-            raise _failed(
-                as_json, f"pipeline execution {arn}: {error}", {**out, "status": "unknown", "error": error}
-            ) from exc
-        out.update(status=status, steps=steps)
-        failed = next((s for s in steps if s["status"] == "Failed"), None)
-        if failed and failed["name"] == QUALITY_GATE_FAIL_STEP:
-            # The model missed the quality threshold: not a failure of the run (as locally: exit 3).
-            gate_failed = True
-            out.update(_not_registered(target, sm, arn, estimator, hyperparameters, failed.get("reason", "")))
-        elif failed:  # as a local run's failure says it
-            out.update(step=failed["name"], error=failed.get("reason", ""))
+    if not wait:
+        if as_json:
+            started_out = {
+                "status": "started",
+                "execution_id": _execution_id(arn),
+                "pipeline_execution_arn": arn,
+                "parameters": parameters,
+            }
+            print_json({k: started_out[k] for k in STARTED_KEYS})
+        return
+    try:
+        execution_status, steps = follow_execution(sm, arn, quiet=as_json)
+    except (ClientError, BotoCoreError) as exc:
+        error = f"cannot follow the execution: {aws_error(exc)}; it may still be running"
+        raise _failed(
+            as_json,
+            f"pipeline execution {arn}: {error}",
+            _failure(None, error, parameters, status="unknown", arn=arn),
+        ) from exc
+    failed = next((s for s in steps if s["status"] == "Failed"), None)
+    if execution_status == "Succeeded":
+        out = _registered(target, sm, arn, parameters, steps, started)
+    elif failed and failed["name"] == QUALITY_GATE_FAIL_STEP:
+        # The model missed the quality threshold: not a failure of the run (as locally: exit 3).
+        out = _not_registered(target, sm, arn, parameters, steps, started, failed["detail"])
+    else:  # as a local run's failure says it: the step and its reason
+        stopped = failed or next((s for s in steps if s["status"] == "Stopped"), None)
+        error = (stopped or {}).get("detail") or _execution_failure(sm, arn, execution_status)
+        out = _failure(stopped["name"] if stopped else None, error, parameters, arn=arn, steps=steps)
     if as_json:
         print_json(out)
-        if gate_failed:  # the human message on stderr, as a local run's progress says it
+        if (
+            out["status"] == "not_registered"
+        ):  # the human message on stderr, as a local run's progress says it
             err_console.print(f"[bold yellow]{out['reason']}[/]", highlight=False)
-    elif wait:
+    else:
         table(
             "Pipeline steps",
             ["step", "type", "status", "reason"],
-            [[s["name"], s["type"], s["status"], s.get("reason", "")] for s in out["steps"]],
+            [[s["name"], s["type"], s["status"], s["detail"]] for s in steps],
         )
-        if gate_failed:
+        if out["status"] == "registered":
+            _print_registered(target, out)
+        elif out["status"] == "not_registered":
             console.print(f"[bold yellow]{out['reason']}[/]")
-    if gate_failed:
+    if out["status"] == "not_registered":
         sys.exit(EXIT_NOT_REGISTERED)
-    if wait and out["status"] != "Succeeded":
-        raise UserError(f"pipeline execution {out['status']}: {arn}")
+    if out["status"] != "registered":
+        raise UserError(f"pipeline execution {execution_status}: {arn}")
 
 
-def _not_registered(target, sm, arn: str, estimator, hyperparameters, reason: str) -> dict[str, Any]:
-    """A local run's ``not_registered`` fields for an AWS execution that ended in the quality gate's Fail
-    step: the metrics from its evaluation report (``evaluation.json``, where the Evaluate step wrote it) when
-    that can be read, else null; the quality value and threshold as the Fail step's message states them."""
-    from training.pipeline_definition import HYPERPARAMETERS, parameter_name_for
+def _print_registered(target, out: dict[str, Any]) -> None:
+    if out["metrics"]:
+        console.print("metrics   " + "  ".join(f"{k} {v:.4f}" for k, v in out["metrics"].items()))
+    version = out["model_version"]
+    if version is None:
+        console.print(
+            f"[bold green]registered[/] in {target.names.model_package_group} ({out['seconds']:.0f} s)"
+        )
+        return
+    console.print(
+        f"[bold green]registered[/] {target.names.model_package_group} version [bold]{version}[/] "
+        f"({out['approval_status'] or 'approval status unknown'}) in {out['seconds']:.0f} s; "
+        f"approve with: trainserve models approve {version}"
+    )
+
+
+def _execution_failure(sm, arn: str, status: str) -> str:
+    """Why execution ``arn`` ended with ``status`` when no step says it: its own FailureReason, if readable."""
+    try:
+        reason = sm.describe_pipeline_execution(PipelineExecutionArn=arn).get("FailureReason")
+    except (ClientError, BotoCoreError):
+        reason = None
+    return reason or f"the pipeline execution {status}"
+
+
+def _execution_result(
+    target, sm, arn: str, parameters: list[dict[str, str]], steps: list[dict[str, Any]], started: float
+) -> dict[str, Any]:
+    """What a local run's result says that an AWS execution also tells, the rest null (``result_keys()``):
+    the estimator, the hyperparameters the estimator uses and the quality threshold as the execution had them
+    (its pipeline definition's defaults with the run's ``parameters``; without that definition, what the run
+    set: the estimator or the configuration's, the hyperparameters given, no threshold)."""
+    from training.pipeline_definition import HYPERPARAMETERS, DefinitionError, coerce_parameter
     from trainserve.local.training_runner import estimator_hyperparameters
 
-    chosen = estimator or target.config.estimator
-    name_of = {param: name for name, param, _kind, _default in HYPERPARAMETERS}
-    given = {name_of[parameter_name_for(k)]: v for k, v in hyperparameters.items()}
+    given = {p["Name"]: p["Value"] for p in parameters}
+    values = _execution_parameters(sm, arn, given)
+    if values is None:  # what the run set, typed as the definition would have them
+        values = {}
+        for _hp, param, kind, _default in HYPERPARAMETERS:
+            if param in given:
+                with contextlib.suppress(DefinitionError):
+                    values[param] = coerce_parameter(param, kind, given[param])
+        values["Estimator"] = given.get("Estimator") or target.config.estimator
+        values["InputData"] = given.get("InputData")
+    chosen = str(values.get("Estimator") or target.config.estimator)
+    used = estimator_hyperparameters(chosen)
+    out: dict[str, Any] = dict.fromkeys(result_keys())
+    out.update(
+        execution_id=_execution_id(arn),
+        estimator=chosen,
+        hyperparameters={hp: values[p] for hp, p, _k, _d in HYPERPARAMETERS if hp in used and p in values},
+        quality_metric=target.config.quality_metric,
+        quality_threshold=_number(values.get("QualityThreshold")),
+        artifacts={**dict.fromkeys(ARTIFACT_KEYS), "input_data": values.get("InputData") or None},
+        steps=steps,
+        seconds=round(time.monotonic() - started, 2),
+        pipeline_execution_arn=arn,
+        parameters=parameters,
+    )
+    return out
+
+
+def _execution_parameters(sm, arn: str, given: dict[str, str]) -> dict[str, Any] | None:
+    """Execution ``arn``'s parameter values: its pipeline definition's defaults with ``given``; None when the
+    definition cannot be read."""
+    from training.pipeline_definition import DefinitionError, pipeline_parameters
+
+    try:
+        described = sm.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)
+        return pipeline_parameters(json.loads(described["PipelineDefinition"]), given)
+    except (ClientError, BotoCoreError, KeyError, TypeError, ValueError, DefinitionError):
+        return None
+
+
+def _registered(
+    target, sm, arn: str, parameters: list[dict[str, str]], steps: list[dict[str, Any]], started: float
+) -> dict[str, Any]:
+    """A local run's ``registered`` result for an AWS execution that succeeded: the model package its
+    RegisterModel step created (the step's ``Metadata.RegisterModel.Arn``), described (version, approval
+    status, metrics and quality from its metadata); the metrics of the evaluation report when the package
+    has none or cannot be read. What cannot be read is null, with a warning on stderr."""
+    from trainserve.registry import version_from_description
+
+    out = _execution_result(target, sm, arn, parameters, steps, started)
+    out.update(status="registered", registered=True)
+    artifacts = out["artifacts"]
+    try:
+        raw = _execution_steps(sm, arn)
+    except (ClientError, BotoCoreError) as exc:
+        err_console.print(f"[yellow]warning:[/] cannot list the execution's steps: {aws_error(exc)}")
+        raw = []
+    package_arn = _step_metadata(raw, "RegisterModel").get("Arn")
+    out["model_package_arn"] = package_arn
+    if package_arn:
+        tail = package_arn.rsplit("/", 1)[-1]
+        out["model_version"] = int(tail) if tail.isdigit() else None
+        try:
+            described = sm.describe_model_package(ModelPackageName=package_arn)
+            version = version_from_description(described, target.client("s3"))
+        except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
+            why = aws_error(exc) if isinstance(exc, (ClientError, BotoCoreError)) else repr(exc)
+            err_console.print(f"[yellow]warning:[/] cannot describe model package {package_arn}: {why}")
+        else:
+            containers = (described.get("InferenceSpecification") or {}).get("Containers") or [{}]
+            environment = containers[0].get("Environment") or {}
+            out.update(
+                model_version=version.version,
+                approval_status=version.approval_status or None,
+                metrics=version.metrics or None,
+                estimator=version.estimator or out["estimator"],
+                quality_metric=version.quality_metric or out["quality_metric"],
+                quality_value=version.quality_value,
+            )
+            artifacts.update(
+                model_data=version.model_data_url,
+                evaluation=version.evaluation_uri,
+                baseline=version.baseline_uri,
+                inference_sourcedir=environment.get("SAGEMAKER_SUBMIT_DIRECTORY"),
+            )
+    else:
+        err_console.print(
+            f"[yellow]warning:[/] the execution succeeded but no step of it names the model package it "
+            f"registered: {arn}"
+        )
+    if out["metrics"] is None or artifacts["evaluation"] is None:
+        evaluation_uri, report = _evaluation_report(target, sm, arn, raw or None)
+        out["metrics"] = out["metrics"] or _metrics(report)
+        _evaluation_artifacts(artifacts, evaluation_uri)
+        if out["quality_value"] is None and out["metrics"]:
+            out["quality_value"] = out["metrics"].get(out["quality_metric"])
+    if artifacts["model_data"] is None:
+        artifacts["model_data"] = _model_data(sm, raw)
+    return out
+
+
+def _not_registered(
+    target,
+    sm,
+    arn: str,
+    parameters: list[dict[str, str]],
+    steps: list[dict[str, Any]],
+    started: float,
+    reason: str,
+) -> dict[str, Any]:
+    """A local run's ``not_registered`` result for an AWS execution that ended in the quality gate's Fail
+    step: the metrics from its evaluation report (``evaluation.json``, where the Evaluate step wrote it) when
+    that can be read, else null; the quality value and threshold as the Fail step's message states them (the
+    threshold as the execution's parameters had it, when the message does not say it)."""
+    out = _execution_result(target, sm, arn, parameters, steps, started)
     stated = _GATE_REASON.match(reason.strip())
-    quality_metric = stated["metric"] if stated else target.config.quality_metric
-    evaluation_uri, report = _evaluation_report(target, sm, arn)
+    quality_metric = stated["metric"] if stated else out["quality_metric"]
+    try:
+        raw = _execution_steps(sm, arn)
+    except (ClientError, BotoCoreError):
+        raw = []
+    evaluation_uri, report = _evaluation_report(target, sm, arn, raw or None)
     metrics = _metrics(report)
     quality_value = metrics.get(quality_metric) if metrics else None
     if quality_value is None and stated:
         quality_value = _float(stated["value"])
-    return {
-        "status": "not_registered",
-        "registered": False,
-        "reason": reason or "not registered: below the quality threshold",
-        "estimator": chosen,
-        "hyperparameters": {k: given[k] for k in estimator_hyperparameters(chosen) if k in given},
-        "quality_metric": quality_metric,
-        "quality_threshold": _float(stated["threshold"]) if stated else None,
-        "quality_value": quality_value,
-        "metrics": metrics,
-        "model_package_arn": None,
-        "model_version": None,
-        "approval_status": None,
-        "artifacts": {"evaluation": evaluation_uri} if evaluation_uri else {},
-    }
+    threshold = _float(stated["threshold"]) if stated else None
+    _evaluation_artifacts(out["artifacts"], evaluation_uri)
+    out["artifacts"]["model_data"] = _model_data(sm, raw)
+    out.update(
+        status="not_registered",
+        registered=False,
+        reason=reason or "not registered: below the quality threshold",
+        quality_metric=quality_metric,
+        quality_threshold=threshold if threshold is not None else out["quality_threshold"],
+        quality_value=quality_value,
+        metrics=metrics,
+    )
+    return out
+
+
+def _evaluation_artifacts(artifacts: dict[str, Any], evaluation_uri: str | None) -> None:
+    """``evaluation`` and ``baseline`` (beside it, as the Evaluate step writes them) from the report's URI."""
+    if evaluation_uri:
+        artifacts["evaluation"] = artifacts.get("evaluation") or evaluation_uri
+        artifacts["baseline"] = (
+            artifacts.get("baseline") or f"{evaluation_uri.rsplit('/', 1)[0]}/baseline.json"
+        )
+
+
+def _model_data(sm, raw_steps: list[dict[str, Any]]) -> str | None:
+    """The model artifact (``model.tar.gz``) of the execution's training job, or None when unreadable."""
+    job_arn = _step_metadata(raw_steps, "TrainingJob").get("Arn")
+    if not job_arn:
+        return None
+    try:
+        job = sm.describe_training_job(TrainingJobName=job_arn.rsplit("/", 1)[-1])
+        return (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    except (ClientError, BotoCoreError):
+        return None
 
 
 def _float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
         return None
 
 
@@ -406,16 +665,18 @@ def _metrics(report: Any) -> dict[str, float] | None:
         return None
 
 
-def _evaluation_report(target, sm, arn: str) -> tuple[str | None, Any]:
+def _evaluation_report(
+    target, sm, arn: str, steps: list[dict[str, Any]] | None = None
+) -> tuple[str | None, Any]:
     """(URI, parsed JSON) of execution ``arn``'s evaluation report: the Evaluate step's processing job (the
-    step's metadata), its output ``evaluation``, ``evaluation.json`` in it; (None, None) when any of it cannot
-    be read (no such step or job, no permission, not JSON)."""
+    step's metadata; ``steps``, the execution's step listing, when already read), its output ``evaluation``,
+    ``evaluation.json`` in it; (None, None) when any of it cannot be read (no such step or job, no permission,
+    not JSON)."""
     try:
         job_arn = None
-        for page in sm.get_paginator("list_pipeline_execution_steps").paginate(PipelineExecutionArn=arn):
-            for s in page.get("PipelineExecutionSteps", []):
-                if s.get("StepName") == EVALUATE_STEP:
-                    job_arn = ((s.get("Metadata") or {}).get("ProcessingJob") or {}).get("Arn")
+        for s in steps if steps is not None else _execution_steps(sm, arn):
+            if s.get("StepName") == EVALUATE_STEP:
+                job_arn = ((s.get("Metadata") or {}).get("ProcessingJob") or {}).get("Arn")
         if not job_arn:
             return None, None
         job = sm.describe_processing_job(ProcessingJobName=job_arn.rsplit("/", 1)[-1])
@@ -429,24 +690,60 @@ def _evaluation_report(target, sm, arn: str) -> tuple[str | None, Any]:
         return None, None
 
 
-def _step_rows(sm, arn: str) -> list[dict[str, Any]]:
-    rows = []
+def _execution_steps(sm, arn: str) -> list[dict[str, Any]]:
+    """Execution ``arn``'s steps as ListPipelineExecutionSteps gives them, in the order they started."""
+    out: list[dict[str, Any]] = []
     paginator = sm.get_paginator("list_pipeline_execution_steps")
     for page in paginator.paginate(PipelineExecutionArn=arn, SortOrder="Ascending"):
-        for s in page.get("PipelineExecutionSteps", []):
-            rows.append(
-                {
-                    "name": s.get("StepName"),
-                    "type": s.get("StepType", ""),
-                    "status": s.get("StepStatus", ""),
-                    "reason": s.get("FailureReason", ""),
-                }
-            )
-    return rows
+        out.extend(page.get("PipelineExecutionSteps", []))
+    return out
+
+
+def _step_metadata(raw_steps: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The ``Metadata.<kind>`` of the first step that has one (``RegisterModel``: ``{"Arn": ...}``), or {}."""
+    for s in raw_steps:
+        found = (s.get("Metadata") or {}).get(kind)
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+# ListPipelineExecutionSteps names no step type: a step's type is the kind of its metadata (a step of type
+# Training has ``Metadata.TrainingJob``, one of type Fail ``Metadata.Fail``...).
+_STEP_TYPES = {
+    "TrainingJob": "Training",
+    "ProcessingJob": "Processing",
+    "TransformJob": "Transform",
+    "TuningJob": "Tuning",
+    "AutoMLJob": "AutoML",
+}
+
+
+def _step_row(s: dict[str, Any]) -> dict[str, Any]:
+    """One listed step as a local run reports one (``step_keys()``): name, type, status, seconds (null until
+    it ended) and detail (its failure reason, else empty)."""
+    metadata = s.get("Metadata") or {}
+    kind = s.get("StepType") or next((_STEP_TYPES.get(k, k) for k in metadata), "")
+    start, end = s.get("StartTime"), s.get("EndTime")
+    seconds = round((end - start).total_seconds(), 2) if start and end else None
+    fail = metadata.get("Fail") or {}
+    row = {
+        "name": s.get("StepName"),
+        "type": kind,
+        "status": s.get("StepStatus", ""),
+        "seconds": seconds,
+        "detail": s.get("FailureReason") or fail.get("ErrorMessage") or "",
+    }
+    return {k: row[k] for k in step_keys()}
+
+
+def _step_rows(sm, arn: str) -> list[dict[str, Any]]:
+    return [_step_row(s) for s in _execution_steps(sm, arn)]
 
 
 def follow_execution(sm, arn: str, *, quiet: bool = False, poll_seconds: float = POLL_SECONDS):
-    """Poll a pipeline execution until it ends, printing each step's status changes; (status, steps)."""
+    """Poll a pipeline execution until it ends, printing each step's status changes; (status, steps), the
+    steps as a local run's (``step_keys()``)."""
     seen: dict[str, str] = {}
     while True:
         status = sm.describe_pipeline_execution(PipelineExecutionArn=arn).get("PipelineExecutionStatus", "")
@@ -456,7 +753,7 @@ def follow_execution(sm, arn: str, *, quiet: bool = False, poll_seconds: float =
                 seen[s["name"]] = s["status"]
                 if not quiet:
                     mark = {"Succeeded": "[green]✓[/]", "Failed": "[red]✗[/]"}.get(s["status"], "·")
-                    reason = f"  {s['reason']}" if s["reason"] else ""
+                    reason = f"  {s['detail']}" if s["detail"] else ""
                     err_console.print(f"{mark} {s['name']} ({s['type']}) {s['status']}{reason}")
         if status in TERMINAL_STATUSES:
             return status, steps
