@@ -131,6 +131,10 @@ class Clients:
             return self._made[service]
 
 
+class _EndpointChanged(Exception):
+    """An invocation failed and the endpoint's variants are no longer the cached ones: route again."""
+
+
 class ModelDirectory:
     """What is live: the endpoint's variants and weights (cached ``ttl`` seconds) and each model
     version's feature schema (cached per package ARN: a package version never changes its schema)."""
@@ -168,6 +172,16 @@ class ModelDirectory:
             raise ProxyError(503, f"endpoint {self.endpoint_name} has no production variants")
         self._variants = (time.monotonic(), variants)
         return variants
+
+    def variants_changed(self, seen: Mapping[str, float]) -> bool:
+        """Whether the endpoint's variants now differ from ``seen`` (read afresh, which also replaces the
+        cached ones): a request routed on the cached variants failed, and a variant it could reach may be
+        gone. False when the endpoint cannot be read now either."""
+        self._variants = None
+        try:
+            return set(self.live_variants()) != set(seen)
+        except (ProxyError, ClientError, BotoCoreError):
+            return False
 
     def package_arn(self, variant: str) -> str:
         version = logic.variant_version(variant)
@@ -416,17 +430,13 @@ class Proxy:
                 500, f"the proxy is misconfigured: {', '.join(m.upper() for m in missing)} not set"
             )
 
-    def predict(self, body: bytes | str | None) -> dict[str, Any]:
-        started = time.perf_counter()
-        params = self.params
-        if not params.serving_enabled:
-            raise ProxyError(
-                503,
-                "serving is disabled by the operator (SERVING_ENABLED=false); no prediction was made",
-                serving_enabled=False,
-            )
-        self._check_wiring("endpoint_name", "model_package_group")
-        request = logic.parse_predict_body(body)
+    def _route_and_invoke(
+        self, params: Any, request: Any, retry: bool = True
+    ) -> tuple[list[list[float]], JsonRows, tuple[str, ...], str | None, dict[str, Any]]:
+        """Choose the variant, validate the rows against its model's features and invoke the endpoint:
+        (rows, their JSON text, the features, the variant asked for or None, the InvokeEndpoint response). With ``retry``,
+        a failed invocation while the endpoint's variants differ from the cached ones raises
+        ``_EndpointChanged`` (the caller routes again once), not a 502."""
         weights = self.directory.live_variants()
 
         target = self._choose_variant(params, request.user_id, weights)
@@ -465,10 +475,31 @@ class Proxy:
         try:
             result = self.clients("sagemaker-runtime").invoke_endpoint(**kwargs)
         except ClientError as exc:
+            if retry and self.directory.variants_changed(weights):
+                raise _EndpointChanged from None
             err = exc.response.get("Error", {})
             raise ProxyError(
                 502, f"the model endpoint failed: {err.get('Code')}: {err.get('Message')}"
             ) from None
+        return rows, body_rows, features, target, result
+
+    def predict(self, body: bytes | str | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        params = self.params
+        if not params.serving_enabled:
+            raise ProxyError(
+                503,
+                "serving is disabled by the operator (SERVING_ENABLED=false); no prediction was made",
+                serving_enabled=False,
+            )
+        self._check_wiring("endpoint_name", "model_package_group")
+        request = logic.parse_predict_body(body)
+        try:
+            rows, body_rows, features, target, result = self._route_and_invoke(params, request)
+        except _EndpointChanged:
+            # the endpoint's variants changed since they were cached (a variant removed by a promote, a
+            # rollback or a release): route again on the endpoint as it is now (read already), once
+            rows, body_rows, features, target, result = self._route_and_invoke(params, request, retry=False)
         variant = result.get("InvokedProductionVariant") or target or ""
         try:
             answer = json.loads(result["Body"].read())

@@ -15,6 +15,7 @@ import boto3
 import prediction_log as plog
 import proxy_logic as logic
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from registry_fixture import create_endpoint_config, create_live_endpoint
 
@@ -353,6 +354,81 @@ def test_sticky_assignment_targets_the_users_variant(aws):
     expected = [logic.assign_variant(u, {"v1": 0.7, "v2": 0.3}) for u in users]
     assert sent == expected + expected
     assert set(sent) == {"v1", "v2"}
+
+
+class EndpointAfterPromote:
+    """The moto SageMaker client, but once ``promoted`` its DescribeEndpoint shows v1 alone (v2 removed), as
+    after ``traffic promote v1``; counts DescribeEndpoint calls."""
+
+    def __init__(self, client):
+        self.client = client
+        self.promoted = False
+        self.describes = 0
+
+    def describe_endpoint(self, **kwargs):
+        self.describes += 1
+        desc = self.client.describe_endpoint(**kwargs)
+        if self.promoted:
+            desc["ProductionVariants"] = [v for v in desc["ProductionVariants"] if v["VariantName"] == "v1"]
+            desc["ProductionVariants"][0]["CurrentWeight"] = 1.0
+        return desc
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+class RuntimeWithoutV2(StubRuntime):
+    """The runtime after v2 was removed: a request for TargetVariant v2 fails as InvokeEndpoint does."""
+
+    def invoke_endpoint(self, **kwargs):
+        if kwargs.get("TargetVariant") == "v2":
+            self.calls.append(kwargs)
+            raise ClientError(
+                {"Error": {"Code": "ValidationError", "Message": "Target variant v2 not found for endpoint"}},
+                "InvokeEndpoint",
+            )
+        return super().invoke_endpoint(**kwargs)
+
+
+def test_a_variant_removed_while_its_weights_are_cached_is_routed_again_not_a_502(aws):
+    """The proxy caches the endpoint's variants for a few seconds; a request routed to a variant removed
+    meanwhile (a promote, a rollback, a release) reads the endpoint again and goes to a live variant, once,
+    instead of failing with a 502 (which would also count against the 5XX alarm)."""
+    import proxy_handler
+
+    sm = EndpointAfterPromote(aws["sagemaker"])
+    runtime = RuntimeWithoutV2()
+    clients = {"sagemaker": sm, "firehose": aws["firehose"], "sagemaker-runtime": runtime}
+    proxy = proxy_handler.Proxy.from_env(dict(WIRING), clients=clients, emit=lambda _line: None)
+    user = next(
+        f"user-{i}" for i in range(100) if logic.assign_variant(f"user-{i}", {"v1": 0.7, "v2": 0.3}) == "v2"
+    )
+    assert (
+        _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": "someone"})[0] == 200
+    )  # caches v1, v2
+    sm.promoted = True
+    before = sm.describes
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": user})
+    assert status == 200 and body["variant"] == "v1" and body["model_version"] == 1
+    assert [c.get("TargetVariant") for c in runtime.calls[-2:]] == ["v2", "v1"]
+    assert sm.describes == before + 1  # the endpoint read once more, and the new variants cached
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": user})
+    assert status == 200 and body["variant"] == "v1" and sm.describes == before + 1
+
+
+def test_a_failed_invocation_on_an_unchanged_endpoint_is_still_a_502_without_retry(aws):
+    import proxy_handler
+
+    sm = EndpointAfterPromote(aws["sagemaker"])  # never promoted: v2 stays live
+    runtime = RuntimeWithoutV2()
+    clients = {"sagemaker": sm, "firehose": aws["firehose"], "sagemaker-runtime": runtime}
+    proxy = proxy_handler.Proxy.from_env(dict(WIRING), clients=clients, emit=lambda _line: None)
+    user = next(
+        f"user-{i}" for i in range(100) if logic.assign_variant(f"user-{i}", {"v1": 0.7, "v2": 0.3}) == "v2"
+    )
+    status, body = _call(proxy, "/predict", {"instances": [[1, 2, 3]], "user_id": user})
+    assert status == 502 and "Target variant v2 not found" in body["error"]
+    assert len(runtime.calls) == 1 and sm.describes == 2  # the cache read, then the check: no second try
 
 
 def test_sticky_off_lets_sagemaker_route(aws):
