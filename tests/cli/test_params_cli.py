@@ -60,6 +60,15 @@ def _said(output: str) -> str:
     return " ".join(output.split())
 
 
+def _row(output: str, name: str) -> list[str]:
+    """The cells of ``params get``'s table row for ``name`` (set to, in force, note)."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if cells and cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name} in:\n{output}")
+
+
 def test_a_pin_that_stops_being_live_is_shown_as_a_problem(target):
     endpoint = target.names.endpoint_name
     code, out = _run("params", "set", "TARGET_VARIANT=v2", "--json")
@@ -67,13 +76,17 @@ def test_a_pin_that_stops_being_live_is_shown_as_a_problem(target):
     assert json.loads(out)["problems"] == []
     code, out = _run("params", "get", "--json")
     assert code == 0 and json.loads(out)["problems"] == []  # live: fine
+    assert json.loads(out)["effective"]["target_variant"] == "v2"  # and in force
+    code, out = _run("params", "get")
+    assert code == 0 and _row(out, "TARGET_VARIANT")[:2] == ["'v2'", "v2"]
 
     target.client("sagemaker").update_endpoint(EndpointName=endpoint, EndpointConfigName="ec-v1-only")
     message = f"TARGET_VARIANT=v2 is not live on {endpoint} (live: v1): the proxy routes by the weights"
     code, out = _run("params", "get", "--json")
     assert code == 0, out
     info = json.loads(out)
-    assert info["parameters"]["TARGET_VARIANT"] == "v2"
+    assert info["parameters"]["TARGET_VARIANT"] == "v2"  # as configured
+    assert info["effective"]["target_variant"] is None  # what the proxy does: no pin, routed by the weights
     assert info["problems"] == [
         {
             "name": "TARGET_VARIANT",
@@ -85,15 +98,19 @@ def test_a_pin_that_stops_being_live_is_shown_as_a_problem(target):
     ]
     code, out = _run("params", "get")
     assert code == 0 and message in _said(out)
+    assert _row(out, "TARGET_VARIANT")[:2] == ["'v2'", "(none)"]  # set to v2, no pin in force
 
     # another change shows it too; the pin itself can still only be set to a live variant
     code, out = _run("params", "set", "LOG_SAMPLE_RATE=0.5", "--json")
     assert code == 0 and [p["message"] for p in json.loads(out)["problems"]] == [message]
+    assert json.loads(out)["effective"]["target_variant"] is None
+    assert json.loads(out)["parameters"]["TARGET_VARIANT"] == "v2"
     code, out = _run("params", "set", "TARGET_VARIANT=v2")
     assert code == 1 and "TARGET_VARIANT=v2 is not a live variant" in _said(out)
     assert "nothing was changed" in _said(out)
     code, out = _run("params", "set", "TARGET_VARIANT=v1", "--json")
     assert code == 0 and json.loads(out)["problems"] == []
+    assert json.loads(out)["effective"]["target_variant"] == "v1"
 
     # unpinned: nothing to check, and no endpoint call needed
     target.client("sagemaker").delete_endpoint(EndpointName=endpoint)
@@ -112,6 +129,31 @@ def test_a_pin_on_an_endpoint_that_is_gone_is_shown_as_a_problem(target):
     assert problem["message"] == (
         f"TARGET_VARIANT=v1 is not live on {endpoint} (it does not exist yet): no model is served until it does"
     )
+    assert json.loads(out)["effective"]["target_variant"] is None
+    assert json.loads(out)["parameters"]["TARGET_VARIANT"] == "v1"
+
+
+def test_a_pin_that_cannot_be_checked_stays_in_force_as_configured(target, monkeypatch):
+    """When DescribeEndpoint fails (not a missing endpoint), whether the proxy honours the pin is unknown: the
+    problem says so, and the effective value stays the configured one (the proxy honours a live pin)."""
+    from botocore.exceptions import ClientError
+
+    from trainserve.commands import params
+
+    assert _run("params", "set", "TARGET_VARIANT=v2")[0] == 0
+
+    def refused(target):
+        raise ClientError(
+            {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeEndpoint"
+        )
+
+    monkeypatch.setattr(params, "live_variants", refused)
+    code, out = _run("params", "get", "--json")
+    assert code == 0, out
+    info = json.loads(out)
+    (problem,) = info["problems"]
+    assert problem["message"].startswith("TARGET_VARIANT=v2: cannot check whether it is live on")
+    assert info["effective"]["target_variant"] == "v2"
 
 
 def test_an_invalid_value_is_shown_with_the_default_used(target):

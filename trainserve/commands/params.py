@@ -10,7 +10,9 @@ unknown name, a bad value or a variant that is not live is an error and nothing 
 
 A pin can stop being live after it was set (``traffic rollback``, a rejection, a promote): the proxy then
 ignores it and routes by the endpoint's weights. ``get`` (and ``set``'s answer) show that as a problem of
-``TARGET_VARIANT``, in the table's note and in ``--json``'s ``problems``.
+``TARGET_VARIANT``, in the table's note and in ``--json``'s ``problems``, and show what the proxy does: no pin
+in force (``effective.target_variant`` null, the table's "in force" ``(none)``), while ``parameters`` (the
+table's "set to") keeps the configured name.
 """
 
 from __future__ import annotations
@@ -40,28 +42,36 @@ def live_variants(target) -> list[str] | None:
 def pin_problem(target, pin: str) -> dict | None:
     """A problem entry when the pinned ``pin`` is not live on the endpoint (the proxy then routes by the
     weights, as if unpinned), or when that cannot be checked; None when it is live."""
+    return _pin_check(target, pin)[1]
+
+
+def _pin_check(target, pin: str) -> tuple[bool | None, dict | None]:
+    """(whether ``pin`` is live: None when that cannot be checked, its problem entry or None)."""
     endpoint = target.names.endpoint_name
     entry = {"name": "TARGET_VARIANT", "value": pin, "default": None}
     try:
         live = live_variants(target)
     except ClientError as exc:
         reason = f"cannot check whether it is live on {endpoint}: {exc}"
-        return {**entry, "reason": reason, "message": f"TARGET_VARIANT={pin}: {reason}"}
+        return None, {**entry, "reason": reason, "message": f"TARGET_VARIANT={pin}: {reason}"}
     if live is None:
         reason = f"not live on {endpoint} (it does not exist yet)"
         message = f"TARGET_VARIANT={pin} is {reason}: no model is served until it does"
     elif pin in live:
-        return None
+        return True, None
     else:
         reason = f"not live on {endpoint} (live: {', '.join(live) or 'none'})"
         message = f"TARGET_VARIANT={pin} is {reason}: the proxy routes by the weights"
-    return {**entry, "reason": reason, "message": message}
+    return False, {**entry, "reason": reason, "message": message}
 
 
 def describe(env: dict[str, str], target=None) -> dict:
-    """The parameters as set (raw), as the proxy reads them (effective), and any problems: invalid values
-    (the proxy uses the default) and, given ``target``, a pinned ``TARGET_VARIANT`` that is not live."""
+    """The parameters as set (raw), as the proxy uses them (effective), and any problems: invalid values
+    (the proxy uses the default) and, given ``target``, a pinned ``TARGET_VARIANT`` that is not live, which
+    the proxy ignores (``proxy_handler._choose_variant``: it routes by the weights, as if unpinned), so its
+    effective value is None; one whose liveness cannot be checked stays as configured."""
     params, problems = proxy_logic.parse_params(env)
+    effective = params.as_dict()
     out = [
         {
             "name": p.name,
@@ -73,12 +83,14 @@ def describe(env: dict[str, str], target=None) -> dict:
         for p in problems
     ]
     if target is not None and params.target_variant:
-        pinned = pin_problem(target, params.target_variant)
+        live, pinned = _pin_check(target, params.target_variant)
         if pinned is not None:
             out.append(pinned)
+        if live is False:
+            effective["target_variant"] = None
     return {
         "parameters": {name: env.get(name) for name in proxy_logic.PARAMS},
-        "effective": params.as_dict(),
+        "effective": effective,
         "problems": out,
     }
 
@@ -89,7 +101,10 @@ def _show(function: str, info: dict) -> None:
     for name, (field, _) in proxy_logic.PARAMS.items():
         raw = info["parameters"][name]
         note = problems[name]["message"] if name in problems else ""
-        rows.append([name, "(unset)" if raw is None else repr(raw), info["effective"][field], note])
+        value = info["effective"][field]
+        if field == "target_variant" and value is None:
+            value = "(none)"  # no pin in force: the proxy routes by the weights
+        rows.append([name, "(unset)" if raw is None else repr(raw), value, note])
     table(f"proxy parameters of {function}", ["name", "set to", "in force", "note"], rows)
 
 
