@@ -104,7 +104,8 @@ def test_start_status_start_again_stop_stop_again(home):
     assert not (path / "local.json").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(state["pid"], 0)
-    assert json.loads(_run("status", "--json").stdout)["running"] is False
+    status = _run("status", "--json")
+    assert status.exit_code == 1 and json.loads(status.stdout)["running"] is False
 
     stopped_again = _run("stop")
     assert stopped_again.exit_code == 0
@@ -141,7 +142,8 @@ def test_a_stale_state_file_reads_as_not_running_and_stop_cleans_it(home, tmp_pa
         (tmp_path / "status.json").write_text(
             json.dumps({"pid": stale["pid"], "components": {"runtime": {"model_servers": servers}}})
         )
-        assert json.loads(_run("status", "--json").stdout)["running"] is False
+        status = _run("status", "--json")
+        assert status.exit_code == 1 and json.loads(status.stdout)["running"] is False
         result = _run("stop")
         assert result.exit_code == 0 and "not running" in result.stdout
         assert not (tmp_path / "local.json").exists() and not (tmp_path / "status.json").exists()
@@ -161,6 +163,19 @@ def test_start_that_times_out_stops_the_daemon_and_shows_the_log(home, tmp_path,
     assert "trainserve local start" in result.stderr  # the log's tail
     assert not (tmp_path / "local.json").exists()
     assert all(port_free(p) for p in (base, base + 1, base + 2))
+
+
+def test_status_of_a_cloud_that_is_not_running_says_so_and_exits_1(tmp_path, monkeypatch):
+    """`trainserve local status && ...` runs nothing when no local cloud runs: the same text and JSON as
+    before, and exit code 1 (as any command that needs the local cloud when none runs)."""
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    text = _run("status")
+    assert text.exit_code == 1
+    assert text.stdout == "the local cloud is not running; start it with: trainserve local start\n"
+    as_json = _run("status", "--json")
+    assert as_json.exit_code == 1
+    info = json.loads(as_json.stdout)
+    assert info["running"] is False and info["pid"] is None and info["environment"] == {}
 
 
 def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):

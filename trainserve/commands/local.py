@@ -43,6 +43,9 @@ from trainserve.target import (
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0  # the API drains (at most 10 s), then the warehouse loads what it answered (at most 30 s)
 START_LOCK = ".start.lock"  # in the state folder: held by the `local start` that is starting the cloud
+# `local status` when no local cloud runs (after printing that): 1, as every command that needs the local
+# cloud exits when none runs (TargetError), so `trainserve local status && ...` runs nothing then
+EXIT_NOT_RUNNING = 1
 
 
 @click.group("local")
@@ -157,15 +160,19 @@ def stop(timeout: float) -> None:
 @local.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def status(as_json: bool) -> None:
-    """What runs where: URLs, the environment to use, each component's state (and breached alarms)."""
+    """What runs where: URLs, the environment to use, each component's state (and breached alarms).
+
+    Exits 1 when the local cloud is not running (after saying so, or printing ``"running": false``)."""
     state = read_local_state()
     info = status_info(state)
     if as_json:
         print_json(info)
+        if not info["running"]:
+            sys.exit(EXIT_NOT_RUNNING)
         return
     if not info["running"]:
         console.print("the local cloud is not running; start it with: trainserve local start")
-        return
+        sys.exit(EXIT_NOT_RUNNING)
     table(
         f"local cloud (pid {info['pid']}, since {info['started_at']})",
         ["what", "where"],
