@@ -33,7 +33,9 @@ Rules (ARCHITECTURE.md, "Release semantics"), and the choices made where it is s
   names, in order) differ from the champion's: the proxy validates a request against one feature list, so
   the two could not serve the same requests (rows as lists would even be read in another order). The
   reason names the remedy (``trainserve traffic promote v``: it then serves alone). Packages without the
-  metadata (registered before training wrote it) are admitted as before.
+  metadata (registered before training wrote it) are admitted as before. A new champion that serves alone
+  (a rejected champion's replacement, ``max_live_variants == 1``, a promote) may have other inputs than the
+  old one: that change is made, with a note that the clients must send the new features.
 - ``max_live_variants == 1``: there is no A/B test. The endpoint serves the NEWEST approved version alone:
   a newer approved version replaces the champion at 100% in one redeploy (a ``deploy`` step, the path an
   instance-type change takes; SageMaker applies the deployment guardrails only when the variant names
@@ -449,6 +451,7 @@ def plan(
 
     weights = current.weights
     champion = current._champion_from(weights)  # variants exist (checked above): never None
+    inputs = {p.version: p.inputs for p in registry if p.inputs}
     changes: list[str] = []
     blocked: str | None = None
     single = settings.max_live_variants == 1  # no A/B: the newest approved version serves alone
@@ -468,6 +471,7 @@ def plan(
                 f"champion {variant_name(champion)} is {status.get(champion, 'gone')}: "
                 f"{variant_name(replacement)} replaces it"
             )
+            changes.extend(_inputs_note(replacement, champion, inputs))
             champion = replacement
     for v in removed:
         if v in weights and v != champion:
@@ -487,6 +491,7 @@ def plan(
             "so there is no A/B test and the newest approved version serves alone (a redeploy: SageMaker's "
             "blue/green, all at once, since its guardrails need unchanged variant names)"
         )
+        changes.extend(_inputs_note(newest, champion, inputs))
         weights, champion = {newest: 1.0}, newest
 
     # 3. More live variants than allowed (the setting was lowered): drop the oldest challengers.
@@ -498,7 +503,6 @@ def plan(
 
     # 4. The event's version joins as a challenger if the rules allow it.
     if event is not None and event.version != took_over:
-        inputs = {p.version: p.inputs for p in registry if p.inputs}
         changes.extend(_admit(event.version, status, weights, champion, settings, inputs))
 
     desired = _desired(weights, champion)
@@ -565,6 +569,19 @@ def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, flo
         f"champion {name} is {status.get(champion, 'deleted from the registry')} and no approved version older "
         f"than it exists; it keeps serving. To replace it: {'; or '.join(remedies)}"
     )
+
+
+def _inputs_note(new: int, old: int, inputs: Mapping[int, str]) -> list[str]:
+    """A note when ``new`` replaces ``old`` as champion and their input features differ (both known): the
+    clients must send ``new``'s features from then on (requests in ``old``'s features get a 400)."""
+    mine, theirs = inputs.get(new), inputs.get(old)
+    if not mine or not theirs or mine == theirs:
+        return []
+    return [
+        f"note: {variant_name(new)}'s input features differ from {variant_name(old)}'s (features_sha256 "
+        f"{mine[:12]}... against {theirs[:12]}...): from then on the clients must send {variant_name(new)}'s "
+        "features (its features.json); requests in the old ones get a 400"
+    ]
 
 
 def _admit(
@@ -737,9 +754,15 @@ def promote(
     it)."""
     champion = _require_endpoint(current)
     version = version_of(variant)
+    registry = list(registry) if registry is not None else None
     statuses = {p.version: p.status for p in registry} if registry is not None else None
+    inputs = {p.version: p.inputs for p in registry or () if p.inputs}
     if version is not None and current.variant(version) is None and statuses is not None:
-        return _promote_not_live(current, champion, version, statuses)
+        decision = _promote_not_live(current, champion, version, statuses)
+        notes = _inputs_note(version, champion, inputs)
+        return replace(
+            decision, reason="; ".join([decision.reason, *notes]), changes=(*decision.changes, *notes)
+        )
     version = _live_version(current, variant)
     if statuses is not None:
         status = statuses.get(version, "not in the registry")
@@ -749,8 +772,9 @@ def promote(
     steps = _steps(current, desired)
     if not steps:
         return Decision("none", f"{variant_name(version)} already serves alone as champion", desired)
-    note = f"promote {variant_name(version)} to champion at 100%; the others drain and are removed"
-    return Decision("update", note, desired, steps, (note,))
+    notes = [f"promote {variant_name(version)} to champion at 100%; the others drain and are removed"]
+    notes.extend(_inputs_note(version, champion, inputs))
+    return Decision("update", "; ".join(notes), desired, steps, tuple(notes))
 
 
 def _promote_not_live(

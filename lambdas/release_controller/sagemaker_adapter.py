@@ -36,6 +36,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 from release_planner import (
+    APPROVED,
     CANARY_PERCENT,
     CHAMPION_TAG,
     FEATURES_DIGEST_KEY,
@@ -132,9 +133,17 @@ class SageMakerAdapter:
         self, registry: Iterable[PackageVersion], state: EndpointState, version: int | None = None
     ) -> list[PackageVersion]:
         """``registry`` with ``inputs`` (each package's ``features_sha256`` metadata) read for the versions the
-        planner compares: the live ones and ``version`` (one DescribeModelPackage each, not the whole group).
-        A package that cannot be described keeps ``inputs`` None (the planner then does not compare it)."""
+        planner compares: the live ones, ``version``, and the ones that can replace the champion (the newest
+        approved version, and the newest approved one older than the champion): one DescribeModelPackage
+        each, not the whole group. A package that cannot be described keeps ``inputs`` None (the planner then
+        does not compare it)."""
+        registry = list(registry)
         wanted = {v.version for v in state.variants} | ({version} if version is not None else set())
+        approved = sorted(p.version for p in registry if p.status == APPROVED)
+        champion = state.champion if state.variants else None
+        wanted.update(approved[-1:])
+        if champion is not None:
+            wanted.update([v for v in approved if v < champion][-1:])
         out = []
         for package in registry:
             if package.version in wanted and package.inputs is None:

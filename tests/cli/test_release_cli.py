@@ -258,7 +258,7 @@ def test_promote_rejects_the_newer_challengers_it_takes_off_and_keeps_older_vers
     (rejected,) = out["rejected"]
     assert rejected["variant"] == "v2" and rejected["previous_status"] == "Approved"
     assert rejected["approval_description"].startswith(
-        "lost to v1: taken off the endpoint by trainserve traffic"
+        "taken off the endpoint by trainserve traffic promote v1 at"
     )
     sm = target.client("sagemaker")
 
@@ -279,7 +279,11 @@ def test_promote_rejects_the_newer_challengers_it_takes_off_and_keeps_older_vers
     release(target, 2, "Approved")
     code, said = _cli(traffic_cmd.traffic, "promote", "v1")
     said = " ".join(said.split())  # rich wraps long lines
-    assert code == 0 and "v2 rejected in the model registry (lost to v1" in said
+    assert (
+        code == 0
+        and "v2 rejected in the model registry (taken off the endpoint by trainserve traffic promote v1"
+        in said
+    )
     assert "to re-admit it: trainserve models approve 2" in said
     _cli(models_review.approve, "2")
     release(target, 2, "Approved")

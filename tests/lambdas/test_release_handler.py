@@ -179,6 +179,20 @@ def test_a_challenger_with_other_input_features_is_not_added(sm):
     assert out["action"] == "update" and _live(sm) == pytest.approx({"v1": 0.9, "v3": 0.1})
 
 
+def test_a_rejected_champion_replaced_by_an_older_version_with_other_inputs_says_so(sm):
+    """The adapter reads the inputs of the version that can replace the champion (not live, not the event's)."""
+    (arn1,) = _register(sm, inputs="a" * 64)
+    (arn2,) = _register(sm, inputs="b" * 64)
+    _set_status(sm, arn1, "Approved")
+    _approve(sm, arn2, 2)  # the newest approved: v2 alone
+    assert _live(sm) == {"v2": 1.0}
+    _set_status(sm, arn2, "Rejected")
+    out = release_handler.handler(_event(2, "Rejected"), None)
+    assert _live(sm) == {"v1": 1.0}
+    assert "champion v2 is Rejected: v1 replaces it" in out["reason"]
+    assert "note: v1's input features differ from v2's" in out["reason"]
+
+
 def test_packages_without_the_inputs_metadata_are_admitted_as_before(sm):
     (arn1,) = _register(sm, inputs="a" * 64)
     (arn2,) = _register(sm)  # registered before training wrote features_sha256

@@ -654,9 +654,33 @@ def test_with_one_live_variant_a_newer_version_with_other_inputs_still_replaces_
     reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
     decision = plan(reg, endpoint({1: 1.0}, champion=1), single, (2, A))
     assert decision.desired.weights == {2: 1.0}
+    assert (
+        "note: v2's input features differ from v1's (features_sha256 222222222222... against"
+        in decision.reason
+    )
+    assert "the clients must send v2's features" in decision.reason
+    same = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="1" * 64)
+    assert "input features differ" not in plan(same, endpoint({1: 1.0}, champion=1), single, (2, A)).reason
 
 
 def test_promote_serves_a_version_with_other_inputs_alone():
     reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
     decision = promote(endpoint({1: 1.0}, champion=1), "v2", reg)
     assert decision.desired.weights == {2: 1.0} and decision.desired.champion == 2
+    assert any(c.startswith("note: v2's input features differ from v1's") for c in decision.changes)
+    assert "note: v2's input features differ from v1's" in decision.reason
+    live = promote(
+        endpoint({1: 0.9, 2: 0.1}, champion=1), "v2", reg
+    )  # v2 live (admitted before the metadata)
+    assert live.changes[0].startswith("promote v2 to champion at 100%")
+    assert live.changes[1].startswith("note: v2's input features differ from v1's")
+    unknown = promote(endpoint({1: 1.0}, champion=1), "v2", registry(v1=A, v2=A))
+    assert "input features" not in unknown.reason
+
+
+def test_a_rejected_champion_replaced_by_a_version_with_other_inputs_says_the_clients_must_change():
+    reg = _with_inputs(registry(v1=A, v2=R), v1="1" * 64, v2="2" * 64)
+    decision = plan(reg, endpoint({2: 1.0}, champion=2), SETTINGS, (2, R))
+    assert decision.desired.weights == {1: 1.0}
+    assert "champion v2 is Rejected: v1 replaces it" in decision.reason
+    assert "note: v1's input features differ from v2's" in decision.reason

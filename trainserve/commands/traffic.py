@@ -8,9 +8,9 @@ source of truth: each rolled-back challenger is rejected ("rolled back by trains
 <UTC>"), so the release controller's rejection path removes it from the endpoint, and neither a redelivered
 approval event nor ``endpoint sync`` brings it back; ``trainserve models approve V`` re-admits it.
 
-``promote`` rejects the variants it takes off that are newer than the new champion ("lost to vN: taken off
-the endpoint by trainserve traffic promote at <UTC>"): they lost the comparison, and still approved they
-would come back with a repeated approval event. Older ones stay approved (the newest of them replaces the
+``promote`` rejects the variants it takes off that are newer than the new champion ("taken off the endpoint
+by trainserve traffic promote vN at <UTC>"): still approved, they would come back with a repeated approval
+event. Older ones stay approved (the newest of them replaces the
 champion if it is rejected).
 
 A command that takes off the endpoint the variant the proxy's ``TARGET_VARIANT`` pins (read from the proxy
@@ -203,26 +203,27 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
     """Make VARIANT (v2 or 2) the champion at 100%; the others drain at once and are then removed.
 
     An approved version that is not live but newer than the champion can be promoted too: it is deployed
-    alone at 100%. The variants taken off that are newer than VARIANT lost the comparison: they are rejected
-    in the model registry, so that no repeated approval event brings them back (older ones stay approved).
+    alone at 100%. The variants taken off that are newer than VARIANT are rejected in the model registry, so
+    that no repeated approval event brings them back (older ones stay approved).
     """
     target = options.resolve_target(local)
     adapter = release_adapter(target)
     state = read_ready_endpoint(adapter)
-    registry = adapter.read_registry()
+    # with the input features of the versions involved: a promotion that changes them says so
+    registry = adapter.with_inputs(adapter.read_registry(), state, release_planner.version_of(variant))
     decision = _plan(release_planner.promote, state, variant, registry)
     champion = decision.desired.champion if decision.desired is not None else 0
     removed = removed_variants(state, decision)
-    # The challengers newer than the new champion lost the comparison; still approved, a redelivered approval
-    # event would bring them back. Older ones cannot come back (older than the champion) and stay approved:
+    # The variants newer than the new champion are taken off by a person's decision; still approved, a
+    # redelivered approval event would bring them back. Older ones cannot come back (older than the champion) and stay approved:
     # the newest of them replaces the champion if it is ever rejected.
     losers = sorted(v.version for v in state.variants if v.version > champion) if decision.steps else []
     if not decision.steps and not as_json:
         console.print(f"nothing to change: {decision.reason}")
     after = run_steps(adapter, decision, state, registry, target.is_local)
     description = (
-        f"lost to {release_planner.variant_name(champion)}: taken off the endpoint by trainserve traffic "
-        f"promote at {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        f"taken off the endpoint by trainserve traffic promote {release_planner.variant_name(champion)} at "
+        f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
     )
     rejected, notes = reject_in_registry(adapter, registry, losers, description, rollback=False)
     if not as_json:
