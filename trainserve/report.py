@@ -6,10 +6,11 @@ The report only reads (the warehouse, and the endpoint's live weights); it never
 Experiment window (unless ``since``/``until`` are given): from when the current weights took effect to the
 last logged prediction. The weights took effect at the endpoint's ``LastModifiedTime`` (DescribeEndpoint:
 its weights or variants last changed then) plus ``PROXY_WEIGHTS_DELAY_SECONDS`` (the proxy caches the
-weights that long), and never before the newest live variant's first logged prediction (so every arm is
-compared over the same period; without a ``LastModifiedTime`` that is the start). A ``since`` before the
-weights took effect spans a change: the report warns, and the sample-ratio check, which compares with the
-current weights, is shown but not flagged. Champion: the release controller's (its tag) when it is live and
+weights that long): every request from then on was randomised under them, so the window starts there even
+when a variant's first logged prediction comes later (starting at it would drop the other variants' requests
+before it and bias the sample). Only without a ``LastModifiedTime`` does the window start at the newest live
+variant's first logged prediction. A ``since`` before the weights took effect spans a change: the report
+warns, and the sample-ratio check, which compares with the current weights, is shown but not flagged. Champion: the release controller's (its tag) when it is live and
 receives traffic, else the live variant with the largest weight (ties: the lowest model version).
 
 Variants at weight 0 are draining (they get no new traffic: a rollback, a rejection or `traffic set` put them at
@@ -211,22 +212,24 @@ def build_report(
             raise WindowError(since, now, last_data)
         basis, reason = "given", f"from the start asked for ({_t(since)})"
     else:
-        serving = [v for v in logged_live if v not in draining] or logged_live
-        newest = max(serving, key=lambda v: (_naive(seen[v]["first_seen"]), _sort_key(v)))
-        first = _naive(seen[newest]["first_seen"])
-        if settled_at is not None and changed_at is not None and settled_at >= first:
+        if settled_at is not None and changed_at is not None:
+            # Every request from here on was randomised under the current weights, whenever each variant's
+            # first one came: starting later (at the challenger's first prediction) would drop the champion's
+            # requests before it, always from the champion's side.
             since, basis = settled_at, "endpoint_changed"
             reason = (
                 f"since the endpoint last changed at {_t(changed_at)} (its weights or variants; LastModifiedTime), "
                 f"plus {PROXY_WEIGHTS_DELAY_SECONDS:g} s while the proxy's cached weights catch up"
             )
         else:
-            since, basis = first, "first_prediction"
+            # without the change time, the newest variant's first prediction is the earliest time known to be
+            # under the current variants
+            serving = [v for v in logged_live if v not in draining] or logged_live
+            newest = max(serving, key=lambda v: (_naive(seen[v]["first_seen"]), _sort_key(v)))
+            since, basis = _naive(seen[newest]["first_seen"]), "first_prediction"
             reason = (
                 f"since the first logged prediction of {newest}, the newest live variant to receive traffic"
             )
-            if changed_at is not None:
-                reason += f" (the endpoint last changed before, at {_t(changed_at)})"
     if until is None:
         until = max(last_data + timedelta(seconds=1), since)
     until = _naive(until)

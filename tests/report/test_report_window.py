@@ -270,7 +270,11 @@ def test_a_variant_that_comes_back_is_counted_from_the_change(tmp_path, config):
     assert old["srm"]["mismatch"] is True
 
 
-def test_a_variant_first_logged_after_the_change_still_starts_the_window(tmp_path, config):
+def test_a_variant_first_logged_after_the_change_does_not_start_the_window(tmp_path, config):
+    """Was: the window started at v2's first logged prediction when that came after the change (the old
+    rule). The endpoint says v1/v2 at 90/10 since ``change``: every request from ``change + DELAY`` on was
+    randomised under those weights, so v1's requests before v2's first one belong in the experiment; here v2
+    got nothing for 20 minutes, which the sample-ratio check now shows instead of the window hiding it."""
     change = START
     q = _warehouse(
         tmp_path,
@@ -281,8 +285,66 @@ def test_a_variant_first_logged_after_the_change_still_starts_the_window(tmp_pat
     )
     report = build_report(q, config=config, endpoint_state=_state(change, v1=0.9, v2=0.1), champion="v1")
     window = report["window"]
-    assert window["basis"] == "first_prediction" and window["start"] > (change + DELAY).isoformat()
-    assert window["reason"].startswith("since the first logged prediction of v2")
+    assert window["basis"] == "endpoint_changed" and window["start"] == (change + DELAY).isoformat()
+    assert window["reason"].startswith("since the endpoint last changed at 2026-02-01 09:00:00 UTC")
+    got = {v["variant_name"]: v["requests"] for v in report["variants"]}
+    assert got == _count(q, change + DELAY) and got["v1"] > 3_500
+    assert report["srm"]["applicable"] is True and report["srm"]["mismatch"] is True
+
+
+def _insert(q, rows):
+    """Explicit predictions: (request_id, event_time, variant, user_id), each labelled 1 at score 0.9."""
+    con = duckdb.connect(str(q.path))
+    try:
+        for request_id, at, variant, user in rows:
+            con.execute(
+                "INSERT INTO prediction_log VALUES (?, ?, ?, ?, NULL, ?, ?, '{}', 0.9, 1, 0.5, 10.0, '{}')",
+                [request_id, at, ENDPOINT, variant, int(variant[1:]), user],
+            )
+    finally:
+        con.close()
+
+
+def test_champion_requests_before_the_challengers_first_are_in_the_window(tmp_path, config):
+    """The review's repro: 30 sticky users at 90/10 (24 on v1, 6 on v2), all after the weights were in force.
+    v1 users u0..u23 come first; v2's first request comes after them, then v1's u7..u23 again and the other
+    v2 users. A window from v2's first prediction compared 17 v1 users with 6 v2 users: the 7 v1 users seen
+    only before it were dropped, always from the champion's side. The window starts at the change."""
+    q = _warehouse(tmp_path, [])
+    settled = START + DELAY
+    at = iter(settled + timedelta(seconds=k) for k in range(1, 1_000))
+    rows = [(f"a{u}", next(at), "v1", f"u{u}") for u in range(24)]
+    rows.append(("b24", next(at), "v2", "u24"))
+    rows += [(f"c{u}", next(at), "v1", f"u{u}") for u in range(7, 24)]
+    rows += [(f"d{u}", next(at), "v2", f"u{u}") for u in range(25, 30)]
+    _insert(q, rows)
+    report = build_report(q, config=config, endpoint_state=_state(START, v1=0.9, v2=0.1), champion="v1")
+    assert report["window"]["start"] == settled.isoformat()
+    assert report["window"]["basis"] == "endpoint_changed" and report["warnings"] == []
+    assert report["srm"]["unit"] == "users" and report["srm"]["observed"] == {"v1": 24, "v2": 6}
+    got = {v["variant_name"]: v["requests"] for v in report["variants"]}
+    assert got == {"v1": 24 + 17, "v2": 6}
+
+
+def test_without_the_endpoints_change_time_the_window_starts_at_the_newest_variants_first_prediction(
+    tmp_path, config
+):
+    # the fallback when DescribeEndpoint gives no LastModifiedTime
+    q = _warehouse(
+        tmp_path,
+        [
+            ([Arm("v1", 1, 1.0, 0.8)], 1_000, START + timedelta(minutes=1), 600),
+            ([Arm("v1", 1, 0.9, 0.8), Arm("v2", 2, 0.1, 0.8)], 3_000, START + timedelta(minutes=20), 3600),
+        ],
+    )
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.9, v2=0.1), champion="v1")
+    window = report["window"]
+    assert window["basis"] == "first_prediction"
+    assert window["start"] >= (START + timedelta(minutes=20)).isoformat()
+    assert window["reason"] == (
+        "since the first logged prediction of v2, the newest live variant to receive traffic"
+    )
+    assert window["endpoint_changed_at"] is None and window["weights_in_force_from"] is None
 
 
 def test_while_the_weights_are_changing_the_split_is_not_flagged(tmp_path, config):

@@ -171,7 +171,7 @@ def report() -> None:
     type=click.DateTime(),
     default=None,
     help="Start of the window (UTC; default: when the endpoint's weights last changed, plus the proxy's "
-    "cache delay, or the newest live variant's first prediction if later).",
+    "cache delay; without that time, the newest live variant's first prediction).",
 )
 def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | None) -> None:
     """A/B report: per-variant traffic, latency, accuracy; challengers vs champion; what to do next."""
