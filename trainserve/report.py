@@ -198,6 +198,10 @@ def build_report(
     if ignored:
         notes.append(f"variants no longer live are left out: {', '.join(ignored)}")
     logged_live = [v for v in live if v in seen]
+    if not logged_live and len(live) == 1:
+        report["recommendation"] = nothing_to_compare(live[0], config)
+        report["recommendation"]["reason"] += f" (no prediction of {live[0]} is logged yet either)"
+        return report
     if not logged_live:
         report["recommendation"] = {
             "action": "keep collecting",
@@ -436,7 +440,7 @@ def build_report(
                 "decision": decision,
             }
         )
-    report["recommendation"] = recommend(report, alpha)
+    report["recommendation"] = recommend(report, alpha, config)
     if unlogged:
         report["recommendation"] = {
             "action": "keep collecting",
@@ -462,8 +466,28 @@ def srm_unexpected(srm: Mapping[str, Any]) -> str | None:
     return ", ".join(f"{v} got {n:,} {unit}" for v, n in sorted(unexpected.items()))
 
 
-def recommend(report: Mapping[str, Any], alpha: float) -> dict:
-    """One action for the operator, its reason in one line, and the exact command."""
+def nothing_to_compare(variant: str, config: Any = None) -> dict:
+    """The recommendation with one variant live (e.g. just after ``traffic promote``): no A/B test runs, so
+    more data decides nothing; a challenger comes from approving a newer model version (``config``'s
+    ``max_live_variants`` and ``challenger_weight`` say what the approval does)."""
+    reason = f"only {variant} is live (one variant): there is nothing to compare"
+    if getattr(config, "max_live_variants", None) == 1:
+        reason += (
+            f"; max_live_variants is 1: an approved newer version replaces {variant} at 100% instead of "
+            "joining it as a challenger (set max_live_variants to 2 or more for an A/B test)"
+        )
+    else:
+        weight = getattr(config, "challenger_weight", None)
+        reason += (
+            f"; to add a challenger, approve a model version newer than {variant} (trainserve models list)"
+            + (f": it joins as a challenger at {weight:.0%}" if weight is not None else "")
+        )
+    return {"action": "nothing to act on", "reason": reason, "command": "trainserve models approve V"}
+
+
+def recommend(report: Mapping[str, Any], alpha: float, config: Any = None) -> dict:
+    """One action for the operator, its reason in one line, and the exact command (``config``: the project's,
+    for what approving a version does when only one variant is live)."""
     champion = report["champion"]
     srm = report.get("srm")
     comps = [c for c in report["comparisons"] if c["decision"] != "draining"]
@@ -496,11 +520,7 @@ def recommend(report: Mapping[str, Any], alpha: float) -> dict:
                 ),
                 "command": "trainserve endpoint status",
             }
-        return {
-            "action": "keep collecting",
-            "reason": f"only {champion} is live: there is nothing to compare",
-            "command": "trainserve report ab",
-        }
+        return nothing_to_compare(champion, config)
     winners = [c for c in comps if c["decision"] == "promote"]
     if winners:
         best = max(winners, key=lambda c: c["difference"])

@@ -141,6 +141,21 @@ def test_report_ab_with_a_challenger_drained_to_zero(local_target, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_ab_just_after_a_promote_says_there_is_nothing_to_compare(local_target):
+    """`traffic promote v2` leaves v2 alone: not 'keep collecting' (more data decides nothing with one
+    variant) but nothing to act on, with the command that adds a challenger."""
+    result = _invoke("traffic", "promote", "v2")
+    assert result.exit_code == 0, result.output
+    rep = json.loads(_invoke("report", "ab", "--json").stdout)
+    assert [v["variant_name"] for v in rep["variants"]] == ["v2"] and rep["comparisons"] == []
+    rec = rep["recommendation"]
+    assert rec["action"] == "nothing to act on" and rec["command"] == "trainserve models approve V"
+    assert rec["reason"].startswith("only v2 is live (one variant): there is nothing to compare")
+    said = _said(_invoke("report", "ab").stdout)
+    assert "NOTHING TO ACT ON: only v2 is live (one variant): there is nothing to compare" in said
+    assert "next: trainserve models approve V" in said and "KEEP COLLECTING" not in said
+
+
 def test_report_ab_after_an_operator_ramp_compares_from_the_change(local_target):
     """90/10 for two hours before `traffic set v1=0.5 v2=0.5` (the fixture's endpoint changed a minute before
     its 50/50 traffic): no sample-ratio mismatch, the window starts at the change."""

@@ -158,10 +158,56 @@ def test_redshift_flavoured_sql_gives_the_same_report(tmp_path, config):
 
 
 def test_nothing_logged_yet(tmp_path, config):
+    """Two variants live (it had one: with one variant live there is nothing to compare, see below)."""
     q = _warehouse(tmp_path, [Arm("v1", 1, 1.0, 0.8)], 0)
-    report = build_report(q, config=config, endpoint_state=_state(v1=1.0))
+    report = build_report(q, config=config, endpoint_state=_state(v1=0.9, v2=0.1))
     assert report["recommendation"]["action"] == "keep collecting"
     assert "no logged predictions" in report["recommendation"]["reason"]
+
+
+def _nothing_to_compare(rec, variant):
+    assert rec["action"] == "nothing to act on"
+    assert rec["reason"].startswith(f"only {variant} is live (one variant): there is nothing to compare")
+    assert f"approve a model version newer than {variant} (trainserve models list)" in rec["reason"]
+    assert rec["command"] == "trainserve models approve V"
+
+
+def test_one_live_variant_has_nothing_to_compare(tmp_path, config):
+    q = _warehouse(tmp_path, [Arm("v2", 2, 1.0, 0.8)], 2_000)
+    report = build_report(q, config=config, endpoint_state=_state(v2=1.0))
+    assert report["comparisons"] == [] and report["variants"][0]["requests"] == 2_000
+    _nothing_to_compare(report["recommendation"], "v2")
+    assert f"it joins as a challenger at {config.challenger_weight:.0%}" in report["recommendation"]["reason"]
+
+
+def test_one_live_variant_with_nothing_logged_has_nothing_to_compare(tmp_path, config):
+    q = _warehouse(tmp_path, [Arm("v1", 1, 1.0, 0.8)], 0)
+    report = build_report(q, config=config, endpoint_state=_state(v1=1.0))
+    _nothing_to_compare(report["recommendation"], "v1")
+    assert report["recommendation"]["reason"].endswith("(no prediction of v1 is logged yet either)")
+
+
+def test_just_after_a_promote_there_is_nothing_to_compare_not_nothing_logged(tmp_path, config):
+    """`traffic promote v2`: v2 alone at 100% from now on, so the window is empty, and the report said 'keep
+    collecting: no predictions logged in the window yet'; more data changes nothing with one variant."""
+    from datetime import UTC
+
+    q = _warehouse(tmp_path, [Arm("v1", 1, 0.5, 0.80), Arm("v2", 2, 0.5, 0.86)], 4_000)
+    state = _state(v2=1.0)
+    state["LastModifiedTime"] = datetime.now(UTC)
+    report = build_report(q, config=config, endpoint_state=state, champion="v2")
+    assert report["window"]["basis"] == "endpoint_changed" and report["variants"][0]["requests"] == 0
+    _nothing_to_compare(report["recommendation"], "v2")
+
+
+def test_with_max_live_variants_1_an_approval_replaces_the_only_variant(tmp_path, config):
+    import dataclasses
+
+    config = dataclasses.replace(config, max_live_variants=1)
+    q = _warehouse(tmp_path, [Arm("v1", 1, 1.0, 0.8)], 500)
+    rec = build_report(q, config=config, endpoint_state=_state(v1=1.0))["recommendation"]
+    assert rec["action"] == "nothing to act on" and rec["command"] == "trainserve models approve V"
+    assert "max_live_variants is 1: an approved newer version replaces v1 at 100%" in rec["reason"]
 
 
 def test_champion_and_weights_from_describe_endpoint():
