@@ -85,9 +85,35 @@ def test_report_ab_without_endpoint_reads_the_logs_but_recommends_nothing(local_
     assert result.exit_code == 0, result.output
     rep = json.loads(result.stdout)
     assert {v["variant_name"] for v in rep["variants"]} == {"v1", "v2"}  # what was logged is still there
-    assert rep["recommendation"]["action"] == "nothing to act on"
-    assert "does not exist" in rep["recommendation"]["reason"]
+    rec = rep["recommendation"]
+    assert rec["action"] == "nothing to act on" and rec["command"] == "trainserve endpoint status"
+    assert rec["reason"] == (
+        f"no endpoint {local_target.names.endpoint_name} exists: the figures are of the predictions logged "
+        "by an endpoint of that name that is gone"
+    )
     assert any("weights and SRM unavailable" in n for n in rep["notes"])
+
+
+def test_report_ab_on_a_fresh_local_cloud_says_no_endpoint_exists(local_target):
+    """No endpoint and nothing in the warehouse (a fresh local cloud): it said 'the figures are of the
+    predictions logged before it went', of an endpoint that never existed and predictions there are none."""
+    local_target.client("sagemaker").delete_endpoint(EndpointName=local_target.names.endpoint_name)
+    con = duckdb.connect(local_target.warehouse["path"])
+    con.execute("DELETE FROM prediction_log")
+    con.execute("DELETE FROM prediction_feedback")
+    con.close()
+    result = _invoke("report", "ab", "--json")
+    assert result.exit_code == 0, result.output
+    rep = json.loads(result.stdout)
+    assert rep["variants"] == [] and rep["window"] is None
+    rec = rep["recommendation"]
+    assert rec["action"] == "nothing to act on" and rec["command"] == "trainserve endpoint status"
+    assert rec["reason"].startswith(
+        f"no endpoint {local_target.names.endpoint_name} exists and the warehouse holds no prediction of one"
+    )
+    assert "before it went" not in rec["reason"] and "gone" not in rec["reason"]
+    said = _said(_invoke("report", "ab").stdout)
+    assert f"NOTHING TO ACT ON: no endpoint {local_target.names.endpoint_name} exists and" in said
 
 
 def test_report_ab_table_and_plot(local_target, tmp_path):

@@ -214,14 +214,23 @@ def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | No
     except WindowError as exc:
         raise window_error(exc) from None
     if state is None:
-        rep["notes"].append(
-            f"endpoint {target.names.endpoint_name} does not exist: weights and SRM unavailable"
-        )
-        # what was logged can still be read, but there is no live variant to promote or roll back
+        name = target.names.endpoint_name
+        rep["notes"].append(f"endpoint {name} does not exist: weights and SRM unavailable")
+        # what was logged can still be read, but there is no live variant to promote or roll back; without
+        # logged predictions (a fresh cloud) there may never have been an endpoint at all
+        if rep["variants"]:
+            reason = (
+                f"no endpoint {name} exists: the figures are of the predictions logged by an endpoint of that "
+                "name that is gone"
+            )
+        else:
+            reason = (
+                f"no endpoint {name} exists and the warehouse holds no prediction of one: approve a model "
+                "version and the release controller creates it"
+            )
         rep["recommendation"] = {
             "action": "nothing to act on",
-            "reason": f"endpoint {target.names.endpoint_name} does not exist; the figures are of the predictions "
-            "logged before it went",
+            "reason": reason,
             "command": "trainserve endpoint status",
         }
     if plot:
