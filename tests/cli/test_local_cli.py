@@ -36,6 +36,19 @@ def _run(*args: str):
     return CliRunner().invoke(cli, ["local", *args], catch_exceptions=False)
 
 
+def _lines(output: str) -> dict[str, str]:
+    """``local stop``'s report: what (warehouse, model registry, endpoint, proxy parameters, the rest of moto)
+    -> what it says, each whole on one line; and ``kept``/``lost``: the headings' text."""
+    out: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith(("kept", "lost")):
+            out[line.split(":")[0].split(" (")[0]] = line
+        elif line.startswith("  ") and line.strip() and not line.startswith("   "):
+            what, _, said = line.strip().partition("   ")
+            out[what] = said.strip()
+    return out
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -67,7 +80,7 @@ def home(tmp_path_factory):
             _kill(json.loads(state_file.read_text())["pid"])
 
 
-def test_start_status_start_again_stop_stop_again(home):
+def test_start_status_start_again_stop_stop_again(home, config):
     path, base = home
     started = _run("start")
     assert started.exit_code == 0, started.output + (started.stderr or "")
@@ -99,8 +112,18 @@ def test_start_status_start_again_stop_stop_again(home):
     assert again.exit_code == 0
     assert f"already running at http://127.0.0.1:{base}" in again.stdout
 
+    changed = CliRunner().invoke(cli, ["params", "set", "DECISION_THRESHOLD=0.6"])
+    assert changed.exit_code == 0, changed.output
     stopped = _run("stop")
     assert stopped.exit_code == 0, stopped.output
+    # what the stop kept and what it lost (moto's state), asked of the cloud before it stopped
+    said = _lines(stopped.stdout)
+    assert said["warehouse"] == str(path / "warehouse.duckdb")
+    assert said["model registry"] == f"0 model versions in {config.model_package_group_name}"
+    assert said["endpoint"] == "none"
+    assert said["proxy parameters"] == (
+        "DECISION_THRESHOLD=0.6 (default 0.5): the next start has the defaults again"
+    )
     assert not (path / "local.json").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(state["pid"], 0)
@@ -163,6 +186,118 @@ def test_start_that_times_out_stops_the_daemon_and_shows_the_log(home, tmp_path,
     assert "trainserve local start" in result.stderr  # the log's tail
     assert not (tmp_path / "local.json").exists()
     assert all(port_free(p) for p in (base, base + 1, base + 2))
+
+
+@pytest.fixture
+def fake_daemon(tmp_path, monkeypatch):
+    """A local.json naming a process of this test as the daemon (SIGTERM ends it), with ``aws_endpoint_url``
+    set by the test: yields (the state, a function writing it)."""
+    monkeypatch.setenv("TRAINSERVE_HOME", str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    state = {
+        "pid": proc.pid,
+        "region": "us-east-1",
+        "warehouse_path": str(tmp_path / "warehouse.duckdb"),
+    }
+
+    def write(aws_endpoint_url: str) -> None:
+        (tmp_path / "local.json").write_text(json.dumps({**state, "aws_endpoint_url": aws_endpoint_url}))
+
+    try:
+        yield state, write
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_stop_says_what_is_kept_and_what_is_lost(fake_daemon, moto_url, config):
+    """moto keeps the registry, the endpoint and the proxy's parameters in memory: the stop counts the model
+    versions, names the endpoint and the parameters that differ from the defaults a start sets (asked of the
+    running cloud before it stops), and says where the warehouse it keeps is."""
+    import boto3
+    from registry_fixture import create_live_endpoint
+
+    from trainserve.local.api import ensure_proxy_function
+    from trainserve.target import Names
+
+    state, write = fake_daemon
+    names = Names.local(config)
+    clients = {
+        service: boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=moto_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for service in ("sagemaker", "lambda", "iam")
+    }
+    create_live_endpoint(
+        clients["sagemaker"], names.model_package_group, names.endpoint_name, ["f0"], {"v1": 0.9, "v2": 0.1}
+    )
+    env = ensure_proxy_function(clients["lambda"], clients["iam"], config, names)
+    clients["lambda"].update_function_configuration(
+        FunctionName=names.proxy_function,
+        Environment={"Variables": {**env, "DECISION_THRESHOLD": "0.6", "TARGET_VARIANT": "v2"}},
+    )
+    write(moto_url)
+
+    result = _run("stop")
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ProcessLookupError):
+        os.kill(state["pid"], 0)
+    said = _lines(result.stdout)
+    assert said["kept"] == "kept:"
+    assert said["warehouse"] == state["warehouse_path"]
+    assert "sets it aside as warehouse-<UTC time>.duckdb" in " ".join(result.stdout.split())
+    assert said["lost"].startswith("lost (moto, the local AWS control plane, keeps them in memory)")
+    assert said["model registry"] == (
+        f"2 model versions in {names.model_package_group} "
+        "(the next start begins again at version 1: train and approve again)"
+    )
+    assert said["endpoint"] == f"{names.endpoint_name} (variants: v1, v2)"
+    default = config.decision_threshold
+    assert said["proxy parameters"] == (
+        f"TARGET_VARIANT=v2 (default unset), DECISION_THRESHOLD=0.6 (default {default}): "
+        "the next start has the defaults again"
+    )
+    assert said["the rest of moto"].startswith("S3 objects (uploaded data, model artifacts)")
+
+
+def test_stop_of_a_cloud_whose_moto_does_not_answer_is_not_held_up(fake_daemon):
+    """What the stop loses cannot be asked of a moto that does not answer (here a port that accepts and never
+    replies): the stop still happens, at most about SURVEY_TIMEOUT later, and says it does not know."""
+    from trainserve.commands.local import SURVEY_TIMEOUT
+
+    state, write = fake_daemon
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        write(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        result = _run("stop")
+        took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert took < SURVEY_TIMEOUT + 3, took
+    said = _lines(result.stdout)
+    assert said["warehouse"] == state["warehouse_path"]
+    for what in ("model registry", "endpoint", "proxy parameters"):
+        assert said[what].startswith("unknown (") and "timeout" in said[what].lower(), said[what]
+
+
+def test_stop_help_says_what_is_kept_and_what_is_lost():
+    said = " ".join(_run("stop", "--help").stdout.split())
+    assert "Kept: the warehouse (warehouse.duckdb in the state folder" in said
+    assert "sets it aside as warehouse-<UTC time>.duckdb" in said
+    for lost in (
+        "the model registry",
+        "the endpoint",
+        "the proxy parameters changed with `trainserve params set`",
+    ):
+        assert lost in said
+    listed = " ".join(_run("--help").stdout.split())
+    assert "keeps the warehouse, loses registry, endpoint, params" in listed
 
 
 def test_status_of_a_cloud_that_is_not_running_says_so_and_exits_1(tmp_path, monkeypatch):

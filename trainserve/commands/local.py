@@ -1,8 +1,11 @@
 """``trainserve local start|stop|status``: the local cloud (emulated AWS + SageMaker runtime + warehouse).
 
 ``start`` spawns ``python -m trainserve.local.daemon`` detached (output in ``.trainserve/local.log``) and
-waits until it has written ``local.json``; ``stop`` sends SIGTERM (SIGKILL after a timeout); ``status``
-says what runs where, the environment to point other tools at it, and each component's state.
+waits until it has written ``local.json``; ``stop`` sends SIGTERM (SIGKILL after a timeout) and says what the
+stop keeps (the warehouse file) and what it loses: moto keeps the control plane in memory, so the model
+registry, the endpoint and the proxy's parameters end with it (``what_stop_loses`` asks the running cloud
+first, with short timeouts); ``status`` says what runs where, the environment to point other tools at it, and
+each component's state (exit code 1 when nothing runs).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import click
 
 from trainserve import PROJECT_ROOT
-from trainserve.console import UserError, console, err_console, print_json, step, table
+from trainserve.console import UserError, aws_error, console, err_console, print_json, step, table
 from trainserve.local.daemon import (
     EXIT_PORT_IN_USE,
     LOG_FILE,
@@ -42,6 +45,9 @@ from trainserve.target import (
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0  # the API drains (at most 10 s), then the warehouse loads what it answered (at most 30 s)
+# each question `stop` asks the running cloud's moto before it stops (what the stop loses); after one that
+# fails, the others are not asked, so a cloud that does not answer delays its stop by at most this
+SURVEY_TIMEOUT = 1.0
 START_LOCK = ".start.lock"  # in the state folder: held by the `local start` that is starting the cloud
 # `local status` when no local cloud runs (after printing that): 1, as every command that needs the local
 # cloud exits when none runs (TargetError), so `trainserve local status && ...` runs nothing then
@@ -136,25 +142,42 @@ def _start(home: Path, timeout: float) -> None:
     _print_where(state)
 
 
-@local.command("stop")
+@local.command(
+    "stop", short_help="Stop the local cloud: keeps the warehouse, loses registry, endpoint, params."
+)
 @click.option(
     "--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL."
 )
 def stop(timeout: float) -> None:
-    """Stop the local cloud (its model servers too)."""
+    """Stop the local cloud (its model servers too), and say what is kept and what is lost.
+
+    Kept: the warehouse (warehouse.duckdb in the state folder, .trainserve or TRAINSERVE_HOME), with what the
+    prediction API answered up to the stop. The next `trainserve local start` sets it aside as
+    warehouse-<UTC time>.duckdb beside it (still queryable, never deleted) if it holds any prediction or
+    outcome, and starts an empty one.
+
+    Lost: moto, the local AWS control plane, keeps its state in memory, so the model registry (the next start
+    begins again at model version 1: train and approve again), the endpoint, the proxy parameters changed
+    with `trainserve params set` (the next start has the configured defaults, cdk.json, again), S3 objects (uploaded
+    data, model artifacts) and CloudWatch metrics and alarm states end with the local cloud. The output
+    counts the model versions, names the endpoint and the parameters that differ from the defaults.
+    """
     raw = _raw_state()
     pid = raw.get("pid") if raw else None
     if not isinstance(pid, int) or not _alive(pid):
         _remove_stale_state()
         console.print("the local cloud is not running")
         return
+    state: dict[str, Any] = raw or {}
     with step(f"stopping the local cloud (pid {pid})"):
+        lost = what_stop_loses(state)
         killed = _terminate(pid, timeout)
         if killed:
             _kill_model_servers()
         _remove_stale_state(force=True)
     if killed:
         err_console.print(f"[yellow]the local cloud did not stop within {timeout:.0f} s and was killed[/]")
+    _print_kept_and_lost(state, lost)
 
 
 @local.command("status")
@@ -244,6 +267,134 @@ def status_info(state: dict[str, Any] | None) -> dict[str, Any]:
         "status_updated_at": snapshot.get("updated_at") if snapshot else None,
         "components": components,
     }
+
+
+def what_stop_loses(state: dict[str, Any]) -> dict[str, Any]:
+    """What the running local cloud (``state``: its ``local.json``) holds in moto, which its stop loses,
+    asked of its moto: ``model_versions`` (the registry's versions in ``model_package_group``),
+    ``endpoint`` (``{"name", "variants"}``, None when there is none) and ``params_changed`` (the proxy's
+    parameters whose value differs from the defaults a start sets: ``{NAME: {"value", "default"}}``).
+    A value that could not be asked is missing, and ``error`` says why: each question waits at most
+    ``SURVEY_TIMEOUT`` s, and after one that fails the others are not asked (the stop goes on)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    out: dict[str, Any] = {}
+    url = state.get("aws_endpoint_url")
+    if not url:
+        return {"error": "local.json names no AWS endpoint"}
+    try:
+        import boto3
+        import proxy_logic
+        from botocore.config import Config as BotoConfig
+
+        from stacks.config import load as load_config
+        from trainserve.local.api import proxy_environment
+        from trainserve.target import Names
+
+        cfg = load_config(PROJECT_ROOT)
+        names = Names.local(cfg)
+        session = boto3.session.Session(
+            aws_access_key_id=LOCAL_ACCESS_KEY,
+            aws_secret_access_key=LOCAL_SECRET_KEY,
+            region_name=state.get("region", LOCAL_REGION),
+        )
+        quick = BotoConfig(
+            connect_timeout=SURVEY_TIMEOUT, read_timeout=SURVEY_TIMEOUT, retries={"total_max_attempts": 1}
+        )
+        sm = session.client("sagemaker", endpoint_url=url, config=quick)
+
+        versions, token = 0, None
+        while True:
+            page = sm.list_model_packages(
+                ModelPackageGroupName=names.model_package_group,
+                MaxResults=100,
+                **({"NextToken": token} if token else {}),
+            )
+            versions += len(page.get("ModelPackageSummaryList", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        out["model_versions"] = versions
+        out["model_package_group"] = names.model_package_group
+
+        try:
+            desc = sm.describe_endpoint(EndpointName=names.endpoint_name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("ValidationException", "ResourceNotFound"):
+                raise
+            out["endpoint"] = None
+        else:
+            variants = sorted(v["VariantName"] for v in desc.get("ProductionVariants", []))
+            out["endpoint"] = {"name": names.endpoint_name, "variants": variants}
+
+        lam = session.client("lambda", endpoint_url=url, config=quick)
+        conf = lam.get_function_configuration(FunctionName=names.proxy_function)
+        now = proxy_logic.parse_params(conf.get("Environment", {}).get("Variables", {}))[0].as_dict()
+        default = proxy_logic.parse_params(proxy_environment(cfg, names))[0].as_dict()
+        out["params_changed"] = {
+            name: {"value": now[field], "default": default[field]}
+            for name, (field, _) in proxy_logic.PARAMS.items()
+            if now[field] != default[field]
+        }
+    except (BotoCoreError, ClientError) as exc:
+        out["error"] = aws_error(exc)
+    except Exception as exc:  # noqa: BLE001 - never in the way of the stop: say it could not be asked
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _print_kept_and_lost(state: dict[str, Any], lost: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    warehouse = state.get("warehouse_path") or str(state_dir() / "warehouse.duckdb")
+    unknown = f"unknown ({lost.get('error') or 'not asked'})"
+    versions = lost.get("model_versions")
+    if versions is None:
+        registry = unknown
+    else:
+        registry = (
+            f"{versions} model version{'' if versions == 1 else 's'} in {lost['model_package_group']}"
+            + (" (the next start begins again at version 1: train and approve again)" if versions else "")
+        )
+    if "endpoint" not in lost:
+        endpoint = unknown
+    elif lost["endpoint"] is None:
+        endpoint = "none"
+    else:
+        endpoint = (
+            f"{lost['endpoint']['name']} (variants: {', '.join(lost['endpoint']['variants']) or 'none'})"
+        )
+    changed = lost.get("params_changed")
+    if changed is None:
+        params = unknown
+    elif not changed:
+        params = "the defaults (nothing changed)"
+    else:
+        shown = ", ".join(
+            f"{name}={_param(c['value'])} (default {_param(c['default'])})" for name, c in changed.items()
+        )
+        params = f"{shown}: the next start has the defaults again"
+    lines = [
+        "stopped the local cloud.",
+        "kept:",
+        f"  warehouse          {warehouse}",
+        "                     (the next `trainserve local start` sets it aside as warehouse-<UTC time>.duckdb",
+        "                     beside it if it holds any prediction or outcome, and starts an empty one)",
+        "lost (moto, the local AWS control plane, keeps them in memory):",
+        f"  model registry     {registry}",
+        f"  endpoint           {endpoint}",
+        f"  proxy parameters   {params}",
+        "  the rest of moto   S3 objects (uploaded data, model artifacts), CloudWatch metrics and alarm states",
+    ]
+    for line in lines:
+        console.print(escape(line), soft_wrap=True)
+
+
+def _param(value: Any) -> str:
+    """A proxy parameter's value as ``params set`` takes it (true/false, a number, a name; unset: no pin)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "unset" if value is None else str(value)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
