@@ -10,8 +10,13 @@ weights that long): every request from then on was randomised under them, so the
 when a variant's first logged prediction comes later (starting at it would drop the other variants' requests
 before it and bias the sample). Only without a ``LastModifiedTime`` does the window start at the newest live
 variant's first logged prediction. A ``since`` before the weights took effect spans a change: the report
-warns, and the sample-ratio check, which compares with the current weights, is shown but not flagged. Champion: the release controller's (its tag) when it is live and
-receives traffic, else the live variant with the largest weight (ties: the lowest model version).
+warns, and the sample-ratio check, which compares with the current weights, is shown but not flagged.
+Champion: the release controller's (its tag) when it is live and receives traffic, else the live variant
+with the largest weight (ties: the lowest model version).
+
+Proxy parameters: when the window's predictions of the live variants were logged under more than one
+``DECISION_THRESHOLD`` or ``LOG_SAMPLE_RATE`` (``prediction_log.params``; ``MIXING_PARAMS``), the figures
+pool two regimes: the report warns, naming the values, their counts and the ``--since`` after the change.
 
 Variants at weight 0 are draining (they get no new traffic: a rollback, a rejection or `traffic set` put them at
 0%): they have no expected
@@ -25,6 +30,8 @@ mismatch (chi-square p < 0.001) blocks every decision: fix the split first.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -40,6 +47,14 @@ MIN_LOOK_LABELLED = 30  # a sequential look counts once each arm has this many l
 # DescribeEndpoint for this long.
 PROXY_WEIGHTS_DELAY_SECONDS = proxy_logic.ENDPOINT_CACHE_SECONDS
 _UPDATING = ("Updating", "SystemUpdating")
+# Proxy parameters (``trainserve params set`` names) whose change inside the window makes the pooled figures
+# mix two regimes, and what they then mix.
+MIXING_PARAMS = {
+    "DECISION_THRESHOLD": (
+        "the labels, positive rate and accuracy mix predictions labelled at different thresholds"
+    ),
+    "LOG_SAMPLE_RATE": "the counts are of differently sampled traffic",
+}
 _VARIANT = re.compile(r"^v(\d+)$")
 
 
@@ -134,6 +149,71 @@ def pending_weights(endpoint_state: Mapping[str, Any] | None) -> dict[str, tuple
         cur, want = v.get("CurrentWeight"), v.get("DesiredWeight")
         if v.get("VariantName") and cur is not None and want is not None and abs(cur - want) > 1e-9:
             out[v["VariantName"]] = (float(cur), float(want))
+    return out
+
+
+def params_in_window_sql() -> str:
+    """Predictions per variant, logged decision threshold and proxy parameters in the window, with the time
+    of the last one of each. ``params`` is the proxy's parameters as JSON text (``ProxyParams.as_json``):
+    grouped by that text and read in Python (``params_mix``), so the statement needs no JSON function and
+    is the same on Redshift and DuckDB (their JSON functions differ); the distinct texts are few (one per
+    ``params set``). It reads the raw table with ``COUNT(DISTINCT request_id)`` (the proxy's request ids are
+    unique, and a duplicated delivery repeats its record): the counts of ``prediction_log_dedup`` without
+    computing the de-duplicating view a second time on Redshift."""
+    return (
+        "SELECT variant_name, threshold, params, COUNT(DISTINCT request_id) AS predictions,"
+        " MAX(event_time) AS last_seen FROM prediction_log"
+        " WHERE endpoint_name = :endpoint_name"
+        " AND event_time >= CAST(:since AS TIMESTAMP) AND event_time < CAST(:until AS TIMESTAMP)"
+        " GROUP BY variant_name, threshold, params"
+    )
+
+
+def _param_value(row: Mapping[str, Any], field: str) -> float | None:
+    """The value of the ``ProxyParams`` field ``field`` a row of ``params_in_window_sql`` was logged with:
+    from its ``params`` JSON; the decision threshold, without it, from the ``threshold`` column (the one the
+    label used). ``None``: not logged."""
+    try:
+        logged = json.loads(row.get("params") or "null")
+    except ValueError:
+        logged = None
+    value = logged.get(field) if isinstance(logged, dict) else None
+    if value is None and field == "decision_threshold":
+        value = row.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def params_mix(rows: list[Mapping[str, Any]], variants: list[str]) -> list[str]:
+    """Warnings for the ``MIXING_PARAMS`` that had more than one value over the window's predictions of
+    ``variants`` (rows of ``params_in_window_sql``): the parameter, each value with its count (in the order of
+    their last predictions), what the figures then mix, and the ``--since`` after which only the latest value
+    holds (the first whole second after the last prediction under another value)."""
+    out = []
+    for name, mixes in MIXING_PARAMS.items():
+        field = proxy_logic.PARAMS[name][0]
+        counts: dict[float | None, int] = {}
+        last: dict[float | None, datetime] = {}
+        for r in rows:
+            if r["variant_name"] not in variants:
+                continue
+            value = _param_value(r, field)
+            counts[value] = counts.get(value, 0) + int(r["predictions"] or 0)
+            seen = _naive(r["last_seen"])
+            last[value] = max(last.get(value, seen), seen)
+        known = sorted((v for v in counts if v is not None), key=lambda v: (last[v], v))  # the latest last
+        if len(known) < 2:
+            continue
+        changed = max(last[v] for v in known[:-1])
+        since = changed.replace(microsecond=0) + timedelta(seconds=1)
+        values = ", ".join(f"{v:g} ({counts[v]:,} predictions)" for v in known)
+        unknown = f"; {counts[None]:,} predictions without it logged" if counts.get(None) else ""
+        out.append(
+            f"the window's predictions of the live variants were made under {len(known)} values of the "
+            f"proxy's {name}: {values}{unknown}: {mixes}; start the window after the change: "
+            f"trainserve report ab --since {since:%Y-%m-%dT%H:%M:%S}"
+        )
     return out
 
 
@@ -274,6 +354,8 @@ def build_report(
 
     # an empty window (the endpoint changed after the last logged prediction) needs no query
     rows = query.query(warehouse_sql.report_sql(dialect, grain), params) if until > since else []
+    if rows:
+        warnings.extend(params_mix(query.query(params_in_window_sql(), params), live))
     bins = warehouse_sql.HISTOGRAM_BINS
     summary: dict[str, dict] = {}
     labelled = {v: 0 for v in live}
