@@ -152,25 +152,8 @@ def pending_weights(endpoint_state: Mapping[str, Any] | None) -> dict[str, tuple
     return out
 
 
-def params_in_window_sql() -> str:
-    """Predictions per variant, logged decision threshold and proxy parameters in the window, with the time
-    of the last one of each. ``params`` is the proxy's parameters as JSON text (``ProxyParams.as_json``):
-    grouped by that text and read in Python (``params_mix``), so the statement needs no JSON function and
-    is the same on Redshift and DuckDB (their JSON functions differ); the distinct texts are few (one per
-    ``params set``). It reads the raw table with ``COUNT(DISTINCT request_id)`` (the proxy's request ids are
-    unique, and a duplicated delivery repeats its record): the counts of ``prediction_log_dedup`` without
-    computing the de-duplicating view a second time on Redshift."""
-    return (
-        "SELECT variant_name, threshold, params, COUNT(DISTINCT request_id) AS predictions,"
-        " MAX(event_time) AS last_seen FROM prediction_log"
-        " WHERE endpoint_name = :endpoint_name"
-        " AND event_time >= CAST(:since AS TIMESTAMP) AND event_time < CAST(:until AS TIMESTAMP)"
-        " GROUP BY variant_name, threshold, params"
-    )
-
-
 def _param_value(row: Mapping[str, Any], field: str) -> float | None:
-    """The value of the ``ProxyParams`` field ``field`` a row of ``params_in_window_sql`` was logged with:
+    """The value of the ``ProxyParams`` field ``field`` a row of ``warehouse_sql.params_in_window_sql`` was logged with:
     from its ``params`` JSON; the decision threshold, without it, from the ``threshold`` column (the one the
     label used). ``None``: not logged."""
     try:
@@ -187,7 +170,7 @@ def _param_value(row: Mapping[str, Any], field: str) -> float | None:
 
 def params_mix(rows: list[Mapping[str, Any]], variants: list[str]) -> list[str]:
     """Warnings for the ``MIXING_PARAMS`` that had more than one value over the window's predictions of
-    ``variants`` (rows of ``params_in_window_sql``): the parameter, each value with its count (in the order of
+    ``variants`` (rows of ``warehouse_sql.params_in_window_sql``): the parameter, each value with its count (in the order of
     their last predictions), what the figures then mix, and the ``--since`` after which only the latest value
     holds (the first whole second after the last prediction under another value)."""
     out = []
@@ -355,7 +338,7 @@ def build_report(
     # an empty window (the endpoint changed after the last logged prediction) needs no query
     rows = query.query(warehouse_sql.report_sql(dialect, grain), params) if until > since else []
     if rows:
-        warnings.extend(params_mix(query.query(params_in_window_sql(), params), live))
+        warnings.extend(params_mix(query.query(warehouse_sql.params_in_window_sql(), params), live))
     bins = warehouse_sql.HISTOGRAM_BINS
     summary: dict[str, dict] = {}
     labelled = {v: 0 for v in live}

@@ -187,3 +187,20 @@ def monitor_feature_sample_sql(versions: Sequence[int], rows_per_variant: int) -
         f" AND p.model_version IN ({listed})"
         f") s WHERE rn <= {rows_per_variant}"
     )
+
+
+def params_in_window_sql() -> str:
+    """Predictions per variant, logged decision threshold and proxy parameters in the window, with the time
+    of the last one of each. ``params`` is the proxy's parameters as JSON text (``ProxyParams.as_json``):
+    grouped by that text and read in Python (``trainserve.report.params_mix``), so the statement needs no JSON function and
+    is the same on Redshift and DuckDB (their JSON functions differ); the distinct texts are few (one per
+    ``params set``). It reads the raw table with ``COUNT(DISTINCT request_id)`` (the proxy's request ids are
+    unique, and a duplicated delivery repeats its record): the counts of ``prediction_log_dedup`` without
+    computing the de-duplicating view a second time on Redshift."""
+    return (
+        "SELECT variant_name, threshold, params, COUNT(DISTINCT request_id) AS predictions,"
+        " MAX(event_time) AS last_seen FROM prediction_log"
+        " WHERE endpoint_name = :endpoint_name"
+        " AND event_time >= CAST(:since AS TIMESTAMP) AND event_time < CAST(:until AS TIMESTAMP)"
+        " GROUP BY variant_name, threshold, params"
+    )

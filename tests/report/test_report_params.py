@@ -183,7 +183,7 @@ def test_the_redshift_flavour_warns_the_same(tmp_path, config):
 
 
 def test_the_params_sql_is_the_same_for_both_engines_and_reads_no_json():
-    from trainserve.report import params_in_window_sql
+    from warehouse_sql import params_in_window_sql
 
     sql = params_in_window_sql()
     assert "json" not in sql.lower() and ":endpoint_name" in sql and ":since" in sql and ":until" in sql
