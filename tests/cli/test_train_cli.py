@@ -356,6 +356,16 @@ def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
         assert keys == [f"{prefix}/d.csv"]
 
 
+class _Pages:
+    """A ``list_pipeline_execution_steps`` paginator over ``steps`` (moto 5.2.5 does not list them)."""
+
+    def __init__(self, steps: list[dict]) -> None:
+        self.steps = steps
+
+    def paginate(self, **kwargs):
+        yield {"PipelineExecutionSteps": self.steps}
+
+
 class _ExecutionInProgress:
     """Stands in for SageMaker's execution-step listing, which moto 5.2.5 does not implement
     (``list_pipeline_execution_steps`` raises NotImplementedError there): three polls, then Succeeded."""
@@ -369,21 +379,13 @@ class _ExecutionInProgress:
 
     def get_paginator(self, name):
         assert name == "list_pipeline_execution_steps"
-        polls = self.polls
-
-        class _Pages:
-            def paginate(self, **kwargs):
-                steps = [{"StepName": "Preprocess", "StepType": "Processing", "StepStatus": "Succeeded"}]
-                if polls >= 2:
-                    steps.append({"StepName": "Train", "StepType": "Training", "StepStatus": "Executing"})
-                if polls >= 3:
-                    steps[1]["StepStatus"] = "Succeeded"
-                    steps.append(
-                        {"StepName": "CheckQuality", "StepType": "Condition", "StepStatus": "Succeeded"}
-                    )
-                yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        steps = [{"StepName": "Preprocess", "StepType": "Processing", "StepStatus": "Succeeded"}]
+        if self.polls >= 2:
+            steps.append({"StepName": "Train", "StepType": "Training", "StepStatus": "Executing"})
+        if self.polls >= 3:
+            steps[1]["StepStatus"] = "Succeeded"
+            steps.append({"StepName": "CheckQuality", "StepType": "Condition", "StepStatus": "Succeeded"})
+        return _Pages(steps)
 
 
 def test_follow_execution_polls_until_the_end_and_prints_step_changes(capsys):
@@ -401,11 +403,11 @@ def test_follow_execution_polls_until_the_end_and_prints_step_changes(capsys):
     assert sum("Preprocess (Processing)" in line for line in lines) == 1  # printed once, not per poll
 
 
-class _FailsInTrain:
-    """moto's SageMaker client, with the execution's status and step listing that moto 5.2.5 does not give
-    (``list_pipeline_execution_steps`` raises NotImplementedError there): the execution Failed in Train."""
+class _Execution:
+    """moto's SageMaker client, with the execution's status that moto 5.2.5 does not give (``STATUS``); the
+    subclasses add the step listing (``list_pipeline_execution_steps`` raises NotImplementedError there)."""
 
-    REASON = "AlgorithmError: train.py: error: --n-estimators must be >= 1"
+    STATUS = "Executing"
 
     def __init__(self, sm):
         self._sm = sm
@@ -414,7 +416,14 @@ class _FailsInTrain:
         return getattr(self._sm, name)
 
     def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
-        return {"PipelineExecutionStatus": "Failed"}
+        return {"PipelineExecutionStatus": self.STATUS}
+
+
+class _FailsInTrain(_Execution):
+    """The execution Failed in Train."""
+
+    STATUS = "Failed"
+    REASON = "AlgorithmError: train.py: error: --n-estimators must be >= 1"
 
     def get_paginator(self, name):
         assert name == "list_pipeline_execution_steps"
@@ -428,25 +437,12 @@ class _FailsInTrain:
             },
         ]
 
-        class _Pages:
-            def paginate(self, **kwargs):
-                yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        return _Pages(steps)
 
 
 def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        sm = _FailsInTrain(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        real_client = Target.client
-        monkeypatch.setattr(
-            Target,
-            "client",
-            lambda self, service: sm if service == "sagemaker" else real_client(self, service),
-        )
+        target, sm = _aws_pipeline(monkeypatch, _FailsInTrain)
         result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
@@ -528,11 +524,7 @@ class _MissesTheGate(_FailsInTrain):
             }
         )
 
-        class _Pages:
-            def paginate(self, **kwargs):
-                yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        return _Pages(steps)
 
 
 def test_the_gate_fail_step_name_is_the_pipelines():
@@ -542,15 +534,8 @@ def test_the_gate_fail_step_name_is_the_pipelines():
 
 def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
     with mock_aws():
-        target = _target(None, mode="aws", estimator="random_forest", quality_metric="roc_auc")
-        _use(monkeypatch, target)
-        sm = _MissesTheGate(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        real_client = Target.client
-        monkeypatch.setattr(
-            Target,
-            "client",
-            lambda self, service: sm if service == "sagemaker" else real_client(self, service),
+        target, sm = _aws_pipeline(
+            monkeypatch, _MissesTheGate, estimator="random_forest", quality_metric="roc_auc"
         )
         args = ["--aws", "--wait", "--hp", "n_estimators=5", "--hp", "C=2"]
         result = CliRunner().invoke(training_cmd.train, [*args, "--json"])
@@ -588,19 +573,12 @@ class _MissesTheGateAfterEvaluating(_MissesTheGate):
     JOB = "pipelines-exec1-Evaluate-abc123"
 
     def get_paginator(self, name):
-        pages = super().get_paginator(name)
         job_arn = f"arn:aws:sagemaker:{TEST_REGION}:123456789012:processing-job/{self.JOB}"
-
-        class _Pages:
-            def paginate(self, **kwargs):
-                for page in pages.paginate(**kwargs):
-                    steps = [dict(s) for s in page["PipelineExecutionSteps"]]
-                    for s in steps:
-                        if s["StepName"] == "Evaluate":
-                            s["Metadata"] = {"ProcessingJob": {"Arn": job_arn}}
-                    yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        steps = [dict(s) for s in super().get_paginator(name).steps]
+        for s in steps:
+            if s["StepName"] == "Evaluate":
+                s["Metadata"] = {"ProcessingJob": {"Arn": job_arn}}
+        return _Pages(steps)
 
 
 def _use_sagemaker(monkeypatch, sm) -> None:
@@ -610,15 +588,24 @@ def _use_sagemaker(monkeypatch, sm) -> None:
     )
 
 
+def _aws_pipeline(monkeypatch, fake, **target_kwargs):
+    """Inside ``mock_aws``: an AWS target (``_target``'s keywords), its buckets' client set-up, and the pipeline
+    deployed through ``fake`` (a stand-in around moto's SageMaker client), which the CLI then uses."""
+    target = _target(None, mode="aws", **target_kwargs)
+    _use(monkeypatch, target)
+    sm = fake(boto3.client("sagemaker", region_name=TEST_REGION))
+    _create_pipeline(sm, target)
+    _use_sagemaker(monkeypatch, sm)
+    return target, sm
+
+
 def test_train_aws_below_threshold_json_carries_the_evaluation_metrics(monkeypatch):
     """The execution ended in the gate's Fail step: the JSON has a local run's keys, the metrics read from the
     report the Evaluate step wrote, the registered fields null; exit 3, the reason on stderr."""
     with mock_aws():
-        target = _target(None, mode="aws", estimator="random_forest", quality_metric="roc_auc")
-        _use(monkeypatch, target)
-        sm = _MissesTheGateAfterEvaluating(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        _use_sagemaker(monkeypatch, sm)
+        target, sm = _aws_pipeline(
+            monkeypatch, _MissesTheGateAfterEvaluating, estimator="random_forest", quality_metric="roc_auc"
+        )
         s3 = target.client("s3")
         s3.create_bucket(Bucket="artifacts")
         prefix = "s3://artifacts/pipeline/exec1/Evaluate/evaluation"
@@ -726,14 +713,8 @@ def test_train_aws_start_that_fails_prints_json(monkeypatch):
         assert said in " ".join(result.stderr.split())
 
 
-class _CannotFollow:
+class _CannotFollow(_Execution):
     """moto's SageMaker client, but DescribePipelineExecution is refused (a role without the permission)."""
-
-    def __init__(self, sm):
-        self._sm = sm
-
-    def __getattr__(self, name):
-        return getattr(self._sm, name)
 
     def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
         from botocore.exceptions import ClientError
@@ -744,11 +725,7 @@ class _CannotFollow:
 
 def test_train_aws_wait_that_cannot_follow_the_execution_prints_json(monkeypatch):
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        sm = _CannotFollow(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        _use_sagemaker(monkeypatch, sm)
+        target, sm = _aws_pipeline(monkeypatch, _CannotFollow)
         result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
@@ -806,20 +783,15 @@ def _register_as_the_pipeline(sm, group: str) -> str:
     return described["ModelPackageArn"]
 
 
-class _Registers:
-    """moto's SageMaker client, with the execution's status and step listing that moto 5.2.5 does not give: the
-    execution Succeeded; its steps as ListPipelineExecutionSteps lists them (no step type, each step's
+class _Registers(_Execution):
+    """The execution Succeeded; its steps as ListPipelineExecutionSteps lists them (no step type, each step's
     metadata; the RegisterModel step's names the package it created)."""
 
+    STATUS = "Succeeded"
+
     def __init__(self, sm, package_arn: str):
-        self._sm = sm
+        super().__init__(sm)
         self.package_arn = package_arn
-
-    def __getattr__(self, name):
-        return getattr(self._sm, name)
-
-    def describe_pipeline_execution(self, PipelineExecutionArn):  # noqa: N803 (boto3 argument name)
-        return {"PipelineExecutionStatus": "Succeeded"}
 
     def get_paginator(self, name):
         from datetime import UTC, datetime, timedelta
@@ -845,11 +817,7 @@ class _Registers:
             for i, (step, metadata) in enumerate(listed)
         ]
 
-        class _Pages:
-            def paginate(self, **kwargs):
-                yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        return _Pages(steps)
 
 
 def _local_result_json(monkeypatch, registered: bool) -> dict:
@@ -951,11 +919,7 @@ def test_train_aws_not_registered_has_a_local_runs_keys(monkeypatch):
     """Below the threshold, both modes print the same keys (status not_registered, exit 3)."""
     local = _local_result_json(monkeypatch, registered=False)
     with mock_aws():
-        target = _target(None, mode="aws", project_name="registered-test")
-        _use(monkeypatch, target)
-        sm = _MissesTheGate(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        _use_sagemaker(monkeypatch, sm)
+        target, sm = _aws_pipeline(monkeypatch, _MissesTheGate, project_name="registered-test")
         result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
         assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
         out = json.loads(result.stdout)
@@ -1004,20 +968,12 @@ class _Stopped(_FailsInTrain):
             {"StepName": "Train", "StepStatus": "Stopped", "Metadata": {"TrainingJob": {"Arn": "a/t"}}},
         ]
 
-        class _Pages:
-            def paginate(self, **kwargs):
-                yield {"PipelineExecutionSteps": steps}
-
-        return _Pages()
+        return _Pages(steps)
 
 
 def test_train_aws_stopped_execution_is_a_failed_run(monkeypatch):
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        sm = _Stopped(boto3.client("sagemaker", region_name=TEST_REGION))
-        _create_pipeline(sm, target)
-        _use_sagemaker(monkeypatch, sm)
+        target, sm = _aws_pipeline(monkeypatch, _Stopped)
         result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
