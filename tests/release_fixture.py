@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ def release_target(moto_url: str, config: Any, monkeypatch: Any) -> Target:
     names = Names.local(config)
     local = Target(mode="local", region=REGION, config=config, names=names, aws_endpoint_url=moto_url)
     monkeypatch.setattr(options, "resolve_target", lambda _local: local)
+    # the local endpoint lock of the traffic commands: one folder for these tests, not the project's .trainserve
+    monkeypatch.setenv("TRAINSERVE_HOME", str(Path(tempfile.gettempdir()) / "trainserve-release-tests"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)  # the release handler's boto3 clients
     settings = ReleaseSettings(
         project_name=config.project_name,

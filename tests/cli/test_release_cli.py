@@ -436,3 +436,40 @@ def test_approve_says_what_the_release_will_do(target):
     plan = _cli_json(models_review.reject, "3")["release_plan"]
     assert plan["action"] == "none" and plan["blocked"] is None  # v3 is not live yet: nothing to undo
     assert _cli_json(models_review.reject, "3")["changed"] is False  # no change, no plan
+
+
+def test_a_change_waits_while_another_change_of_the_local_endpoint_holds_its_lock(target):
+    """Two changes at once (a rollback and a promote, or a command and the release controller) would each plan
+    on an endpoint the other is changing: the second waits for the lock, says so, then plans on the result."""
+    import threading
+    import time
+
+    from trainserve.local.component import ENDPOINT_LOCK, exclusive
+    from trainserve.target import state_dir
+
+    _, arn2 = register(target, 2)
+    for v in (1, 2):
+        _cli(models_review.approve, str(v))
+        release(target, v, "Approved")
+    state_dir().mkdir(parents=True, exist_ok=True)
+    held, release_it = threading.Event(), threading.Event()
+
+    def other_change():  # e.g. a rollback in another terminal: it rejects v2 while it holds the lock
+        with exclusive(state_dir() / ENDPOINT_LOCK, time.monotonic() + 10) as got:
+            assert got
+            held.set()
+            release_it.wait(10)
+            target.client("sagemaker").update_model_package(
+                ModelPackageArn=arn2, ModelApprovalStatus="Rejected"
+            )
+
+    other = threading.Thread(target=other_change)
+    other.start()
+    assert held.wait(10)
+    threading.Timer(0.5, release_it.set).start()
+    code, out = _cli(traffic_cmd.traffic, "promote", "v2")
+    other.join(10)
+    assert "waiting for another change of the endpoint to finish" in out
+    # planned after the other change: v2 is rejected now, so it cannot be promoted, and nothing changed
+    assert code == 1 and "v2 is Rejected; only an approved version can be promoted" in " ".join(out.split())
+    assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}

@@ -201,3 +201,38 @@ def test_a_handler_that_recovers_on_retry_counts_as_handled(watched):
     assert watcher.status()["failures"] == 0
     assert len(handler.calls) == 2
     assert watcher.status()["last_events"][-1]["attempts"] == 2
+
+
+def test_the_release_controller_runs_only_while_the_watcher_holds_the_endpoint_lock(watched):
+    """A CLI command changing the endpoint holds the lock (``endpoint_changes``): an approval meanwhile reaches
+    the release controller only once the command lets go, so the two never plan on each other's changes."""
+    import threading
+    import time
+
+    from trainserve.local.component import ENDPOINT_LOCK, exclusive
+
+    ctx, sm, start = watched
+    group = ctx.names.model_package_group
+    handler = RecordingHandler()
+    watcher = start(WatcherComponent(handler=handler, poll_seconds=0.1))
+    lock = ctx.state_dir / ENDPOINT_LOCK
+    held, let_go = threading.Event(), threading.Event()
+
+    def command():
+        with exclusive(lock, time.monotonic() + 5) as got:
+            assert got
+            held.set()
+            let_go.wait(10)
+
+    holder = threading.Thread(target=command)
+    holder.start()
+    assert held.wait(5)
+    _register(sm, group, "Approved")
+    assert wait_until(lambda: watcher.status()["events_put"] >= 1, 5)
+    time.sleep(0.5)
+    assert handler.calls == []  # waiting for the lock
+    let_go.set()
+    holder.join(5)
+    assert wait_until(lambda: len(handler.calls) == 1, 5)
+    with exclusive(lock, time.monotonic() + 1) as got:  # and let go of it after the run
+        assert got

@@ -7,6 +7,9 @@ the controller does; from the configuration when that function is absent) and it
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -57,6 +60,33 @@ def release_settings(target: Target) -> ReleaseSettings:
 
 def release_adapter(target: Target) -> SageMakerAdapter:
     return SageMakerAdapter(release_settings(target), target.client("sagemaker"))
+
+
+@contextlib.contextmanager
+def endpoint_changes(target: Target) -> Iterator[None]:
+    """Around a command that changes the endpoint, from reading it to the end of its change: on the local cloud,
+    hold its endpoint lock (``component.ENDPOINT_LOCK``, which the approval watcher holds while the release
+    controller runs), so that two changes never plan on an endpoint the other is changing; a command that
+    finds it held waits (and says so). On AWS nothing: SageMaker refuses an update while another runs."""
+    if not target.is_local:
+        yield
+        return
+    from trainserve.local.component import ENDPOINT_LOCK, ENDPOINT_LOCK_WAIT_S, exclusive
+    from trainserve.target import state_dir
+
+    def waiting() -> None:
+        err_console.print("waiting for another change of the endpoint to finish ...")
+
+    home = state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    lock = home / ENDPOINT_LOCK
+    with exclusive(lock, time.monotonic() + ENDPOINT_LOCK_WAIT_S, on_wait=waiting) as held:
+        if not held:
+            raise UserError(
+                f"another change of the endpoint has held it for {ENDPOINT_LOCK_WAIT_S:.0f} s ({lock}); nothing "
+                "was changed: try again"
+            )
+        yield
 
 
 def read_ready_endpoint(adapter: SageMakerAdapter) -> release_planner.EndpointState:
@@ -164,11 +194,12 @@ def sync(local: bool | None, as_json: bool) -> None:
     from trainserve.commands.traffic import apply_decision
 
     target = options.resolve_target(local)
-    adapter = release_adapter(target)
-    state = read_ready_endpoint(adapter)
-    registry = adapter.read_registry()
-    try:
-        decision = release_planner.plan(registry, state, adapter.settings)
-    except ReleaseBlocked as exc:
-        raise UserError(str(exc)) from None
-    apply_decision(adapter, decision, state, registry, target.is_local, as_json, target)
+    with endpoint_changes(target):
+        adapter = release_adapter(target)
+        state = read_ready_endpoint(adapter)
+        registry = adapter.read_registry()
+        try:
+            decision = release_planner.plan(registry, state, adapter.settings)
+        except ReleaseBlocked as exc:
+            raise UserError(str(exc)) from None
+        apply_decision(adapter, decision, state, registry, target.is_local, as_json, target)

@@ -31,7 +31,13 @@ from release_planner import REJECTED, Decision, EndpointState, PackageVersion, P
 from sagemaker_adapter import EndpointBusy, SageMakerAdapter
 
 from trainserve.commands import options
-from trainserve.commands.endpoint import endpoint_report, print_report, read_ready_endpoint, release_adapter
+from trainserve.commands.endpoint import (
+    endpoint_changes,
+    endpoint_report,
+    print_report,
+    read_ready_endpoint,
+    release_adapter,
+)
 from trainserve.console import UserError, console, err_console, print_json, step
 from trainserve.target import Target
 
@@ -189,10 +195,11 @@ def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
             raise UserError(f"variant {key} is given twice")
         requested[key] = value.strip()
     target = options.resolve_target(local)
-    adapter = release_adapter(target)
-    state = read_ready_endpoint(adapter)
-    decision = _plan(release_planner.set_weights, state, requested)
-    apply_decision(adapter, decision, state, [], target.is_local, as_json, target)
+    with endpoint_changes(target):
+        adapter = release_adapter(target)
+        state = read_ready_endpoint(adapter)
+        decision = _plan(release_planner.set_weights, state, requested)
+        apply_decision(adapter, decision, state, [], target.is_local, as_json, target)
 
 
 @traffic.command("promote")
@@ -207,29 +214,32 @@ def promote(variant: str, local: bool | None, as_json: bool) -> None:
     that no repeated approval event brings them back (older ones stay approved).
     """
     target = options.resolve_target(local)
-    adapter = release_adapter(target)
-    state = read_ready_endpoint(adapter)
-    # with the input features of the versions involved: a promotion that changes them says so
-    registry = adapter.with_inputs(adapter.read_registry(), state, release_planner.version_of(variant))
-    decision = _plan(release_planner.promote, state, variant, registry)
-    champion = decision.desired.champion if decision.desired is not None else 0
-    removed = removed_variants(state, decision)
-    # The variants newer than the new champion are taken off by a person's decision; still approved, a
-    # redelivered approval event would bring them back. Older ones cannot come back (older than the champion) and stay approved:
-    # the newest of them replaces the champion if it is ever rejected.
-    losers = sorted(v.version for v in state.variants if v.version > champion) if decision.steps else []
-    if not decision.steps and not as_json:
-        console.print(f"nothing to change: {decision.reason}")
-    after = run_steps(adapter, decision, state, registry, target.is_local)
-    description = (
-        f"taken off the endpoint by trainserve traffic promote {release_planner.variant_name(champion)} at "
-        f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    )
-    rejected, notes = reject_in_registry(adapter, registry, losers, description, rollback=False)
-    if not as_json:
-        for note in notes:
-            console.print(note)
-    report_outcome(adapter, decision, after, as_json, pin_warnings(target, removed), {"rejected": rejected})
+    with endpoint_changes(target):
+        adapter = release_adapter(target)
+        state = read_ready_endpoint(adapter)
+        # with the input features of the versions involved: a promotion that changes them says so
+        registry = adapter.with_inputs(adapter.read_registry(), state, release_planner.version_of(variant))
+        decision = _plan(release_planner.promote, state, variant, registry)
+        champion = decision.desired.champion if decision.desired is not None else 0
+        removed = removed_variants(state, decision)
+        # The variants newer than the new champion are taken off by a person's decision; still approved, a
+        # redelivered approval event would bring them back. Older ones cannot come back (older than the
+        # champion) and stay approved: the newest of them replaces the champion if it is ever rejected.
+        losers = sorted(v.version for v in state.variants if v.version > champion) if decision.steps else []
+        if not decision.steps and not as_json:
+            console.print(f"nothing to change: {decision.reason}")
+        after = run_steps(adapter, decision, state, registry, target.is_local)
+        description = (
+            f"taken off the endpoint by trainserve traffic promote {release_planner.variant_name(champion)} at "
+            f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        )
+        rejected, notes = reject_in_registry(adapter, registry, losers, description, rollback=False)
+        if not as_json:
+            for note in notes:
+                console.print(note)
+        report_outcome(
+            adapter, decision, after, as_json, pin_warnings(target, removed), {"rejected": rejected}
+        )
 
 
 @traffic.command("rollback")
@@ -243,23 +253,24 @@ def rollback(local: bool | None, as_json: bool) -> None:
     `trainserve models approve V` re-admits one (as a challenger).
     """
     target = options.resolve_target(local)
-    adapter = release_adapter(target)
-    state = read_ready_endpoint(adapter)
-    registry = adapter.read_registry()
-    decision = _plan(release_planner.rollback, state, False)
-    challengers = release_planner.rollback_challengers(state)
-    state = run_steps(adapter, decision, state, registry, target.is_local)
-    description = (
-        f"rolled back by trainserve traffic rollback at {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    )
-    rejected, notes = reject_in_registry(adapter, registry, challengers, description, rollback=True)
-    warnings = pin_warnings(target, [release_planner.variant_name(v) for v in challengers], rollback=True)
-    if not as_json:
-        if not decision.steps:
-            console.print(f"{'nothing to drain' if challengers else 'nothing to change'}: {decision.reason}")
-        for note in notes:
-            console.print(note)
-    report_outcome(adapter, decision, state, as_json, warnings, {"rejected": rejected})
+    with endpoint_changes(target):
+        adapter = release_adapter(target)
+        state = read_ready_endpoint(adapter)
+        registry = adapter.read_registry()
+        decision = _plan(release_planner.rollback, state, False)
+        challengers = release_planner.rollback_challengers(state)
+        state = run_steps(adapter, decision, state, registry, target.is_local)
+        description = f"rolled back by trainserve traffic rollback at {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        rejected, notes = reject_in_registry(adapter, registry, challengers, description, rollback=True)
+        warnings = pin_warnings(target, [release_planner.variant_name(v) for v in challengers], rollback=True)
+        if not as_json:
+            if not decision.steps:
+                console.print(
+                    f"{'nothing to drain' if challengers else 'nothing to change'}: {decision.reason}"
+                )
+            for note in notes:
+                console.print(note)
+        report_outcome(adapter, decision, state, as_json, warnings, {"rejected": rejected})
 
 
 def reject_in_registry(

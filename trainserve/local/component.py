@@ -75,6 +75,14 @@ def request_and_wait(
         return None
 
 
+# The lock file (in the state folder) that every change of the local endpoint holds: the approval watcher while
+# the release controller runs, and the CLI's traffic and endpoint commands from reading the endpoint to the
+# end of their change. On AWS SageMaker refuses an update while another runs; locally changes are instant,
+# so two at once would each plan on an endpoint the other is changing.
+ENDPOINT_LOCK = ".endpoint.lock"
+ENDPOINT_LOCK_WAIT_S = 300.0
+
+
 @contextlib.contextmanager
 def exclusive(
     path: Path, deadline: float, poll: float = 0.05, on_wait: Callable[[], None] | None = None

@@ -32,10 +32,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trainserve.local.component import ENDPOINT_LOCK, ENDPOINT_LOCK_WAIT_S, exclusive
 from trainserve.local.resources import function_environment, release_environment
 from trainserve.target import LOCAL_ACCOUNT
 
@@ -268,8 +270,16 @@ class WatcherComponent:
                 return error, attempt - 1
             try:
                 handler = self._handler()
-                with lambda_environment(self._environment()):
-                    result = handler(event, None)
+                lock = Path(self.ctx.state_dir) / ENDPOINT_LOCK
+                with exclusive(lock, time.monotonic() + ENDPOINT_LOCK_WAIT_S) as held:
+                    if (
+                        not held
+                    ):  # a CLI command has held the endpoint for minutes: retried, then dead-lettered
+                        raise TimeoutError(
+                            f"another change of the endpoint held {lock} for {ENDPOINT_LOCK_WAIT_S:.0f} s"
+                        )
+                    with lambda_environment(self._environment()):
+                        result = handler(event, None)
                 self.log.info(
                     "release controller handled %s v%s: %s",
                     event["detail"].get("ModelApprovalStatus"),
