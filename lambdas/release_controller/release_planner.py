@@ -96,6 +96,38 @@ _VARIANT = re.compile(r"^v(\d+)$")
 _TOLERANCE = 1e-9
 
 
+# SageMaker instance families with local (NVMe) instance storage: SageMaker encrypts it with a hardware key
+# on the instance and refuses a KmsKeyId for an endpoint config using one (CreateEndpointConfig's KmsKeyId)
+LOCAL_STORAGE_FAMILIES = frozenset(
+    {
+        "m5d",
+        "c5d",
+        "r5d",
+        "m6id",
+        "c6id",
+        "r6id",
+        "g4dn",
+        "g5",
+        "g6",
+        "g6e",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "trn1",
+        "trn1n",
+        "inf2",
+    }
+)
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """Whether ``instance_type`` (``ml.<family>.<size>``) has local instance storage (see above)."""
+    parts = instance_type.split(".")
+    return len(parts) == 3 and parts[1] in LOCAL_STORAGE_FAMILIES
+
+
 # the registry metadata key of a package's input features (the SHA-256 of their names, in order, as compact
 # JSON: ``training/evaluate.py`` writes it); the planner admits a challenger only with the champion's inputs
 FEATURES_DIGEST_KEY = "features_sha256"
@@ -155,6 +187,7 @@ class ReleaseSettings:
     traffic_routing: str = "ALL_AT_ONCE"
     guardrail_wait_seconds: int = 300
     serving_image_uri: str = ""
+    kms_key_arn: str = ""  # the project key: the endpoint's ML storage volumes and its captured data
 
     def __post_init__(self) -> None:
         checks = (
@@ -237,6 +270,7 @@ class ReleaseSettings:
             traffic_routing=text("TRAFFIC_ROUTING", "ALL_AT_ONCE").upper(),
             guardrail_wait_seconds=number("GUARDRAIL_WAIT_SECONDS", "300", int),
             serving_image_uri=text("SERVING_IMAGE_URI", ""),
+            kms_key_arn=text("KMS_KEY_ARN", ""),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -257,6 +291,7 @@ class ReleaseSettings:
             "TRAFFIC_ROUTING": self.traffic_routing,
             "GUARDRAIL_WAIT_SECONDS": str(self.guardrail_wait_seconds),
             "SERVING_IMAGE_URI": self.serving_image_uri,
+            "KMS_KEY_ARN": self.kms_key_arn,
         }
 
 

@@ -52,6 +52,7 @@ from release_planner import (
     ReleaseSettings,
     Step,
     deployment_timeout_seconds,
+    has_local_storage,
     variant_name,
     version_of,
 )
@@ -317,6 +318,10 @@ class SageMakerAdapter:
             "ProductionVariants": variants,
             "Tags": [{"Key": "trainserve:project", "Value": s.project_name}],
         }
+        # the project key on the instances' ML storage volumes (SageMaker refuses one for instance types with
+        # local storage, which it encrypts in hardware) and on the captured data
+        if s.kms_key_arn and not has_local_storage(s.instance_type):
+            kwargs["KmsKeyId"] = s.kms_key_arn
         if s.data_capture_enabled:
             kwargs["DataCaptureConfig"] = {
                 "EnableCapture": True,
@@ -324,6 +329,8 @@ class SageMakerAdapter:
                 "DestinationS3Uri": s.data_capture_s3_uri,
                 "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
             }
+            if s.kms_key_arn:
+                kwargs["DataCaptureConfig"]["KmsKeyId"] = s.kms_key_arn
         self.sm.create_endpoint_config(**kwargs)
         if step.kind == "create" or not state.exists:
             self.sm.create_endpoint(

@@ -293,6 +293,49 @@ def test_unused_configs_and_models_are_cleaned_up(sm):
     }
 
 
+KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "volume_key"), [("ml.m5.large", KEY), ("ml.c5.xlarge", KEY), ("ml.g4dn.xlarge", None)]
+)
+def test_endpoint_configs_use_the_project_key_where_sagemaker_takes_one(sm, instance_type, volume_key):
+    """KMS_KEY_ARN encrypts the instances' ML storage volumes (not on instance types with local storage, which
+    SageMaker encrypts in hardware and for which it refuses a KmsKeyId) and the captured data."""
+    env = {
+        **ENV,
+        "KMS_KEY_ARN": KEY,
+        "INSTANCE_TYPE": instance_type,
+        "DATA_CAPTURE_ENABLED": "true",
+        "DATA_CAPTURE_S3_URI": "s3://proj-logs/capture",
+    }
+    made: list[dict] = []
+    sm.meta.events.register(
+        "provide-client-params.sagemaker.CreateEndpointConfig", lambda params, **_: made.append(dict(params))
+    )
+    (arn,) = _register(sm)
+    _set_status(sm, arn, "Approved")
+    settings = ReleaseSettings.from_env(env)
+    adapter = SageMakerAdapter(settings, sm)
+    decision = release_planner.plan(
+        adapter.read_registry(), adapter.read_endpoint(), settings, (1, "Approved")
+    )
+    adapter.apply(decision, adapter.read_registry(), adapter.read_endpoint(), poll_s=0)
+    (config,) = made
+    assert config.get("KmsKeyId") == volume_key
+    assert config["DataCaptureConfig"]["KmsKeyId"] == KEY
+    assert ReleaseSettings.from_env({**ENV}).kms_key_arn == ""  # unset: SageMaker's own keys, as before
+
+
+def test_local_storage_instance_families():
+    assert release_planner.has_local_storage("ml.m5d.large") and release_planner.has_local_storage(
+        "ml.g5.xlarge"
+    )
+    assert not release_planner.has_local_storage("ml.m5.large") and not release_planner.has_local_storage(
+        "ml.c5.xlarge"
+    )
+
+
 def test_serving_image_uri_builds_the_model_from_the_package_artifact(sm, monkeypatch):
     monkeypatch.setenv("SERVING_IMAGE_URI", "123456789012.dkr.ecr.us-east-1.amazonaws.com/proj-serving:1")
     (arn,) = _register(sm)
