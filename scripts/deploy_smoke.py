@@ -1,5 +1,5 @@
-"""A smoke test of the deploy path with no AWS account: ``npx cdk bootstrap``, ``npx cdk deploy --all`` and
-``npx cdk destroy --all`` of the project's stacks into a moto server (moto with the local cloud's patches,
+"""A smoke test of the deploy path with no AWS account: ``npx cdk bootstrap``, ``npx cdk deploy`` of each stack
+in dependency order (``--exclusively``) and ``npx cdk destroy`` of each in reverse, into a moto server (moto with the local cloud's patches,
 ``trainserve.local.moto_patches``, on 127.0.0.1), then a report of how far each stack got.
 
     .venv/bin/python scripts/deploy_smoke.py [--json] [--keep-output DIR]
@@ -13,7 +13,9 @@ created and the resource types moto skipped, and after ``cdk destroy`` whether a
 left (the bootstrap stack, ``CDKToolkit``, stays, as it does on AWS).
 
 Everything stays on this machine: the CDK CLI talks to ``http://localhost:<port>`` only (fake credentials;
-``AWS_ENDPOINT_URL``), and the moto server stops when the script ends. About 1-2 minutes on 2 CPUs.
+``AWS_ENDPOINT_URL``), and the moto server stops when the script ends. About 35 s on 2 CPUs. It exits 1
+when a stack is not created (today the warehouse stack: moto skips Redshift Serverless, and ``Fn::GetAtt`` on
+its workgroup fails).
 """
 
 from __future__ import annotations
