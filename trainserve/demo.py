@@ -452,4 +452,4 @@ def _closing(target: Target, result: DemoResult) -> None:
         "trainserve local status",
         "trainserve local stop",
     ):
-        console.print(f"  {cmd}")
+        console.print(f"  {cmd}", soft_wrap=True, markup=False, highlight=False)  # one line, to paste whole
