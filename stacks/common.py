@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -43,7 +43,10 @@ def python_function(
     **kwargs,
 ) -> lambda_.Function:
     """Every Lambda of the project: one runtime, arm64, X-Ray tracing, its own encrypted log group with the
-    configured retention, environment encrypted with the project key."""
+    configured retention, environment encrypted with the project key.
+
+    CloudWatch Logs may use ``key`` for the log group through the key policy of the data stack (this
+    account's log groups only), so ``key`` must be the project key or carry the same statement."""
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -68,8 +71,9 @@ def python_function(
         role=role,
         **kwargs,
     )
-    if key is not None:
-        key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{Stack.of(scope).region}.amazonaws.com"))
+    # No key grant to CloudWatch Logs here: the key policy's conditioned AllowCloudWatchLogsOfThisAccount
+    # statement (stacks/data_stack.py) covers every log group of this account, and an unconditioned grant
+    # would cancel its confused-deputy guard.
     return fn
 
 

@@ -45,8 +45,10 @@ class DataStack(Stack):
             removal_policy=removal,
             pending_window=Duration.days(7) if not config.is_prod else Duration.days(30),
         )
-        # CloudWatch Logs encrypts the project's log groups (Lambda, API Gateway access logs) with the key:
-        # allowed for this account's log groups only.
+        # CloudWatch Logs encrypts the project's log groups (Lambda, API Gateway access logs, VPC flow logs,
+        # Firehose errors, SageMaker endpoints) with the key: allowed for this account's log groups only. This is
+        # the only statement for the logs principal: an unconditioned grant (Key.grant_encrypt_decrypt to it)
+        # would let any account's log group use the key (confused deputy).
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowCloudWatchLogsOfThisAccount",
@@ -76,6 +78,26 @@ class DataStack(Stack):
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
                 conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+            )
+        )
+
+        # EventBridge sends the events a rule target could not take to its (key-encrypted) dead-letter queue,
+        # e.g. the monitoring schedule's: SQS encrypts them under the key with the queue's ARN as encryption
+        # context, so the grant is limited to this account's queues. (Which rule may send to a queue is the
+        # queue policy's business: CDK allows only the rule itself, by aws:SourceArn.)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeToEncryptedQueuesOfThisAccount",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:sqs:arn": (
+                            f"arn:{Aws.PARTITION}:sqs:{Aws.REGION}:{Aws.ACCOUNT_ID}:*"
+                        )
+                    }
+                },
             )
         )
 

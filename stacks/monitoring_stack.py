@@ -25,6 +25,13 @@ here names a variant:
   not breach. Metrics Insights alarms only see the last 3 hours of data, so their period is the monitoring
   interval capped at 3 hours: with a longer interval, a drift alarm returns to OK 3 hours after the run
   that raised it (the notification has been sent by then).
+- a failed job must not look like "no drift": the drift alarms cannot tell a run that published nothing from
+  a run that never happened, so the job has alarms of its own. ``{project}-monitor-errors``: the function's
+  ``Errors`` (Sum >= 1) in 2 consecutive periods of the monitoring interval, i.e. the job failing run after
+  run (Lambda retries a failed run twice, every attempt counts). ``{project}-monitor-dlq-not-empty``: the
+  job's failure queue holds an event: EventBridge could not invoke the function (2 retries, then the rule
+  target's dead-letter queue) or a run failed all three attempts (the function's on-failure destination, the
+  same queue). The queue is KMS-encrypted with the project key and TLS-only, like the release controller's.
 - the job's counts (``RequestCount``, ``LabelledCount``) are gauges of its window (each run re-reads the
   last ``monitoring_interval_minutes``, and ``trainserve monitor run`` adds runs): the dashboard plots their
   Maximum, never their Sum, which would count the same predictions once per run.
@@ -43,13 +50,16 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
 from stacks.constructs.lambda_access import function_role
+from stacks.training_stack import evaluation_objects_arn
 
 PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
 PROXY_NAMESPACE = "Trainserve/Proxy"
@@ -67,6 +77,13 @@ DASHBOARD_PERIOD = Duration.minutes(5)
 ALARM_PERIOD = Duration.minutes(5)
 METRICS_INSIGHTS_MAX_MINUTES = 180
 QUERY_TIMEOUT_SECONDS = 120
+# The monitoring job's delivery: EventBridge retries an invocation it could not make, Lambda a run that failed,
+# each twice; an event older than one monitoring interval (at most Lambda's 6 hours) is not run late (the next
+# run reads the window again) but goes to the failure queue.
+MONITOR_RETRY_ATTEMPTS = 2
+MONITOR_MAX_EVENT_AGE_MINUTES = 360
+MONITOR_ERROR_PERIODS = 2
+FAILURE_RETENTION = Duration.days(14)
 
 
 def search(
@@ -95,9 +112,9 @@ PREDICTION_DIMS = ("EndpointName", "ModelVersion", "VariantName")
 class MonitoringStack(Stack):
     """SNS alarm topic, CloudWatch dashboard and alarms, and the scheduled prediction-monitoring Lambda.
 
-    Attributes: ``topic``, ``dashboard``, ``monitor_function``, ``schedule`` (events.Rule), ``alarms`` (dict:
-    short name → Alarm), ``endpoint_5xx_alarm``, ``endpoint_latency_alarm`` (names ``{project}-endpoint-5xx``
-    and ``{project}-endpoint-latency-p99``).
+    Attributes: ``topic``, ``dashboard``, ``monitor_function``, ``schedule`` (events.Rule), ``monitor_dlq``
+    (the job's failure queue), ``alarms`` (dict: short name → Alarm), ``endpoint_5xx_alarm``,
+    ``endpoint_latency_alarm`` (names ``{project}-endpoint-5xx`` and ``{project}-endpoint-latency-p99``).
 
     Outputs: ``MonitorFunction``, ``AlarmTopicArn``, ``DashboardName``.
     """
@@ -128,6 +145,7 @@ class MonitoringStack(Stack):
         self._dashboard()
         self._alarms()
         self._monitor_job()
+        self._monitor_job_alarms()
 
         CfnOutput(
             self, "MonitorFunction", value=self.monitor_function.function_name, description="Monitoring job"
@@ -517,12 +535,11 @@ class MonitoringStack(Stack):
                 resources=[group_arn, packages_arn],
             )
         )
+        # a registered version's baseline_uri: baseline.json in the Evaluate step's output, under the pipeline
+        # execution's own prefix (training/pipeline_definition.py); only those objects
+        baselines = evaluation_objects_arn(self.data.artifacts_bucket_arn, "baseline.json")
         role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadBaselines",
-                actions=["s3:GetObject"],
-                resources=[f"{self.data.artifacts_bucket_arn}/*"],
-            )
+            iam.PolicyStatement(sid="ReadBaselines", actions=["s3:GetObject"], resources=[baselines])
         )
         role.add_to_policy(
             iam.PolicyStatement(
@@ -545,15 +562,84 @@ class MonitoringStack(Stack):
         )
         acknowledge(
             role,
-            f"AwsSolutions-IAM5[Resource::{self.data.export_name('ArtifactsBucketArn')}/*]",
-            "baseline.json objects sit under pipeline execution prefixes named at run time; read-only GetObject.",
+            # cdk-nag names the imported bucket ARN by its export
+            f"AwsSolutions-IAM5[Resource::{evaluation_objects_arn(self.data.export_name('ArtifactsBucketArn'), 'baseline.json')}]",
+            "baseline.json sits under the pipeline execution's prefix (pipeline/<execution id>/Evaluate/evaluation/), "
+            "named at run time; read-only GetObject of those objects only.",
         )
+
+        self.monitor_dlq = sqs.Queue(
+            self,
+            "MonitorFailures",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.data.key,
+            enforce_ssl=True,
+            retention_period=FAILURE_RETENTION,
+        )
+        acknowledge(
+            self.monitor_dlq,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter queue of the monitoring schedule's target and the on-failure "
+            "destination of the monitoring Lambda.",
+        )
+        max_event_age = Duration.minutes(min(cfg.monitoring_interval_minutes, MONITOR_MAX_EVENT_AGE_MINUTES))
+        self.monitor_function.configure_async_invoke(
+            retry_attempts=MONITOR_RETRY_ATTEMPTS,
+            max_event_age=max_event_age,
+            on_failure=destinations.SqsDestination(self.monitor_dlq),
+        )
+        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Action::{action}]",
+                "Added by CDK's SQS on-failure destination grant: data-key actions on the project key only, "
+                "needed to send failed runs to the KMS-encrypted failure queue.",
+            )
         self.schedule = events.Rule(
             self,
             "MonitorSchedule",
             description=f"Runs the prediction-monitoring job every {cfg.monitoring_interval_minutes} minutes",
             schedule=events.Schedule.rate(Duration.minutes(cfg.monitoring_interval_minutes)),
-            targets=[targets.LambdaFunction(self.monitor_function, retry_attempts=2)],
+            targets=[
+                targets.LambdaFunction(
+                    self.monitor_function,
+                    retry_attempts=MONITOR_RETRY_ATTEMPTS,
+                    max_event_age=max_event_age,
+                    dead_letter_queue=self.monitor_dlq,
+                )
+            ],
+        )
+
+    def _monitor_job_alarms(self) -> None:
+        """The job's own failures (see the module docstring): the drift alarms treat missing data as not
+        breaching, so without these a broken job would simply stop drift alerting."""
+        cfg, project = self.config, self.config.project_name
+        interval = cfg.monitoring_interval_minutes
+        self._alarm(
+            "MonitorErrors",
+            f"{project}-monitor-errors",
+            f"The prediction-monitoring Lambda failed in {MONITOR_ERROR_PERIODS} consecutive {interval}-minute "
+            "periods (one run each): no drift, positive-rate or accuracy metrics, and the drift alarms stay quiet",
+            metric=self.monitor_function.metric_errors(period=Duration.minutes(interval), statistic="Sum"),
+            threshold=1,
+            evaluation_periods=MONITOR_ERROR_PERIODS,
+            datapoints_to_alarm=MONITOR_ERROR_PERIODS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            # no invocation, no datapoint: a run that never happened is the failure queue's alarm
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self._alarm(
+            "MonitorDlq",
+            f"{project}-monitor-dlq-not-empty",
+            "The prediction-monitoring job's failure queue holds a run that EventBridge could not invoke or that "
+            "failed all its attempts",
+            metric=self.monitor_dlq.metric_approximate_number_of_messages_visible(
+                period=ALARM_PERIOD, statistic="Maximum"
+            ),
+            threshold=0,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
 

@@ -32,6 +32,15 @@ INPUT_DATA_PREFIX = "input/"
 PIPELINE_OUTPUT_PREFIX = "pipeline"
 DATA_CAPTURE_PREFIX = "data-capture/"
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
+# Where the Evaluate step's output "evaluation" lands under an execution's prefix (training/pipeline_definition.py:
+# <artifacts_s3_prefix>/<execution id>/<step>/<output>): evaluation.json, baseline.json and features.json.
+EVALUATION_OUTPUT = "Evaluate/evaluation"
+
+
+def evaluation_objects_arn(artifacts_bucket_arn: str, file_name: str) -> str:
+    """The ARN pattern of one file of every execution's Evaluate output (``baseline.json``, ``features.json``):
+    ``<artifacts bucket>/pipeline/*/Evaluate/evaluation/<file_name>``, the execution id being the ``*``."""
+    return f"{artifacts_bucket_arn}/{PIPELINE_OUTPUT_PREFIX}/*/{EVALUATION_OUTPUT}/{file_name}"
 
 
 def sagemaker_arn(resource: str) -> str:
@@ -202,16 +211,26 @@ class TrainingStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_PRINCIPAL}},
             )
         )
+        # The steps read: the training input (InputData: any key of the data bucket), the code (CDK file assets,
+        # ReadCodeAssets below) and each other's outputs, which every step writes under
+        # pipeline/<execution id>/<step>/ of the artifacts bucket: nothing else of the artifacts bucket.
         role.add_to_policy(
             iam.PolicyStatement(
-                sid="ReadBuckets",
-                actions=["s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"],
-                resources=[
-                    data.data_bucket_arn,
-                    f"{data.data_bucket_arn}/*",
-                    data.artifacts_bucket_arn,
-                    f"{data.artifacts_bucket_arn}/*",
-                ],
+                sid="ListBuckets",
+                actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                resources=[data.data_bucket_arn, data.artifacts_bucket_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadInputData", actions=["s3:GetObject"], resources=[f"{data.data_bucket_arn}/*"]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadStepOutputs",
+                actions=["s3:GetObject"],
+                resources=[f"{data.artifacts_bucket_arn}/{PIPELINE_OUTPUT_PREFIX}/*"],
             )
         )
         role.add_to_policy(
@@ -230,14 +249,10 @@ class TrainingStack(Stack):
         self._acknowledge_objects(
             role,
             "ArtifactsBucketArn",
-            "*",
-            "The pipeline's steps read each other's outputs (pipeline/<execution>/...) from the artifacts bucket.",
-        )
-        self._acknowledge_objects(
-            role,
-            "ArtifactsBucketArn",
             f"{PIPELINE_OUTPUT_PREFIX}/*",
-            "Step outputs are written under pipeline/<execution id>/<step>/, keys SageMaker generates per run.",
+            "Each step writes its outputs under pipeline/<execution id>/<step>/ (keys SageMaker generates per run) "
+            "and reads the earlier steps' outputs there (the Preprocess splits, Train's model.tar.gz, Evaluate's "
+            "evaluation.json); nothing else of the artifacts bucket.",
         )
         role.add_to_policy(
             iam.PolicyStatement(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 
 import pytest
-from cfn_helpers import as_list, only, resources
+from cfn_helpers import as_list, only, resolve_join, resources
+
+from stacks.config import load
 
 pytestmark = pytest.mark.xdist_group("synth")
 
@@ -34,11 +37,82 @@ def test_key_rotates_and_is_the_project_key(data):
     assert only(data, "AWS::KMS::Alias")["Properties"]["AliasName"] == "alias/trainserve"
 
 
+def _key_statements(data):
+    return only(data, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+
+
+def _service(statement) -> str:
+    """The statement's service principal, pseudo parameters as ``TOKEN`` (``logs.TOKEN.amazonaws.com``)."""
+    principal = statement.get("Principal", {})
+    return (
+        resolve_join(principal["Service"]) if isinstance(principal, dict) and "Service" in principal else ""
+    )
+
+
+# Pseudo parameters of an example deployment, to render the key policy's ARN patterns.
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
+
+
+def _render(value) -> str:
+    """A CloudFormation string with ``Ref`` of pseudo parameters replaced by the example deployment's."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return PSEUDO[value["Ref"]]
+    sep, parts = value["Fn::Join"]
+    return sep.join(_render(p) for p in parts)
+
+
 def test_key_policy_lets_cloudwatch_logs_of_this_account_only(data):
-    statements = only(data, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    statements = _key_statements(data)
     logs = [s for s in statements if s.get("Sid") == "AllowCloudWatchLogsOfThisAccount"]
     assert len(logs) == 1
     assert "kms:EncryptionContext:aws:logs:arn" in logs[0]["Condition"]["ArnLike"]
+
+
+def test_no_key_policy_statement_lets_cloudwatch_logs_use_the_key_without_the_log_group_condition(data):
+    """An unconditioned grant to the logs principal (Key.grant_encrypt_decrypt) would cancel the
+    confused-deputy guard of the conditioned statement: every statement naming it carries the condition."""
+    logs = [s for s in _key_statements(data) if _service(s).startswith("logs.")]
+    assert [s.get("Sid") for s in logs] == ["AllowCloudWatchLogsOfThisAccount"]
+    for statement in logs:
+        assert statement["Effect"] == "Allow"
+        assert set(statement["Condition"]) == {"ArnLike"}
+        (condition,) = statement["Condition"]["ArnLike"].items()
+        assert condition[0] == "kms:EncryptionContext:aws:logs:arn"
+        assert _render(condition[1]) == "arn:aws:logs:eu-west-1:111122223333:log-group:*"
+
+
+def test_the_logs_condition_covers_every_log_group_of_the_app(cloud_assembly, data, project_root):
+    """Every log group the stacks create (named by CloudFormation when the template names none), and the
+    endpoint's ``/aws/sagemaker/Endpoints/<endpoint>``, is a log group the conditioned statement allows."""
+    (statement,) = [s for s in _key_statements(data) if _service(s).startswith("logs.")]
+    pattern = _render(statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])
+    names = []
+    for stack, template in cloud_assembly.templates.items():
+        for logical_id, group in resources(template, "AWS::Logs::LogGroup").items():
+            name = group["Properties"].get("LogGroupName")
+            names.append(_render(name) if name is not None else f"{stack}-{logical_id}-AbCdEf123456")
+    assert len(names) >= 5, names
+    names.append(f"/aws/sagemaker/Endpoints/{load(project_root).endpoint_name}")
+    for name in names:
+        arn = f"arn:aws:logs:eu-west-1:111122223333:log-group:{name}"
+        assert fnmatchcase(arn, pattern), (arn, pattern)
+    # and only this account's, in this region
+    assert not fnmatchcase("arn:aws:logs:eu-west-1:444455556666:log-group:/aws/lambda/x", pattern)
+    assert not fnmatchcase("arn:aws:logs:us-east-1:111122223333:log-group:/aws/lambda/x", pattern)
+
+
+def test_key_policy_lets_eventbridge_encrypt_for_this_accounts_queues_only(data):
+    """A rule target's dead-letter queue is KMS-encrypted with the project key (the monitoring schedule's):
+    EventBridge needs GenerateDataKey and Decrypt on it, for this account's SQS queues only."""
+    (statement,) = [s for s in _key_statements(data) if _service(s) == "events.amazonaws.com"]
+    assert statement["Effect"] == "Allow"
+    assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    (condition,) = statement["Condition"]["ArnLike"].items()
+    assert condition[0] == "kms:EncryptionContext:aws:sqs:arn"
+    assert _render(condition[1]) == "arn:aws:sqs:eu-west-1:111122223333:*"
+    assert set(statement["Condition"]) == {"ArnLike"}
 
 
 def test_project_buckets_use_the_project_key(data):

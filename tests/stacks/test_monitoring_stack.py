@@ -1,5 +1,6 @@
 """MonitoringStack: dashboard lines per variant through SEARCH, alarms (exact names) wired to the SNS topic,
-the scheduled monitoring Lambda with a least-privilege role; cdk-nag and cfn-lint clean.
+the scheduled monitoring Lambda with a least-privilege role, its failures retried, queued and alarmed; cdk-nag and
+cfn-lint clean.
 
 The serving stack is stood in for by a small stack holding the same attributes (a real proxy Lambda and a real
 on-failure queue): the monitoring stack only reads ``endpoint_name``, ``proxy_function``, ``release_dlq`` and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatchcase
 from typing import Any
 
 import cfnlint.api
@@ -40,6 +42,8 @@ ALARM_NAMES = {
     "trainserve-release-dlq-not-empty",
     "trainserve-prediction-drift",
     "trainserve-feature-drift",
+    "trainserve-monitor-errors",
+    "trainserve-monitor-dlq-not-empty",
 }
 
 
@@ -420,7 +424,13 @@ def test_monitor_role_is_least_privilege(built):
     )
     assert by_sid["ReadBaselines"]["Action"] == "s3:GetObject"
     assert by_sid["ReadBaselines"]["Resource"] == {
-        "Fn::Join": ["", [{"Fn::ImportValue": "TestData-ArtifactsBucketArn"}, "/*"]]
+        "Fn::Join": [
+            "",
+            [
+                {"Fn::ImportValue": "TestData-ArtifactsBucketArn"},
+                "/pipeline/*/Evaluate/evaluation/baseline.json",
+            ],
+        ]
     }
     execute = by_sid["RedshiftDataOnWarehouse"]
     assert "Fn::ImportValue" in json.dumps(execute["Resource"]) and execute["Resource"] != "*"
@@ -443,3 +453,184 @@ def test_no_email_subscription_without_an_address(synthesized):
     for name in ("trainserve-prediction-drift", "trainserve-feature-drift"):
         props = _alarms_by_name(tpl)[name]
         assert props["Metrics"][0]["Period"] == 180 * 60  # Metrics Insights alarms see 3 hours at most
+
+
+# ------------------------------------------------------------------------------- the job's failures
+def _monitor_function_id(tpl: dict) -> str:
+    return tpl["Outputs"]["MonitorFunction"]["Value"]["Ref"]
+
+
+def _monitor_queue(tpl: dict) -> tuple[str, dict]:
+    """The job's failure queue (the only queue of the stack)."""
+    ((queue_id, queue),) = _resources(tpl, "AWS::SQS::Queue").items()
+    return queue_id, queue
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _key_export(tpl: dict) -> str:
+    """The export name of the project key's ARN, as the alarm topic imports it."""
+    (topic,) = _resources(tpl, "AWS::SNS::Topic").values()
+    return topic["Properties"]["KmsMasterKeyId"]["Fn::ImportValue"]
+
+
+def _baseline_key_of_a_pipeline_run(execution_id: str) -> str:
+    """The key of the baseline_uri the training pipeline registers for one execution: the definition's
+    expressions resolved as the local runner resolves them (the same definition runs on SageMaker)."""
+    from stacks.training_stack import PIPELINE_OUTPUT_PREFIX
+    from training import pipeline_definition as pd_
+    from trainserve.local.training_runner import PIPELINE_PREFIX
+
+    assert (
+        PIPELINE_PREFIX == PIPELINE_OUTPUT_PREFIX
+    )  # the local runner writes where the stack's pipeline does
+    definition = pd_.build_pipeline_definition(
+        role_arn="arn:aws:iam::111122223333:role/r",
+        model_package_group_name="trainserve-models",
+        training_image_uri="image",
+        inference_image_uri="image",
+        code={k: f"s3://code/{k}" for k in pd_.REQUIRED_CODE},
+        artifacts_s3_prefix=f"s3://artifacts/{PIPELINE_OUTPUT_PREFIX}",
+        kms_key_id="",
+        defaults={
+            "input_data_uri": "s3://data/input/",
+            "training_instance_type": "ml.m5.large",
+            "processing_instance_type": "ml.m5.large",
+            "estimator": "logistic_regression",
+            "quality_metric": "roc_auc",
+            "quality_threshold": 0.7,
+        },
+    )
+    steps = {step["Name"]: step for step in definition["Steps"]}
+    ctx = pd_.ExecutionContext(parameters={}, execution={"PipelineExecutionId": execution_id})
+    for out in steps["Evaluate"]["Arguments"]["ProcessingOutputConfig"]["Outputs"]:
+        ctx.properties.setdefault("Evaluate", {})[
+            f"ProcessingOutputConfig.Outputs['{out['OutputName']}'].S3Output.S3Uri"
+        ] = ctx.resolve(out["S3Output"]["S3Uri"])
+    (register,) = steps["CheckQuality"]["Arguments"]["IfSteps"]
+    uri = ctx.resolve(register["Arguments"]["CustomerMetadataProperties"]["baseline_uri"])
+    assert uri.startswith("s3://artifacts/"), uri
+    return uri.removeprefix("s3://artifacts/")
+
+
+def test_monitor_role_reads_the_baselines_the_pipeline_registers_and_no_other_object(built):
+    """The grant is exactly the baseline.json objects: a registered version's baseline_uri matches it, its
+    siblings (evaluation.json, features.json), the model artifacts and the rest of the bucket do not."""
+    statements = [
+        s
+        for p in _resources(built["tpl"], "AWS::IAM::Policy").values()
+        if "MonitorRole" in json.dumps(p["Properties"]["Roles"])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    reads = [s for s in statements if any(a.startswith("s3:") for a in _list(s["Action"]))]
+    assert [s["Sid"] for s in reads] == ["ReadBaselines"]
+    ((bucket, pattern),) = [r["Fn::Join"][1] for r in _list(reads[0]["Resource"])]
+    assert bucket == {"Fn::ImportValue": "TestData-ArtifactsBucketArn"}
+    key = _baseline_key_of_a_pipeline_run("execution-0a1b2c")
+    assert key == "pipeline/execution-0a1b2c/Evaluate/evaluation/baseline.json"
+    assert fnmatchcase(f"/{key}", pattern)
+    for other in (
+        "pipeline/execution-0a1b2c/Evaluate/evaluation/evaluation.json",
+        "pipeline/execution-0a1b2c/Evaluate/evaluation/features.json",
+        "pipeline/execution-0a1b2c/Train/pipelines-x/output/model.tar.gz",
+        "pipeline/execution-0a1b2c/Preprocess/test/test.csv",
+        "code/abc/baseline.json",
+        "baseline.json",
+    ):
+        assert not fnmatchcase(f"/{other}", pattern), other
+
+
+def test_monitor_failure_queue_is_kms_encrypted_tls_only_and_kept_14_days(built):
+    tpl = built["tpl"]
+    queue_id, queue = _monitor_queue(tpl)
+    assert queue["Properties"]["KmsMasterKeyId"] == {"Fn::ImportValue": _key_export(tpl)}
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    (policy,) = _resources(tpl, "AWS::SQS::QueuePolicy").values()
+    assert policy["Properties"]["Queues"] == [{"Ref": queue_id}]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    deny = [s for s in statements if s["Effect"] == "Deny"]
+    assert len(deny) == 1 and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny[0]["Principal"] == {"AWS": "*"}
+
+
+def test_schedule_target_retries_then_sends_to_the_failure_queue(built):
+    """EventBridge retries an invocation it cannot make twice, within one monitoring interval, then puts
+    the event in the failure queue; the queue lets only this rule send."""
+    tpl = built["tpl"]
+    queue_id, _ = _monitor_queue(tpl)
+    ((rule_id, rule),) = _resources(tpl, "AWS::Events::Rule").items()
+    (target,) = rule["Properties"]["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    assert target["RetryPolicy"] == {
+        "MaximumRetryAttempts": 2,
+        "MaximumEventAgeInSeconds": TEST_INTERVAL * 60,
+    }
+    (policy,) = _resources(tpl, "AWS::SQS::QueuePolicy").values()
+    sends = [
+        s
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Allow" and "sqs:SendMessage" in _list(s["Action"])
+    ]
+    assert len(sends) == 1
+    assert sends[0]["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sends[0]["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+
+
+def test_a_run_that_fails_every_attempt_goes_to_the_failure_queue(built):
+    tpl = built["tpl"]
+    queue_id, _ = _monitor_queue(tpl)
+    (config,) = _resources(tpl, "AWS::Lambda::EventInvokeConfig").values()
+    props = config["Properties"]
+    assert props["FunctionName"] == {"Ref": _monitor_function_id(tpl)}
+    assert props["MaximumRetryAttempts"] == 2
+    assert props["MaximumEventAgeInSeconds"] == TEST_INTERVAL * 60
+    assert props["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": [queue_id, "Arn"]}}}
+    # the role may send there (and encrypt for it with the project key)
+    statements = [
+        s
+        for p in _resources(tpl, "AWS::IAM::Policy").values()
+        if "MonitorRole" in json.dumps(p["Properties"]["Roles"])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert any(
+        "sqs:SendMessage" in _list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        for s in statements
+    )
+
+
+def test_monitor_errors_alarm_fires_when_the_job_fails_two_intervals_running(built):
+    tpl = built["tpl"]
+    props = _alarms_by_name(tpl)["trainserve-monitor-errors"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": _monitor_function_id(tpl)}}]
+    assert props["Period"] == TEST_INTERVAL * 60
+    assert props["EvaluationPeriods"] == props["DatapointsToAlarm"] == 2
+    assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["AlarmActions"] == [{"Ref": _topic_id(tpl)}]
+
+
+def test_monitor_failure_queue_alarm_fires_on_any_visible_message(built):
+    tpl = built["tpl"]
+    queue_id, _ = _monitor_queue(tpl)
+    props = _alarms_by_name(tpl)["trainserve-monitor-dlq-not-empty"]
+    assert props["MetricName"] == "ApproximateNumberOfMessagesVisible" and props["Namespace"] == "AWS/SQS"
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert props["Statistic"] == "Maximum"
+    assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold"
+    assert props["AlarmActions"] == [{"Ref": _topic_id(tpl)}]
+
+
+def test_a_long_interval_keeps_within_the_limits_of_lambda_and_cloudwatch(synthesized):
+    """600 minutes: Lambda keeps an event 6 hours at most; the errors alarm's 2 periods of 10 hours are
+    within CloudWatch's 7 days for periods of an hour or more."""
+    tpl = synthesized["TestMonitoringQuiet"]["tpl"]
+    (config,) = _resources(tpl, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["MaximumEventAgeInSeconds"] == 6 * 3600
+    (rule,) = _resources(tpl, "AWS::Events::Rule").values()
+    assert rule["Properties"]["Targets"][0]["RetryPolicy"]["MaximumEventAgeInSeconds"] == 6 * 3600
+    props = _alarms_by_name(tpl)["trainserve-monitor-errors"]
+    assert props["Period"] == 600 * 60
+    assert props["Period"] * props["EvaluationPeriods"] <= 7 * 24 * 3600

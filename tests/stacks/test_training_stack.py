@@ -188,6 +188,78 @@ def test_pipeline_role_is_scoped_to_the_projects_resources(training):
                 assert "cloudwatch:namespace" in json.dumps(s["Condition"])
 
 
+def _s3_grants(statements, export):
+    """action -> resources (rendered, the bucket as ``BUCKET``) of the statements' S3 grants on the bucket
+    exported as ``export``."""
+    found: dict[str, set[str]] = {}
+    for s in statements:
+        for resource in as_list(s["Resource"]):
+            if f'"{export}"' not in json.dumps(resource):
+                continue
+            for action in as_list(s["Action"]):
+                if action.startswith("s3:"):
+                    found.setdefault(action, set()).add(resolve_join(resource, "BUCKET"))
+    return found
+
+
+def test_pipeline_role_reads_only_the_pipelines_own_outputs_of_the_artifacts_bucket(training):
+    """The steps read the artifacts bucket only for each other's outputs, all under pipeline/ (below): no
+    grant on the rest of the bucket."""
+    _, statements = _role_statements(training, "PipelineRole")
+    artifacts = _s3_grants(statements, "TrainserveData-ArtifactsBucketArn")
+    assert artifacts["s3:GetObject"] == {"BUCKET/pipeline/*"}
+    assert artifacts["s3:ListBucket"] == {"BUCKET"}
+    assert artifacts["s3:PutObject"] == {"BUCKET/pipeline/*"}
+    assert all(r in ("BUCKET", "BUCKET/pipeline/*") for grants in artifacts.values() for r in grants), (
+        artifacts
+    )
+    # the training input is any key InputData names in the data bucket
+    assert _s3_grants(statements, "TrainserveData-DataBucketArn")["s3:GetObject"] == {"BUCKET/*"}
+
+
+S3_LOCATION_KEYS = ("S3Uri", "S3OutputPath", "sagemaker_submit_directory")
+
+
+def _s3_uris(value, keys=S3_LOCATION_KEYS):
+    """Every S3 location (``S3Uri``, ``S3OutputPath``, the training code's directory) in a step's arguments."""
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k in keys] + [
+            u for v in value.values() for u in _s3_uris(v, keys)
+        ]
+    if isinstance(value, list):
+        return [u for v in value for u in _s3_uris(v, keys)]
+    return []
+
+
+def test_steps_write_under_pipeline_and_read_only_input_data_code_and_step_outputs(definition):
+    """What makes the pipeline role's artifacts grant enough: every output goes under
+    ``s3://<artifacts>/pipeline/<execution id>/<step>``, and every input is the InputData parameter (data
+    bucket), a code asset (CDK assets bucket) or an earlier step's output."""
+    steps = _steps(definition)
+    outputs = [
+        *[o["S3Output"]["S3Uri"] for name in ("Preprocess", "Evaluate") for o in _outputs(steps[name])],
+        steps["Train"]["Arguments"]["OutputDataConfig"]["S3OutputPath"],
+    ]
+    assert len(outputs) == 6
+    for uri in outputs:
+        values = uri["Std:Join"]["Values"]
+        assert resolve_join(values[0]) == "s3://TOKEN/pipeline", uri
+        assert values[1] == {"Get": "Execution.PipelineExecutionId"}, uri
+    inputs = [u for name in ("Preprocess", "Train", "Evaluate") for u in _s3_uris(steps[name]["Arguments"])]
+    inputs = [u for u in inputs if u not in outputs]
+    # Preprocess: data, code; Train: train, validation, source dir; Evaluate: model, test, validation, code
+    assert len(inputs) == 9
+    for uri in inputs:
+        if isinstance(uri, dict):
+            assert uri == {"Get": "Parameters.InputData"} or uri["Get"].startswith("Steps."), uri
+        else:
+            assert uri.startswith("s3://cdk-") and "-assets-" in uri, uri
+
+
+def _outputs(step):
+    return step["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+
+
 def test_model_execution_role_reads_artifacts_and_writes_only_data_capture(training):
     _, statements = _role_statements(training, "ModelExecutionRole")
     writes = [s for s in statements if "s3:PutObject" in as_list(s["Action"])]
