@@ -19,6 +19,13 @@ time and an unknown region fails synth with ``UnsupportedRegionError``. An agnos
 as a ``CfnMapping`` read with ``Fn::FindInMap(AWS::Region)``, plus a template ``Rules`` assertion on
 ``AWS::Region`` so that deploying to an unsupported region fails before any resource is created, with a
 message naming the supported regions (instead of FindInMap's generic error).
+
+Removal (``cdk destroy``). prod keeps the data and stops the billing: the Serverless namespace (tables,
+encrypted with the data stack's key, which prod retains, like the admin secret) is retained, while the
+workgroup (the compute, publicly reachable, attached to this stack's subnets and security group) is always
+deleted; a provisioned cluster is deleted after a final snapshot (``RemovalPolicy.SNAPSHOT``). Nothing
+retained references the VPC, subnets, security group, subnet group or parameter group, so they can be
+deleted after it. dev destroys everything.
 """
 
 from __future__ import annotations
@@ -62,6 +69,12 @@ ADMIN_USERNAME = "admin"
 VPC_CIDR = "10.60.0.0/16"
 AZ_COUNT = 3
 PROVISIONED_NODE_TYPE = "ra3.xlplus"
+# Serverless compute ceiling: MaxCapacity = this many times warehouse_base_capacity (no configuration key of its
+# own). The load is Firehose micro-batch COPYs (60 s / 5 MB buffers), the monitor's query every
+# monitoring_interval_minutes and ad-hoc `report` queries: the base handles them, 4x leaves headroom for bursts
+# while bounding the worst case at 4x the base's RPU-hours (8 RPUs base -> at most 32 RPUs). A multiple of the
+# base is a multiple of 8 and >= the base, as Redshift Serverless requires.
+MAX_CAPACITY_FACTOR = 4
 FIREHOSE_RETRY_SECONDS = 3600
 FIREHOSE_BUFFER_SECONDS = 60
 FIREHOSE_BUFFER_MB = 5
@@ -233,8 +246,16 @@ class WarehouseStack(Stack):
         acknowledge(
             self.secret,
             "AwsSolutions-SMG4",
-            "Rotation would need a rotation Lambda inside the VPC able to reach the warehouse, whose port is open "
-            "to the Firehose CIDR only; the secret is readable only by Firehose, the setup and monitor roles.",
+            "Rotation is not set up. Lambda rotation of this generated secret must log in to the warehouse, whose "
+            "port 5439 admits the Firehose /27 only, from a VPC without NAT or Secrets Manager endpoint: it needs a "
+            "VPC Lambda, an ingress rule and an interface endpoint. Redshift-managed rotation (ManageAdminPassword "
+            "/ ManageMasterPassword) is not used: CloudFormation returns no ARN of a Serverless namespace's "
+            "managed secret (no GetAtt), and Firehose, the schema custom resource, the monitor and the CLI "
+            "(WarehouseSecretArn) need that ARN at deploy time. All of them read this secret by ARN when they "
+            "connect (Firehose refreshes it every 10 minutes, within its 3600 s retry window), so rotation would "
+            "not break them. No resource policy: readable by any principal of the account whose IAM policy allows "
+            "GetSecretValue on it and kms:Decrypt of the project key via Secrets Manager (here the Firehose, setup "
+            "and monitor roles, and operators running the CLI reports).",
         )
 
     def _password(self) -> str:
@@ -261,6 +282,7 @@ class WarehouseStack(Stack):
             workgroup_name=f"{project}-wg",
             namespace_name=self.namespace.namespace_name,
             base_capacity=self.config.warehouse_base_capacity,
+            max_capacity=self.config.warehouse_base_capacity * MAX_CAPACITY_FACTOR,
             enhanced_vpc_routing=True,
             publicly_accessible=True,
             port=REDSHIFT_PORT,
@@ -276,7 +298,10 @@ class WarehouseStack(Stack):
             ],
         )
         self.workgroup.add_resource_dependency(self.namespace)
-        self.workgroup.apply_removal_policy(self._removal)
+        # Deleted in every environment: the workgroup holds no data (the namespace does) but bills RPUs, is
+        # publicly reachable and uses this stack's subnets and security group; retaining it would keep the VPC
+        # from being deleted (DELETE_FAILED) and keep it billing after `cdk destroy`.
+        self.workgroup.apply_removal_policy(RemovalPolicy.DESTROY)
         self.workgroup_name = self.workgroup.ref
         self.cluster_id = None
         self.warehouse_arn = self.workgroup.attr_workgroup_workgroup_arn
@@ -326,7 +351,11 @@ class WarehouseStack(Stack):
                 log_exports=["connectionlog", "useractivitylog", "userlog"],
             ),
         )
-        self.cluster.apply_removal_policy(self._removal)
+        # prod: a final snapshot (encrypted with the retained project key) keeps the data, the cluster itself is
+        # deleted, so it stops billing and its subnet group, parameter group, security group and VPC can go too.
+        self.cluster.apply_removal_policy(
+            RemovalPolicy.SNAPSHOT if self.config.is_prod else RemovalPolicy.DESTROY
+        )
         self.cluster_id = self.cluster.ref
         self.workgroup_name = None
         self.warehouse_arn = (

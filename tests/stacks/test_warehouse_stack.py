@@ -1,11 +1,13 @@
 """WarehouseStack: Redshift reachable by Firehose only, credentials only in Secrets Manager, Firehose streams that
-COPY into the two tables with staging, backup, compression and encryption; cdk-nag and cfn-lint clean."""
+COPY into the two tables with staging, backup, compression and encryption; a prod destroy keeps the data and
+deletes the compute and the network; cdk-nag and cfn-lint clean in dev and prod."""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import json
+import re
 from typing import Any
 
 import cfnlint.api
@@ -54,6 +56,39 @@ def synthesized() -> dict[str, tuple[Template, dict]]:
     return out
 
 
+PROD_BASE_CAPACITY = 64  # not the default 8: the prod synth also checks that MaxCapacity follows the base
+
+
+@pytest.fixture(scope="module")
+def prod() -> dict[str, Any]:
+    """environment=prod: the data stack and both kinds of warehouse, one synth checked by cdk-nag. Returns the
+    templates (``data``, ``serverless``, ``provisioned``) and the SMG4 acknowledgment's reason (``smg4``)."""
+    app = App(context=CONTEXT)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    config = _config(environment="prod", warehouse_base_capacity=PROD_BASE_CAPACITY)
+    data = DataStack(app, "ProdData", config=config)
+    warehouse = WarehouseStack(app, "ProdWarehouse", config=config, data=data)
+    provisioned_config = _config(environment="prod", warehouse_type="provisioned")
+    WarehouseStack(app, "ProdWarehouseProvisioned", config=provisioned_config, data=data)
+    assembly = app.synth()
+    out: dict[str, Any] = {
+        kind: assembly.get_stack_by_name(name).template
+        for kind, name in (
+            ("data", "ProdData"),
+            ("serverless", "ProdWarehouse"),
+            ("provisioned", "ProdWarehouseProvisioned"),
+        )
+    }
+    out["smg4"] = [
+        reason
+        for entry in warehouse.secret.node.metadata
+        if entry.type == "aws:cdk:acknowledged-rules"
+        for rule, reason in entry.data.items()
+        if rule.endswith("AwsSolutions-SMG4")
+    ]
+    return out
+
+
 @pytest.fixture(scope="module")
 def serverless(synthesized) -> tuple[Template, dict]:
     return synthesized["serverless"]
@@ -95,6 +130,57 @@ def _lint_errors(tpl: dict) -> list[str]:
     return [
         str(m) for m in cfnlint.api.lint_all(json.dumps(tpl)) if m.rule.id[0] in "EW" and m.rule.id != "W3005"
     ]
+
+
+KEPT = ("Retain", "RetainExceptOnCreate")  # DeletionPolicy values that leave the resource behind
+
+
+def _references(node: Any) -> tuple[set[str], set[str]]:
+    """(logical ids, export names) that ``node`` refers to: Ref, Fn::GetAtt, ${...} of Fn::Sub, Fn::ImportValue."""
+    ids: set[str] = set()
+    imports: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                ids.add(value)
+            elif key == "Fn::GetAtt":
+                ids.add(value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::ImportValue" and isinstance(value, str):
+                imports.add(value)
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                ids.update(m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text))
+            if key != "Fn::ImportValue":
+                more_ids, more_imports = _references(value)
+                ids |= more_ids
+                imports |= more_imports
+    elif isinstance(node, list):
+        for value in node:
+            more_ids, more_imports = _references(value)
+            ids |= more_ids
+            imports |= more_imports
+    return {i for i in ids if not i.startswith("AWS::")}, imports
+
+
+def _not_kept(node: Any, tpl: dict, exporter: dict) -> list[str]:
+    """What ``node`` refers to that a stack deletion deletes: resources of ``tpl`` without a keeping
+    DeletionPolicy, and through ``Fn::ImportValue`` such resources of ``exporter`` (the data stack)."""
+    exports = {o["Export"]["Name"]: o["Value"] for o in exporter.get("Outputs", {}).values() if "Export" in o}
+    ids, imports = _references(node)
+    found = [
+        f"{i} ({tpl['Resources'][i]['Type']})"
+        for i in ids
+        if tpl["Resources"][i].get("DeletionPolicy") not in KEPT
+    ]
+    for name in imports:
+        assert name in exports, f"import {name} is not an export of the data stack"
+        sources, _ = _references(exports[name])
+        found += [
+            f"{name} -> {i} ({exporter['Resources'][i]['Type']})"
+            for i in sources
+            if exporter["Resources"][i].get("DeletionPolicy") not in KEPT
+        ]
+    return sorted(found)
 
 
 def _statements(tpl: dict, role_prefix: str) -> list[dict]:
@@ -152,6 +238,71 @@ def test_provisioned_stack_is_cdk_nag_and_cfn_lint_clean(provisioned):
     assert _lint_errors(tpl) == []
 
 
+def test_prod_stacks_are_cdk_nag_and_cfn_lint_clean(prod):
+    for kind in ("serverless", "provisioned"):  # synthesized under AwsSolutionsChecks: a finding raises
+        assert _lint_errors(prod[kind]) == [], kind
+
+
+# --------------------------------------------------------------------------------------------- removal
+@pytest.mark.parametrize("kind", ["serverless", "provisioned"])
+def test_prod_nothing_kept_by_a_destroy_refers_to_something_the_destroy_deletes(prod, kind):
+    """A retained resource that refers to a deleted one makes the referee's deletion fail (a VPC, subnet or
+    security group still in use: DELETE_FAILED) and keeps whatever bills running."""
+    tpl = prod[kind]
+    kept = {k: r for k, r in tpl["Resources"].items() if r.get("DeletionPolicy") in KEPT}
+    assert kept, "prod retains something (the secret, the log groups, the serverless namespace)"
+    problems = {}
+    for logical_id, res in kept.items():
+        depends_on = res.get("DependsOn", [])
+        depends_on = depends_on if isinstance(depends_on, list) else [depends_on]
+        refers_to = [res.get("Properties", {}), *({"Ref": d} for d in depends_on)]
+        problems[f"{logical_id} ({res['Type']})"] = _not_kept(refers_to, tpl, prod["data"])
+    assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_prod_serverless_keeps_the_namespace_and_its_secret_and_deletes_the_workgroup(prod):
+    tpl = prod["serverless"]
+    _, namespace = _one(tpl, "AWS::RedshiftServerless::Namespace")
+    _, workgroup = _one(tpl, "AWS::RedshiftServerless::Workgroup")
+    _, secret = _one(tpl, "AWS::SecretsManager::Secret")
+    assert (namespace["DeletionPolicy"], namespace["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert (secret["DeletionPolicy"], secret["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    # the compute (RPUs, public endpoint, network interfaces in this stack's subnets) never outlives the stack
+    assert (workgroup["DeletionPolicy"], workgroup["UpdateReplacePolicy"]) == ("Delete", "Delete")
+    for network in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::SecurityGroup"):
+        for logical_id in _resources(tpl, network):
+            assert logical_id not in json.dumps(namespace["Properties"]), (logical_id, "namespace")
+
+
+def test_prod_provisioned_cluster_is_deleted_after_a_final_snapshot_of_kept_key_and_secret(prod):
+    tpl = prod["provisioned"]
+    _, cluster = _one(tpl, "AWS::Redshift::Cluster")
+    assert (cluster["DeletionPolicy"], cluster["UpdateReplacePolicy"]) == ("Snapshot", "Snapshot")
+    # The snapshot outlives the stack: the key it is encrypted with and the secret holding the admin password
+    # it restores with must outlive it too (the data stack's key is retained in prod).
+    props = cluster["Properties"]
+    assert _not_kept(props["KmsKeyId"], tpl, prod["data"]) == []
+    assert _not_kept(props["MasterUserPassword"], tpl, prod["data"]) == []
+    assert "Fn::ImportValue" in json.dumps(props["KmsKeyId"])
+    # ... and what the cluster itself used can go once it is deleted
+    for group in ("AWS::Redshift::ClusterSubnetGroup", "AWS::Redshift::ClusterParameterGroup"):
+        _, res = _one(tpl, group)
+        assert res.get("DeletionPolicy", "Delete") == "Delete", group
+
+
+@pytest.mark.parametrize("which", ["serverless", "provisioned"])
+def test_dev_destroys_the_whole_warehouse(which, serverless, provisioned):
+    _, tpl = serverless if which == "serverless" else provisioned
+    for cfn_type in (
+        "AWS::RedshiftServerless::Namespace",
+        "AWS::RedshiftServerless::Workgroup",
+        "AWS::Redshift::Cluster",
+        "AWS::SecretsManager::Secret",
+    ):
+        for logical_id, res in _resources(tpl, cfn_type).items():
+            assert res.get("DeletionPolicy", "Delete") == "Delete", logical_id
+
+
 # --------------------------------------------------------------------------------------------- network
 def test_only_ingress_is_port_5439_from_the_regions_firehose_cidr(serverless):
     _, tpl = serverless
@@ -202,6 +353,14 @@ def test_serverless_workgroup_is_public_ssl_only_enhanced_routing_in_three_subne
     assert props["SecurityGroupIds"] == [{"Fn::GetAtt": [sg_id, "GroupId"]}]
 
 
+def test_serverless_compute_is_capped_at_four_times_the_configured_base(serverless, prod):
+    """MaxCapacity bounds the RPUs (and the bill) a burst can reach: 4x warehouse_base_capacity."""
+    for tpl, base in ((serverless[1], 8), (prod["serverless"], PROD_BASE_CAPACITY)):
+        _, wg = _one(tpl, "AWS::RedshiftServerless::Workgroup")
+        props = wg["Properties"]
+        assert (props["BaseCapacity"], props["MaxCapacity"]) == (base, 4 * base)
+
+
 def test_namespace_is_encrypted_with_the_project_key_and_takes_the_password_from_the_secret(serverless):
     _, tpl = serverless
     _, ns = _one(tpl, "AWS::RedshiftServerless::Namespace")
@@ -228,6 +387,37 @@ def test_no_plaintext_password_anywhere_in_the_template(which, serverless, provi
     for stream in _resources(tpl, "AWS::KinesisFirehose::DeliveryStream").values():
         redshift = stream["Properties"]["RedshiftDestinationConfiguration"]
         assert "Password" not in redshift and "Username" not in redshift
+
+
+@pytest.mark.parametrize("which", ["serverless", "provisioned"])
+def test_only_the_warehouse_takes_the_password_at_deploy_time_the_rest_read_the_secret_by_arn(
+    which, serverless, provisioned
+):
+    """What the SMG4 acknowledgment relies on: rotating the secret would change no value CloudFormation
+    resolved into Firehose, a function or the custom resource; they all get the secret's ARN."""
+    _, tpl = serverless if which == "serverless" else provisioned
+    secret_id, _ = _one(tpl, "AWS::SecretsManager::Secret")
+    resolved = sorted(
+        f"{logical_id}/{name}"
+        for logical_id, res in tpl["Resources"].items()
+        for name, value in res.get("Properties", {}).items()
+        if _is_secret_reference(value)
+    )
+    owner = "Namespace/AdminUserPassword" if which == "serverless" else "Cluster/MasterUserPassword"
+    assert resolved == [owner]
+    for stream in _resources(tpl, "AWS::KinesisFirehose::DeliveryStream").values():
+        config = stream["Properties"]["RedshiftDestinationConfiguration"]["SecretsManagerConfiguration"]
+        assert config == {"Enabled": True, "SecretARN": {"Ref": secret_id}, "RoleARN": config["RoleARN"]}
+
+
+def test_secret_rotation_acknowledgment_tells_the_truth(prod):
+    (reason,) = prod["smg4"]
+    # not "readable only by Firehose, setup and monitor": the key policy delegates to IAM (account root)
+    assert "only by" not in reason and "any principal of the account" in reason
+    assert "ManageAdminPassword" in reason and "by ARN" in reason and "10 minutes" in reason
+    key = next(iter(_resources(prod["data"], "AWS::KMS::Key").values()))
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s["Action"] == "kms:*" and ":root" in json.dumps(s["Principal"]) for s in statements)
 
 
 def test_provisioned_cluster_is_encrypted_public_ssl_only_with_enhanced_routing(provisioned):
