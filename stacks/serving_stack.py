@@ -2,17 +2,26 @@
 
 The stack composes three constructs (``stacks/constructs/``) and wires them to the data, training and
 warehouse stacks; the SageMaker endpoint itself is created and changed by the release controller, not by
-CloudFormation, and removed by the cleanup custom resource when the stack is deleted.
+CloudFormation, and removed by the cleanup custom resource when the stack is deleted. The endpoint's log group
+(``/aws/sagemaker/Endpoints/{endpoint}``, which SageMaker would otherwise create unencrypted and never
+expiring) is the stack's own.
+
+Deletion order (CloudFormation deletes in reverse dependency order): everything of the release controller
+(rule, its permission, the function, its async invoke config, its role policy) first, so nothing can create an
+endpoint any more; then the cleanup, which deletes the endpoint and waits for it to be gone; then the
+endpoint's log group, which nothing writes to any more.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks import common
 from stacks.common import PROJECT_ROOT
 from stacks.config import Config
 from stacks.constructs.endpoint_access import rollback_alarm_names
@@ -30,8 +39,8 @@ __all__ = ["ServingStack", "release_event_pattern", "rollback_alarm_names"]
 class ServingStack(Stack):
     """Approval events drive the release controller; the prediction API fronts the endpoint it owns.
 
-    Attributes: ``endpoint_name``, ``release`` (``ReleaseController``), ``release_function``,
-    ``release_rule``, ``release_dlq``, ``release_dlq_alarm``, ``cleanup`` (``EndpointCleanup``),
+    Attributes: ``endpoint_name``, ``endpoint_log_group``, ``release`` (``ReleaseController``),
+    ``release_function``, ``release_rule``, ``release_dlq``, ``cleanup`` (``EndpointCleanup``),
     ``cleanup_function``, ``prediction_api`` (``PredictionApi``), ``proxy_function``, ``api`` (RestApi),
     ``api_key``, ``usage_plan``, ``serving_image`` (``DockerImageAsset`` or ``None``), ``serving_image_uri``
     (``""`` for the scikit-learn container), ``metrics_namespace`` (the proxy's custom metrics).
@@ -74,12 +83,25 @@ class ServingStack(Stack):
         self.release_function = self.release.function
         self.release_rule = self.release.rule
         self.release_dlq = self.release.dlq
-        self.release_dlq_alarm = self.release.dlq_alarm
+
+        # SageMaker writes the endpoint's container logs here; created before any endpoint can exist.
+        self.endpoint_log_group = logs.LogGroup(
+            self,
+            "EndpointLogs",
+            log_group_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
+            retention=common._retention(config.log_retention_days),
+            encryption_key=data.key,
+            removal_policy=RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY,
+        )
 
         self.cleanup = EndpointCleanup(self, "EndpointCleanup", config=config, data=data)
         self.cleanup_function = self.cleanup.function
-        # On stack deletion the endpoint goes before the controller that could recreate it.
-        self.cleanup.resource.node.add_dependency(self.release.function)
+        # Deleted after the endpoint is gone (else SageMaker would recreate it, unencrypted, for late logs).
+        self.cleanup.resource.node.add_dependency(self.endpoint_log_group)
+        # Every resource of the controller (rule, permission, function, invoke config, role and policy) depends
+        # on the cleanup resource: on stack deletion they all go BEFORE the cleanup deletes the endpoint, so
+        # no approval event, queued retry or running invocation can recreate it afterwards.
+        self.release.node.add_dependency(self.cleanup.resource)
 
         self.prediction_api = PredictionApi(
             self, "PredictionApi", config=config, data=data, warehouse=warehouse

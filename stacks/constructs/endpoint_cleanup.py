@@ -1,5 +1,9 @@
 """Endpoint cleanup: a custom resource that, when the serving stack is deleted, removes what the release
-controller created outside CloudFormation (endpoint, endpoint configs, models named ``{project}-*``)."""
+controller created outside CloudFormation: the endpoint (its configured name), then the endpoint configs
+``{project}-ec-{yyyymmddHHMMSS}-{4 hex}`` and models ``{project}-v{N}-{6 hex}`` (exact patterns).
+
+The serving stack makes every resource of the release controller depend on ``resource``, so they are deleted
+before it runs."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from aws_cdk import Duration
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda_destinations as destinations
@@ -57,9 +56,10 @@ def controller_environment(
 
 class ReleaseController(Construct):
     """EventBridge rule on "SageMaker Model Package State Change" (Approved/Rejected, this group only) ->
-    the release controller Lambda (2 retries, then the KMS-encrypted, TLS-only on-failure queue, alarmed).
+    the release controller Lambda (2 retries, then the KMS-encrypted, TLS-only on-failure queue, whose alarm
+    ``{project}-release-dlq-not-empty`` the monitoring stack owns and sends to its SNS topic).
 
-    Attributes: ``function``, ``role``, ``rule``, ``dlq``, ``dlq_alarm``.
+    Attributes: ``function``, ``role``, ``rule``, ``dlq``.
     """
 
     def __init__(
@@ -89,20 +89,6 @@ class ReleaseController(Construct):
             "AwsSolutions-SQS3",
             "This queue is itself the on-failure destination (dead-letter queue) of the release controller.",
         )
-        self.dlq_alarm = cloudwatch.Alarm(
-            self,
-            "FailuresAlarm",
-            alarm_name=f"{project}-release-failures",
-            alarm_description="A model approval/rejection event could not be applied to the endpoint",
-            metric=self.dlq.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5), statistic="Maximum"
-            ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-
         self.role = function_role(self, "Role", config=config, what="release controller")
         self.function = python_function(
             self,

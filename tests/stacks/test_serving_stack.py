@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import release_planner
@@ -96,10 +97,25 @@ def test_controller_retries_twice_then_sends_to_the_encrypted_dlq(serving):
         s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
         for s in policy["PolicyDocument"]["Statement"]
     )
-    alarm = only(serving, "AWS::CloudWatch::Alarm")["Properties"]
-    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
     assert serving["Outputs"]["ReleaseDlq"]["Value"] == {"Fn::GetAtt": [queue_id, "QueueName"]}
+
+
+def test_the_dlq_is_alarmed_once_by_the_monitoring_stack_which_notifies(cloud_assembly, serving):
+    """The serving stack has no alarm of its own on the queue (it had one with no action, a duplicate of the
+    monitoring stack's); the monitoring stack's alarm watches this queue and notifies the alarm topic."""
+    assert resources(serving, "AWS::CloudWatch::Alarm") == {}
+    invoke = only(serving, "AWS::Lambda::EventInvokeConfig")["Properties"]
+    queue_id = invoke["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    monitoring = cloud_assembly.stack("Monitoring")
+    watching = [
+        a["Properties"]
+        for a in resources(monitoring, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/SQS"
+        and f"TrainserveServing:ExportsOutputFnGetAtt{queue_id}QueueName"
+        in json.dumps(a["Properties"].get("Dimensions"))
+    ]
+    assert [a["AlarmName"] for a in watching] == ["trainserve-release-dlq-not-empty"]
+    assert watching[0]["AlarmActions"]
 
 
 def test_controller_environment(serving, config):
@@ -168,6 +184,215 @@ def test_cleanup_custom_resource_calls_the_cleanup_function(serving):
         "sagemaker:DeleteModel",
     ]
     assert not any(a.startswith("sagemaker:Create") for s in statements for a in as_list(s["Action"]))
+
+
+def _depends_on(template, logical_id):
+    return set(as_list(template["Resources"][logical_id].get("DependsOn", [])))
+
+
+def _references(value):
+    """Logical ids a property value refers to (Ref, Fn::GetAtt, ${X} of Fn::Sub); pseudo parameters dropped."""
+    out = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                out.add(inner)
+            elif key == "Fn::GetAtt":
+                out.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner[0] if isinstance(inner, list) else inner
+                out.update(m.split(".")[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text))
+                if isinstance(inner, list):
+                    out |= _references(inner[1])
+            else:
+                out |= _references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            out |= _references(inner)
+    return {r for r in out if not r.startswith("AWS::")}
+
+
+def _created_before(template, logical_id):
+    """Every resource CloudFormation creates before ``logical_id`` (and so deletes after it): the transitive
+    closure of DependsOn and references."""
+    seen, todo = set(), [logical_id]
+    while todo:
+        res = template["Resources"][todo.pop()]
+        for dep in set(as_list(res.get("DependsOn", []))) | _references(res.get("Properties", {})):
+            if dep in template["Resources"] and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _controller_invokers(template):
+    """The controller's function and everything that makes it run: its rule, the rule's permission to invoke
+    it, its async invoke config (retries of queued events)."""
+    fn_id, _ = _function(template, "release_handler.handler")
+    (rule_id,) = resources(template, "AWS::Events::Rule")
+    (invoke_id,) = resources(template, "AWS::Lambda::EventInvokeConfig")
+    permissions = [
+        k
+        for k, v in resources(template, "AWS::Lambda::Permission").items()
+        if _references(v["Properties"]["FunctionName"]) == {fn_id}
+    ]
+    assert len(permissions) == 1
+    return {"function": fn_id, "rule": rule_id, "invoke config": invoke_id, "permission": permissions[0]}
+
+
+def test_on_delete_the_controller_and_its_triggers_go_before_the_cleanup_runs(serving):
+    """CloudFormation deletes in reverse dependency order: whatever can run the controller (and so create an
+    endpoint) must depend on the cleanup resource, and the cleanup must not depend on any of it, else an
+    approval event or a queued retry recreates the endpoint after the cleanup deleted it."""
+    (cleanup_id,) = resources(serving, "Custom::EndpointCleanup")
+    invokers = _controller_invokers(serving)
+    assert not set(invokers.values()) & _created_before(serving, cleanup_id)
+    for what, logical_id in invokers.items():
+        assert cleanup_id in _depends_on(serving, logical_id), what
+    # The controller's permissions go first too: an invocation still running when its function is deleted
+    # cannot create anything once its role policy is gone.
+    role_id = _function(serving, "release_handler.handler")[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    for policy_id, policy in resources(serving, "AWS::IAM::Policy").items():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            assert cleanup_id in _depends_on(serving, policy_id)
+
+
+SAGEMAKER_ARN = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+OWN_ARNS = {
+    "endpoint": SAGEMAKER_ARN + "endpoint/trainserve-endpoint",
+    # sagemaker_adapter.endpoint_config_name: {project}-ec-{14 digits}-{4 hex}
+    "endpoint-config": SAGEMAKER_ARN + "endpoint-config/trainserve-ec-??????????????-????",
+    # sagemaker_adapter.model_name: {project}-v{N}-{6 hex}
+    "model": SAGEMAKER_ARN + "model/trainserve-v*-??????",
+}
+
+
+def _arn_text(value):
+    """An ARN of the template as text, pseudo parameters as cdk-nag prints them (``<AWS::Region>``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value and value["Ref"].startswith("AWS::"):
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_arn_text(p) for p in parts)
+    return "TOKEN"
+
+
+def _iam_match(pattern, text):
+    """IAM's ARN matching: ``*`` any run of characters, ``?`` exactly one."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, text) is not None
+
+
+_DESCRIBE_DELETE = {
+    "endpoint": ["sagemaker:DeleteEndpoint", "sagemaker:DescribeEndpoint"],
+    "endpoint-config": ["sagemaker:DeleteEndpointConfig", "sagemaker:DescribeEndpointConfig"],
+    "model": ["sagemaker:DeleteModel", "sagemaker:DescribeModel"],
+}
+_LISTS = ["sagemaker:ListEndpointConfigs", "sagemaker:ListEndpoints", "sagemaker:ListModels"]
+SAGEMAKER_GRANTS = {  # Sid -> (actions, resources)
+    "release_handler.handler": {
+        "OwnEndpoints": (
+            [
+                "sagemaker:CreateEndpoint",
+                *_DESCRIBE_DELETE["endpoint"],
+                "sagemaker:UpdateEndpoint",
+                "sagemaker:UpdateEndpointWeightsAndCapacities",
+            ],
+            [OWN_ARNS["endpoint"]],
+        ),
+        "OwnEndpointConfigs": (
+            ["sagemaker:CreateEndpointConfig", *_DESCRIBE_DELETE["endpoint-config"]],
+            [OWN_ARNS["endpoint-config"]],
+        ),
+        "OwnModels": (["sagemaker:CreateModel", *_DESCRIBE_DELETE["model"]], [OWN_ARNS["model"]]),
+        "TagOwnResources": (
+            ["sagemaker:AddTags", "sagemaker:DeleteTags", "sagemaker:ListTags"],
+            sorted(OWN_ARNS.values()),
+        ),
+        "ListResources": (sorted([*_LISTS, "sagemaker:ListModelPackages"]), ["*"]),
+    },
+    "cleanup_handler.handler": {
+        "OwnEndpoints": (_DESCRIBE_DELETE["endpoint"], [OWN_ARNS["endpoint"]]),
+        "OwnEndpointConfigs": (_DESCRIBE_DELETE["endpoint-config"], [OWN_ARNS["endpoint-config"]]),
+        "OwnModels": (_DESCRIBE_DELETE["model"], [OWN_ARNS["model"]]),
+        "ListResources": (_LISTS, ["*"]),
+    },
+}
+
+
+@pytest.mark.parametrize("handler", sorted(SAGEMAKER_GRANTS))
+def test_sagemaker_grants_name_the_endpoint_and_the_generated_names_exactly(serving, handler):
+    """The endpoint by its ARN, endpoint configs and models by the exact shape of the names the controller
+    generates (not ``{project}-*``, which also matches e.g. project ``trainserve-b``'s resources)."""
+    statements = _statements_of_function(serving, handler)
+    grants = {
+        s["Sid"]: (sorted(as_list(s["Action"])), sorted(_arn_text(r) for r in as_list(s["Resource"])))
+        for s in statements
+        if s.get("Sid") in SAGEMAKER_GRANTS[handler]
+    }
+    assert grants == SAGEMAKER_GRANTS[handler]
+    # and no other statement names a SageMaker endpoint, endpoint config or model
+    for s in statements:
+        if s.get("Sid") not in SAGEMAKER_GRANTS[handler]:
+            for resource in as_list(s["Resource"]):
+                arn = _arn_text(resource)
+                assert not arn.startswith(tuple(f"{SAGEMAKER_ARN}{kind}/" for kind in OWN_ARNS)), s
+
+
+def test_the_sagemaker_arns_cover_what_the_controller_creates_and_not_another_projects():
+    import sagemaker_adapter
+
+    package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/trainserve-models/12"
+    ours = {
+        "endpoint": "trainserve-endpoint",
+        "endpoint-config": sagemaker_adapter.endpoint_config_name("trainserve"),
+        "model": sagemaker_adapter.model_name("trainserve", 12, package),
+    }
+    for kind, name in ours.items():
+        assert _iam_match(OWN_ARNS[kind], f"{SAGEMAKER_ARN}{kind}/{name}"), kind
+    other = "trainserve-b"  # a project whose name starts with this one's
+    theirs = {
+        "endpoint": f"{other}-endpoint",
+        "endpoint-config": sagemaker_adapter.endpoint_config_name(other),
+        "model": sagemaker_adapter.model_name(other, 12, package),
+    }
+    for kind, name in theirs.items():
+        assert not _iam_match(OWN_ARNS[kind], f"{SAGEMAKER_ARN}{kind}/{name}"), kind
+    # What the model wildcard cannot exclude (and its cdk-nag acknowledgment says so): the models of a project
+    # named "{project}-v..." (the version's digits have no fixed count, IAM has no digit-only wildcard).
+    model = sagemaker_adapter.model_name("trainserve-v2", 12, package)
+    assert _iam_match(OWN_ARNS["model"], f"{SAGEMAKER_ARN}model/{model}")
+
+
+def test_the_endpoint_log_group_is_precreated_encrypted_with_retention(serving, config):
+    """SageMaker would create /aws/sagemaker/Endpoints/<name> itself, unencrypted, never expiring, and left
+    behind by cdk destroy: the stack owns it, and the cleanup (which deletes the endpoint) runs before it
+    is deleted, so SageMaker does not recreate it."""
+    groups = {
+        k: v
+        for k, v in resources(serving, "AWS::Logs::LogGroup").items()
+        if v["Properties"].get("LogGroupName") == f"/aws/sagemaker/Endpoints/{config.endpoint_name}"
+    }
+    assert len(groups) == 1
+    ((group_id, group),) = groups.items()
+    assert group["Properties"]["RetentionInDays"] == config.log_retention_days
+    assert "Fn::ImportValue" in json.dumps(group["Properties"]["KmsKeyId"])
+    assert "TrainserveData:" in json.dumps(group["Properties"]["KmsKeyId"])
+    assert group["DeletionPolicy"] == group["UpdateReplacePolicy"] == "Delete"  # dev
+    (cleanup_id,) = resources(serving, "Custom::EndpointCleanup")
+    assert group_id in _depends_on(serving, cleanup_id)
+
+
+def test_the_endpoint_log_group_is_retained_in_prod(variant_assembly):
+    serving = variant_assembly.stack("Serving")
+    (group,) = [
+        v
+        for v in resources(serving, "AWS::Logs::LogGroup").values()
+        if v["Properties"].get("LogGroupName") == "/aws/sagemaker/Endpoints/trainserve-endpoint"
+    ]
+    assert group["DeletionPolicy"] == group["UpdateReplacePolicy"] == "Retain"
 
 
 def test_proxy_environment(serving, config):
