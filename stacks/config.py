@@ -297,7 +297,7 @@ FIELDS: tuple[Field, ...] = (
         int,
         "an integer in 8..512, a multiple of 8",
         lambda v: 8 <= v <= 512 and v % 8 == 0,
-        "Redshift Serverless base RPUs.",
+        "Redshift Serverless base RPUs; the workgroup's MaxCapacity is 4x this (32 at the default).",
     ),
     Field(
         "alarm_email",
