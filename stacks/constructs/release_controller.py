@@ -7,6 +7,7 @@ import json
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -51,6 +52,8 @@ def controller_environment(
         "TRAFFIC_ROUTING": config.traffic_routing,
         "GUARDRAIL_WAIT_SECONDS": str(config.guardrail_wait_seconds),
         "SERVING_IMAGE_URI": serving_image_uri,
+        # the project key: the endpoint's ML storage volumes and captured data (sagemaker_adapter._deploy)
+        "KMS_KEY_ARN": data.key.key_arn,
     }
 
 
@@ -106,6 +109,16 @@ class ReleaseController(Construct):
         )
         allow_own_logs(self.role, self.function)
         grant_endpoint_release(self.role, config=config, training=training)
+        # CreateEndpointConfig with KmsKeyId: SageMaker creates grants on the key for the endpoint's volumes
+        # with the caller's permissions (only grants for an AWS resource)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ProjectKeyForEndpointVolumes",
+                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                resources=[data.key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
         self.function.configure_async_invoke(
             retry_attempts=RETRY_ATTEMPTS,
             max_event_age=MAX_EVENT_AGE,
@@ -126,7 +139,10 @@ class ReleaseController(Construct):
             event_pattern=release_event_pattern(group),
             targets=[
                 targets.LambdaFunction(
-                    self.function, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE
+                    self.function,
+                    retry_attempts=RETRY_ATTEMPTS,
+                    max_event_age=MAX_EVENT_AGE,
+                    dead_letter_queue=self.dlq,  # events EventBridge could not deliver: kept, and alarmed
                 )
             ],
         )

@@ -23,6 +23,7 @@ CONTROLLER_ENV = {
     "DATA_CAPTURE_PERCENT",
     "DATA_CAPTURE_S3_URI",
     "MODEL_EXECUTION_ROLE_ARN",
+    "KMS_KEY_ARN",
     "ROLLBACK_ALARMS",
     "TRAFFIC_ROUTING",
     "GUARDRAIL_WAIT_SECONDS",
@@ -116,6 +117,27 @@ def test_the_dlq_is_alarmed_once_by_the_monitoring_stack_which_notifies(cloud_as
     ]
     assert [a["AlarmName"] for a in watching] == ["trainserve-release-dlq-not-empty"]
     assert watching[0]["AlarmActions"]
+
+
+def test_the_endpoint_volumes_and_captured_data_use_the_project_key(serving, cloud_assembly):
+    """KMS_KEY_ARN is the data stack's key, and the controller may create grants on it for the endpoint (only
+    grants for an AWS resource); release events EventBridge cannot deliver go to the controller's queue."""
+    env = _env(serving, "release_handler.handler")
+    assert "TrainserveData:ExportsOutputFnGetAttKey" in json.dumps(env["KMS_KEY_ARN"])
+    statements = [
+        st
+        for policy in resources(serving, "AWS::IAM::Policy").values()
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if st.get("Sid") == "ProjectKeyForEndpointVolumes"
+    ]
+    (grant,) = statements
+    assert sorted(grant["Action"]) == ["kms:CreateGrant", "kms:DescribeKey"]
+    assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    (rule,) = [
+        r for r in resources(serving, "AWS::Events::Rule").values() if "aws.sagemaker" in json.dumps(r)
+    ]
+    (target,) = rule["Properties"]["Targets"]
+    assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 2
 
 
 def test_controller_environment(serving, config):
