@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -158,3 +159,31 @@ def policy_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def references(node: Any) -> tuple[set[str], set[str]]:
+    """(logical ids, export names) that a template node refers to: Ref, Fn::GetAtt, ${...} of Fn::Sub (and
+    its variables), Fn::ImportValue; pseudo parameters (``AWS::...``) dropped."""
+    ids: set[str] = set()
+    imports: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                ids.add(value)
+            elif key == "Fn::GetAtt":
+                ids.add(value[0] if isinstance(value, list) else value.split(".")[0])
+            elif key == "Fn::ImportValue" and isinstance(value, str):
+                imports.add(value)
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                ids.update(m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text))
+            if key != "Fn::ImportValue":
+                more_ids, more_imports = references(value)
+                ids |= more_ids
+                imports |= more_imports
+    elif isinstance(node, list):
+        for value in node:
+            more_ids, more_imports = references(value)
+            ids |= more_ids
+            imports |= more_imports
+    return {i for i in ids if not i.startswith("AWS::")}, imports

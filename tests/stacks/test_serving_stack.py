@@ -7,7 +7,7 @@ import re
 
 import pytest
 import release_planner
-from cfn_helpers import as_list, only, resources
+from cfn_helpers import as_list, only, references, resources
 
 pytestmark = pytest.mark.xdist_group("synth")
 
@@ -212,35 +212,13 @@ def _depends_on(template, logical_id):
     return set(as_list(template["Resources"][logical_id].get("DependsOn", [])))
 
 
-def _references(value):
-    """Logical ids a property value refers to (Ref, Fn::GetAtt, ${X} of Fn::Sub); pseudo parameters dropped."""
-    out = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and isinstance(inner, str):
-                out.add(inner)
-            elif key == "Fn::GetAtt":
-                out.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
-            elif key == "Fn::Sub":
-                text = inner[0] if isinstance(inner, list) else inner
-                out.update(m.split(".")[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text))
-                if isinstance(inner, list):
-                    out |= _references(inner[1])
-            else:
-                out |= _references(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            out |= _references(inner)
-    return {r for r in out if not r.startswith("AWS::")}
-
-
 def _created_before(template, logical_id):
     """Every resource CloudFormation creates before ``logical_id`` (and so deletes after it): the transitive
     closure of DependsOn and references."""
     seen, todo = set(), [logical_id]
     while todo:
         res = template["Resources"][todo.pop()]
-        for dep in set(as_list(res.get("DependsOn", []))) | _references(res.get("Properties", {})):
+        for dep in set(as_list(res.get("DependsOn", []))) | references(res.get("Properties", {}))[0]:
             if dep in template["Resources"] and dep not in seen:
                 seen.add(dep)
                 todo.append(dep)
@@ -256,7 +234,7 @@ def _controller_invokers(template):
     permissions = [
         k
         for k, v in resources(template, "AWS::Lambda::Permission").items()
-        if _references(v["Properties"]["FunctionName"]) == {fn_id}
+        if references(v["Properties"]["FunctionName"])[0] == {fn_id}
     ]
     assert len(permissions) == 1
     return {"function": fn_id, "rule": rule_id, "invoke config": invoke_id, "permission": permissions[0]}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import re
 from typing import Any
 
 import cfnlint.api
@@ -15,6 +14,7 @@ import pytest
 from aws_cdk import App, Environment, Validations
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
+from cfn_helpers import references
 
 from stacks import common
 from stacks.config import Config
@@ -135,38 +135,11 @@ def _lint_errors(tpl: dict) -> list[str]:
 KEPT = ("Retain", "RetainExceptOnCreate")  # DeletionPolicy values that leave the resource behind
 
 
-def _references(node: Any) -> tuple[set[str], set[str]]:
-    """(logical ids, export names) that ``node`` refers to: Ref, Fn::GetAtt, ${...} of Fn::Sub, Fn::ImportValue."""
-    ids: set[str] = set()
-    imports: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "Ref" and isinstance(value, str):
-                ids.add(value)
-            elif key == "Fn::GetAtt":
-                ids.add(value[0] if isinstance(value, list) else value.split(".")[0])
-            elif key == "Fn::ImportValue" and isinstance(value, str):
-                imports.add(value)
-            elif key == "Fn::Sub":
-                text = value[0] if isinstance(value, list) else value
-                ids.update(m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text))
-            if key != "Fn::ImportValue":
-                more_ids, more_imports = _references(value)
-                ids |= more_ids
-                imports |= more_imports
-    elif isinstance(node, list):
-        for value in node:
-            more_ids, more_imports = _references(value)
-            ids |= more_ids
-            imports |= more_imports
-    return {i for i in ids if not i.startswith("AWS::")}, imports
-
-
 def _not_kept(node: Any, tpl: dict, exporter: dict) -> list[str]:
     """What ``node`` refers to that a stack deletion deletes: resources of ``tpl`` without a keeping
     DeletionPolicy, and through ``Fn::ImportValue`` such resources of ``exporter`` (the data stack)."""
     exports = {o["Export"]["Name"]: o["Value"] for o in exporter.get("Outputs", {}).values() if "Export" in o}
-    ids, imports = _references(node)
+    ids, imports = references(node)
     found = [
         f"{i} ({tpl['Resources'][i]['Type']})"
         for i in ids
@@ -174,7 +147,7 @@ def _not_kept(node: Any, tpl: dict, exporter: dict) -> list[str]:
     ]
     for name in imports:
         assert name in exports, f"import {name} is not an export of the data stack"
-        sources, _ = _references(exports[name])
+        sources, _ = references(exports[name])
         found += [
             f"{name} -> {i} ({exporter['Resources'][i]['Type']})"
             for i in sources
