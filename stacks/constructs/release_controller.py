@@ -103,7 +103,10 @@ class ReleaseController(Construct):
             environment=controller_environment(
                 config, data=data, training=training, serving_image_uri=serving_image_uri
             ),
-            timeout=Duration.minutes(2),
+            # Lambda's longest: the handler waits for a busy endpoint (creating: 5-10 min; a guarded
+            # blue/green update: its waits plus the new fleet) until a minute before it, and each of the 2
+            # retries waits as long, so an approval during an update is applied, not dead-lettered
+            timeout=Duration.minutes(15),
             key=data.key,
             role=self.role,
         )

@@ -140,6 +140,17 @@ def test_the_endpoint_volumes_and_captured_data_use_the_project_key(serving, clo
     assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 2
 
 
+def test_the_controller_may_wait_for_a_busy_endpoint_as_long_as_lambda_allows(serving):
+    """An approval that arrives while the endpoint is being created or updated (minutes) waits for it within
+    the invocation (the handler keeps a minute for itself) instead of failing into the dead-letter queue."""
+    (function,) = [
+        f
+        for f in resources(serving, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "release_handler.handler"
+    ]
+    assert function["Properties"]["Timeout"] == 900
+
+
 def test_controller_environment(serving, config):
     env = _env(serving, "release_handler.handler")
     assert set(env) == CONTROLLER_ENV | FACTORY_ENV
