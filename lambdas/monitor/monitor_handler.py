@@ -2,7 +2,9 @@
 
 Reads the last ``WINDOW_MINUTES`` of ``prediction_log`` / ``prediction_feedback`` in Redshift through the
 Data API and publishes per-variant metrics (``monitor_job.run_monitor``) to CloudWatch. A failed or
-timed-out query fails the invocation (it raises): a broken warehouse must never look like zero traffic.
+timed-out query fails the invocation (it raises): a broken warehouse must never look like zero traffic. So
+does a live model version whose baseline cannot be read (after the other metrics are published): its drift
+alarms would otherwise see no data and stay quiet.
 
 Environment: ``ENDPOINT_NAME``, ``MODEL_PACKAGE_GROUP``, ``WAREHOUSE_WORKGROUP`` or ``WAREHOUSE_CLUSTER``,
 ``WAREHOUSE_DATABASE``, ``WAREHOUSE_SECRET_ARN``, ``WINDOW_MINUTES`` (default 60), ``DRIFT_MIN_PREDICTIONS``
@@ -96,4 +98,17 @@ def handler(event: dict, context: Any = None) -> dict:
         len(result["variants"]),
         s["endpoint_name"],
     )
+    if result["drift_unavailable"]:
+        # everything else is published; the drift alarms treat the missing PSI as not breaching, so the
+        # invocation fails (retried, then the failure queue, and the monitor-errors alarm) instead of going quiet
+        raise DriftUnavailable(
+            "no drift metrics for model version(s) "
+            + ", ".join(str(v) for v in result["drift_unavailable"])
+            + ": "
+            + "; ".join(w for w in result["warnings"] if w.startswith("no ScorePSI"))
+        )
     return result
+
+
+class DriftUnavailable(RuntimeError):
+    """A live model version's drift could not be measured (its baseline could not be read)."""

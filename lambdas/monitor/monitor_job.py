@@ -56,6 +56,9 @@ FEATURE_SAMPLE_ROWS = 1000
 _baseline_cache: dict[str, dict] = {}
 
 
+BASELINE_UNREADABLE = "baseline unreadable: see the warnings"  # a record's psi_note when its baseline failed
+
+
 class BaselineUnavailable(RuntimeError):
     """A model version's training baseline cannot be found or read."""
 
@@ -215,6 +218,9 @@ def collect(
             warnings.append(
                 f"no ScorePSI or FeaturePSI for model version {version}: cannot read the registry: {exc}"
             )
+    for (_, version), rec in eligible.items():
+        if version in failed:
+            rec["psi_note"] = BASELINE_UNREADABLE
     if not baselines:
         return _sorted(records), warnings, unattributed
 
@@ -368,4 +374,9 @@ def run_monitor(
         "metrics_published": len(data),
         "put_metric_data_calls": calls,
         "warnings": warnings,
+        # model versions with enough predictions whose drift could not be measured (their baseline could not
+        # be read): the scheduled Lambda fails after publishing everything else (monitor_handler)
+        "drift_unavailable": sorted(
+            {int(r["model_version"]) for r in records if r.get("psi_note") == BASELINE_UNREADABLE}
+        ),
     }

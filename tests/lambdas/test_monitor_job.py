@@ -417,6 +417,36 @@ def test_missing_baseline_is_a_warning_and_other_metrics_still_publish(aws):
         for m in aws["cloudwatch"].list_metrics(Namespace="Trainserve/Predictions")["Metrics"]
     }
     assert ("ScorePSI", "v1") in names and ("ScorePSI", "v2") not in names and ("RequestCount", "v2") in names
+    assert v2["psi_note"] == monitor_job.BASELINE_UNREADABLE and result["drift_unavailable"] == [2]
+
+
+def test_the_scheduled_job_fails_after_publishing_when_a_live_versions_drift_cannot_be_measured(
+    aws, monkeypatch
+):
+    """The drift alarms treat a missing PSI as not breaching, so an unreadable baseline (a narrowed S3 grant, a
+    deleted object) would silence them: the Lambda publishes everything else, then fails the invocation
+    (retried, then the failure queue; the monitor-errors alarm), naming the version and why."""
+    import functools
+
+    _create_versions(aws["sagemaker"], aws["s3"], [UNIFORM_BASELINE, None])
+    for k, v in HANDLER_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("WINDOW_MINUTES", "60")
+    monkeypatch.setattr(
+        monitor_handler, "RedshiftDataQuery", lambda *a, **kw: DuckDBQuery(connection=_warehouse())
+    )
+    monkeypatch.setattr(
+        monitor_handler.monitor_job,
+        "run_monitor",
+        functools.partial(monitor_job.run_monitor, now=NOW.replace(tzinfo=UTC)),
+    )
+    with pytest.raises(monitor_handler.DriftUnavailable, match="no drift metrics for model version.s. 2: "):
+        monitor_handler.handler({"source": "aws.scheduler"}, None)
+    names = {
+        (m["MetricName"], m["Dimensions"][1]["Value"])
+        for m in aws["cloudwatch"].list_metrics(Namespace="Trainserve/Predictions")["Metrics"]
+    }
+    assert ("ScorePSI", "v1") in names and ("RequestCount", "v2") in names  # published before it failed
 
 
 def test_metrics_are_published_in_batches_of_at_most_20():
