@@ -304,10 +304,11 @@ def run_demo(
         if _live(state) != {f"v{v1}": 1.0}:
             # A previous run left other variants: the operator makes the new baseline the sole champion.
             err_console.print(f"  other variants are live ({_live(state)}): promoting v{v1} to start clean")
-            _traffic("promote", target, f"v{v1}")
+            _traffic("promote", target, f"v{v1}")  # prints the endpoint after the promotion
             state = wait_for_endpoint(target, lambda s: _live(s) == {f"v{v1}": 1.0}, f"v{v1} alone at 100%")
+        else:
+            print_endpoint(state)
         result.snapshots["baseline"] = state
-        print_endpoint(state)
 
     title = "Train a different candidate, approve it: it goes live as a challenger"
     with demo_step(3, title):
@@ -358,7 +359,7 @@ def run_demo(
     with demo_step(6, f"Act on the recommendation: {action}"):
         if act and action == "promote":
             variant = result.recommendation["command"].split()[-1]  # trainserve traffic promote vN
-            _traffic("promote", target, variant)
+            _traffic("promote", target, variant)  # prints the endpoint after the promotion
             state = wait_for_endpoint(
                 target, lambda s: _live(s) == {variant: 1.0}, f"{variant} alone at 100%"
             )
@@ -369,7 +370,8 @@ def run_demo(
             err_console.print(f"  no action: {result.recommendation.get('reason')}")
             state = endpoint_state(target)
         result.endpoint = result.snapshots["final"] = state
-        print_endpoint(state)
+        if not (act and action == "promote"):  # the promotion printed it already
+            print_endpoint(state)
 
     result.seconds = time.monotonic() - t0
     _closing(target, result)
