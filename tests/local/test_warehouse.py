@@ -837,3 +837,12 @@ def test_a_warehouse_file_from_before_object_versions_keeps_its_loaded_objects(s
     assert w.query("SELECT request_id FROM prediction_feedback")[1] == [("fixed",)]
     assert w.load_staged(s3, BUCKET, ["firehose/feedback/"]) == 0
     assert w.counts()["objects_loaded"] == 2
+
+
+def test_the_status_gives_the_last_load_as_utc_iso_time_as_the_other_status_times():
+    from trainserve.local.warehouse import WarehouseComponent
+
+    comp = WarehouseComponent()
+    assert comp.status()["last_load"] is None
+    comp._last_load = 1764957600.5
+    assert comp.status()["last_load"] == "2025-12-05T18:00:00+00:00"

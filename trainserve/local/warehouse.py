@@ -1179,7 +1179,12 @@ class WarehouseComponent:
         out: dict[str, Any] = {
             "path": str(self.warehouse.path) if self.warehouse else None,
             "rows_loaded": self._rows_loaded,
-            "last_load": self._last_load,
+            # UTC, as the status's other times (started_at, status_updated_at)
+            "last_load": (
+                datetime.fromtimestamp(self._last_load, UTC).isoformat(timespec="seconds")
+                if self._last_load is not None
+                else None
+            ),
             "running": self._thread is not None and self._thread.is_alive(),
             "loads_waited_for_api": self._loads_waited,
         }
