@@ -112,6 +112,27 @@ def approve(target: Target, version: int, note: str) -> None:
     err_console.print(f"  approved v{version} in the registry ({note}); waiting for the release event")
 
 
+def will_serve(target: Target, version: int) -> tuple[bool, str]:
+    """Whether the release controller will serve ``version`` once it is approved (the same planner, on the
+    registry as it is about to be and the endpoint as it is), and its reason: a version trained on other
+    input features than the live champion's, for one, is not added."""
+    import dataclasses
+
+    import release_planner
+
+    from trainserve.commands.endpoint import release_adapter
+
+    adapter = release_adapter(target)
+    state = adapter.read_endpoint()
+    after = [
+        dataclasses.replace(p, status=release_planner.APPROVED) if p.version == version else p
+        for p in adapter.read_registry()
+    ]
+    after = adapter.with_inputs(after, state, version)
+    decision = release_planner.plan(after, state, adapter.settings, (version, release_planner.APPROVED))
+    return decision.desired is not None and version in decision.desired.weights, decision.reason
+
+
 def endpoint_state(target: Target) -> dict[str, Any]:
     from trainserve.commands.endpoint import endpoint_report, release_adapter
 
@@ -299,11 +320,21 @@ def run_demo(
     with demo_step(2, title):
         v1 = train_and_register(target, BASELINE, title)
         result.baseline_version = v1
+        serves, why = will_serve(target, v1)
         approve(target, v1, "demo: baseline")
-        state = wait_for_endpoint(target, lambda s: f"v{v1}" in _live(s), f"v{v1} live")
-        if _live(state) != {f"v{v1}": 1.0}:
-            # A previous run left other variants: the operator makes the new baseline the sole champion.
-            err_console.print(f"  other variants are live ({_live(state)}): promoting v{v1} to start clean")
+        if serves:
+            state = wait_for_endpoint(target, lambda s: f"v{v1}" in _live(s), f"v{v1} live")
+            crowded = _live(state) != {f"v{v1}": 1.0}
+            if crowded:  # a previous run left other variants
+                err_console.print(
+                    f"  other variants are live ({_live(state)}): promoting v{v1} to start clean"
+                )
+        else:  # e.g. a champion trained on other input features: v1 does not join it
+            crowded = True
+            err_console.print(
+                f"  the release controller does not add v{v1} ({why}): promoting it to start clean"
+            )
+        if crowded:  # the operator makes the new baseline the sole champion
             _traffic("promote", target, f"v{v1}")  # prints the endpoint after the promotion
             state = wait_for_endpoint(target, lambda s: _live(s) == {f"v{v1}": 1.0}, f"v{v1} alone at 100%")
         else:
@@ -314,6 +345,9 @@ def run_demo(
     with demo_step(3, title):
         v2 = train_and_register(target, CANDIDATE, title)
         result.candidate_version = v2
+        serves, why = will_serve(target, v2)
+        if not serves:
+            raise RuntimeError(f"the release controller would not add v{v2} beside v{v1}: {why}")
         approve(target, v2, "demo: challenger")
         weight = target.config.challenger_weight
         state = wait_for_endpoint(

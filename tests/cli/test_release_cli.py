@@ -473,3 +473,20 @@ def test_a_change_waits_while_another_change_of_the_local_endpoint_holds_its_loc
     # planned after the other change: v2 is rejected now, so it cannot be promoted, and nothing changed
     assert code == 1 and "v2 is Rejected; only an approved version can be promoted" in " ".join(out.split())
     assert _weights(_status(target)) == {"v1": 0.9, "v2": 0.1}
+
+
+def test_the_demo_knows_beforehand_whether_the_controller_will_serve_an_approval(target):
+    """The demo asks the planner before it approves: a baseline trained on other input features than a
+    champion left by an earlier session is not added (the demo then promotes it), and a challenger would
+    fail at once with the controller's reason instead of a timeout."""
+    from trainserve import demo
+
+    register(target, 1, inputs="1" * 64)
+    register(target, 1, inputs="2" * 64)
+    register(target, 1, inputs="1" * 64)
+    assert demo.will_serve(target, 1)[0]  # no endpoint yet: the approval creates it
+    _cli(models_review.approve, "1")
+    release(target, 1, "Approved")
+    serves, why = demo.will_serve(target, 2)
+    assert not serves and "v2 not added: its input features differ from those of champion v1" in why
+    assert demo.will_serve(target, 3)[0]
