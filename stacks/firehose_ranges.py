@@ -39,17 +39,32 @@ FIREHOSE_REDSHIFT_CIDRS: dict[str, str] = {
 }
 
 
+# Regions of the table where the project still cannot run: CloudFormation has no AWS::SageMaker::
+# ModelPackageGroup there (cfn-lint E3006), so the training stack's registry cannot be created.
+WITHOUT_MODEL_REGISTRY = frozenset({"cn-north-1", "cn-northwest-1", "us-gov-east-1"})
+# The regions the warehouse (and so the project) can be deployed to.
+PROJECT_REGIONS: dict[str, str] = {
+    r: c for r, c in FIREHOSE_REDSHIFT_CIDRS.items() if r not in WITHOUT_MODEL_REGISTRY
+}
+
+
 class UnsupportedRegionError(ValueError):
     """The warehouse stack was given a region whose Firehose CIDR block is not in the table."""
 
 
 def firehose_cidr(region: str) -> str:
     """The Firehose → Redshift CIDR block of ``region``; a clear error naming the supported regions otherwise."""
+    if region in WITHOUT_MODEL_REGISTRY:
+        raise UnsupportedRegionError(
+            f"region {region!r} has no SageMaker model registry in CloudFormation "
+            "(AWS::SageMaker::ModelPackageGroup), which the training stack needs; supported regions: "
+            f"{', '.join(sorted(PROJECT_REGIONS))}"
+        )
     try:
-        return FIREHOSE_REDSHIFT_CIDRS[region]
+        return PROJECT_REGIONS[region]
     except KeyError:
         raise UnsupportedRegionError(
             f"region {region!r} has no known Amazon Data Firehose CIDR block for Redshift destinations, so the "
             f"warehouse cannot be opened to Firehose there; supported regions: "
-            f"{', '.join(sorted(FIREHOSE_REDSHIFT_CIDRS))}"
+            f"{', '.join(sorted(PROJECT_REGIONS))}"
         ) from None

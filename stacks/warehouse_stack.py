@@ -62,7 +62,7 @@ from stacks import common
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
 from stacks.constructs.lambda_access import function_role
-from stacks.firehose_ranges import FIREHOSE_REDSHIFT_CIDRS, firehose_cidr
+from stacks.firehose_ranges import PROJECT_REGIONS, firehose_cidr
 
 REDSHIFT_PORT = 5439
 ADMIN_USERNAME = "admin"
@@ -159,11 +159,11 @@ class WarehouseStack(Stack):
         region = self.region
         if not Token.is_unresolved(region):
             return firehose_cidr(region)  # raises UnsupportedRegionError naming the supported regions
-        regions = sorted(FIREHOSE_REDSHIFT_CIDRS)
+        regions = sorted(PROJECT_REGIONS)
         mapping = CfnMapping(
             self,
             "FirehoseCidr",
-            mapping={r: {"Cidr": FIREHOSE_REDSHIFT_CIDRS[r]} for r in regions},
+            mapping={r: {"Cidr": PROJECT_REGIONS[r]} for r in regions},
         )
         CfnRule(
             self,

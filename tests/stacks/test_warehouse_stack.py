@@ -19,7 +19,13 @@ from cfn_helpers import references
 from stacks import common
 from stacks.config import Config
 from stacks.data_stack import DataStack
-from stacks.firehose_ranges import FIREHOSE_REDSHIFT_CIDRS, UnsupportedRegionError, firehose_cidr
+from stacks.firehose_ranges import (
+    FIREHOSE_REDSHIFT_CIDRS,
+    PROJECT_REGIONS,
+    WITHOUT_MODEL_REGISTRY,
+    UnsupportedRegionError,
+    firehose_cidr,
+)
 from stacks.warehouse_stack import (
     FEEDBACK_COLUMNS,
     PREDICTION_LOG_COLUMNS,
@@ -181,6 +187,16 @@ def test_unknown_region_in_the_table_lookup_names_region_and_supported_ones():
         firehose_cidr("xx-nowhere-1")
 
 
+def test_regions_without_the_model_registry_in_cloudformation_are_not_offered():
+    """cfn-lint E3006: no AWS::SageMaker::ModelPackageGroup in these regions, so the training stack cannot be
+    created there, although Firehose has a CIDR block for them: refused, with the reason."""
+    assert WITHOUT_MODEL_REGISTRY.issubset(FIREHOSE_REDSHIFT_CIDRS)
+    assert set(PROJECT_REGIONS) == set(FIREHOSE_REDSHIFT_CIDRS) - WITHOUT_MODEL_REGISTRY
+    for region in WITHOUT_MODEL_REGISTRY:
+        with pytest.raises(UnsupportedRegionError, match=r"no SageMaker model registry in CloudFormation"):
+            firehose_cidr(region)
+
+
 def test_stack_in_an_unsupported_concrete_region_fails_synth_with_a_clear_error():
     app = App(context=CONTEXT)
     env = Environment(region="ap-south-2")
@@ -290,7 +306,7 @@ def test_only_ingress_is_port_5439_from_the_regions_firehose_cidr(serverless):
     }
     assert _resources(tpl, "AWS::EC2::SecurityGroupIngress") == {}
     mapping = tpl["Mappings"]["FirehoseCidr"]
-    assert mapping == {region: {"Cidr": cidr} for region, cidr in FIREHOSE_REDSHIFT_CIDRS.items()}
+    assert mapping == {region: {"Cidr": cidr} for region, cidr in PROJECT_REGIONS.items()}
     assert "0.0.0.0/0" not in json.dumps(ingress)
 
 
@@ -298,7 +314,7 @@ def test_deploying_to_an_unsupported_region_is_refused_by_a_template_rule(server
     _, tpl = serverless
     assertion = tpl["Rules"]["SupportedRegion"]["Assertions"][0]
     regions, region_ref = assertion["Assert"]["Fn::Contains"]
-    assert sorted(regions) == sorted(FIREHOSE_REDSHIFT_CIDRS) and region_ref == {"Ref": "AWS::Region"}
+    assert sorted(regions) == sorted(PROJECT_REGIONS) and region_ref == {"Ref": "AWS::Region"}
     assert "us-east-1" in assertion["AssertDescription"]
 
 
