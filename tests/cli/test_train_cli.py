@@ -320,11 +320,7 @@ def _create_pipeline(sm, target: Target) -> None:
 
 def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        _buckets(target)
-        sm = boto3.client("sagemaker", region_name=TEST_REGION)
-        _create_pipeline(sm, target)
+        target, sm = _aws_pipeline(monkeypatch, buckets=True)
         (tmp_path / "d.csv").write_text("a,target\n1,0\n")
         result = CliRunner().invoke(
             training_cmd.train,
@@ -442,10 +438,7 @@ class _FailsInTrain(_Execution):
 
 def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
     with mock_aws():
-        target, sm = _aws_pipeline(monkeypatch, _FailsInTrain)
-        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
-        assert result.exit_code == 1, result.output
-        out = json.loads(result.stdout)
+        target, sm, result, out = _aws_train_json(monkeypatch, _FailsInTrain, 1)
         # the status a local run's failure has (not the execution's own "Failed"), and its keys
         assert out["status"] == "failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
         assert list(out) == list(training_cmd.FAILURE_KEYS)
@@ -588,14 +581,28 @@ def _use_sagemaker(monkeypatch, sm) -> None:
     )
 
 
-def _aws_pipeline(monkeypatch, fake, **target_kwargs):
-    """Inside ``mock_aws``: an AWS target (``_target``'s keywords), its buckets' client set-up, and the pipeline
-    deployed through ``fake`` (a stand-in around moto's SageMaker client), which the CLI then uses."""
+def _aws_train_json(monkeypatch, fake, exit_code, **target_kwargs):
+    """Inside ``mock_aws``: ``train --aws --wait --json`` on ``_aws_pipeline``'s set-up; checks the exit code
+    and returns (target, the SageMaker stand-in, the click result, the JSON printed)."""
+    target, sm = _aws_pipeline(monkeypatch, fake, **target_kwargs)
+    result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
+    assert result.exit_code == exit_code, result.output
+    return target, sm, result, json.loads(result.stdout)
+
+
+def _aws_pipeline(monkeypatch, fake=None, buckets=False, **target_kwargs):
+    """Inside ``mock_aws``: an AWS target (``_target``'s keywords), its buckets when asked, and the pipeline
+    deployed through ``fake`` (a stand-in around moto's SageMaker client, which the CLI then uses) or, without
+    one, through moto's client itself."""
     target = _target(None, mode="aws", **target_kwargs)
     _use(monkeypatch, target)
-    sm = fake(boto3.client("sagemaker", region_name=TEST_REGION))
+    if buckets:
+        _buckets(target)
+    client = boto3.client("sagemaker", region_name=TEST_REGION)
+    sm = fake(client) if fake is not None else client
     _create_pipeline(sm, target)
-    _use_sagemaker(monkeypatch, sm)
+    if fake is not None:
+        _use_sagemaker(monkeypatch, sm)
     return target, sm
 
 
@@ -664,11 +671,7 @@ def test_train_aws_data_that_cannot_be_uploaded_is_a_failed_upload_with_json(mon
     """As a local run says it: --data that is not a .csv file, or a folder without one, fails the step Upload,
     and --json prints that (exit 1, the message on stderr); nothing is uploaded or started."""
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        _buckets(target)
-        sm = boto3.client("sagemaker", region_name=TEST_REGION)
-        _create_pipeline(sm, target)
+        target, sm = _aws_pipeline(monkeypatch, buckets=True)
         (tmp_path / "notes.txt").write_text("a,target\n1,0\n")
         (tmp_path / "empty").mkdir()
         for data, said in (
@@ -725,10 +728,7 @@ class _CannotFollow(_Execution):
 
 def test_train_aws_wait_that_cannot_follow_the_execution_prints_json(monkeypatch):
     with mock_aws():
-        target, sm = _aws_pipeline(monkeypatch, _CannotFollow)
-        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
-        assert result.exit_code == 1, result.output
-        out = json.loads(result.stdout)
+        target, sm, result, out = _aws_train_json(monkeypatch, _CannotFollow, 1)
         assert out["pipeline_execution_arn"].startswith("arn:") and out["status"] == "unknown"
         assert list(out) == list(training_cmd.FAILURE_KEYS) and out["step"] is None
         assert out["error"] == (
@@ -919,10 +919,9 @@ def test_train_aws_not_registered_has_a_local_runs_keys(monkeypatch):
     """Below the threshold, both modes print the same keys (status not_registered, exit 3)."""
     local = _local_result_json(monkeypatch, registered=False)
     with mock_aws():
-        target, sm = _aws_pipeline(monkeypatch, _MissesTheGate, project_name="registered-test")
-        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
-        assert result.exit_code == training_cmd.EXIT_NOT_REGISTERED, result.output
-        out = json.loads(result.stdout)
+        target, sm, result, out = _aws_train_json(
+            monkeypatch, _MissesTheGate, training_cmd.EXIT_NOT_REGISTERED, project_name="registered-test"
+        )
         assert list(out) == list(local) and out["status"] == local["status"] == "not_registered"
         assert list(out["artifacts"]) == list(training_cmd.ARTIFACT_KEYS)
         assert all(list(s) == list(local["steps"][0]) for s in out["steps"])
@@ -973,10 +972,7 @@ class _Stopped(_FailsInTrain):
 
 def test_train_aws_stopped_execution_is_a_failed_run(monkeypatch):
     with mock_aws():
-        target, sm = _aws_pipeline(monkeypatch, _Stopped)
-        result = CliRunner().invoke(training_cmd.train, ["--aws", "--wait", "--json"])
-        assert result.exit_code == 1, result.output
-        out = json.loads(result.stdout)
+        target, sm, result, out = _aws_train_json(monkeypatch, _Stopped, 1)
         assert list(out) == list(training_cmd.FAILURE_KEYS)
         assert out["status"] == "failed" and out["step"] == "Train"
         assert out["error"] == "the pipeline execution Stopped"
