@@ -210,8 +210,14 @@ class FakeExtensionsApi:
     def address(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
-    def close(self):
+    def stop(self, extension) -> None:
+        """Send ``extension`` SHUTDOWN and wait until its thread ends: an extension left asking a closed API
+        retries and prints its warning into whatever test runs next (a CLI test's JSON output, for one)."""
         self.events.put({"eventType": "SHUTDOWN"})
+        extension._thread.join(WAIT)
+        assert not extension._thread.is_alive()
+
+    def close(self):
         self.server.shutdown()
         self.server.server_close()
 
@@ -249,6 +255,7 @@ def test_the_extension_holds_the_invocation_until_its_records_are_delivered(exte
     fh.gate.set()
     assert _wait_for(lambda: len(extensions_api.next_calls) == 2)  # released only after delivery
     assert [r["request_id"] for r in fh.delivered] == ["inv1-0", "inv1-1"]
+    extensions_api.stop(ext)
 
 
 def test_the_extension_waits_for_the_handler_before_draining(extensions_api):
@@ -263,6 +270,7 @@ def test_the_extension_waits_for_the_handler_before_draining(extensions_api):
     ext.invocation_finished()
     assert _wait_for(lambda: len(extensions_api.next_calls) == 2)
     assert [r["request_id"] for r in fh.delivered] == ["late-handler-0"]
+    extensions_api.stop(ext)
 
 
 def test_cold_start_on_lambda_uses_background_delivery_and_falls_back_when_registration_fails(
@@ -281,6 +289,7 @@ def test_cold_start_on_lambda_uses_background_delivery_and_falls_back_when_regis
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert proxy.delivery == "background" and extension is not None and extension.extension_id == "ext-1"
+    extensions_api.stop(extension)
 
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")  # nothing listens: registration fails
     proxy, extension = proxy_handler._cold_start()
