@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 from click.testing import CliRunner
@@ -173,7 +174,16 @@ def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, t
     assert out["status"] == "failed" and out["step"] == "Preprocess"
     assert "label column 'target' is missing" in out["error"]
     assert list(out) == list(training_cmd.FAILURE_KEYS)  # as an AWS run's failure, null where unknown
-    assert out["pipeline_execution_arn"] is None and out["steps"] is None
+    assert out["pipeline_execution_arn"] is None  # no SageMaker execution locally
+    # what did run: its id, its steps (the failed one last) and the --data it uploaded, as a success lists them
+    assert re.fullmatch(r"\d{14}-[0-9a-f]{6}", out["execution_id"])
+    assert [(st["name"], st["status"]) for st in out["steps"]] == [
+        ("Upload", "Succeeded"),
+        ("Preprocess", "Failed"),
+    ]
+    assert set(out["steps"][0]) == {"name", "type", "status", "seconds", "detail"}
+    (data_param,) = [p for p in out["parameters"] if p["Name"] == "InputData"]
+    assert data_param["Value"] == out["steps"][0]["detail"] and data_param["Value"].startswith("s3://")
     assert "step Preprocess failed" in " ".join(result.stderr.split())  # and the one error line on stderr
     assert [p.name for p in tmp_path.glob("trainserve-train-*/*")] == [
         "Preprocess.log"

@@ -19,6 +19,7 @@ click's).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -269,13 +270,14 @@ def _failure(
     status: str = "failed",
     arn: str | None = None,
     steps: list[dict[str, Any]] | None = None,
+    execution_id: str | None = None,
 ) -> dict[str, Any]:
     """A failed run's JSON (``FAILURE_KEYS``)."""
     out = {
         "status": status,
         "step": step,
         "error": error,
-        "execution_id": _execution_id(arn),
+        "execution_id": execution_id or _execution_id(arn),
         "pipeline_execution_arn": arn,
         "parameters": parameters,
         "steps": steps,
@@ -309,8 +311,13 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
             progress=_StepPrinter(),
         )
     except TrainingError as exc:
-        # like the quality gate's result: a JSON object on stdout, and a non-zero exit
-        raise _failed(as_json, str(exc), _failure(exc.step, exc.detail, parameters)) from exc
+        # like the quality gate's result: a JSON object on stdout, and a non-zero exit; with what ran
+        uploaded = next((s.detail for s in exc.steps if s.name == "Upload" and s.status == "Succeeded"), None)
+        if data and uploaded:  # as on AWS, where --data becomes the InputData parameter
+            parameters.append({"Name": "InputData", "Value": uploaded})
+        steps = [dataclasses.asdict(s) for s in exc.steps] or None
+        failure = _failure(exc.step, exc.detail, parameters, steps=steps, execution_id=exc.execution_id)
+        raise _failed(as_json, str(exc), failure) from exc
     if as_json:
         if data:  # as on AWS, where --data becomes the InputData parameter
             parameters.append({"Name": "InputData", "Value": result.artifacts.get("input_data", "")})

@@ -63,6 +63,9 @@ class TrainingError(RuntimeError):
         super().__init__(f"step {step} failed: {message}")
         self.step = step
         self.detail = message
+        # set by run_local_training: the run's id and the steps it reported (the failed one last)
+        self.execution_id: str | None = None
+        self.steps: list[StepReport] = []
 
 
 @dataclass
@@ -547,12 +550,16 @@ def run_local_training(
         return result
     except TrainingError as exc:
         log = work / f"{exc.step}.log"
+        error = exc
         if own_work_dir and log.is_file():  # the failed step's log is worth keeping: only the logs stay
             _keep_only_logs(work)
             kept_logs = True
             if str(log) not in exc.detail:
-                raise TrainingError(exc.step, f"{exc.detail} (log: {log})") from exc
-        raise
+                error = TrainingError(exc.step, f"{exc.detail} (log: {log})")
+        error.execution_id, error.steps = execution_id, list(run.reports)
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         # A failed run keeps nothing but the step logs of a failed step that wrote one (the error message
         # names it); data copies and code builds go. A successful run keeps its work folder only with
