@@ -540,6 +540,17 @@ def plan(
     if event is not None and event.version != took_over:
         changes.extend(_admit(event.version, status, weights, champion, settings, inputs))
 
+    # 4b. A reconcile (no event) says why a newer approved version is not served when its inputs are the reason.
+    if event is None:
+        for v in (x for x in approved if x > champion and x not in weights):
+            mine, theirs = inputs.get(v), inputs.get(champion)
+            if mine and theirs and mine != theirs:
+                changes.append(
+                    f"{variant_name(v)} is approved but not served: its input features differ from those of "
+                    f"champion {variant_name(champion)} (to serve it: trainserve traffic promote {variant_name(v)}, "
+                    "then update the clients)"
+                )
+
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
     # 5. Same variants but another instance type than configured: redeploy (the one case where SageMaker

@@ -490,3 +490,16 @@ def test_the_demo_knows_beforehand_whether_the_controller_will_serve_an_approval
     serves, why = demo.will_serve(target, 2)
     assert not serves and "v2 not added: its input features differ from those of champion v1" in why
     assert demo.will_serve(target, 3)[0]
+
+
+def test_endpoint_sync_names_an_approved_version_it_will_not_serve_and_why(target):
+    register(target, 1, inputs="1" * 64)
+    register(target, 1, inputs="2" * 64)
+    for v in (1, 2):
+        _cli(models_review.approve, str(v))
+        release(target, v, "Approved")  # v2 is not added: other input features
+    code, out = _cli(endpoint_cmd.endpoint, "sync")
+    said = " ".join(out.split())
+    assert code == 0 and "nothing to change" in said
+    assert "v2 is approved but not served: its input features differ from those of champion v1" in said
+    assert "the endpoint already matches the registry" not in said

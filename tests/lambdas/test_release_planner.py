@@ -684,3 +684,18 @@ def test_a_rejected_champion_replaced_by_a_version_with_other_inputs_says_the_cl
     assert decision.desired.weights == {1: 1.0}
     assert "champion v2 is Rejected: v1 replaces it" in decision.reason
     assert "note: v1's input features differ from v2's" in decision.reason
+
+
+def test_a_reconcile_says_why_a_newer_approved_version_with_other_inputs_is_not_served():
+    reg = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="2" * 64)
+    decision = plan(reg, endpoint({1: 1.0}, champion=1), SETTINGS)
+    assert decision.action == "none" and decision.steps == ()
+    assert (
+        "v2 is approved but not served: its input features differ from those of champion v1"
+        in decision.reason
+    )
+    assert "trainserve traffic promote v2" in decision.reason
+    same = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="1" * 64)  # dropped earlier, say: no note
+    assert plan(same, endpoint({1: 1.0}, champion=1), SETTINGS).reason.endswith(
+        "the endpoint already matches the registry"
+    )

@@ -197,7 +197,9 @@ def sync(local: bool | None, as_json: bool) -> None:
     with endpoint_changes(target):
         adapter = release_adapter(target)
         state = read_ready_endpoint(adapter)
-        registry = adapter.read_registry()
+        # with the input features of the live and the newest approved versions: a newer approved version
+        # trained on other features is named, with why it is not served
+        registry = adapter.with_inputs(adapter.read_registry(), state)
         try:
             decision = release_planner.plan(registry, state, adapter.settings)
         except ReleaseBlocked as exc:
