@@ -311,6 +311,9 @@ def test_status_of_a_cloud_that_is_not_running_says_so_and_exits_1(tmp_path, mon
     assert as_json.exit_code == 1
     info = json.loads(as_json.stdout)
     assert info["running"] is False and info["pid"] is None and info["environment"] == {}
+    assert info["warehouse_path"] is None  # no warehouse was ever made here
+    (tmp_path / "warehouse.duckdb").write_bytes(b"")  # the one a stop kept: still queryable, so named
+    assert json.loads(_run("status", "--json").stdout)["warehouse_path"] == str(tmp_path / "warehouse.duckdb")
 
 
 def test_status_shows_each_component_and_breached_alarms(tmp_path, monkeypatch):

@@ -227,13 +227,14 @@ def status_info(state: dict[str, Any] | None) -> dict[str, Any]:
     """The ``status --json`` document."""
     credentials = {"aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
     if state is None:
+        kept = state_dir() / "warehouse.duckdb"  # what the last stop kept, if any: still queryable
         return {
             "running": False,
             "pid": None,
             "aws_endpoint_url": None,
             "runtime_url": None,
             "api_url": None,
-            "warehouse_path": None,
+            "warehouse_path": str(kept) if kept.is_file() else None,
             "previous_warehouse_path": None,
             "region": LOCAL_REGION,
             "credentials": credentials,
