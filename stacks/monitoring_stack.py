@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
@@ -58,8 +58,8 @@ from constructs import Construct
 
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
-from stacks.constructs.lambda_access import function_role
-from stacks.training_stack import evaluation_objects_arn
+from stacks.constructs.lambda_access import function_role, nag_arn
+from stacks.training_stack import grant_evaluation_file, sagemaker_arn
 
 PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
 PROXY_NAMESPACE = "Trainserve/Proxy"
@@ -526,8 +526,8 @@ class MonitoringStack(Stack):
                 conditions={"StringEquals": {"cloudwatch:namespace": PREDICTIONS_NAMESPACE}},
             )
         )
-        group_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:model-package-group/{group}"
-        packages_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:model-package/{group}/*"
+        group_arn = sagemaker_arn(f"model-package-group/{group}")
+        packages_arn = sagemaker_arn(f"model-package/{group}/*")
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadRegistry",
@@ -537,18 +537,7 @@ class MonitoringStack(Stack):
         )
         # a registered version's baseline_uri: baseline.json in the Evaluate step's output, under the pipeline
         # execution's own prefix (training/pipeline_definition.py); only those objects
-        baselines = evaluation_objects_arn(self.data.artifacts_bucket_arn, "baseline.json")
-        role.add_to_policy(
-            iam.PolicyStatement(sid="ReadBaselines", actions=["s3:GetObject"], resources=[baselines])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="DecryptBaselines",
-                actions=["kms:Decrypt"],
-                resources=[self.data.key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.{Aws.URL_SUFFIX}"}},
-            )
-        )
+        grant_evaluation_file(role, self.data, "baseline.json", "Baselines")
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
@@ -557,15 +546,8 @@ class MonitoringStack(Stack):
         )
         acknowledge(
             role,
-            f"AwsSolutions-IAM5[Resource::{_nag_arn(packages_arn)}]",
+            f"AwsSolutions-IAM5[Resource::{nag_arn(packages_arn)}]",
             "Model package versions are numbered by SageMaker at registration; the ARN is scoped to this group.",
-        )
-        acknowledge(
-            role,
-            # cdk-nag names the imported bucket ARN by its export
-            f"AwsSolutions-IAM5[Resource::{evaluation_objects_arn(self.data.export_name('ArtifactsBucketArn'), 'baseline.json')}]",
-            "baseline.json sits under the pipeline execution's prefix (pipeline/<execution id>/Evaluate/evaluation/), "
-            "named at run time; read-only GetObject of those objects only.",
         )
 
         self.monitor_dlq = sqs.Queue(
@@ -641,12 +623,3 @@ class MonitoringStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-
-
-def _nag_arn(arn: str) -> str:
-    """How cdk-nag prints an ARN built from pseudo parameters (``<AWS::Region>`` etc.)."""
-    return (
-        arn.replace(Aws.PARTITION, "<AWS::Partition>")
-        .replace(Aws.REGION, "<AWS::Region>")
-        .replace(Aws.ACCOUNT_ID, "<AWS::AccountId>")
-    )

@@ -43,6 +43,34 @@ def evaluation_objects_arn(artifacts_bucket_arn: str, file_name: str) -> str:
     return f"{artifacts_bucket_arn}/{PIPELINE_OUTPUT_PREFIX}/*/{EVALUATION_OUTPUT}/{file_name}"
 
 
+def grant_evaluation_file(role: iam.IRole, data: DataStack, file_name: str, what: str) -> None:
+    """Let ``role`` read ``file_name`` of every execution's Evaluate output (``evaluation_objects_arn``) and
+    decrypt it with the project key through S3 only (statements ``Read<what>`` and ``Decrypt<what>``), with
+    the cdk-nag acknowledgment of the wildcard."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid=f"Read{what}",
+            actions=["s3:GetObject"],
+            resources=[evaluation_objects_arn(data.artifacts_bucket_arn, file_name)],
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid=f"Decrypt{what}",
+            actions=["kms:Decrypt"],
+            resources=[data.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.{Aws.URL_SUFFIX}"}},
+        )
+    )
+    acknowledge(
+        role,
+        # cdk-nag names the imported bucket ARN by its export
+        f"AwsSolutions-IAM5[Resource::{evaluation_objects_arn(data.export_name('ArtifactsBucketArn'), file_name)}]",
+        f"{file_name} sits under the pipeline execution's prefix (pipeline/<execution id>/Evaluate/evaluation/), "
+        "named at run time; read-only GetObject of those objects only.",
+    )
+
+
 def sagemaker_arn(resource: str) -> str:
     """``arn:<partition>:sagemaker:<region>:<account>:<resource>`` for this stack's deployment."""
     return f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"

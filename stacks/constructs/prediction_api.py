@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -14,7 +14,7 @@ from stacks.common import _retention, acknowledge, python_function
 from stacks.config import Config
 from stacks.constructs.lambda_access import allow_own_logs, function_role, nag_arn
 from stacks.data_stack import DataStack
-from stacks.training_stack import PIPELINE_OUTPUT_PREFIX, sagemaker_arn
+from stacks.training_stack import grant_evaluation_file, sagemaker_arn
 
 # The namespace the proxy publishes its custom metrics in (lambdas/proxy/prediction_log.py METRIC_NAMESPACE).
 PROXY_METRICS_NAMESPACE = "Trainserve/Proxy"
@@ -195,25 +195,7 @@ class PredictionApi(Construct):
         )
         # the feature list of a registered version (its features_uri): features.json beside baseline.json in the
         # Evaluate step's output, under the pipeline execution's own prefix; only those objects
-        features = f"{data.artifacts_bucket_arn}/{PIPELINE_OUTPUT_PREFIX}/*/Evaluate/evaluation/features.json"
-        role.add_to_policy(
-            iam.PolicyStatement(sid="ReadFeatureLists", actions=["s3:GetObject"], resources=[features])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="DecryptFeatureLists",
-                actions=["kms:Decrypt"],
-                resources=[data.key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.{Aws.URL_SUFFIX}"}},
-            )
-        )
-        acknowledge(
-            role,
-            f"AwsSolutions-IAM5[Resource::{data.export_name('ArtifactsBucketArn')}/{PIPELINE_OUTPUT_PREFIX}/*/Evaluate/"
-            "evaluation/features.json]",
-            "features.json sits under the pipeline execution's prefix, named at run time; read-only GetObject of "
-            "those objects only.",
-        )
+        grant_evaluation_file(role, data, "features.json", "FeatureLists")
         if warehouse is not None:
             role.add_to_policy(
                 iam.PolicyStatement(
