@@ -460,10 +460,7 @@ def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
 
 def test_train_aws_warns_of_hyperparameters_the_estimator_ignores(monkeypatch, tmp_path):
     with mock_aws():
-        target = _target(None, mode="aws")
-        _use(monkeypatch, target)
-        _buckets(target)
-        _create_pipeline(boto3.client("sagemaker", region_name=TEST_REGION), target)
+        target, _ = _aws_pipeline(monkeypatch, buckets=True)
         (tmp_path / "d.csv").write_text("a,target\n1,0\n")
         result = CliRunner().invoke(
             training_cmd.train,
