@@ -14,7 +14,7 @@ import threading
 
 import boto3
 import pytest
-from model_fixture import model_tarball
+from model_fixture import model_tarball, register_approved
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -29,7 +29,6 @@ from trainserve.local.watcher import wait_until
 # one worker runs this module (its tests share module fixtures) under `pytest -n 2 --dist loadgroup`
 pytestmark = pytest.mark.xdist_group("test_daemon")
 
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 MISSING_EXTRA = "trainserve.local.not_written_yet:Nothing"
 
 
@@ -131,19 +130,7 @@ def test_daemon_state_resources_and_the_approval_loop(running, tmp_path):
     boto3.client("iam", **kw).get_role(RoleName=f"{d.ctx.config.project_name}-model-execution")
 
     # a person approves a registered version with plain boto3: the real controller creates the endpoint
-    s3.put_object(Bucket=names.artifacts_bucket, Key="v1/model.tar.gz", Body=_model_tarball())
-    arn = sm.create_model_package(
-        ModelPackageGroupName=names.model_package_group,
-        ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={
-            "Containers": [
-                {"Image": IMAGE, "ModelDataUrl": f"s3://{names.artifacts_bucket}/v1/model.tar.gz"}
-            ],
-            "SupportedContentTypes": ["text/csv", "application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-    )["ModelPackageArn"]
-    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    register_approved(s3, sm, names, _model_tarball())
 
     def endpoint_variants():
         try:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import boto3
 import numpy as np
 import pytest
-from model_fixture import model_tarball
+from model_fixture import model_tarball, register_approved
 from sklearn.linear_model import LogisticRegression
 
 from trainserve.local import daemon as daemon_mod
@@ -25,7 +25,6 @@ from trainserve.local.watcher import wait_until
 
 pytestmark = pytest.mark.xdist_group("test_daemon")  # a whole local cloud: not beside the other daemon tests
 
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 FEATURES = ["f0", "f1", "f2"]
 EXTRAS = ("trainserve.local.api:ApiComponent", "trainserve.local.warehouse:WarehouseComponent")
 
@@ -69,23 +68,8 @@ def cloud(tmp_path, monkeypatch):
             aws_secret_access_key="testing",
         )
         names = d.ctx.names
-        boto3.client("s3", **kw).put_object(
-            Bucket=names.artifacts_bucket, Key="v1/model.tar.gz", Body=_model_tarball()
-        )
         sm = boto3.client("sagemaker", **kw)
-        arn = sm.create_model_package(
-            ModelPackageGroupName=names.model_package_group,
-            ModelApprovalStatus="PendingManualApproval",
-            # no feature list in the metadata: the proxy reads schema.json in model.tar.gz
-            InferenceSpecification={
-                "Containers": [
-                    {"Image": IMAGE, "ModelDataUrl": f"s3://{names.artifacts_bucket}/v1/model.tar.gz"}
-                ],
-                "SupportedContentTypes": ["text/csv", "application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )["ModelPackageArn"]
-        sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+        register_approved(boto3.client("s3", **kw), sm, names, _model_tarball())
 
         def live() -> bool:
             try:
