@@ -396,7 +396,8 @@ class _ExecutionInProgress:
 
 def test_follow_execution_polls_until_the_end_and_prints_step_changes(capsys):
     sm = _ExecutionInProgress()
-    status, steps = training_cmd.follow_execution(sm, "arn:exec", poll_seconds=0)
+    status, raw = training_cmd.follow_execution(sm, "arn:exec", poll_seconds=0)
+    steps = [training_cmd._step_row(s) for s in raw]
     assert status == "Succeeded" and sm.polls == 3
     assert [(s["name"], s["status"]) for s in steps] == [
         ("Preprocess", "Succeeded"),

@@ -410,7 +410,7 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
             print_json({k: started_out[k] for k in STARTED_KEYS})
         return
     try:
-        execution_status, steps = follow_execution(sm, arn, quiet=as_json)
+        execution_status, raw = follow_execution(sm, arn, quiet=as_json)
     except (ClientError, BotoCoreError) as exc:
         error = f"cannot follow the execution: {aws_error(exc)}; it may still be running"
         raise _failed(
@@ -418,21 +418,21 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
             f"pipeline execution {arn}: {error}",
             _failure(None, error, parameters, status="unknown", arn=arn),
         ) from exc
+    steps = [_step_row(s) for s in raw]
     failed = next((s for s in steps if s["status"] == "Failed"), None)
     if execution_status == "Succeeded":
-        out = _registered(target, sm, arn, parameters, steps, started)
+        out = _registered(target, sm, arn, parameters, raw, started)
     elif failed and failed["name"] == QUALITY_GATE_FAIL_STEP:
         # The model missed the quality threshold: not a failure of the run (as locally: exit 3).
-        out = _not_registered(target, sm, arn, parameters, steps, started, failed["detail"])
+        out = _not_registered(target, sm, arn, parameters, raw, started, failed["detail"])
     else:  # as a local run's failure says it: the step and its reason
         stopped = failed or next((s for s in steps if s["status"] == "Stopped"), None)
         error = (stopped or {}).get("detail") or _execution_failure(sm, arn, execution_status)
         out = _failure(stopped["name"] if stopped else None, error, parameters, arn=arn, steps=steps)
     if as_json:
         print_json(out)
-        if (
-            out["status"] == "not_registered"
-        ):  # the human message on stderr, as a local run's progress says it
+        # the human message on stderr, as a local run's progress says it
+        if out["status"] == "not_registered":
             err_console.print(f"[bold yellow]{out['reason']}[/]", highlight=False)
     else:
         table(
@@ -476,7 +476,7 @@ def _execution_failure(sm, arn: str, status: str) -> str:
 
 
 def _execution_result(
-    target, sm, arn: str, parameters: list[dict[str, str]], steps: list[dict[str, Any]], started: float
+    target, sm, arn: str, parameters: list[dict[str, str]], raw: list[dict[str, Any]], started: float
 ) -> dict[str, Any]:
     """What a local run's result says that an AWS execution also tells, the rest null (``result_keys()``):
     the estimator, the hyperparameters the estimator uses and the quality threshold as the execution had them
@@ -505,7 +505,7 @@ def _execution_result(
         quality_metric=target.config.quality_metric,
         quality_threshold=_number(values.get("QualityThreshold")),
         artifacts={**dict.fromkeys(ARTIFACT_KEYS), "input_data": values.get("InputData") or None},
-        steps=steps,
+        steps=[_step_row(s) for s in raw],
         seconds=round(time.monotonic() - started, 2),
         pipeline_execution_arn=arn,
         parameters=parameters,
@@ -526,7 +526,7 @@ def _execution_parameters(sm, arn: str, given: dict[str, str]) -> dict[str, Any]
 
 
 def _registered(
-    target, sm, arn: str, parameters: list[dict[str, str]], steps: list[dict[str, Any]], started: float
+    target, sm, arn: str, parameters: list[dict[str, str]], raw: list[dict[str, Any]], started: float
 ) -> dict[str, Any]:
     """A local run's ``registered`` result for an AWS execution that succeeded: the model package its
     RegisterModel step created (the step's ``Metadata.RegisterModel.Arn``), described (version, approval
@@ -534,14 +534,9 @@ def _registered(
     has none or cannot be read. What cannot be read is null, with a warning on stderr."""
     from trainserve.registry import version_from_description
 
-    out = _execution_result(target, sm, arn, parameters, steps, started)
+    out = _execution_result(target, sm, arn, parameters, raw, started)
     out.update(status="registered", registered=True)
     artifacts = out["artifacts"]
-    try:
-        raw = _execution_steps(sm, arn)
-    except (ClientError, BotoCoreError) as exc:
-        err_console.print(f"[yellow]warning:[/] cannot list the execution's steps: {aws_error(exc)}")
-        raw = []
     package_arn = _step_metadata(raw, "RegisterModel").get("Arn")
     out["model_package_arn"] = package_arn
     if package_arn:
@@ -576,7 +571,7 @@ def _registered(
             f"registered: {arn}"
         )
     if out["metrics"] is None or artifacts["evaluation"] is None:
-        evaluation_uri, report = _evaluation_report(target, sm, arn, raw or None)
+        evaluation_uri, report = _evaluation_report(target, sm, raw)
         out["metrics"] = out["metrics"] or _metrics(report)
         _evaluation_artifacts(artifacts, evaluation_uri)
         if out["quality_value"] is None and out["metrics"]:
@@ -591,7 +586,7 @@ def _not_registered(
     sm,
     arn: str,
     parameters: list[dict[str, str]],
-    steps: list[dict[str, Any]],
+    raw: list[dict[str, Any]],
     started: float,
     reason: str,
 ) -> dict[str, Any]:
@@ -599,19 +594,15 @@ def _not_registered(
     step: the metrics from its evaluation report (``evaluation.json``, where the Evaluate step wrote it) when
     that can be read, else null; the quality value and threshold as the Fail step's message states them (the
     threshold as the execution's parameters had it, when the message does not say it)."""
-    out = _execution_result(target, sm, arn, parameters, steps, started)
+    out = _execution_result(target, sm, arn, parameters, raw, started)
     stated = _GATE_REASON.match(reason.strip())
     quality_metric = stated["metric"] if stated else out["quality_metric"]
-    try:
-        raw = _execution_steps(sm, arn)
-    except (ClientError, BotoCoreError):
-        raw = []
-    evaluation_uri, report = _evaluation_report(target, sm, arn, raw or None)
+    evaluation_uri, report = _evaluation_report(target, sm, raw)
     metrics = _metrics(report)
     quality_value = metrics.get(quality_metric) if metrics else None
     if quality_value is None and stated:
-        quality_value = _float(stated["value"])
-    threshold = _float(stated["threshold"]) if stated else None
+        quality_value = _number(stated["value"])
+    threshold = _number(stated["threshold"]) if stated else None
     _evaluation_artifacts(out["artifacts"], evaluation_uri)
     out["artifacts"]["model_data"] = _model_data(sm, raw)
     out.update(
@@ -647,13 +638,6 @@ def _model_data(sm, raw_steps: list[dict[str, Any]]) -> str | None:
         return None
 
 
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _number(value: Any) -> float | None:
     try:
         return float(value)
@@ -672,16 +656,13 @@ def _metrics(report: Any) -> dict[str, float] | None:
         return None
 
 
-def _evaluation_report(
-    target, sm, arn: str, steps: list[dict[str, Any]] | None = None
-) -> tuple[str | None, Any]:
-    """(URI, parsed JSON) of execution ``arn``'s evaluation report: the Evaluate step's processing job (the
-    step's metadata; ``steps``, the execution's step listing, when already read), its output ``evaluation``,
-    ``evaluation.json`` in it; (None, None) when any of it cannot be read (no such step or job, no permission,
-    not JSON)."""
+def _evaluation_report(target, sm, raw_steps: list[dict[str, Any]]) -> tuple[str | None, Any]:
+    """(URI, parsed JSON) of an execution's evaluation report: the Evaluate step's processing job (the step's
+    metadata in ``raw_steps``, the execution's step listing), its output ``evaluation``, ``evaluation.json``
+    in it; (None, None) when any of it cannot be read (no such step or job, no permission, not JSON)."""
     try:
         job_arn = None
-        for s in steps if steps is not None else _execution_steps(sm, arn):
+        for s in raw_steps:
             if s.get("StepName") == EVALUATE_STEP:
                 job_arn = ((s.get("Metadata") or {}).get("ProcessingJob") or {}).get("Arn")
         if not job_arn:
@@ -744,18 +725,15 @@ def _step_row(s: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in step_keys()}
 
 
-def _step_rows(sm, arn: str) -> list[dict[str, Any]]:
-    return [_step_row(s) for s in _execution_steps(sm, arn)]
-
-
 def follow_execution(sm, arn: str, *, quiet: bool = False, poll_seconds: float = POLL_SECONDS):
     """Poll a pipeline execution until it ends, printing each step's status changes; (status, steps), the
-    steps as a local run's (``step_keys()``)."""
+    steps as ListPipelineExecutionSteps lists them at the end (``_step_row`` makes one a local run's report;
+    their ``Metadata`` names the jobs and the registered package)."""
     seen: dict[str, str] = {}
     while True:
         status = sm.describe_pipeline_execution(PipelineExecutionArn=arn).get("PipelineExecutionStatus", "")
-        steps = _step_rows(sm, arn)
-        for s in steps:
+        raw = _execution_steps(sm, arn)
+        for s in map(_step_row, raw):
             if seen.get(s["name"]) != s["status"]:
                 seen[s["name"]] = s["status"]
                 if not quiet:
@@ -763,5 +741,5 @@ def follow_execution(sm, arn: str, *, quiet: bool = False, poll_seconds: float =
                     reason = f"  {s['detail']}" if s["detail"] else ""
                     err_console.print(f"{mark} {s['name']} ({s['type']}) {s['status']}{reason}")
         if status in TERMINAL_STATUSES:
-            return status, steps
+            return status, raw
         time.sleep(poll_seconds)
