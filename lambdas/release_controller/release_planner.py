@@ -543,8 +543,7 @@ def plan(
     # 4b. A reconcile (no event) says why a newer approved version is not served when its inputs are the reason.
     if event is None:
         for v in (x for x in approved if x > champion and x not in weights):
-            mine, theirs = inputs.get(v), inputs.get(champion)
-            if mine and theirs and mine != theirs:
+            if _other_inputs(v, champion, inputs):
                 changes.append(
                     f"{variant_name(v)} is approved but not served: its input features differ from those of "
                     f"champion {variant_name(champion)} (to serve it: trainserve traffic promote {variant_name(v)}, "
@@ -617,15 +616,22 @@ def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, flo
     )
 
 
+def _other_inputs(version: int, champion: int, inputs: Mapping[int, str]) -> str | None:
+    """``features_sha256 <version's>... against <champion's>...`` when both are known and differ, else None."""
+    mine, theirs = inputs.get(version), inputs.get(champion)
+    if mine and theirs and mine != theirs:
+        return f"features_sha256 {mine[:12]}... against {theirs[:12]}..."
+    return None
+
+
 def _inputs_note(new: int, old: int, inputs: Mapping[int, str]) -> list[str]:
     """A note when ``new`` replaces ``old`` as champion and their input features differ (both known): the
     clients must send ``new``'s features from then on (requests in ``old``'s features get a 400)."""
-    mine, theirs = inputs.get(new), inputs.get(old)
-    if not mine or not theirs or mine == theirs:
+    digests = _other_inputs(new, old, inputs)
+    if digests is None:
         return []
     return [
-        f"note: {variant_name(new)}'s input features differ from {variant_name(old)}'s (features_sha256 "
-        f"{mine[:12]}... against {theirs[:12]}...): from then on the clients must send {variant_name(new)}'s "
+        f"note: {variant_name(new)}'s input features differ from {variant_name(old)}'s ({digests}): from then on the clients must send {variant_name(new)}'s "
         "features (its features.json); requests in the old ones get a 400"
     ]
 
@@ -636,7 +642,7 @@ def _admit(
     weights: dict[int, float],
     champion: int,
     settings: ReleaseSettings,
-    inputs: Mapping[int, str] | None = None,
+    inputs: Mapping[int, str],
 ) -> list[str]:
     name = variant_name(version)
     if status.get(version) != APPROVED:
@@ -645,11 +651,11 @@ def _admit(
         return [f"{name} is already live: no change"]
     if version < champion:
         return [f"{name} is older than the champion {variant_name(champion)}: no change"]
-    mine, theirs = (inputs or {}).get(version), (inputs or {}).get(champion)
-    if mine and theirs and mine != theirs:
+    digests = _other_inputs(version, champion, inputs)
+    if digests:
         return [
             f"{name} not added: its input features differ from those of champion {variant_name(champion)} "
-            f"(features_sha256 {mine[:12]}... against {theirs[:12]}...), so no request could be valid for both "
+            f"({digests}), so no request could be valid for both "
             f"and an A/B test would not compare them on the same traffic; to serve it, promote it "
             f"(trainserve traffic promote {name}: it then serves alone) and update the clients"
         ]
