@@ -116,20 +116,13 @@ def will_serve(target: Target, version: int) -> tuple[bool, str]:
     """Whether the release controller will serve ``version`` once it is approved (the same planner, on the
     registry as it is about to be and the endpoint as it is), and its reason: a version trained on other
     input features than the live champion's, for one, is not added."""
-    import dataclasses
-
     import release_planner
 
     from trainserve.commands.endpoint import release_adapter
+    from trainserve.commands.models_review import release_decision
 
     adapter = release_adapter(target)
-    state = adapter.read_endpoint()
-    after = [
-        dataclasses.replace(p, status=release_planner.APPROVED) if p.version == version else p
-        for p in adapter.read_registry()
-    ]
-    after = adapter.with_inputs(after, state, version)
-    decision = release_planner.plan(after, state, adapter.settings, (version, release_planner.APPROVED))
+    decision = release_decision(adapter, adapter.read_registry(), version, release_planner.APPROVED)
     return decision.desired is not None and version in decision.desired.weights, decision.reason
 
 

@@ -114,6 +114,17 @@ def print_plan(plan: dict | None, why: str | None) -> None:
         )
 
 
+def release_decision(adapter, registry, version: int | None = None, status: str | None = None):
+    """The release controller's decision for the registry as it is about to be (with ``version`` at
+    ``status``; without them, as it is) and the endpoint as it is: the same planner, with the input features
+    of the versions it compares. Raises what reading the endpoint or planning raises (``ReleaseBlocked``...)."""
+    after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
+    event = (version, status) if version is not None and status is not None else None
+    state = adapter.read_endpoint()
+    after = adapter.with_inputs(after, state, version) if event is not None else after
+    return release_planner.plan(after, state, adapter.settings, event)
+
+
 def planned_release(
     adapter, registry, version: int | None = None, status: str | None = None
 ) -> tuple[dict | None, str | None]:
@@ -121,12 +132,8 @@ def planned_release(
     ``version`` at ``status``; without them, as it is) and the endpoint as it is. (plan, None), or (None, why)
     if the endpoint cannot be read or planned for now (the controller says why when it runs). An endpoint
     the controller cannot change at all (Failed...) is a plan that changes nothing, blocked."""
-    after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
-    event = (version, status) if version is not None and status is not None else None
     try:
-        state = adapter.read_endpoint()
-        after = adapter.with_inputs(after, state, version) if event is not None else after
-        decision = release_planner.plan(after, state, adapter.settings, event)
+        decision = release_decision(adapter, registry, version, status)
     except ReleaseBlocked as exc:
         return {"action": "none", "changes": [], "blocked": str(exc)}, None
     except Exception as exc:  # noqa: BLE001 - a preview only; the decision itself is the registry's
