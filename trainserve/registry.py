@@ -72,7 +72,7 @@ class ModelVersion:
 
 
 def _error_code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")  # None: no AWS answer
 
 
 def ensure_model_package_group(sm, group: str, description: str = "trainserve models") -> bool:
