@@ -290,6 +290,7 @@ def what_stop_loses(state: dict[str, Any]) -> dict[str, Any]:
 
         from stacks.config import load as load_config
         from trainserve.local.api import proxy_environment
+        from trainserve.registry import list_model_packages
         from trainserve.target import Names
 
         cfg = load_config(PROJECT_ROOT)
@@ -304,18 +305,7 @@ def what_stop_loses(state: dict[str, Any]) -> dict[str, Any]:
         )
         sm = session.client("sagemaker", endpoint_url=url, config=quick)
 
-        versions, token = 0, None
-        while True:
-            page = sm.list_model_packages(
-                ModelPackageGroupName=names.model_package_group,
-                MaxResults=100,
-                **({"NextToken": token} if token else {}),
-            )
-            versions += len(page.get("ModelPackageSummaryList", []))
-            token = page.get("NextToken")
-            if not token:
-                break
-        out["model_versions"] = versions
+        out["model_versions"] = len(list_model_packages(sm, names.model_package_group))
         out["model_package_group"] = names.model_package_group
 
         try:
