@@ -497,7 +497,7 @@ def plan(
     if champion in removed:
         candidates = approved if single else [v for v in approved if v < champion]
         if not candidates:
-            blocked = _blocked(champion, status, weights)
+            blocked = _blocked(champion, status, weights, inputs)
         else:
             replacement = candidates[-1]
             freed = weights.pop(champion)
@@ -571,9 +571,13 @@ def plan(
     return Decision("update", f"{about}; {'; '.join(changes)}{tail}", desired, steps, tuple(changes), blocked)
 
 
-def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, float]) -> str:
+def _blocked(
+    champion: int, status: Mapping[int, str], weights: Mapping[int, float], inputs: Mapping[int, str]
+) -> str:
     """Why a person must act on a rejected champion, and the remedies that work on this registry and endpoint
-    (only when no approved version older than the champion exists)."""
+    (only when no approved version older than the champion exists). A version trained on other input
+    features than the champion's is named apart: it cannot join as a challenger (``_admit``), only be
+    promoted to serve alone, and either way the clients must then send its features."""
     name = variant_name(champion)
 
     def command(text: str, versions: list[int], variants: bool = True) -> str:
@@ -582,6 +586,18 @@ def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, flo
             return f"{text} {labels[0]}"
         placeholder = "V" if variants else "N"
         return f"{text} {placeholder}, {placeholder} one of {', '.join(labels)}"
+
+    def clients(versions: list[int]) -> str:
+        """The warning for remedies that serve one of ``versions`` in the champion's place, if any of them
+        takes other input features."""
+        other = [variant_name(v) for v in versions if _other_inputs(v, champion, inputs)]
+        if not other:
+            return ""
+        which = other[0] if len(other) == 1 else f"{', '.join(other[:-1])} and {other[-1]}"
+        return (
+            f"; {which} {'takes' if len(other) == 1 else 'take'} other input features than {name}: "
+            "the clients must then send its features"
+        )
 
     live = sorted(v for v in weights if v != champion and status.get(v) == APPROVED)
     not_live = sorted(v for v, s in status.items() if s == APPROVED and v not in weights)
@@ -593,23 +609,33 @@ def _blocked(champion: int, status: Mapping[int, str], weights: Mapping[int, flo
     if not_live:
         remedies.append(
             "promote an approved version that is not live, deployed alone at 100% "
-            f"({command('trainserve traffic promote', not_live)})"
+            f"({command('trainserve traffic promote', not_live)}{clients(not_live)})"
         )
     if older:
         remedies.append(
             "approve an older version, which then replaces it "
-            f"({command('trainserve models approve', older, variants=False)})"
+            f"({command('trainserve models approve', older, variants=False)}{clients(older)})"
         )
     if not remedies:
-        remedies.append(
-            "approve a newer version"
-            + (
-                f" ({command('trainserve models approve', newer, variants=False)})"
-                if newer
-                else " (train one first)"
+        joins = [v for v in newer if not _other_inputs(v, champion, inputs)]
+        alone = [v for v in newer if v not in joins]
+        if joins or not alone:
+            remedies.append(
+                "approve a newer version"
+                + (
+                    f" ({command('trainserve models approve', joins, variants=False)})"
+                    if joins
+                    else " (train one first)"
+                )
+                + ", which joins as a challenger, then promote it (trainserve traffic promote V)"
             )
-            + ", which joins as a challenger, then promote it (trainserve traffic promote V)"
-        )
+        if alone:
+            remedies.append(
+                "approve a newer version trained on other input features, then promote it to serve alone "
+                f"({command('trainserve models approve', alone, variants=False)}, then trainserve traffic "
+                f"promote {variant_name(alone[0]) if len(alone) == 1 else 'vN'}: it cannot join as a "
+                "challenger; the clients must then send its features)"
+            )
     return (
         f"champion {name} is {status.get(champion, 'deleted from the registry')} and no approved version older "
         f"than it exists; it keeps serving. To replace it: {'; or '.join(remedies)}"

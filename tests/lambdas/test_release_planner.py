@@ -699,3 +699,55 @@ def test_a_reconcile_says_why_a_newer_approved_version_with_other_inputs_is_not_
     assert plan(same, endpoint({1: 1.0}, champion=1), SETTINGS).reason.endswith(
         "the endpoint already matches the registry"
     )
+
+
+def test_a_blocked_champion_names_a_newer_version_with_other_inputs_as_one_to_serve_alone():
+    """Approved, it would not join as a challenger (``_admit``): the remedy is to approve it, then promote it,
+    and the clients must change; following the advice ends the block."""
+    reg = _with_inputs(registry(v1=R, v2=P), v1="1" * 64, v2="2" * 64)
+    state = endpoint({1: 1.0}, 1)
+    blocked = plan(reg, state, SETTINGS, None).blocked
+    assert blocked and "which joins as a challenger" not in blocked, blocked
+    assert (
+        "approve a newer version trained on other input features, then promote it to serve alone "
+        "(trainserve models approve 2, then trainserve traffic promote v2: it cannot join as a challenger; "
+        "the clients must then send its features)"
+    ) in blocked
+    reg, state = _remedy(reg, state, "trainserve models approve 2")
+    assert _served(state) == {1: 1.0}  # not added beside v1
+    reg, state = _remedy(reg, state, "trainserve traffic promote v2")
+    assert _served(state) == {2: 1.0}
+    assert plan(reg, state, SETTINGS, None).blocked is None
+
+
+def test_a_blocked_champion_separates_newer_versions_that_can_join_from_those_that_cannot():
+    reg = _with_inputs(registry(v1=R, v2=P, v3=P), v1="1" * 64, v2="1" * 64, v3="3" * 64)
+    blocked = plan(reg, endpoint({1: 1.0}, 1), SETTINGS, None).blocked
+    assert "approve a newer version (trainserve models approve 2), which joins as a challenger" in blocked
+    assert "(trainserve models approve 3, then trainserve traffic promote v3: it cannot join" in blocked
+
+
+@pytest.mark.parametrize(
+    ("reg", "weights", "remedy"),
+    [
+        # an approved version that is not live, promoted to serve alone
+        (
+            _with_inputs(registry(v3=R, v4=A), v3="3" * 64, v4="4" * 64),
+            {3: 1.0},
+            "(trainserve traffic promote v4; v4 takes other input features than v3: the clients must then "
+            "send its features)",
+        ),
+        # an older version that, approved, replaces the champion
+        (
+            _with_inputs(registry(v1=P, v2=R), v1="1" * 64, v2="2" * 64),
+            {2: 1.0},
+            "(trainserve models approve 1; v1 takes other input features than v2: the clients must then send "
+            "its features)",
+        ),
+    ],
+)
+def test_a_blocked_champion_says_when_a_remedy_changes_the_input_features(reg, weights, remedy):
+    blocked = plan(reg, endpoint(weights, min(weights)), SETTINGS, None).blocked
+    assert blocked and remedy in blocked, blocked
+    same = [replace(p, inputs="1" * 64) for p in reg]
+    assert "other input features" not in plan(same, endpoint(weights, min(weights)), SETTINGS, None).blocked
