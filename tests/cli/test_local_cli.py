@@ -82,11 +82,14 @@ def home(tmp_path_factory):
 
 def test_start_status_start_again_stop_stop_again(home, config):
     path, base = home
-    started = _run("start")
+    started = _run("start", "--json")
     assert started.exit_code == 0, started.output + (started.stderr or "")
     state = json.loads((path / "local.json").read_text())
     assert state["aws_endpoint_url"] == f"http://127.0.0.1:{base}"
-    assert f"http://127.0.0.1:{base + 1}" in started.output
+    said = json.loads(started.stdout)  # `local status --json`'s document, and whether it already ran
+    assert said["already_running"] is False and said["running"] is True and said["pid"] == state["pid"]
+    assert said["runtime_url"] == f"http://127.0.0.1:{base + 1}"
+    assert said["api_url"] == f"http://127.0.0.1:{base + 2}"
 
     status = _run("status", "--json")
     assert status.exit_code == 0
@@ -111,6 +114,10 @@ def test_start_status_start_again_stop_stop_again(home, config):
     again = _run("start")
     assert again.exit_code == 0
     assert f"already running at http://127.0.0.1:{base}" in again.stdout
+    again = _run("start", "--json")
+    assert again.exit_code == 0
+    said = json.loads(again.stdout)
+    assert said["already_running"] is True and said["pid"] == state["pid"]
 
     changed = CliRunner().invoke(cli, ["params", "set", "DECISION_THRESHOLD=0.6"])
     assert changed.exit_code == 0, changed.output
@@ -133,6 +140,15 @@ def test_start_status_start_again_stop_stop_again(home, config):
     stopped_again = _run("stop")
     assert stopped_again.exit_code == 0
     assert "not running" in stopped_again.stdout
+    stopped_again = _run("stop", "--json")
+    assert stopped_again.exit_code == 0
+    assert json.loads(stopped_again.stdout) == {
+        "stopped": False,
+        "pid": None,
+        "killed": False,
+        "kept": None,
+        "lost": None,
+    }
 
 
 def test_port_in_use_is_a_clear_error(home, tmp_path, monkeypatch):
@@ -265,6 +281,39 @@ def test_stop_says_what_is_kept_and_what_is_lost(fake_daemon, moto_url, config):
     assert said["the rest of moto"].startswith("S3 objects (uploaded data, model artifacts)")
 
 
+def test_stop_json_says_what_is_kept_and_what_is_lost(fake_daemon, moto_url, config):
+    import boto3
+    import requests
+    from registry_fixture import create_live_endpoint
+
+    from trainserve.target import Names
+
+    state, write = fake_daemon
+    names = Names.local(config)
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()  # the module shares moto
+    sm = boto3.client(
+        "sagemaker",
+        region_name="us-east-1",
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    create_live_endpoint(sm, names.model_package_group, names.endpoint_name, ["f0"], {"v1": 1.0})
+    write(moto_url)
+
+    result = _run("stop", "--json")
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ProcessLookupError):
+        os.kill(state["pid"], 0)
+    said = json.loads(result.stdout)
+    assert said["stopped"] is True and said["pid"] == state["pid"] and said["killed"] is False
+    assert said["kept"] == {"warehouse_path": state["warehouse_path"]}
+    lost = said["lost"]
+    assert lost["model_versions"] == 1 and lost["model_package_group"] == names.model_package_group
+    assert lost["endpoint"] == {"name": names.endpoint_name, "variants": ["v1"]}
+    assert set(lost) == {"model_versions", "model_package_group", "endpoint", "params_changed", "error"}
+
+
 def test_stop_of_a_cloud_whose_moto_does_not_answer_is_not_held_up(fake_daemon):
     """What the stop loses cannot be asked of a moto that does not answer (here a port that accepts and never
     replies): the stop still happens, at most about SURVEY_TIMEOUT later, and says it does not know."""
@@ -284,6 +333,19 @@ def test_stop_of_a_cloud_whose_moto_does_not_answer_is_not_held_up(fake_daemon):
     assert said["warehouse"] == state["warehouse_path"]
     for what in ("model registry", "endpoint", "proxy parameters"):
         assert said[what].startswith("unknown (") and "timeout" in said[what].lower(), said[what]
+
+
+def test_stop_json_of_a_cloud_whose_moto_does_not_answer_has_nulls_and_the_error(fake_daemon):
+    state, write = fake_daemon
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        write(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        result = _run("stop", "--json")
+    assert result.exit_code == 0, result.output
+    lost = json.loads(result.stdout)["lost"]
+    assert lost["model_versions"] is None and lost["endpoint"] is None and lost["params_changed"] is None
+    assert "timeout" in lost["error"].lower()
 
 
 def test_stop_help_says_what_is_kept_and_what_is_lost():

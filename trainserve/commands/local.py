@@ -63,12 +63,17 @@ def local() -> None:
 @click.option(
     "--timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait for it."
 )
-def start(timeout: float) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print `local status --json`'s document (and already_running)."
+)
+def start(timeout: float, as_json: bool) -> None:
     """Start the local cloud in the background (ports 4566-4568, or TRAINSERVE_PORT_BASE..+2)."""
     home = state_dir()
     home.mkdir(parents=True, exist_ok=True)
     with _start_lock(home, timeout):
-        _start(home, timeout)
+        state, already = _start(home, timeout, quiet=as_json)
+    if as_json:
+        print_json({**status_info(state), "already_running": already})
 
 
 @contextlib.contextmanager
@@ -89,13 +94,16 @@ def _start_lock(home: Path, timeout: float) -> Any:
         yield
 
 
-def _start(home: Path, timeout: float) -> None:
+def _start(home: Path, timeout: float, quiet: bool = False) -> tuple[dict[str, Any], bool]:
+    """Start the daemon and wait for its ``local.json``: (that state, whether it was already running). It
+    prints where everything runs unless ``quiet`` (``--json``)."""
     state = read_local_state()
     if state is not None:
-        console.print(
-            f"the local cloud is already running at {state['aws_endpoint_url']} (pid {state['pid']})"
-        )
-        return
+        if not quiet:
+            console.print(
+                f"the local cloud is already running at {state['aws_endpoint_url']} (pid {state['pid']})"
+            )
+        return state, True
     _remove_stale_state()
     try:
         ports = default_ports()
@@ -139,7 +147,10 @@ def _start(home: Path, timeout: float) -> None:
             raise UserError(
                 f"the local cloud did not come up within {timeout:.0f} s; last lines of {log_file}:\n{_tail(log_file)}"
             )
-    _print_where(state)
+    assert state is not None  # the loop ended with it (a timeout raised above)
+    if not quiet:
+        _print_where(state)
+    return state, False
 
 
 @local.command(
@@ -148,7 +159,8 @@ def _start(home: Path, timeout: float) -> None:
 @click.option(
     "--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL."
 )
-def stop(timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was kept and lost as JSON.")
+def stop(timeout: float, as_json: bool) -> None:
     """Stop the local cloud (its model servers too), and say what is kept and what is lost.
 
     Kept: the warehouse (warehouse.duckdb in the state folder, .trainserve or TRAINSERVE_HOME), with what the
@@ -161,12 +173,19 @@ def stop(timeout: float) -> None:
     with `trainserve params set` (the next start has the configured defaults, cdk.json, again), S3 objects (uploaded
     data, model artifacts) and CloudWatch metrics and alarm states end with the local cloud. The output
     counts the model versions, names the endpoint and the parameters that differ from the defaults.
+
+    --json: {"stopped", "pid", "killed", "kept": {"warehouse_path"}, "lost": {"model_versions",
+    "model_package_group", "endpoint": {"name", "variants"} or null, "params_changed": {NAME: {"value",
+    "default"}}, "error"}}; a value the stop could not ask the cloud for is null, and "error" says why.
     """
     raw = _raw_state()
     pid = raw.get("pid") if raw else None
     if not isinstance(pid, int) or not _alive(pid):
         _remove_stale_state()
-        console.print("the local cloud is not running")
+        if as_json:
+            print_json({"stopped": False, "pid": None, "killed": False, "kept": None, "lost": None})
+        else:
+            console.print("the local cloud is not running")
         return
     state: dict[str, Any] = raw or {}
     with step(f"stopping the local cloud (pid {pid})"):
@@ -177,6 +196,23 @@ def stop(timeout: float) -> None:
         _remove_stale_state(force=True)
     if killed:
         err_console.print(f"[yellow]the local cloud did not stop within {timeout:.0f} s and was killed[/]")
+    if as_json:
+        print_json(
+            {
+                "stopped": True,
+                "pid": pid,
+                "killed": killed,
+                "kept": {"warehouse_path": _kept_warehouse(state)},
+                "lost": {
+                    "model_versions": lost.get("model_versions"),
+                    "model_package_group": lost.get("model_package_group"),
+                    "endpoint": lost.get("endpoint"),
+                    "params_changed": lost.get("params_changed"),
+                    "error": lost.get("error"),
+                },
+            }
+        )
+        return
     _print_kept_and_lost(state, lost)
 
 
@@ -334,10 +370,15 @@ def what_stop_loses(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _kept_warehouse(state: dict[str, Any]) -> str:
+    """The warehouse file a stop keeps."""
+    return str(state.get("warehouse_path") or state_dir() / "warehouse.duckdb")
+
+
 def _print_kept_and_lost(state: dict[str, Any], lost: dict[str, Any]) -> None:
     from rich.markup import escape
 
-    warehouse = state.get("warehouse_path") or str(state_dir() / "warehouse.duckdb")
+    warehouse = _kept_warehouse(state)
     unknown = f"unknown ({lost.get('error') or 'not asked'})"
     versions = lost.get("model_versions")
     if versions is None:
