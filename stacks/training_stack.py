@@ -76,6 +76,18 @@ def sagemaker_arn(resource: str) -> str:
     return f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
 
 
+def sagemaker_service_principal() -> iam.ServicePrincipal:
+    """SageMaker, only on behalf of this account's SageMaker resources in this region (confused deputy).
+
+    The same source ARN pattern covers each way SageMaker assumes the project's roles: pipeline executions
+    (``pipeline/<name>/*``), processing and training jobs (``processing-job/*``, ``training-job/*``) and
+    real-time inference, whose template is literally ``arn:...:sagemaker:<region>:<account>:*``."""
+    # AWS doc: SageMaker AI Developer Guide, "Cross-service confused deputy prevention" (Inference, Pipelines, ...)
+    return iam.ServicePrincipal(
+        SAGEMAKER_PRINCIPAL, conditions={"ArnLike": {"aws:SourceArn": sagemaker_arn("*")}}
+    )
+
+
 class TrainingStack(Stack):
     """Model Package Group ``{project}-models``, pipeline ``{project}-training`` and their IAM roles.
 
@@ -137,13 +149,13 @@ class TrainingStack(Stack):
         self.pipeline_role = iam.Role(
             self,
             "PipelineRole",
-            assumed_by=iam.ServicePrincipal(SAGEMAKER_PRINCIPAL),
+            assumed_by=sagemaker_service_principal(),
             description=f"{config.project_name}: runs the training pipeline and its processing/training jobs",
         )
         self.model_execution_role = iam.Role(
             self,
             "ModelExecutionRole",
-            assumed_by=iam.ServicePrincipal(SAGEMAKER_PRINCIPAL),
+            assumed_by=sagemaker_service_principal(),
             description=f"{config.project_name}: the role the endpoint's models run as",
         )
         self._grant_pipeline_role(code_assets)
@@ -416,6 +428,7 @@ class TrainingStack(Stack):
         role = iam.Role(
             self,
             "ScheduleRole",
+            # AWS doc: "Confused deputy prevention in EventBridge Scheduler", EventBridge Scheduler User Guide
             assumed_by=iam.ServicePrincipal(
                 "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
             ),

@@ -149,13 +149,34 @@ def _role_statements(template, prefix):
     return role_id, statements
 
 
+def _trust(template, role_id):
+    """The one statement of a role's trust policy."""
+    (statement,) = resources(template, "AWS::IAM::Role")[role_id]["Properties"]["AssumeRolePolicyDocument"][
+        "Statement"
+    ]
+    return statement
+
+
 @pytest.mark.parametrize("role", ["PipelineRole", "ModelExecutionRole"])
 def test_roles_are_assumed_by_sagemaker_with_no_managed_policies(training, role):
     role_id, _ = _role_statements(training, role)
-    props = resources(training, "AWS::IAM::Role")[role_id]["Properties"]
-    assert "ManagedPolicyArns" not in props
-    (statement,) = props["AssumeRolePolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert "ManagedPolicyArns" not in resources(training, "AWS::IAM::Role")[role_id]["Properties"]
+    assert _trust(training, role_id)["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+
+
+def _account_arn(service, resource):
+    """How ``arn:<partition>:<service>:<region>:<account>:<resource>`` of pseudo parameters synthesizes."""
+    parts = ["arn:", {"Ref": "AWS::Partition"}, f":{service}:", {"Ref": "AWS::Region"}, ":"]
+    return {"Fn::Join": ["", [*parts, {"Ref": "AWS::AccountId"}, f":{resource}"]]}
+
+
+@pytest.mark.parametrize("role", ["PipelineRole", "ModelExecutionRole"])
+def test_sagemaker_may_assume_the_roles_only_for_this_accounts_resources(training, role):
+    """Confused-deputy protection as the SageMaker guide documents it for pipelines, jobs and inference."""
+    role_id, _ = _role_statements(training, role)
+    assert _trust(training, role_id)["Condition"] == {
+        "ArnLike": {"aws:SourceArn": _account_arn("sagemaker", "*")}
+    }
 
 
 def test_pipeline_role_passes_only_itself_to_sagemaker(training):
@@ -285,6 +306,9 @@ def test_schedule_starts_the_pipeline_with_a_scoped_role(variant_assembly):
     _, statements = _role_statements(training, role_id[:-8])
     assert [as_list(s["Action"]) for s in statements] == [["sagemaker:StartPipelineExecution"]]
     assert "pipeline/trainserve-training" in json.dumps(statements[0]["Resource"])
+    trust = _trust(training, role_id)
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
 
 
 def test_steps_run_the_projects_code_assets(cloud_assembly, definition, project_root):
