@@ -188,6 +188,23 @@ class WarehouseStack(Stack):
             encryption_key=self.data.key,
             removal_policy=self._removal,
         )
+        # Instead of the role the flow log would create, one whose trust is limited to this account's flow logs.
+        # AWS doc: Amazon VPC User Guide, "IAM role for publishing flow logs to CloudWatch Logs" (the flow log ID is
+        # not known before the flow log exists: the documented wildcard)
+        flow_log_role = iam.Role(
+            self,
+            "VpcFlowLogRole",
+            assumed_by=iam.ServicePrincipal(
+                "vpc-flow-logs.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:vpc-flow-log/*"
+                    },
+                },
+            ),
+            description=f"{self.config.project_name}: VPC flow logs to their CloudWatch log group",
+        )
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -199,7 +216,7 @@ class WarehouseStack(Stack):
             ],
             flow_logs={
                 "All": ec2.FlowLogOptions(
-                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group, flow_log_role),
                     traffic_type=ec2.FlowLogTrafficType.ALL,
                 )
             },
@@ -526,6 +543,7 @@ class WarehouseStack(Stack):
         self.firehose_role = iam.Role(
             self,
             "FirehoseRole",
+            # AWS doc: Amazon Data Firehose Developer Guide, "Controlling access" (trust policy with sts:ExternalId)
             assumed_by=iam.ServicePrincipal(
                 "firehose.amazonaws.com", conditions={"StringEquals": {"sts:ExternalId": Aws.ACCOUNT_ID}}
             ),

@@ -329,6 +329,29 @@ def test_vpc_has_public_subnets_in_three_azs_without_lookups(serverless):
     template.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
 
 
+def test_flow_log_role_trusts_only_this_accounts_flow_logs(serverless):
+    _, tpl = serverless
+    _, flow_log = _one(tpl, "AWS::EC2::FlowLog")
+    role_id, _ = flow_log["Properties"]["DeliverLogsPermissionArn"]["Fn::GetAtt"]
+    (trust,) = tpl["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    account = {"Ref": "AWS::AccountId"}
+    flow_logs = [
+        "arn:",
+        {"Ref": "AWS::Partition"},
+        ":ec2:",
+        {"Ref": "AWS::Region"},
+        ":",
+        account,
+        ":vpc-flow-log/*",
+    ]
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": account},
+        "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", flow_logs]}},
+    }
+    assert "ManagedPolicyArns" not in tpl["Resources"][role_id]["Properties"]
+
+
 # ------------------------------------------------------------------------------------------- warehouse
 def test_serverless_workgroup_is_public_ssl_only_enhanced_routing_in_three_subnets(serverless):
     _, tpl = serverless
