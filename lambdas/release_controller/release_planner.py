@@ -445,6 +445,7 @@ def event_pattern(model_package_group: str) -> dict[str, Any]:
 # The release rules
 # ----------------------------------------------------------------------------------------------------------
 
+_SHARE_TOLERANCE = 1e-6  # how far shares a person gives may sum from 1 (float rounding: 0.7 + 0.2 + 0.1)
 BLOCKING_STATUSES = ("Failed", "OutOfService", "Deleting")
 
 
@@ -787,12 +788,20 @@ def _live_version(current: EndpointState, variant: str | int) -> int:
 
 
 def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decision:
-    """Live weights (weights only, no redeploy). Variants not named keep their current weight; all weights
-    are then normalized to sum 1. The champion does not change (use ``promote``) and cannot get 0."""
+    """Live weights (weights only, no redeploy). The champion does not change (use ``promote``) and cannot
+    get 0.
+
+    With every live variant named, the weights are shares that sum to 1, or ratios (any weight above 1, e.g.
+    v1=7 v2=3), which are normalized (and the decision says so). With some variants not named, each named
+    weight is a share of the traffic (0 to 1, together at most 1), and the variants not named share the rest
+    in proportion to their current weights: on v1=0.95 v2=0.05, ``v1=0.7`` gives v2 0.3. Anything else (shares
+    that do not sum to 1, a ratio beside variants not named) is refused, naming the weights, rather than
+    guessed at."""
     champion = _require_endpoint(current)
     if not requested:
         raise PlanError("no weights given; use VARIANT=WEIGHT, e.g. v1=0.9 v2=0.1")
     weights = current.weights
+    named: dict[int, float] = {}
     for name, weight in requested.items():
         version = _live_version(current, name)
         try:
@@ -801,9 +810,44 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
             raise PlanError(f"weight of {name} is {weight!r}, not a number") from None
         if not math.isfinite(w) or w < 0:
             raise PlanError(f"weight of {name} is {weight!r}; weights must be finite and >= 0")
-        weights[version] = w
-    if sum(weights.values()) <= 0:
-        raise PlanError("all weights are zero; at least one variant must receive traffic")
+        named[version] = w
+    given = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in sorted(named.items()))
+    others = sorted(v for v in weights if v not in named)
+    total = sum(named.values())
+    ratios = any(w > 1 for w in named.values())
+    if not others:
+        if total <= 0:
+            raise PlanError("all weights are zero; at least one variant must receive traffic")
+        if not ratios and abs(total - 1.0) > _SHARE_TOLERANCE:
+            raise PlanError(
+                f"the weights {given} sum to {total:.4g}, not 1: give shares that sum to 1, or ratios with "
+                "a weight above 1 (v1=7 v2=3 is 70%/30%)"
+            )
+        weights = dict(named)
+    else:
+        rest = ", ".join(variant_name(v) for v in others)
+        if ratios:
+            raise PlanError(
+                f"{given}: a weight above 1 is a ratio, which needs every live variant named "
+                f"({rest} {'is' if len(others) == 1 else 'are'} not); with variants not named, each weight "
+                "is a share from 0 to 1"
+            )
+        if total > 1.0 + _SHARE_TOLERANCE:
+            raise PlanError(
+                f"the shares {given} sum to {total:.4g}, more than 1, with {rest} not named; "
+                "shares of the traffic sum to at most 1"
+            )
+        left = max(0.0, 1.0 - total)
+        current_rest = sum(weights[v] for v in others)
+        if left > _SHARE_TOLERANCE and current_rest <= 0:
+            raise PlanError(
+                f"the shares {given} leave {left:.4g} of the traffic to {rest}, which now "
+                f"{'gets' if len(others) == 1 else 'get'} none; name every live variant"
+            )
+        weights = {
+            **named,
+            **{v: (left * weights[v] / current_rest if current_rest > 0 else 0.0) for v in others},
+        }
     if weights[champion] <= 0:
         raise PlanError(
             f"the champion {variant_name(champion)} cannot get weight 0; promote another variant first "
@@ -812,9 +856,10 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
     text = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in desired.variants)
-    total = sum(weights.values())
-    if abs(total - 1.0) > 1e-9:  # said, so that a typo (0.7 and 0.2) does not pass unseen
+    if not others and ratios:  # said, so that the ratios' reading is seen
         text += f" (normalised to sum 1: the weights summed to {total:.4g})"
+    elif others:
+        text += f" ({', '.join(variant_name(v) for v in others)} not named: the rest, in proportion)"
     if not steps:
         return Decision("none", f"weights already {text}", desired)
     return Decision("update", f"set weights {text}", desired, steps, (f"set weights {text}",))

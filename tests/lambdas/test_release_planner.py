@@ -429,9 +429,22 @@ def test_set_weights_is_weights_only_and_normalized():
     assert decision.desired.champion == 1
 
 
-def test_set_weights_keeps_unnamed_variants_then_normalizes():
-    decision = set_weights(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), {"v2": 0.2})
-    assert weights_of(decision) == {1: round(0.8 / 1.1, 9), 2: round(0.2 / 1.1, 9), 3: round(0.1 / 1.1, 9)}
+def test_set_weights_with_shares_that_sum_to_one():
+    decision = set_weights(endpoint({1: 0.9, 2: 0.1}, 1), {"v1": 0.7, "v2": 0.3})
+    assert weights_of(decision) == {1: 0.7, 2: 0.3} and "normalised" not in decision.reason
+    three = set_weights(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), {"v1": 0.7, "v2": 0.2, "v3": 0.1})
+    assert weights_of(three) == {1: 0.7, 2: 0.2, 3: 0.1}
+
+
+def test_set_weights_gives_the_variants_not_named_the_rest_in_proportion():
+    """v1=0.7 on a 95/5 endpoint means 70% for v1 (not 0.7 beside v2's 0.05, normalized to 93%)."""
+    decision = set_weights(endpoint({1: 0.95, 2: 0.05}, 1), {"v1": 0.7})
+    assert weights_of(decision) == {1: 0.7, 2: 0.3}
+    assert "(v2 not named: the rest, in proportion)" in decision.reason
+    three = set_weights(endpoint({1: 0.8, 2: 0.1, 3: 0.1}, 1), {"v2": 0.2})
+    assert weights_of(three) == {1: round(0.8 * 0.8 / 0.9, 9), 2: 0.2, 3: round(0.8 * 0.1 / 0.9, 9)}
+    drained = set_weights(endpoint({1: 0.9, 2: 0.1}, 1), {"v1": 1})  # the whole traffic: v2 drains
+    assert drained.desired.weights == {1: 1.0, 2: 0.0}
 
 
 @pytest.mark.parametrize(
@@ -445,11 +458,36 @@ def test_set_weights_keeps_unnamed_variants_then_normalizes():
         ({"v1": 0, "v2": 0}, "all weights are zero"),
         ({"v1": 0, "v2": 1}, "the champion v1 cannot get weight 0"),
         ({}, "no weights given"),
+        # shares that do not add up: refused, not normalized
+        ({"v1": 0.5, "v2": 0.3}, "the weights v1=0.5, v2=0.3 sum to 0.8, not 1: give shares that sum to 1"),
+        ({"v1": 0.7, "v2": 0.7}, "the weights v1=0.7, v2=0.7 sum to 1.4, not 1"),
+        # a ratio beside a variant not named
+        ({"v1": 2}, "v1=2: a weight above 1 is a ratio, which needs every live variant named (v2 is not)"),
     ],
 )
 def test_set_weights_rejects_bad_requests(request_, message):
     with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
         set_weights(endpoint({1: 0.9, 2: 0.1}, 1), request_)
+
+
+@pytest.mark.parametrize(
+    ("weights", "request_", "message"),
+    [
+        (
+            {1: 0.8, 2: 0.1, 3: 0.1},
+            {"v1": 0.8, "v2": 0.3},
+            "the shares v1=0.8, v2=0.3 sum to 1.1, more than 1, with v3 not named",
+        ),
+        (
+            {1: 1.0, 2: 0.0},  # v2 drained
+            {"v1": 0.7},
+            "the shares v1=0.7 leave 0.3 of the traffic to v2, which now gets none; name every live variant",
+        ),
+    ],
+)
+def test_set_weights_with_variants_not_named_refuses_shares_it_cannot_complete(weights, request_, message):
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        set_weights(endpoint(weights, 1), request_)
 
 
 def test_set_weights_needs_an_endpoint():

@@ -179,10 +179,12 @@ def traffic() -> None:
 @options.local_option
 @options.json_option
 def set_(weights: tuple[str, ...], local: bool | None, as_json: bool) -> None:
-    """Set live weights (normalized to sum 1; no redeploy): traffic set v1=0.7 v2=0.3
+    """Set live weights (no redeploy): traffic set v1=0.7 v2=0.3
 
-    Variants not named keep their current weight before normalization. The champion does not change
-    (use `traffic promote`).
+    Naming every live variant: shares that sum to 1, or ratios (a weight above 1: v1=7 v2=3 is 70/30).
+    Naming some: each weight is a share (0 to 1) and the variants not named share the rest in proportion to
+    their current weights (on 95/5, v1=0.7 gives v2 30%). Shares that do not sum to 1 are refused. The
+    champion does not change (use `traffic promote`).
     """
     requested: dict[str, str] = {}
     for item in weights:
