@@ -235,6 +235,62 @@ def test_report_ab_since_in_the_future_or_after_the_data_is_an_error(local_targe
     assert "the window would be empty" in said
 
 
+def test_report_ab_since_takes_iso_8601_with_z_or_an_offset_as_utc(local_target):
+    """The times the CLI itself prints (``...Z`` in notes, ``...+00:00`` in generated_at) are accepted, an
+    offset converted to UTC; without one the time is UTC, as before."""
+    since = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0, tzinfo=None)
+    in_paris = (since + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00")  # the same instant
+    starts = set()
+    for given in (
+        since.strftime("%Y-%m-%d %H:%M:%S"),
+        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        since.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        since.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+        in_paris,
+    ):
+        result = _invoke("report", "ab", "--json", "--since", given)
+        assert result.exit_code == 0, (given, result.output)
+        rep = json.loads(result.stdout)
+        assert rep["window"]["basis"] == "given", given
+        starts.add(rep["window"]["start"])
+    assert starts == {since.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("2030-01-01T01:00:00+01:00", "error: --since 2030-01-01 00:00:00 is in the future"),
+        ("2030-01-01T00:00:00Z", "error: --since 2030-01-01 00:00:00 is in the future"),
+        ("2030-01-01", "error: --since 2030-01-01 00:00:00 is in the future"),
+    ],
+)
+def test_report_ab_since_in_the_future_is_said_in_utc(given, said):
+    """Checked before any target is resolved: no local cloud needed."""
+    result = _invoke("report", "ab", "--since", given)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert _said(result.stderr).startswith(said), result.stderr
+
+
+@pytest.mark.parametrize("given", ["yesterday", "2026-13-01", "2026-12-05T25:00:00Z", "12/05/2026", ""])
+def test_report_ab_since_that_is_not_a_time_is_a_usage_error_naming_the_option(given):
+    result = _invoke("report", "ab", "--since", given)
+    assert result.exit_code == 2 and result.stdout == ""
+    said = _said(result.stderr)
+    assert "Invalid value for '--since'" in said and "is not an ISO 8601 date or time" in said, said
+    assert "2026-12-05T23:44:00Z" in said  # the forms it takes
+
+
+def test_utc_datetime_param_type():
+    convert = options.UTC_DATETIME.convert
+    assert convert("2026-12-05T23:44:00Z", None, None) == datetime(2026, 12, 5, 23, 44)
+    assert convert("2026-12-06T00:44:00+01:00", None, None) == datetime(2026, 12, 5, 23, 44)
+    assert convert("2026-12-05T18:44:00-05:00", None, None) == datetime(2026, 12, 5, 23, 44)
+    assert convert("2026-12-05 23:44:00.250000", None, None) == datetime(2026, 12, 5, 23, 44, 0, 250_000)
+    assert convert("2026-12-05", None, None) == datetime(2026, 12, 5)
+    aware = datetime(2026, 12, 5, 23, 44, tzinfo=UTC)
+    assert convert(aware, None, None) == datetime(2026, 12, 5, 23, 44)  # a default given as a datetime
+
+
 def test_monitor_run_publishes_and_prints_metrics(local_target):
     result = _invoke("monitor", "run", "--json")
     assert result.exit_code == 0, result.output

@@ -168,10 +168,11 @@ def report() -> None:
 @click.option("--plot", "plot", type=click.Path(dir_okay=False), help="Also write a PNG with the charts.")
 @click.option(
     "--since",
-    type=click.DateTime(),
+    type=options.UTC_DATETIME,
     default=None,
-    help="Start of the window (UTC; default: when the endpoint's weights last changed, plus the proxy's "
-    "cache delay; without that time, the newest live variant's first prediction).",
+    help="Start of the window, ISO 8601: 2026-12-05T23:44:00Z, ...+01:00 (converted to UTC), or without Z or "
+    "an offset, UTC. Default: when the endpoint's weights last changed, plus the proxy's cache delay; "
+    "without that time, the newest live variant's first prediction.",
 )
 def ab(local: bool | None, as_json: bool, plot: str | None, since: datetime | None) -> None:
     """A/B report: per-variant traffic, latency, accuracy; challengers vs champion; what to do next."""
