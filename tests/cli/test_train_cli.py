@@ -60,6 +60,8 @@ def test_train_local_below_threshold_is_not_registered_exit_3(moto_url, monkeypa
     assert out["registered"] is False and out["status"] == "not_registered"
     # the shape both modes print (an AWS execution's result has these keys too)
     assert list(out) == list(training_cmd.result_keys())
+    assert {"status", "step", "error", "registered", "model_version", "reason", "metrics"} <= set(out)
+    assert out["step"] is None and out["error"] is None  # a failed run's, null here
     assert list(out["artifacts"]) == list(training_cmd.ARTIFACT_KEYS)
     assert all(list(s) == list(training_cmd.step_keys()) for s in out["steps"])
     assert out["pipeline_execution_arn"] is None  # no SageMaker execution locally: execution_id names the run
@@ -173,7 +175,10 @@ def test_train_failed_step_with_json_prints_the_failure(moto_url, monkeypatch, t
     out = json.loads(result.stdout)
     assert out["status"] == "failed" and out["step"] == "Preprocess"
     assert "label column 'target' is missing" in out["error"]
-    assert list(out) == list(training_cmd.FAILURE_KEYS)  # as an AWS run's failure, null where unknown
+    # the keys of every outcome (registered, not_registered), locally and on AWS; null where not applicable
+    assert list(out) == list(training_cmd.result_keys())
+    assert out["registered"] is False and out["reason"] is None
+    assert out["model_version"] is None and out["model_package_arn"] is None and out["metrics"] is None
     assert out["pipeline_execution_arn"] is None  # no SageMaker execution locally
     # what did run: its id, its steps (the failed one last) and the --data it uploaded, as a success lists them
     assert re.fullmatch(r"\d{14}-[0-9a-f]{6}", out["execution_id"])
@@ -348,7 +353,8 @@ def test_train_aws_starts_the_pipeline_with_parameters(monkeypatch, tmp_path):
         )
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
-        assert list(out) == list(training_cmd.STARTED_KEYS) and out["status"] == "started"  # without --wait
+        assert list(out) == list(training_cmd.result_keys()) and out["status"] == "started"  # without --wait
+        assert out["registered"] is None and out["step"] is None and out["error"] is None  # not known yet
         assert out["execution_id"] == out["pipeline_execution_arn"].rsplit("/", 1)[-1]
         params = {p["Name"]: p["Value"] for p in out["parameters"]}
         assert params["Estimator"] == "random_forest" and params["NEstimators"] == "300"
@@ -452,7 +458,7 @@ def test_train_aws_failed_step_with_json_names_the_step(monkeypatch):
         target, sm, result, out = _aws_train_json(monkeypatch, _FailsInTrain, 1)
         # the status a local run's failure has (not the execution's own "Failed"), and its keys
         assert out["status"] == "failed" and out["step"] == "Train" and out["error"] == _FailsInTrain.REASON
-        assert list(out) == list(training_cmd.FAILURE_KEYS)
+        assert list(out) == list(training_cmd.result_keys()) and out["registered"] is False
         assert out["pipeline_execution_arn"] and [s["name"] for s in out["steps"]] == ["Preprocess", "Train"]
         assert out["execution_id"] == out["pipeline_execution_arn"].rsplit("/", 1)[-1]
         assert out["steps"][1]["detail"] == _FailsInTrain.REASON
@@ -548,7 +554,7 @@ def test_train_aws_below_threshold_exits_3_like_a_local_run(monkeypatch):
         # as a local run has them: typed, every one the estimator uses (the execution's definition's defaults)
         assert out["quality_metric"] == "roc_auc"
         assert out["hyperparameters"] == {"n_estimators": 5, "max_depth": 0, "random_state": 42}
-        assert out["model_package_arn"] is None and "error" not in out
+        assert out["model_package_arn"] is None and out["error"] is None and out["step"] is None
         # no evaluation report to read here (the step listing names no processing job): the metrics are null,
         # the value and the threshold are the Fail step's
         assert out["metrics"] is None and out["quality_value"] == 0.81 and out["quality_threshold"] == 0.9
@@ -690,7 +696,7 @@ def test_train_aws_data_that_cannot_be_uploaded_is_a_failed_upload_with_json(mon
             assert result.exit_code == 1, result.output
             out = json.loads(result.stdout)
             assert out["status"] == "failed" and out["step"] == "Upload" and said in out["error"]
-            assert out["pipeline_execution_arn"] is None
+            assert list(out) == list(training_cmd.result_keys()) and out["pipeline_execution_arn"] is None
             assert f"step Upload failed: --data {data}: {said}" in " ".join(result.stderr.split())
         assert _keys(target.client("s3"), target.names.data_bucket) == []
         summaries = sm.list_pipeline_executions(PipelineName=target.names.pipeline_name)
@@ -716,7 +722,7 @@ def test_train_aws_start_that_fails_prints_json(monkeypatch):
         assert result.exit_code == 1, result.output
         out = json.loads(result.stdout)
         assert out["status"] == "failed" and out["step"] == training_cmd.START_STEP
-        assert list(out) == list(training_cmd.FAILURE_KEYS) and out["execution_id"] is None
+        assert list(out) == list(training_cmd.result_keys()) and out["execution_id"] is None
         assert out["error"].startswith("AWS ") and target.names.pipeline_name in out["error"]
         assert out["pipeline_execution_arn"] is None
         assert out["parameters"] == [{"Name": "C", "Value": "2.0"}]
@@ -738,7 +744,8 @@ def test_train_aws_wait_that_cannot_follow_the_execution_prints_json(monkeypatch
     with mock_aws():
         target, sm, result, out = _aws_train_json(monkeypatch, _CannotFollow, 1)
         assert out["pipeline_execution_arn"].startswith("arn:") and out["status"] == "unknown"
-        assert list(out) == list(training_cmd.FAILURE_KEYS) and out["step"] is None
+        assert list(out) == list(training_cmd.result_keys()) and out["step"] is None
+        assert out["registered"] is None  # it may still register a model
         assert out["error"] == (
             "cannot follow the execution: AWS AccessDeniedException: not authorized; it may still be running"
         )
@@ -981,7 +988,7 @@ class _Stopped(_FailsInTrain):
 def test_train_aws_stopped_execution_is_a_failed_run(monkeypatch):
     with mock_aws():
         target, sm, result, out = _aws_train_json(monkeypatch, _Stopped, 1)
-        assert list(out) == list(training_cmd.FAILURE_KEYS)
+        assert list(out) == list(training_cmd.result_keys())
         assert out["status"] == "failed" and out["step"] == "Train"
         assert out["error"] == "the pipeline execution Stopped"
         assert "pipeline execution Stopped" in " ".join(result.stderr.split())

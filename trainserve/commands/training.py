@@ -1,15 +1,18 @@
 """``trainserve train``: start the training pipeline (locally: run it, step by step).
 
-With ``--json``, every run prints one JSON object on stdout, whatever its outcome, with the same keys and the
-same ``status`` values locally and on AWS (``--wait``), null where a value cannot be known:
+With ``--json``, every run prints one JSON object on stdout, whatever its outcome, with the same keys
+(``result_keys()``: a local run's ``TrainingResult``, ``status``, ``pipeline_execution_arn``, the pipeline
+``parameters`` set, and a failure's ``step`` and ``error``) and the same ``status`` values locally and on AWS,
+null where a value does not apply or cannot be known:
 
-- the result (``result_keys()``: a local run's ``TrainingResult``, ``pipeline_execution_arn`` and the pipeline
-  ``parameters`` set): ``status: registered`` (exit 0) with the model version, its package ARN and approval
-  status, the metrics and the quality value and threshold; ``status: not_registered`` (exit 3), a model below
-  the quality threshold, with its ``reason`` (the human message on stderr too);
-- a failure (``FAILURE_KEYS``): ``status: failed``, the failed ``step`` and its ``error`` (exit 1, the message on
-  stderr); ``status: unknown`` for an AWS execution that cannot be followed (it may still be running);
-- AWS without ``--wait`` (``STARTED_KEYS``): ``status: started``, the execution's id and ARN, the parameters.
+- ``status: registered`` (exit 0) with the model version, its package ARN and approval status, the metrics and
+  the quality value and threshold; ``status: not_registered`` (exit 3), a model below the quality threshold,
+  with its ``reason`` (the human message on stderr too); ``step`` and ``error`` null;
+- ``status: failed``: the failed ``step`` and its ``error`` (exit 1, the message on stderr), what ran of it
+  (``execution_id``, ``steps``, ``parameters``), ``registered`` false, the model's fields null;
+  ``status: unknown`` for an AWS execution that cannot be followed (it may still be running: ``registered``
+  null);
+- AWS without ``--wait``: ``status: started``, the execution's id and ARN, the parameters; the rest null.
 
 What is refused before anything is uploaded or started (a bad ``--hp``, a ``--data`` path that does not exist,
 click's usage errors) prints no result, as every command's refusals: the error on stderr, exit 1 (2 for
@@ -217,7 +220,8 @@ def train(
       not_registered  exit 3: trained, below the quality threshold (reason)
       failed          exit 1: the failed step and its error
       unknown         exit 1: AWS, the execution could not be followed (it may still be running)
-      started         exit 0: AWS without --wait: execution_id, pipeline_execution_arn, parameters only
+      started         exit 0: AWS without --wait: execution_id, pipeline_execution_arn, parameters
+    step and error are null unless the run failed; the model's fields are null unless it was trained.
     """
     from training.pipeline_definition import DefinitionError
 
@@ -237,13 +241,21 @@ def train(
 
 
 def result_keys() -> tuple[str, ...]:
-    """The keys of a run's result (``status`` ``registered`` or ``not_registered``), the same in both modes:
-    a local run's (``TrainingResult.as_json``: its fields and ``status``), the pipeline execution's ARN (null
-    locally: no SageMaker execution exists, ``execution_id`` names the run) and the pipeline ``parameters``
-    the run set (``[{"Name", "Value"}]``, as sent to StartPipelineExecution)."""
+    """The keys of what ``--json`` prints for every run, whatever its ``status``, the same in both modes: a
+    local run's result (``TrainingResult.as_json``: its fields and ``status``), the pipeline execution's ARN
+    (null locally: no SageMaker execution exists, ``execution_id`` names the run), the pipeline
+    ``parameters`` the run set (``[{"Name", "Value"}]``, as sent to StartPipelineExecution), and a failed
+    run's ``step`` and ``error`` (null otherwise)."""
     from trainserve.local.training_runner import TrainingResult
 
-    return (*(f.name for f in fields(TrainingResult)), "status", "pipeline_execution_arn", "parameters")
+    return (
+        *(f.name for f in fields(TrainingResult)),
+        "status",
+        "pipeline_execution_arn",
+        "parameters",
+        "step",
+        "error",
+    )
 
 
 def step_keys() -> tuple[str, ...]:
@@ -253,11 +265,6 @@ def step_keys() -> tuple[str, ...]:
     return tuple(f.name for f in fields(StepReport))
 
 
-# A run that failed (``status: failed``; ``unknown`` for an AWS execution that cannot be followed), in both
-# modes; null where it cannot be known (a local failure has no execution ARN and does not list its steps).
-FAILURE_KEYS = ("status", "step", "error", "execution_id", "pipeline_execution_arn", "parameters", "steps")
-# AWS without --wait: the execution was started, nothing more is known.
-STARTED_KEYS = ("status", "execution_id", "pipeline_execution_arn", "parameters")
 # A result's ``artifacts`` (a local run's; null on AWS where it cannot be known).
 ARTIFACT_KEYS = ("input_data", "model_data", "evaluation", "baseline", "inference_sourcedir")
 
@@ -272,17 +279,20 @@ def _failure(
     steps: list[dict[str, Any]] | None = None,
     execution_id: str | None = None,
 ) -> dict[str, Any]:
-    """A failed run's JSON (``FAILURE_KEYS``)."""
-    out = {
-        "status": status,
-        "step": step,
-        "error": error,
-        "execution_id": execution_id or _execution_id(arn),
-        "pipeline_execution_arn": arn,
-        "parameters": parameters,
-        "steps": steps,
-    }
-    return {k: out[k] for k in FAILURE_KEYS}
+    """A failed run's JSON (``result_keys()``): the step, the error and what ran; ``registered`` false (null
+    for ``status: unknown``: the execution may still register a model); the model's fields null."""
+    out: dict[str, Any] = dict.fromkeys(result_keys())
+    out.update(
+        status=status,
+        registered=False if status == "failed" else None,
+        step=step,
+        error=error,
+        execution_id=execution_id or _execution_id(arn),
+        pipeline_execution_arn=arn,
+        parameters=parameters,
+        steps=steps,
+    )
+    return out
 
 
 def _execution_id(arn: str | None) -> str | None:
@@ -321,7 +331,13 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
     if as_json:
         if data:  # as on AWS, where --data becomes the InputData parameter
             parameters.append({"Name": "InputData", "Value": result.artifacts.get("input_data", "")})
-        out = {**result.as_json(), "pipeline_execution_arn": None, "parameters": parameters}
+        out = {
+            **result.as_json(),
+            "pipeline_execution_arn": None,
+            "parameters": parameters,
+            "step": None,
+            "error": None,
+        }
         print_json({k: out[k] for k in result_keys()})
     else:  # the result on stdout (the steps' progress went to stderr)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
@@ -401,13 +417,14 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         err_console.print(f"started {target.names.pipeline_name}: {arn}")
     if not wait:
         if as_json:
-            started_out = {
-                "status": "started",
-                "execution_id": _execution_id(arn),
-                "pipeline_execution_arn": arn,
-                "parameters": parameters,
-            }
-            print_json({k: started_out[k] for k in STARTED_KEYS})
+            started_out: dict[str, Any] = dict.fromkeys(result_keys())
+            started_out.update(
+                status="started",
+                execution_id=_execution_id(arn),
+                pipeline_execution_arn=arn,
+                parameters=parameters,
+            )
+            print_json(started_out)
         return
     try:
         execution_status, raw = follow_execution(sm, arn, quiet=as_json)
