@@ -541,14 +541,23 @@ def plan(
     if event is not None and event.version != took_over:
         changes.extend(_admit(event.version, status, weights, champion, settings, inputs))
 
-    # 4b. A reconcile (no event) says why a newer approved version is not served when its inputs are the reason.
+    # 4b. A reconcile (no event) names each newer approved version it does not serve, and why: its inputs,
+    #     or it was taken off earlier (dropped to make room, drained by hand); a reconcile adds no challenger.
     if event is None:
         for v in (x for x in approved if x > champion and x not in weights):
+            name = variant_name(v)
             if _other_inputs(v, champion, inputs):
                 changes.append(
-                    f"{variant_name(v)} is approved but not served: its input features differ from those of "
-                    f"champion {variant_name(champion)} (to serve it: trainserve traffic promote {variant_name(v)}, "
+                    f"{name} is approved but not served: its input features differ from those of "
+                    f"champion {variant_name(champion)} (to serve it: trainserve traffic promote {name}, "
                     "then update the clients)"
+                )
+            else:
+                changes.append(
+                    f"{name} is approved but not served: it left the endpoint earlier (for example dropped to make room) "
+                    "and only its approval adds a challenger (to add it again: trainserve models reject "
+                    f"{v}, then trainserve models approve {v}; or to serve it alone: trainserve traffic "
+                    f"promote {name})"
                 )
 
     desired = _desired(weights, champion)

@@ -266,10 +266,10 @@ def _remedy(reg, state, remedy: str):
     words = remedy.split()
     if words[:3] == ["trainserve", "traffic", "promote"]:
         return reg, final(promote(state, words[3], reg), state)
-    assert words[:3] == ["trainserve", "models", "approve"], remedy
-    version = int(words[3])
-    reg = [replace(p, status=A) if p.version == version else p for p in reg]
-    return reg, final(plan(reg, state, SETTINGS, (version, A)), state)
+    assert words[:2] == ["trainserve", "models"] and words[2] in ("approve", "reject"), remedy
+    version, status = int(words[3]), A if words[2] == "approve" else R
+    reg = [replace(p, status=status) if p.version == version else p for p in reg]
+    return reg, final(plan(reg, state, SETTINGS, (version, status)), state)
 
 
 def _served(state) -> dict[int, float]:
@@ -733,10 +733,27 @@ def test_a_reconcile_says_why_a_newer_approved_version_with_other_inputs_is_not_
         in decision.reason
     )
     assert "trainserve traffic promote v2" in decision.reason
-    same = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="1" * 64)  # dropped earlier, say: no note
-    assert plan(same, endpoint({1: 1.0}, champion=1), SETTINGS).reason.endswith(
-        "the endpoint already matches the registry"
-    )
+    same = _with_inputs(registry(v1=A, v2=A), v1="1" * 64, v2="1" * 64)  # dropped earlier, say
+    reconcile = plan(same, endpoint({1: 1.0}, champion=1), SETTINGS)
+    assert reconcile.action == "none" and reconcile.steps == ()
+    assert "input features" not in reconcile.reason
+
+
+def test_a_reconcile_names_a_newer_approved_version_dropped_earlier_and_how_to_add_it_again():
+    """v3 made room by dropping v2, then v3 was rejected: v2 is approved and not served, and a reconcile
+    (``endpoint sync``) does not add it back; it says so, and the remedy it gives works."""
+    reg, state = registry(v1=A, v2=A, v3=R), endpoint({1: 1.0}, champion=1)
+    decision = plan(reg, state, SETTINGS)
+    assert decision.action == "none" and decision.steps == ()
+    (change,) = decision.changes
+    assert change.startswith("v2 is approved but not served: it left the endpoint earlier")
+    assert "trainserve models reject 2, then trainserve models approve 2" in change
+    assert "trainserve traffic promote v2" in change
+    reg, after = _remedy(reg, state, "trainserve models reject 2")
+    assert _served(after) == _served(state)  # not live: nothing changes
+    reg, state = _remedy(reg, after, "trainserve models approve 2")
+    assert _served(state) == {1: 0.9, 2: 0.1}
+    assert plan(reg, state, SETTINGS).changes == ()
 
 
 def test_a_blocked_champion_names_a_newer_version_with_other_inputs_as_one_to_serve_alone():
