@@ -171,9 +171,13 @@ def test_a_decision_without_note_clears_the_previous_note(target):
     code, out, err = _cli(models_review.approve, "3", "--note", "better after all")
     assert code == 0 and "v3 is already Approved; its note is now: better after all" in out
     assert _listed(target)[3] == ("Approved", "better after all")
-    # the same status without a note keeps it (it is still this decision's note)
+    # the same status without a note keeps it (it is still this decision's note), and --json shows it
     assert _cli(models_review.approve, "3")[0] == 0
     assert _listed(target)[3] == ("Approved", "better after all")
+    kept = _cli_json(models_review.approve, "3")
+    assert kept["changed"] is False and kept["note"] == "better after all"
+    assert _cli_json(models_review.reject, "3")["note"] is None  # a change without --note clears it
+    assert _cli_json(models_review.approve, "3", "--note", "better after all")["note"] == "better after all"
     code, out, err = _cli(models_cmd.models, "list")
     assert "better after all" in out
     # a note that looks like rich markup is printed as written

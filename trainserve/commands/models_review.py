@@ -62,12 +62,18 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         plan, why = planned_release(adapter, registry)
         if note:
             adapter.sm.update_model_package(ModelPackageArn=package.arn, ApprovalDescription=note)
+    # the note in force afterwards: the one given, none (a status change without --note clears it), or the
+    # one the registry keeps (the same status without --note changes nothing)
+    in_force = note or None
+    if not changed and not note:
+        described = adapter.sm.describe_model_package(ModelPackageName=package.arn)
+        in_force = described.get("ApprovalDescription") or None
     result = {
         "version": version,
         "model_package_arn": package.arn,
         "previous_status": package.status,
         "status": status,
-        "note": note,
+        "note": in_force,
         "changed": changed,
         "release_plan": plan,
     }
