@@ -6,7 +6,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -63,6 +63,18 @@ def print_json(data: Any) -> None:
     text = json.dumps(_finite(data), indent=2, default=_default, sort_keys=False, allow_nan=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def people_output_on_stderr(enabled: bool = True) -> Iterator[None]:
+    """While it lasts (when ``enabled``), what is printed for people on stdout (``console``, ``table``,
+    ``click.echo``, ``print``; also by the other commands a command runs) goes to stderr: a ``--json`` command
+    keeps stdout for its one JSON document, which it prints (``print_json``) once this has ended."""
+    if not enabled:
+        yield
+        return
+    with redirect_stdout(sys.stderr):  # ``console`` writes to whatever sys.stdout is when it prints
+        yield
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -44,3 +44,22 @@ def test_json_output_is_standard_json_even_with_nan(capsys) -> None:
     out = capsys.readouterr().out
     assert "NaN" not in out and "Infinity" not in out
     assert json.loads(out) == {"roc_auc": None, "n": [1.5, None, None], "ok": 0.5}
+
+
+def test_people_output_on_stderr_keeps_stdout_for_the_json(capsys) -> None:
+    """``demo --json`` runs commands that print tables on stdout: while it runs, they go to stderr."""
+    import json
+
+    import click
+
+    with console.people_output_on_stderr():
+        console.console.print("the local cloud is already running")
+        console.table("Variants", ["variant"], [["v1"]])
+        click.echo("echoed")
+    console.print_json({"ok": True})
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == {"ok": True}
+    assert "already running" in printed.err and "v1" in printed.err and "echoed" in printed.err
+    with console.people_output_on_stderr(enabled=False):  # without --json: stdout as always
+        console.console.print("a table")
+    assert capsys.readouterr().out == "a table\n"

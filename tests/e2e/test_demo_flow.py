@@ -2,8 +2,10 @@
 
 Nothing is stubbed: the daemon runs moto, the runtime with one model server per variant, the approval
 watcher feeding the real release controller, the proxy behind the local API, Firehose staging, the warehouse
-loader and the monitoring job. The test drives ``trainserve.demo.run_demo`` (what ``trainserve demo`` runs)
-and then checks the registry, the endpoint after each step, the warehouse and the report.
+loader and the monitoring job. The test runs ``trainserve demo --json`` (one run: the demo takes half a
+minute), keeps what ``trainserve.demo.run_demo`` returned to it, and then checks the command's output (one
+JSON document on stdout, the progress and tables on stderr), the registry, the endpoint after each step, the
+warehouse and the report.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import boto3
 import click
 import pytest
+from click.testing import CliRunner
 
 from trainserve.demo import DEFAULT_REQUESTS, DEFAULT_USERS
 from trainserve.local.warehouse import query
@@ -40,22 +43,45 @@ def demo_run(tmp_path_factory):
     mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
-    from trainserve.commands.local import start, stop
-    from trainserve.demo import run_demo
+    from trainserve.cli import cli
+    from trainserve.commands import demo as demo_cmd
+    from trainserve.commands.local import stop
     from trainserve.target import resolve
 
-    def start_local() -> None:
-        with click.Context(start) as ctx:
-            ctx.invoke(start, timeout=120.0)
+    returned = []  # what run_demo returned to the command
 
+    def run_demo(**kwargs):
+        returned.append(real_run_demo(**kwargs))
+        return returned[-1]
+
+    real_run_demo = demo_cmd.run_demo
+    mp.setattr(demo_cmd, "run_demo", run_demo)
     try:
-        result = run_demo(start_local=start_local, requests=REQUESTS, users=USERS)
+        args = ["demo", "--requests", str(REQUESTS), "--users", str(USERS), "--json"]
+        printed = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert printed.exit_code == 0, printed.output
+        (result,) = returned
         target = resolve(local=True)
-        yield result, target
+        yield result, target, printed
     finally:
         with click.Context(stop) as ctx:
             ctx.invoke(stop, timeout=20.0)
         mp.undo()
+
+
+def test_demo_json_prints_one_json_document_on_stdout_and_the_rest_on_stderr(demo_run):
+    result, target, printed = demo_run
+    out = json.loads(printed.stdout)  # the whole of stdout: nothing before or after the document
+    assert out["baseline_version"] == result.baseline_version == 1
+    assert out["candidate_version"] == result.candidate_version == 2
+    assert out["predictions"] == REQUESTS and out["feedback"] == result.feedback
+    assert out["recommendation"]["action"] == "promote" and out["plot"] == result.plot
+    # what is printed for people (the local cloud, the endpoint after each change, the monitoring, the A/B
+    # report, the closing summary) is on stderr
+    said = " ".join(printed.stderr.split())
+    assert target.aws_endpoint_url in said
+    assert "PROMOTE:" in said and "next: trainserve traffic promote v2" in said
+    assert "Try next:" in said and "trainserve local stop" in said
 
 
 def _weights(state):
@@ -63,7 +89,7 @@ def _weights(state):
 
 
 def test_registry_has_both_versions_approved_with_metrics(demo_run):
-    result, target = demo_run
+    result, target, _ = demo_run
     sm = target.client("sagemaker")
     packages = sm.list_model_packages(
         ModelPackageGroupName=target.names.model_package_group, ModelApprovalStatus="Approved"
@@ -82,7 +108,7 @@ def test_registry_has_both_versions_approved_with_metrics(demo_run):
 
 
 def test_endpoint_after_each_step(demo_run):
-    result, target = demo_run
+    result, target, _ = demo_run
     snaps = result.snapshots
     assert _weights(snaps["baseline"]) == {"v1": 1.0}
     assert snaps["baseline"]["champion"] == "v1"
@@ -99,7 +125,7 @@ def test_endpoint_after_each_step(demo_run):
 
 
 def test_warehouse_has_one_row_per_prediction_with_variant_and_version(demo_run):
-    result, target = demo_run
+    result, target, _ = demo_run
     path = target.warehouse["path"]
     since = result.traffic_started_at.strftime("%Y-%m-%d %H:%M:%S.%f")
     _, rows = query(
@@ -123,7 +149,7 @@ def test_warehouse_has_one_row_per_prediction_with_variant_and_version(demo_run)
 
 
 def test_report_recommends_promoting_the_better_candidate(demo_run):
-    result, _ = demo_run
+    result, _, _ = demo_run
     rep = result.report
     assert result.recommendation["action"] == "promote"
     assert result.recommendation["command"] == "trainserve traffic promote v2"
@@ -138,7 +164,7 @@ def test_report_recommends_promoting_the_better_candidate(demo_run):
 
 
 def test_monitoring_published_metrics_to_the_local_cloudwatch(demo_run):
-    _, target = demo_run
+    _, target, _ = demo_run
     cw = boto3.client("cloudwatch", endpoint_url=target.aws_endpoint_url, region_name=target.region)
     names = {m["MetricName"] for m in cw.list_metrics(Namespace="Trainserve/Predictions")["Metrics"]}
     assert {"RequestCount", "OnlineAccuracy", "ScorePSI"} <= names

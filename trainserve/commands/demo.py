@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from trainserve.console import UserError, print_json
+from trainserve.console import UserError, people_output_on_stderr, print_json
 from trainserve.demo import DEFAULT_REQUESTS, DEFAULT_USERS, TRAFFIC_SEED, DemoError, run_demo
 
 
@@ -27,21 +27,29 @@ from trainserve.demo import DEFAULT_REQUESTS, DEFAULT_USERS, TRAFFIC_SEED, DemoE
     "--seed", type=int, default=TRAFFIC_SEED, show_default=True, help="Seed of the generated traffic."
 )
 @click.option("--no-act", is_flag=True, help="Print the recommendation but do not promote or roll back.")
-@click.option("--json", "as_json", is_flag=True, help="Also print a JSON summary at the end.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON summary on stdout (and nothing else there: the progress and tables go to stderr).",
+)
 @click.pass_context
 def demo(ctx: click.Context, requests: int, users: int, seed: int, no_act: bool, as_json: bool) -> None:
     """Run the whole loop locally: train v1 → approve → serve; train v2 → approve → A/B split; traffic and
-    feedback through the prediction API; warehouse, monitoring, A/B report; promote or roll back."""
+    feedback through the prediction API; warehouse, monitoring, A/B report; promote or roll back.
+
+    With --json, stdout is one JSON document; what is printed for people goes to stderr."""
     from trainserve.commands.local import start
 
     try:
-        result = run_demo(
-            start_local=lambda: ctx.invoke(start),
-            requests=requests,
-            users=users,
-            seed=seed,
-            act=not no_act,
-        )
+        with people_output_on_stderr(as_json):  # the commands the demo runs print their tables on stdout
+            result = run_demo(
+                start_local=lambda: ctx.invoke(start),
+                requests=requests,
+                users=users,
+                seed=seed,
+                act=not no_act,
+            )
     except DemoError as exc:
         raise UserError(str(exc)) from None
     if as_json:
