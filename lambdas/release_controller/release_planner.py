@@ -554,9 +554,9 @@ def plan(
                 )
             else:
                 changes.append(
-                    f"{name} is approved but not served: it left the endpoint earlier (for example dropped to make room) "
-                    "and only its approval adds a challenger (to add it again: trainserve models reject "
-                    f"{v}, then trainserve models approve {v}; or to serve it alone: trainserve traffic "
+                    f"{name} is approved but not served: it left the endpoint earlier (for example dropped to "
+                    "make room) and only its approval adds a challenger (to add it again: trainserve models "
+                    f"approve {v}, which applies its approval again; or to serve it alone: trainserve traffic "
                     f"promote {name})"
                 )
 

@@ -196,3 +196,43 @@ def test_a_note_longer_than_the_registry_keeps_is_refused_before_any_change(targ
     )
     assert _listed(target)[1] == ("PendingManualApproval", None)
     assert _cli(models_review.approve, "1", "--note", "x" * 1024)[0] == 0
+
+
+def test_approving_again_a_version_that_is_not_served_applies_its_approval_now(target):
+    """v3 made room by dropping v2, then v3 was rejected: v2 is approved but not served, and approving it
+    again sends no event (no status change). The command applies its approval's plan itself, as
+    `endpoint sync` applies a reconcile; a live version approved again changes nothing."""
+    register(target, 3)
+    _serve(target, 1, 2)
+    _serve(target, 3)  # max_live_variants 2 (cdk.json)
+    assert _live_weights(target) == {"v1": 0.9, "v3": 0.1}  # v2 dropped to make room
+    assert _cli(models_review.reject, "3")[0] == 0
+    release(target, 3, "Rejected")
+    assert _live_weights(target) == {"v1": 1.0}
+
+    out = _cli_json(models_review.approve, "2")
+    assert out["changed"] is False and out["applied"] is True
+    assert "v2 added as challenger at 10%" in "; ".join(out["release_plan"]["changes"])
+    assert _live_weights(target) == {"v1": 0.9, "v2": 0.1}
+
+    again = _cli_json(models_review.approve, "2")  # live now: nothing to apply
+    assert again["applied"] is False and again["changed"] is False
+    assert _live_weights(target) == {"v1": 0.9, "v2": 0.1}
+    code, out_text, err = _cli(models_review.approve, "1")
+    assert code == 0 and "v1 is already Approved: nothing changed" in out_text
+
+
+def test_approving_again_an_older_version_than_the_champion_says_why_nothing_changes(target):
+    register(target, 3)
+    _serve(target, 1, 2)
+    assert _cli_json(endpoint_cmd.endpoint, "status")["champion"] == "v1"
+    # v2 promoted alone; v1 stays approved (older than the new champion)
+    from trainserve.commands import traffic as traffic_cmd
+
+    assert CliRunner().invoke(traffic_cmd.traffic, ["promote", "v2"], catch_exceptions=False).exit_code == 0
+    assert _live_weights(target) == {"v2": 1.0}
+    code, out, err = _cli(models_review.approve, "1")
+    assert code == 0
+    assert "v1 is already Approved: nothing changed (v1 is older than the champion v2: no change)" in out
+    assert _live_weights(target) == {"v2": 1.0}
+    assert _cli_json(models_review.approve, "1")["applied"] is False

@@ -48,6 +48,8 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
             f"model version {version} is not in the model package group {group} (versions: {known})"
         )
     changed = package.status != status
+    applied = False  # an approved version not live, approved again: its approval's plan applied now
+    again = None
     if changed:
         # The note belongs to this decision: without --note the previous decision's note is cleared (an empty
         # ApprovalDescription: the API allows 0 to 1024 characters), so the registry never shows a rejection's
@@ -57,11 +59,16 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
             ModelPackageArn=package.arn, ModelApprovalStatus=status, ApprovalDescription=note or ""
         )
     else:
-        # No status change, so no release event: the plan is the controller's for the registry as it is (what
-        # `trainserve endpoint sync` would do). A note given replaces the decision's note.
-        plan, why = planned_release(adapter, registry)
+        # No status change, so no release event. An approved version that is not live gets its approval's
+        # plan applied now (``_approve_again``); otherwise the plan is the controller's for the registry as it
+        # is (what `trainserve endpoint sync` would do). A note given replaces the decision's note.
         if note:
             adapter.sm.update_model_package(ModelPackageArn=package.arn, ApprovalDescription=note)
+        again = _approve_again(target, adapter, version) if status == APPROVED else None
+        if again is not None:
+            (plan, applied), why = again, None
+        else:
+            plan, why = planned_release(adapter, registry)
     # the note in force afterwards: the one given, none (a status change without --note clears it), or the
     # one the registry keeps (the same status without --note changes nothing)
     in_force = note or None
@@ -76,6 +83,7 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         "note": in_force,
         "changed": changed,
         "release_plan": plan,
+        "applied": applied,
     }
     if as_json:
         print_json(result)
@@ -84,8 +92,18 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         console.print(f"v{version}: {package.status} → {status}" + (f" ({escape(note)})" if note else ""))
         print_plan(plan, why)
         return
+    if applied and plan:
+        console.print(
+            f"v{version} is already {status} but was not served: its approval applied again: "
+            + "; ".join(plan["changes"])
+        )
+        return
     if note:
         console.print(f"v{version} is already {status}; its note is now: {escape(note)}")
+    elif (
+        again is not None and plan and plan["changes"]
+    ):  # approved again, and the controller would not add it
+        console.print(f"v{version} is already {status}: nothing changed ({'; '.join(plan['changes'])})")
     else:
         console.print(f"v{version} is already {status}: nothing changed")
     if plan and plan["action"] != "none":
@@ -95,6 +113,35 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         )
     if plan and plan["blocked"]:
         err_console.print(f"[bold yellow]a person must act:[/] {plan['blocked']}")
+
+
+def _approve_again(target, adapter, version: int) -> tuple[dict, bool] | None:
+    """An approved version that is not live: the release controller's decision for its approval event,
+    applied now (as ``trainserve endpoint sync`` applies a reconcile), since approving it again changes no
+    status and so sends no event (a challenger dropped to make room comes back this way). (the plan, whether
+    it changed the endpoint); None when the version is live (nothing to do), or there is no endpoint in
+    service (none yet, busy, blocked): the plan for the registry as it is then says what comes. A release
+    controller run for the same version at the same time ends in the same endpoint (its plan finds the
+    version live)."""
+    from trainserve.commands.endpoint import endpoint_changes
+    from trainserve.commands.traffic import run_steps
+
+    with endpoint_changes(target):
+        try:
+            state = adapter.read_endpoint()
+        except ReleaseBlocked:
+            return None
+        # no endpoint yet: the approval's own event creates it (the controller may be doing so now)
+        if not state.exists or state.status != "InService" or state.variant(version) is not None:
+            return None
+        registry = adapter.with_inputs(adapter.read_registry(), state, version)
+        try:
+            decision = release_planner.plan(registry, state, adapter.settings, (version, APPROVED))
+        except ReleaseBlocked:
+            return None
+        run_steps(adapter, decision, state, registry, target.is_local)
+    plan = {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}
+    return plan, bool(decision.steps)
 
 
 def print_plan(plan: dict | None, why: str | None) -> None:
