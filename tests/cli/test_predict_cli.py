@@ -12,6 +12,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import proxy_logic
 import pytest
 from click.testing import CliRunner
 from registry_fixture import create_live_endpoint
@@ -36,6 +37,21 @@ class _Api(BaseHTTPRequestHandler):
         type(self).raw_sizes.append(len(raw))
         body = json.loads(raw)
         type(self).received.append((self.path, body, dict(self.headers.items())))
+        try:  # the real API's checks of the request body (its fields), then the model's two features
+            if self.path == "/predict":
+                proxy_logic.parse_predict_body(raw)
+        except proxy_logic.PayloadError as exc:
+            status, out = exc.status, exc.body()
+        else:
+            status, out = self._answer(body)
+        data = json.dumps(out).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _answer(self, body: dict) -> tuple[int, dict]:
         if self.path == "/predict" and len(body["instances"][0]) != 2:
             status, out = 400, {"error": "row 0 has 3 values; the model expects 2", "row": 0, "field": "#2"}
         elif self.path == "/predict":
@@ -49,12 +65,7 @@ class _Api(BaseHTTPRequestHandler):
             )
         else:
             status, out = 200, {"accepted": 1}
-        data = json.dumps(out).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return status, out
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +116,6 @@ def test_parse_rows_names_the_bad_value_of_a_first_row() -> None:
     # no number anywhere on the only line: neither rows nor a header with rows
     with pytest.raises(UserError, match=r"only line has no number in it \('not json at all \{'\)"):
         predict_cmd.parse_rows("not json at all {")
-    with pytest.raises(UserError, match="'instances' is empty"):
-        predict_cmd.parse_rows('{"instances": []}')
 
 
 def test_predict_from_file_prints_table(target, tmp_path):
@@ -268,17 +277,49 @@ def test_predict_json_request_file_sends_its_user_id(target, tmp_path):
     assert "--user is empty" in _fails(["--file", str(f), "--user", ""])
 
 
-def test_predict_json_request_file_with_unknown_fields_is_refused(target, tmp_path):
+def _api_refuses(args: list[str], input=None) -> str:  # noqa: A002
+    """A predict the API refuses: exit 1 with one error line (the API's answer), the request sent once."""
+    _Api.received.clear()
+    result = CliRunner().invoke(cli, ["predict", *args], input=input, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and "Traceback" not in result.stderr and result.stderr.startswith("error: ")
+    assert len(_Api.received) == 1
+    return " ".join(result.stderr.split())
+
+
+def test_a_json_object_goes_to_the_api_as_it_is_and_its_answer_names_a_wrong_field(target, tmp_path):
+    """Before: an object without 'instances' (a mistyped key) was taken for one {name: value} row, and the
+    API's answer named a missing feature ("row 0: missing feature 'mean_radius' (30 missing)"), not the key."""
     f = tmp_path / "body.json"
-    f.write_text(json.dumps({"instances": [[1, 2]], "user_id": "bob", "threshold": 0.3, "Instances": []}))
-    said = _fails(["--file", str(f)])
-    assert f"{f}: unknown field(s) Instances, threshold in the JSON object" in said
-    assert "allowed: instances, user_id; nothing was sent" in said
-    # on stdin too; and a user_id beside rows that are not in 'instances' is not taken for a feature
-    said = _fails([], input='{"instances": [[1, 2]], "threshold": 0.3}')
-    assert "stdin: unknown field(s) threshold" in said
-    said = _fails([], input='{"user_id": "bob", "rows": [[1, 2]]}')
-    assert "stdin: a JSON object with a user_id must give its rows in 'instances'" in said
+    row = [round(0.5 + i, 1) for i in range(30)]
+    f.write_text(json.dumps({"rows": [row]}))
+    said = _api_refuses(["--file", str(f)])
+    assert said == "error: the API answered 400: unknown field(s) rows; allowed: instances, user_id"
+    assert _Api.received[0][1] == {"rows": [row]}  # as it is, not wrapped in 'instances'
+    # on stdin too, with a user_id beside the mistyped key
+    said = _api_refuses([], input=json.dumps({"user_id": "bob", "Instances": [row]}))
+    assert "the API answered 400: unknown field(s) Instances; allowed: instances, user_id" in said
+    assert _Api.received[0][1] == {"user_id": "bob", "Instances": [row]}
+    # fields beside 'instances', an empty 'instances', a user_id alone: the API's answer, as it gave it
+    said = _api_refuses(
+        [], input='{"instances": [[1, 2]], "user_id": "bob", "threshold": 0.3, "Instances": []}'
+    )
+    assert "the API answered 400: unknown field(s) Instances, threshold; allowed: instances, user_id" in said
+    assert "the API answered 400: 'instances' must be a non-empty list of rows" in _api_refuses(
+        [], input='{"instances": []}'
+    )
+    assert "'instances' must be a non-empty list" in _api_refuses(
+        ["--user", "bob"], input='{"user_id": "bob"}'
+    )
+    # --user adds the user_id to the object, and nothing else changes
+    said = _api_refuses(["--user", "carol"], input=json.dumps({"rows": [row]}))
+    assert _Api.received[0][1] == {"rows": [row], "user_id": "carol"} and "unknown field(s) rows" in said
+
+
+def test_a_json_object_of_plain_values_is_still_one_row(target):
+    assert _run("predict", input='{"f0": 1, "f1": 2.5}').exit_code == 0
+    assert _Api.received[0][1] == {"instances": [{"f0": 1, "f1": 2.5}]}
+    assert predict_cmd.parse_rows('{"a": 1, "b": null}') == [{"a": 1, "b": None}]
 
 
 def test_predict_input_that_is_not_utf8_is_one_clean_error(target, tmp_path):

@@ -5,9 +5,9 @@ Gateway stage with the ``x-api-key`` header (the key's value is read with ``apig
 the ``PredictionApiKeyId`` stack output).
 
 Rows come from ``--file`` (CSV with or without a header row, or JSON: ``{"instances": [...], "user_id":
-optional}`` as the API takes it, a list of rows, a list of ``{name: value}`` objects or one flat row) or,
-without ``--file``, from stdin: UTF-8 text (a byte order mark, as Excel's "CSV UTF-8" writes, is skipped),
-values separated by commas.
+optional}`` as the API takes it, sent as it is so that the API checks its fields; a list of rows, a list of
+``{name: value}`` objects, one such object or one flat row) or, without ``--file``, from stdin: UTF-8 text (a
+byte order mark, as Excel's "CSV UTF-8" writes, is skipped), values separated by commas.
 """
 
 from __future__ import annotations
@@ -78,11 +78,13 @@ def _huge_integer(data: Any) -> str | None:
 
 @dataclass(frozen=True)
 class PredictInput:
-    """Rows to score, the input line of each CSV row (None for JSON), and a JSON request body's user_id."""
+    """Rows to score, the input line of each CSV row (None for JSON), and, for a JSON object given as the
+    request body, its user_id and the object itself (sent as it is)."""
 
     rows: list[Any]
     lines: list[int] | None = None
     user_id: Any = None
+    body: dict[str, Any] | None = None
 
 
 def decode_input(data: bytes, source: str) -> str:
@@ -172,6 +174,13 @@ def parse_input(text: str, source: str = "the input") -> PredictInput:
     return PredictInput(out, list(range(first, first + len(out))))
 
 
+def _is_one_row(data: dict[str, Any]) -> bool:
+    """A JSON object that is one ``{name: value}`` row, not a request body: plain values (a body's
+    ``instances`` is a list) and no field of the request (``user_id`` alone is a body without rows)."""
+    plain = all(v is None or isinstance(v, str | int | float) for v in data.values())
+    return bool(data) and plain and not set(data) & set(REQUEST_FIELDS)
+
+
 def _parse_json(text: str, source: str) -> PredictInput:
     try:
         data = proxy_logic.json_loads(text)
@@ -182,30 +191,17 @@ def _parse_json(text: str, source: str) -> PredictInput:
     huge = _huge_integer(data)
     if huge is not None:
         raise UserError(f"{source}: {huge}; nothing was sent")
-    user_id = None
-    if isinstance(data, dict) and "instances" in data:  # a request body, as the API takes it: sent whole
-        unknown = sorted(set(data) - set(REQUEST_FIELDS))
-        if unknown:
-            raise UserError(
-                f"{source}: unknown field(s) {', '.join(unknown)} in the JSON object; allowed: "
-                f"{', '.join(REQUEST_FIELDS)}; nothing was sent"
-            )
-        user_id = data.get("user_id")
-        data = data["instances"]
-        if data == []:
-            raise UserError("no rows given: 'instances' is empty")
-    elif isinstance(data, dict) and "user_id" in data:
-        raise UserError(
-            f"{source}: a JSON object with a user_id must give its rows in 'instances' "
-            '({"instances": [...], "user_id": ...}); nothing was sent'
-        )
-    elif isinstance(data, dict):
+    if isinstance(data, dict) and not _is_one_row(data):
+        # a request body: sent as it is, so that the API checks its fields and its answer names a wrong one
+        rows = data.get("instances")
+        return PredictInput(rows if isinstance(rows, list) else [], None, data.get("user_id"), data)
+    if isinstance(data, dict):
         data = [data]  # one {name: value} row
     if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
         data = [data]  # one flat row
     if not isinstance(data, list) or not data:
         raise UserError('JSON input must be {"instances": [...]}, a list of rows, or one row')
-    return PredictInput(data, None, user_id)
+    return PredictInput(data)
 
 
 def api_key(target: Target) -> str | None:
@@ -284,7 +280,9 @@ def call_api(target: Target, path: str, payload: Any, lines: list[int] | None = 
 def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | None) -> None:
     """Score rows through the prediction API (rows from --file, or stdin).
 
-    A JSON object input is sent as the API takes it: its user_id too (--user may repeat it, not differ)."""
+    A JSON object input is sent to the API as it is, so the API's answer names a field it does not take;
+    --user adds its user_id (or repeats it: a different one is an error). An object of plain values only
+    (no list in it, no instances or user_id) is one {name: value} row."""
     if user_id is not None and not user_id:
         raise UserError("--user is empty: give a user id, or leave --user out")
     text, source = read_input(path)
@@ -294,10 +292,10 @@ def predict(path: str | None, user_id: str | None, as_json: bool, local: bool | 
             f"--user {user_id!r} differs from the user_id {parsed.user_id!r} in {source}: give one of them "
             "(or the same); nothing was sent"
         )
-    payload: dict[str, Any] = {"instances": parsed.rows}
-    user = user_id if user_id is not None else parsed.user_id
-    if user is not None:
-        payload["user_id"] = user
+    # a request body goes as it is (the API names a field it does not take); rows go in one
+    payload: dict[str, Any] = dict(parsed.body) if parsed.body is not None else {"instances": parsed.rows}
+    if user_id is not None:
+        payload["user_id"] = user_id
     result = call_api(options.resolve_target(local), "/predict", payload, parsed.lines)
     if as_json:
         print_json(result)
