@@ -278,12 +278,21 @@ def _name_list(raw: Any) -> list[str] | None:
     return None
 
 
-def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+def _response(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json"},
+        "headers": {"Content-Type": "application/json", **(headers or {})},
         "body": json.dumps(body, separators=(",", ":")),
     }
+
+
+# The methods the API's resources take (the PredictionApi construct defines only POST on each).
+ALLOWED_METHODS = ("POST",)
+
+
+def wrong_method_error(method: str, path: str) -> str:
+    """The 405 message for ``method`` on the API resource ``path`` (the local API answers it too)."""
+    return f"method {method or '(none)'} is not allowed on {path}; use POST {path}"
 
 
 class Proxy:
@@ -404,8 +413,13 @@ class Proxy:
         try:
             if path not in ROUTES:
                 raise ProxyError(404, f"no route {path or '/'}; use POST /predict or POST /feedback")
-            if method != "POST":
-                raise ProxyError(405, f"{method or 'this method'} not allowed on {path}; use POST")
+            if method not in ALLOWED_METHODS:
+                # on AWS another method never gets here: API Gateway defines only POST on the resources and
+                # answers the rest itself (403 "Missing Authentication Token"); this answers a direct invocation,
+                # and the local API sends the same answer
+                return _response(
+                    405, {"error": wrong_method_error(method, path)}, {"Allow": ", ".join(ALLOWED_METHODS)}
+                )
             body = event.get("body")
             if body is not None and event.get("isBase64Encoded"):
                 body = base64.b64decode(body)

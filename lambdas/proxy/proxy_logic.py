@@ -22,6 +22,14 @@ from typing import Any
 
 # The InvokeEndpoint request payload limit (bytes): a bigger body can never be served.
 MAX_BODY_BYTES = 6 * 1024 * 1024
+# Why a request body over MAX_BODY_BYTES is refused, per route. A prediction's rows go on to InvokeEndpoint, whose
+# request payload limit is 6 MB. Feedback never calls InvokeEndpoint: its limit is Lambda's, the 6 MB
+# (6,291,456-byte) payload of a synchronous invocation, which on AWS holds the API Gateway proxy event that
+# carries the body (so a body that size never reaches the proxy there; the local API takes up to 10 MiB).
+PREDICT_BODY_LIMIT = "SageMaker InvokeEndpoint"
+FEEDBACK_BODY_LIMIT = (
+    "AWS Lambda's invocation payload limit: API Gateway passes the body to the proxy function in its event"
+)
 # Warehouse column widths, in bytes of UTF-8 (Redshift's VARCHAR(n) and the local DuckDB loader count bytes, and
 # one over-long value makes COPY refuse its whole staged object, other requests' rows included).
 MAX_REQUEST_ID_BYTES = 128  # prediction_log.request_id and prediction_feedback.request_id are VARCHAR(128)
@@ -197,11 +205,12 @@ class PredictRequest:
     user_id: str | None
 
 
-def _load_json(body: bytes | str) -> Any:
+def _load_json(body: bytes | str, limit: str) -> Any:
+    """The request body's JSON; over ``MAX_BODY_BYTES`` a 413 giving ``limit`` as the reason."""
     size = len(body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body)
     if size > MAX_BODY_BYTES:
         raise PayloadError(
-            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (SageMaker InvokeEndpoint)",
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes ({limit})",
             status=413,
         )
     try:
@@ -296,7 +305,7 @@ def parse_predict_body(body: bytes | str | None) -> PredictRequest:
     """``{"instances": [[...]] | [{name: value}], "user_id": optional str}`` -> ``PredictRequest``."""
     if body is None or body in (b"", ""):
         raise PayloadError('request body is empty; expected {"instances": [[...], ...]}')
-    data = _load_json(body)
+    data = _load_json(body, PREDICT_BODY_LIMIT)
     if not isinstance(data, dict):
         raise PayloadError('request body must be a JSON object {"instances": [...], "user_id": ...}')
     unknown = sorted(set(data) - set(PREDICT_FIELDS))
@@ -413,7 +422,7 @@ def parse_feedback_body(body: bytes | str | None) -> list[FeedbackItem]:
     in lower case (``normal_request_id``): ids differing only in letter case are one id."""
     if body is None or body in (b"", ""):
         raise PayloadError('request body is empty; expected {"request_id": "...", "outcome": 0 or 1}')
-    data = _load_json(body)
+    data = _load_json(body, FEEDBACK_BODY_LIMIT)
     if isinstance(data, dict) and "feedback" in data:
         beside = sorted(set(data) - {"feedback"})
         if beside:

@@ -572,6 +572,36 @@ def test_routes_and_methods(aws):
     assert _call(proxy, "/predict", {}, method="GET")[0] == 405
 
 
+@pytest.mark.parametrize("path", ["/predict", "/feedback", "/predict/"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "delete"])
+def test_a_wrong_method_on_a_route_is_405_with_allow_post(aws, path, method):
+    """RFC 9110: a 405 names the methods the resource takes in ``Allow``. Before: no Allow header, and a body
+    saying "GET not allowed on /predict; use POST". (On AWS, API Gateway answers such a request itself: the
+    API defines only POST; this is the answer to a direct invocation and the local API's.)"""
+    response = _proxy(aws).handle(_event(path, {"instances": [[1, 2, 3]]}, method))
+    route = path.rstrip("/")
+    assert response["statusCode"] == 405 and response["headers"]["Allow"] == "POST"
+    assert json.loads(response["body"]) == {
+        "error": f"method {method.upper()} is not allowed on {route}; use POST {route}"
+    }
+    assert aws["sagemaker-runtime"].calls == [] and aws["firehose"].calls == 0
+
+
+def test_a_feedback_body_over_the_limit_names_lambda_s_limit_not_invoke_endpoint(aws):
+    """Feedback never calls InvokeEndpoint: its 413 said "(SageMaker InvokeEndpoint)" all the same."""
+    big = json.dumps({"request_id": "a" * logic.MAX_BODY_BYTES + "-0", "outcome": 1})
+    status, body = _call(_proxy(aws), "/feedback", big)
+    assert status == 413 and "InvokeEndpoint" not in body["error"]
+    assert body["error"] == (
+        f"request body is {len(big)} bytes; the limit is 6291456 bytes (AWS Lambda's invocation payload limit: "
+        "API Gateway passes the body to the proxy function in its event)"
+    )
+    assert aws["firehose"].calls == 0
+    # a prediction's body still names the model call's limit
+    status, body = _call(_proxy(aws), "/predict", '{"instances": [[' + "1," * 3_200_000 + "1]]}")
+    assert status == 413 and body["error"].endswith("the limit is 6291456 bytes (SageMaker InvokeEndpoint)")
+
+
 def test_module_handler_reads_environment_at_cold_start(aws, monkeypatch, capsys):
     """``handler`` uses the proxy built from os.environ when the module loads (the Lambda cold start)."""
     import proxy_handler

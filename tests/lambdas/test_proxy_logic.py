@@ -136,6 +136,19 @@ def test_body_errors():
     assert _err(logic.parse_predict_body, big).status == 413
 
 
+def test_an_oversized_body_names_the_limit_of_its_route():
+    """A prediction's rows go on to InvokeEndpoint; feedback goes no further than the proxy function, whose
+    invocation payload (Lambda's 6 MB) is what limits it."""
+    over = b" " * logic.MAX_BODY_BYTES + b"{}"
+    predict, feedback = _err(logic.parse_predict_body, over), _err(logic.parse_feedback_body, over)
+    assert (predict.status, feedback.status) == (413, 413)
+    assert predict.message.endswith("(SageMaker InvokeEndpoint)")
+    assert feedback.message.endswith(
+        f"the limit is {logic.MAX_BODY_BYTES} bytes ({logic.FEEDBACK_BODY_LIMIT})"
+    )
+    assert "Lambda" in feedback.message and "InvokeEndpoint" not in feedback.message
+
+
 def test_body_ok():
     req = logic.parse_predict_body('{"instances": [[1, 2, 3]], "user_id": "u1"}')
     assert req == logic.PredictRequest([[1, 2, 3]], "u1")

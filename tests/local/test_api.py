@@ -430,6 +430,55 @@ def test_only_the_api_s_own_paths_reach_the_proxy(stack, path):
     assert _post(ctx, "/predict/", {"instances": [[1, 1, 1]]})[0] == 200
 
 
+def _answer(ctx, method: str, path: str, body: bytes | None = None):
+    """``method path`` on one keep-alive connection, then ``POST /predict`` on the same one: the first
+    answer (status, headers, body bytes) and the second's status."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(ctx.api_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        first = conn.getresponse()
+        answer = (first.status, dict(first.getheaders()), first.read())
+        conn.request("POST", "/predict", body=json.dumps({"instances": [[1, 1, 1]]}))
+        then = conn.getresponse()
+        then.read()
+        return answer, then.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/predict", "/feedback", "/predict/"])
+def test_a_wrong_method_on_a_route_is_405_with_allow_post(stack, method, path):
+    """Before: ``GET /predict`` was a 404 saying "use POST /predict or POST /feedback" (the path exists; the
+    method is wrong), and PUT, DELETE, ... an HTML 501 from the HTTP server. Now a 405 with ``Allow: POST``, the
+    proxy's own words for it; the proxy is not called (API Gateway defines only POST there), and a body sent
+    along is read, so the connection goes on."""
+    ctx, api, _ = stack
+    calls, served = len(_Runtime.calls), api.status()["requests"]
+    body = b'{"instances": [[1, 1, 1]]}' if method in ("PUT", "PATCH") else None
+    (status, headers, raw), then = _answer(ctx, method, path, body)
+    route = path.rstrip("/")
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert json.loads(raw) == {"error": f"method {method} is not allowed on {route}; use POST {route}"}
+    assert len(_Runtime.calls) == calls + 1 and then == 200  # only the POST that followed reached the model
+    assert api.status()["requests"] == served + 2
+
+
+def test_head_on_a_route_is_a_405_without_a_body_and_other_paths_stay_404(stack):
+    ctx, _, _ = stack
+    (status, headers, raw), then = _answer(ctx, "HEAD", "/predict")
+    assert (status, headers["Allow"], raw, then) == (405, "POST", b"", 200)
+    (status, headers, raw), _ = _answer(ctx, "GET", "/nope")
+    assert status == 404 and "Allow" not in headers
+    assert json.loads(raw) == {"error": "no route /nope; use POST /predict or POST /feedback"}
+    (status, _, raw), _ = _answer(ctx, "GET", "/_health")
+    assert (status, json.loads(raw)) == (200, {"status": "ok"})
+
+
 def test_a_pin_left_behind_by_a_rollback_serves_by_the_weights_and_params_get_says_so(stack, monkeypatch):
     """The endpoint no longer has the pinned variant (a rollback removed it after the pin was set): every
     prediction was a 503 before; now the proxy routes by the weights, and ``params get`` names the problem."""

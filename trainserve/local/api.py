@@ -21,10 +21,13 @@ hand each request to a thread pool anyway).
 
 HTTP, as API Gateway takes it: the API's URL has no stage path locally (on AWS, ``PredictionApiUrl`` ends
 with the stage, ``/prod/``), so the routes are exactly ``POST /predict`` and ``POST /feedback`` (a trailing
-``/`` allowed); any other path is a 404 that never reaches the proxy. A body comes with a ``Content-Length``
-or ``Transfer-Encoding: chunked`` (decoded, as API Gateway does), up to API Gateway's 10 MiB payload limit
-(413 past it; the proxy's own limit is lower). A malformed length or chunk framing is a 400; an answer to a
-request whose body could not be read closes the connection, since where the next request starts is unknown.
+``/`` allowed); any other path is a 404, and another method (GET, PUT, ...) on those two is a 405 with
+``Allow: POST``, worded as the proxy words it. Neither reaches the proxy: on AWS, API Gateway answers both
+itself (its 403 "Missing Authentication Token": the API defines only POST on the two resources). A body
+comes with a ``Content-Length`` or ``Transfer-Encoding: chunked`` (decoded, as API Gateway does), up to API
+Gateway's 10 MiB payload limit (413 past it; the proxy's own limit is lower). A malformed length or chunk
+framing is a 400; an answer to a request whose body could not be read closes the connection, since where
+the next request starts is unknown.
 """
 
 from __future__ import annotations
@@ -193,25 +196,58 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _send(
-        self, status: int, body: bytes, content_type: str = "application/json", close: bool = False
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        close: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")  # also ends the keep-alive loop (close_connection)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the full one, and no body
+            self.wfile.write(body)
 
-    def _send_error_json(self, status: int, message: str, close: bool = False) -> None:
+    def _send_error_json(
+        self, status: int, message: str, close: bool = False, headers: dict[str, str] | None = None
+    ) -> None:
         self.server.component.count(status)
-        self._send(status, json.dumps({"error": message}, separators=(",", ":")).encode(), close=close)
+        body = json.dumps({"error": message}, separators=(",", ":")).encode()
+        self._send(status, body, close=close, headers=headers)
 
     def do_GET(self) -> None:  # noqa: N802
         if urlparse(self.path).path == "/_health":
             self._send(200, b'{"status":"ok"}')
         else:
-            self._send(404, b'{"error":"use POST /predict or POST /feedback"}')
+            self._not_post()
+
+    def _not_post(self) -> None:
+        """A method other than POST: 405 with ``Allow: POST`` on the API's resources (as the proxy answers it),
+        404 elsewhere; neither reaches the proxy. A body sent along is read first (keep-alive goes on)."""
+        import proxy_handler
+
+        try:
+            self._read_body()
+        except _BadRequest:
+            close = True
+        else:
+            close = False
+        path = urlparse(self.path).path
+        route = path.rstrip("/")
+        if route in self.server.component.routes:
+            allow = ", ".join(proxy_handler.ALLOWED_METHODS)
+            message = proxy_handler.wrong_method_error(self.command, route)
+            self._send_error_json(405, message, close=close, headers={"Allow": allow})
+        else:
+            self._send_error_json(404, f"no route {path}; use POST /predict or POST /feedback", close=close)
+
+    do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_post  # noqa: N815
 
     def _read_body(self) -> bytes:
         """The request body, by its ``Content-Length`` or chunked; ``_BadRequest`` when it cannot be read."""
