@@ -30,6 +30,10 @@ PREDICT_SCHEMA = apigw.JsonSchema(
         "user_id": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1, max_length=256),
     },
 )
+BAD_REQUEST_BODY_TEMPLATE = (
+    '{"error": $context.error.validationErrorString, "message": $context.error.messageString}'
+)
+
 _FEEDBACK_ITEM = apigw.JsonSchema(
     type=apigw.JsonSchemaType.OBJECT,
     required=["request_id", "outcome"],
@@ -161,6 +165,16 @@ class PredictionApi(Construct):
                 request_validator=validator,
                 request_models={"application/json": model},
             )
+        # A body the models refuse: API Gateway's own 400 says only "Invalid request body"; this one names
+        # what does not match (for example the missing "instances"), as the proxy's errors name the field.
+        # Gateway responses take $context variables only (no VTL); validationErrorString and messageString
+        # are substituted as quoted JSON strings (API Gateway developer guide, "Gateway responses").
+        self.api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="400",
+            templates={"application/json": BAD_REQUEST_BODY_TEMPLATE},
+        )
         self.usage_plan = self.api.add_usage_plan(
             "UsagePlan",
             name=f"{config.project_name}-predictions",

@@ -446,6 +446,14 @@ def test_every_api_method_requires_an_api_key_and_validates_the_body(serving):
     assert validator["ValidateRequestBody"] is True
 
 
+def test_a_body_the_models_refuse_gets_an_answer_naming_what_does_not_match(serving):
+    response = only(serving, "AWS::ApiGateway::GatewayResponse")["Properties"]
+    assert response["ResponseType"] == "BAD_REQUEST_BODY" and response["StatusCode"] == "400"
+    template = response["ResponseTemplates"]["application/json"]
+    # "error", as the proxy's own 400s, so `trainserve predict` shows it; the $context values come quoted
+    assert template.startswith('{"error": $context.error.validationErrorString,')
+
+
 def test_request_models(serving):
     schemas = {
         m["Properties"]["Name"]: m["Properties"]["Schema"]
