@@ -74,6 +74,7 @@ def test_approve_reject_and_traffic_end_to_end(target):
 
     out = _cli_json(traffic_cmd.traffic, "set", "v1=7", "2=3")
     assert out["action"] == "update" and _weights(out) == {"v1": 0.7, "v2": 0.3}
+    assert out["rejected"] == []  # the key every traffic command's JSON has
     assert "(normalised to sum 1: the weights summed to 10)" in out["reason"]
     assert _weights(_status(target)) == {"v1": 0.7, "v2": 0.3}
 
@@ -159,6 +160,7 @@ def test_sync_after_a_rollback_whose_events_were_lost_removes_the_rejected_chall
     code, out = _cli(traffic_cmd.traffic, "rollback")
     assert code == 0 and "v2 rejected in the model registry" in " ".join(out.split())
     synced = _cli_json(endpoint_cmd.endpoint, "sync")  # no release event was handled at all
+    assert synced["rejected"] == []
     assert synced["action"] == "update" and _weights(synced) == {"v1": 1.0}
     assert "challenger v2 is Rejected: removed" in synced["reason"]
 

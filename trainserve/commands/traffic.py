@@ -77,11 +77,13 @@ def report_outcome(
     warnings: Iterable[str] = (),
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the endpoint (with the decision, any ``extra`` fields and the warnings)."""
+    """Print the endpoint (with the decision, any ``extra`` fields and the warnings). ``rejected`` (the versions
+    the command rejected in the registry) is always there, empty for the commands that reject none."""
     warnings = list(warnings)
     report = endpoint_report(adapter, state)
     report["action"] = decision.action
     report["reason"] = decision.reason
+    report["rejected"] = []
     report.update(extra or {})
     report["warnings"] = warnings
     if as_json:
