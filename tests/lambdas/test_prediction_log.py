@@ -362,6 +362,33 @@ def test_a_request_s_lines_are_made_from_its_columns_exactly_as_encode_makes_the
 
 
 @pytest.mark.parametrize(
+    "scores, labels, ids",
+    [
+        ([0.0, -0.0, 1e-300, 2.5e-310], [0, 1, 1, 0], None),  # floats' shortest forms, -0.0 kept
+        ([1, 0.5, 2**63, -(2**63)], [True, False, 1, None], None),  # ints beside floats; bools, null
+        ([0.25, 0.5, 0.75, 1.0], [0, 1, 0, 1], plog.NumberedIds('a "quoted"\n-prefix ü', 4)),
+        ([0.25, 0.5, 0.75, 1.0], [0, 1, 0, 1], ["r,0", 'r"1', "r\u20282", "r%b3"]),  # commas, quotes, %
+    ],
+)
+def test_each_line_is_written_as_encode_writes_its_record_whatever_the_columns_hold(scores, labels, ids):
+    """Lines are made a column at a time (the numbers' texts from one list, the ids from a prefix): each is
+    byte for byte what ``encode`` makes of its record's dict."""
+    records, _ = _prediction_records(4)
+    records = plog.PredictionRecords(
+        records.head,
+        ids if ids is not None else records.request_ids,
+        records.names,
+        records.rows,
+        scores,
+        labels,
+        records.tail,
+    )
+    lines = records.lines()
+    assert lines is not None and lines == [plog.encode(r) for r in records]
+    assert [json.loads(line)["score"] for line in lines] == scores
+
+
+@pytest.mark.parametrize(
     "change, refused",
     [
         ({"scores": [0.5, float("nan"), 0.25]}, [1]),  # encode refuses NaN: that record goes to the log
