@@ -473,12 +473,15 @@ class RecordBatch(Sequence[dict[str, Any]]):
         return (RecordBatch, (self.groups,))
 
 
+_PLAIN_NUMBERS = frozenset((int, float))  # types, not isinstance: a bool is an int and writes as true/false
+
+
 def _number_texts(values: Sequence[Any]) -> list[bytes]:
     """Each value's JSON text as ``encode`` writes it. A column of plain numbers (ints, floats; not bools) is
     written as one JSON list and cut at its commas (a number's text has none, and orjson writes a number in a
     list as it writes it alone); any other column value by value."""
     assert _orjson is not None
-    if all(type(v) is float or type(v) is int for v in values):
+    if set(map(type, values)) <= _PLAIN_NUMBERS:
         inner = _orjson.dumps(list(values))[1:-1]
         return inner.split(b",") if inner else []
     return list(map(_orjson.dumps, values))
