@@ -273,7 +273,9 @@ class _FeaturesEncoder:
         self.names = names
         self.n = len(names)
         self.template: bytes | None = None
-        if names and len(set(names)) == len(names):
+        # the template only for distinct text names (JSON object keys are strings: any other name takes the
+        # general path, where encoding refuses it as encode does)
+        if names and len(set(names)) == len(names) and all(type(n) is str for n in names):
             pieces = [
                 (b'"{' if i == 0 else b",") + dumps(dumps(n).decode())[1:-1] + b":"
                 for i, n in enumerate(names)
@@ -385,7 +387,7 @@ class PredictionRecords(Sequence[dict[str, Any]]):
         if set(head) & set(tail) or (set(head) | set(tail)) & {"request_id", "features", "score", "label"}:
             return None
         try:
-            if _non_finite((*head.values(), *tail.values(), *self.scores)) is not None:
+            if _non_finite((*head.values(), *tail.values(), *self.scores, *self.labels)) is not None:
                 return None
             dumps, names = _orjson.dumps, self.names
             middle = b"," + dumps(head)[1:-1] if head else b""

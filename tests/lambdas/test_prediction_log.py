@@ -395,6 +395,8 @@ def test_each_line_is_written_as_encode_writes_its_record_whatever_the_columns_h
         ({"rows": [[1.0, 2.0, 3.0], [1.0], [1.0, 2.0, 3.0]]}, [1]),  # a row without every feature
         ({"head": {"label": "twice"}}, []),  # a key given twice: the records' dicts decide
         ({"tail": {"big": 2**70}}, [0, 1, 2]),  # a number JSON cannot carry here
+        ({"labels": [0, float("nan"), float("inf")]}, [1, 2]),  # as for scores: refused, not null
+        ({"names": (1, 2, 3)}, [0, 1, 2]),  # JSON object keys are text
     ],
 )
 def test_records_the_columns_cannot_encode_are_decided_by_encode(change, refused, monkeypatch):
