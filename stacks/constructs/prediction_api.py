@@ -31,7 +31,7 @@ PREDICT_SCHEMA = apigw.JsonSchema(
     },
 )
 BAD_REQUEST_BODY_TEMPLATE = (
-    '{"error": $context.error.validationErrorString, "message": $context.error.messageString}'
+    '{"error": "$context.error.validationErrorString", "message": $context.error.messageString}'
 )
 
 _FEEDBACK_ITEM = apigw.JsonSchema(
@@ -167,8 +167,8 @@ class PredictionApi(Construct):
             )
         # A body the models refuse: API Gateway's own 400 says only "Invalid request body"; this one names
         # what does not match (for example the missing "instances"), as the proxy's errors name the field.
-        # Gateway responses take $context variables only (no VTL); validationErrorString and messageString
-        # are substituted as quoted JSON strings (API Gateway developer guide, "Gateway responses").
+        # Gateway responses take $context variables only (no VTL). messageString is documented as the quoted
+        # message; validationErrorString is the bare text (with its own quotes escaped), so it is quoted here.
         self.api.add_gateway_response(
             "BadRequestBody",
             type=apigw.ResponseType.BAD_REQUEST_BODY,

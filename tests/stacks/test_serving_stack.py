@@ -450,8 +450,10 @@ def test_a_body_the_models_refuse_gets_an_answer_naming_what_does_not_match(serv
     response = only(serving, "AWS::ApiGateway::GatewayResponse")["Properties"]
     assert response["ResponseType"] == "BAD_REQUEST_BODY" and response["StatusCode"] == "400"
     template = response["ResponseTemplates"]["application/json"]
-    # "error", as the proxy's own 400s, so `trainserve predict` shows it; the $context values come quoted
-    assert template.startswith('{"error": $context.error.validationErrorString,')
+    # "error", as the proxy's own 400s, so `trainserve predict` shows it; messageString comes quoted
+    assert template == (
+        '{"error": "$context.error.validationErrorString", "message": $context.error.messageString}'
+    )
 
 
 def test_request_models(serving):
