@@ -553,12 +553,20 @@ def plan(
                     "then update the clients)"
                 )
             else:
-                changes.append(
-                    f"{name} is approved but not served: it left the endpoint earlier (for example dropped to "
-                    "make room) and only its approval adds a challenger (to add it again: trainserve models "
-                    f"approve {v}, which applies its approval again; or to serve it alone: trainserve traffic "
-                    f"promote {name})"
-                )
+                trial = dict(weights)  # would its approval add it now? (``_admit`` on a copy)
+                refused = [n for n in _admit(v, status, trial, champion, settings, inputs) if v not in trial]
+                if v in trial:
+                    changes.append(
+                        f"{name} is approved but not served: a reconcile adds no challenger, only an approval "
+                        f"does (to add it: trainserve models approve {v}, which applies its approval again; or "
+                        f"to serve it alone: trainserve traffic promote {name})"
+                    )
+                else:
+                    why = refused[0].split(": ", 1)[-1] if refused else "the release rules do not add it"
+                    changes.append(
+                        f"{name} is approved but not served, and approving it again would not add it: {why} "
+                        f"(to serve it alone: trainserve traffic promote {name})"
+                    )
 
     desired = _desired(weights, champion)
     steps = _steps(current, desired)
@@ -820,7 +828,10 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
         if not math.isfinite(w) or w < 0:
             raise PlanError(f"weight of {name} is {weight!r}; weights must be finite and >= 0")
         named[version] = w
-    given = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in sorted(named.items()))
+    # the weights as given, and totals at full precision: a refusal must show the difference it is about
+    given = ", ".join(
+        f"{variant_name(_live_version(current, n))}={str(w).strip()}" for n, w in requested.items()
+    )
     others = sorted(v for v in weights if v not in named)
     total = sum(named.values())
     ratios = any(w > 1 for w in named.values())
@@ -829,7 +840,7 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
             raise PlanError("all weights are zero; at least one variant must receive traffic")
         if not ratios and abs(total - 1.0) > _SHARE_TOLERANCE:
             raise PlanError(
-                f"the weights {given} sum to {total:.4g}, not 1: give shares that sum to 1, or ratios with "
+                f"the weights {given} sum to {total:.12g}, not 1: give shares that sum to 1, or ratios with "
                 "a weight above 1 (v1=7 v2=3 is 70%/30%)"
             )
         weights = dict(named)
@@ -843,26 +854,28 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
             )
         if total > 1.0 + _SHARE_TOLERANCE:
             raise PlanError(
-                f"the shares {given} sum to {total:.4g}, more than 1, with {rest} not named; "
+                f"the shares {given} sum to {total:.12g}, more than 1, with {rest} not named; "
                 "shares of the traffic sum to at most 1"
             )
         left = max(0.0, 1.0 - total)
         current_rest = sum(weights[v] for v in others)
         if left > _SHARE_TOLERANCE and current_rest <= 0:
             raise PlanError(
-                f"the shares {given} leave {left:.4g} of the traffic to {rest}, which now "
+                f"the shares {given} leave {left:.12g} of the traffic to {rest}, which now "
                 f"{'gets' if len(others) == 1 else 'get'} none; name every live variant"
             )
         weights = {
             **named,
             **{v: (left * weights[v] / current_rest if current_rest > 0 else 0.0) for v in others},
         }
-    if weights[champion] <= 0:
-        raise PlanError(
-            f"the champion {variant_name(champion)} cannot get weight 0; promote another variant first "
-            "(trainserve traffic promote V)"
-        )
     desired = _desired(weights, champion)
+    # after normalizing and rounding (``_desired`` gives the champion the rest of rounded challengers), so
+    # that a champion share too small to survive it (1e-13) is refused too
+    if weights[champion] <= 0 or desired.weights[champion] < _SHARE_TOLERANCE:
+        raise PlanError(
+            f"the champion {variant_name(champion)} cannot get weight 0 (or a share under {_SHARE_TOLERANCE:g}); "
+            "promote another variant first (trainserve traffic promote V)"
+        )
     steps = _steps(current, desired)
     text = ", ".join(f"{variant_name(v)}={w:.4g}" for v, w in desired.variants)
     if not others and ratios:  # said, so that the ratios' reading is seen

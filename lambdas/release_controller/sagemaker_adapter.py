@@ -134,16 +134,19 @@ class SageMakerAdapter:
         self, registry: Iterable[PackageVersion], state: EndpointState, version: int | None = None
     ) -> list[PackageVersion]:
         """``registry`` with ``inputs`` (each package's ``features_sha256`` metadata) read for the versions the
-        planner compares: the live ones, ``version``, and the ones that can replace the champion (the newest
-        approved version, and the newest approved one older than the champion): one DescribeModelPackage
-        each, not the whole group. A package that cannot be described keeps ``inputs`` None (the planner then
-        does not compare it)."""
+        planner compares: the live ones, ``version``, the approved ones newer than the champion (the newest
+        replaces it with max_live_variants 1; a reconcile names each one it does not serve, and why), and the
+        newest approved one older than the champion (it replaces a rejected champion): one
+        DescribeModelPackage each, not the whole group. A package that cannot be described keeps ``inputs``
+        None (the planner then does not compare it)."""
         registry = list(registry)
         wanted = {v.version for v in state.variants} | ({version} if version is not None else set())
         approved = sorted(p.version for p in registry if p.status == APPROVED)
         champion = state.champion if state.variants else None
-        wanted.update(approved[-1:])
-        if champion is not None:
+        if champion is None:
+            wanted.update(approved[-1:])
+        else:
+            wanted.update(v for v in approved if v > champion)
             wanted.update([v for v in approved if v < champion][-1:])
         out = []
         for package in registry:

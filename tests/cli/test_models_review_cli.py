@@ -210,6 +210,20 @@ def test_approving_again_a_version_that_is_not_served_applies_its_approval_now(t
     release(target, 3, "Rejected")
     assert _live_weights(target) == {"v1": 1.0}
 
+    # a busy endpoint: refused before any change, saying why and when to run it again
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+    from release_fixture import REGION
+
+    live = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[target.names.endpoint_name]
+    live.endpoint_status = "Updating"
+    busy = CliRunner().invoke(models_review.approve, ["2", "--note", "again"], catch_exceptions=False)
+    assert busy.exit_code == 1
+    said = " ".join(busy.stderr.split())
+    assert "is Updating: v2 is approved but not served" in said and "nothing was changed" in said
+    assert _listed(target)[2][1] is None  # the note was not written either
+    live.endpoint_status = "InService"
+
     out = _cli_json(models_review.approve, "2")
     assert out["changed"] is False and out["applied"] is True
     assert "v2 added as challenger at 10%" in "; ".join(out["release_plan"]["changes"])
@@ -236,3 +250,17 @@ def test_approving_again_an_older_version_than_the_champion_says_why_nothing_cha
     assert "v1 is already Approved: nothing changed (v1 is older than the champion v2: no change)" in out
     assert _live_weights(target) == {"v2": 1.0}
     assert _cli_json(models_review.approve, "1")["applied"] is False
+
+
+def test_sync_names_why_versions_with_other_inputs_between_champion_and_newest_are_not_served(target):
+    """v2 and v3 were trained on other features than champion v1 (never added): sync reads the inputs of
+    every approved version newer than the champion, so each is named for its features, not advised to be
+    approved again."""
+    register(target, 1, inputs="1" * 64)
+    register(target, 2, inputs="2" * 64)  # v2 and v3
+    _serve(target, 1, 2, 3)
+    assert _live_weights(target) == {"v1": 1.0}
+    reason = _cli_json(endpoint_cmd.endpoint, "sync")["reason"]
+    for name in ("v2", "v3"):
+        assert f"{name} is approved but not served: its input features differ" in reason, reason
+    assert "models approve" not in reason

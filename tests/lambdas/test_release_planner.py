@@ -746,7 +746,7 @@ def test_a_reconcile_names_a_newer_approved_version_dropped_earlier_and_how_to_a
     decision = plan(reg, state, SETTINGS)
     assert decision.action == "none" and decision.steps == ()
     (change,) = decision.changes
-    assert change.startswith("v2 is approved but not served: it left the endpoint earlier")
+    assert change.startswith("v2 is approved but not served: a reconcile adds no challenger")
     assert "trainserve models approve 2, which applies its approval again" in change
     assert "trainserve traffic promote v2" in change
     reg, state = _remedy(reg, state, "trainserve models approve 2")  # as the CLI applies it (no event)
@@ -804,3 +804,32 @@ def test_a_blocked_champion_says_when_a_remedy_changes_the_input_features(reg, w
     assert blocked and remedy in blocked, blocked
     same = [replace(p, inputs="1" * 64) for p in reg]
     assert "other input features" not in plan(same, endpoint(weights, min(weights)), SETTINGS, None).blocked
+
+
+def test_a_reconcile_does_not_advise_approving_again_a_version_its_approval_would_not_add():
+    """Right after v3 made room by dropping v2, the endpoint is full with a newer challenger: approving v2
+    again would not add it, so the note says why instead (and the remedy that does work)."""
+    two = replace(SETTINGS, max_live_variants=2)
+    reg, state = registry(v1=A, v2=A, v3=A), endpoint({1: 0.9, 3: 0.1}, champion=1)
+    (change,) = plan(reg, state, two).changes
+    assert change == (
+        "v2 is approved but not served, and approving it again would not add it: the endpoint is full and "
+        "every live challenger is newer (to serve it alone: trainserve traffic promote v2)"
+    )
+    assert not plan(reg, state, two, (2, A)).steps  # indeed
+    assert _served(_remedy(reg, state, "trainserve traffic promote v2")[1]) == {2: 1.0}
+
+
+def test_set_weights_refuses_a_champion_share_that_rounding_would_take_to_zero():
+    state = endpoint({1: 0.95, 2: 0.05}, 1)
+    for request_ in ({"v2": "0.9999999999999"}, {"v1": "1e-13", "v2": "1"}):
+        with pytest.raises(PlanError, match="the champion v1 cannot get weight 0"):
+            set_weights(state, request_)
+
+
+def test_set_weights_refusals_show_the_weights_as_given_and_the_exact_total():
+    state = endpoint({1: 0.9, 2: 0.1}, 1)
+    with pytest.raises(PlanError, match=r"the weights v1=0\.700002, v2=0\.3 sum to 1\.000002, not 1"):
+        set_weights(state, {"v1": "0.700002", "v2": "0.3"})
+    with pytest.raises(PlanError, match=r"the weights v1=0\.69999, v2=0\.3 sum to 0\.99999, not 1"):
+        set_weights(state, {"v1": "0.69999", "v2": "0.3"})

@@ -62,9 +62,9 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         # No status change, so no release event. An approved version that is not live gets its approval's
         # plan applied now (``_approve_again``); otherwise the plan is the controller's for the registry as it
         # is (what `trainserve endpoint sync` would do). A note given replaces the decision's note.
+        again = _approve_again(target, adapter, version) if status == APPROVED else None
         if note:
             adapter.sm.update_model_package(ModelPackageArn=package.arn, ApprovalDescription=note)
-        again = _approve_again(target, adapter, version) if status == APPROVED else None
         if again is not None:
             (plan, applied), why = again, None
         else:
@@ -109,7 +109,8 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
     if plan and plan["action"] != "none":
         err_console.print(
             "[yellow]not yet in line with the registry:[/] " + "; ".join(plan["changes"]) + " (the release "
-            "controller is applying it; `trainserve endpoint sync` applies it now)"
+            "controller applies it if a release event for it is on its way; `trainserve endpoint sync` "
+            "applies it now)"
         )
     if plan and plan["blocked"]:
         err_console.print(f"[bold yellow]a person must act:[/] {plan['blocked']}")
@@ -119,8 +120,9 @@ def _approve_again(target, adapter, version: int) -> tuple[dict, bool] | None:
     """An approved version that is not live: the release controller's decision for its approval event,
     applied now (as ``trainserve endpoint sync`` applies a reconcile), since approving it again changes no
     status and so sends no event (a challenger dropped to make room comes back this way). (the plan, whether
-    it changed the endpoint); None when the version is live (nothing to do), or there is no endpoint in
-    service (none yet, busy, blocked): the plan for the registry as it is then says what comes. A release
+    it changed the endpoint); None when the version is live (nothing to do) or there is no endpoint (the
+    plan for the registry as it is then says what comes); a UserError, before any change, when the endpoint
+    is busy. A release
     controller run for the same version at the same time ends in the same endpoint (its plan finds the
     version live)."""
     from trainserve.commands.endpoint import endpoint_changes
@@ -131,9 +133,16 @@ def _approve_again(target, adapter, version: int) -> tuple[dict, bool] | None:
             state = adapter.read_endpoint()
         except ReleaseBlocked:
             return None
-        # no endpoint yet: the approval's own event creates it (the controller may be doing so now)
-        if not state.exists or state.status != "InService" or state.variant(version) is not None:
+        # no endpoint yet: the approval's own event creates it (the controller may be doing so now), or
+        # `endpoint sync` does (the plan for the registry as it is says so)
+        if not state.exists or state.variant(version) is not None:
             return None
+        if state.status != "InService":
+            raise UserError(
+                f"endpoint {adapter.settings.endpoint_name} is {state.status}: v{version} is approved but not "
+                "served, and approving it again applies its approval on an endpoint in service; run this "
+                "command again once `trainserve endpoint status` shows InService (nothing was changed)"
+            )
         registry = adapter.with_inputs(adapter.read_registry(), state, version)
         try:
             decision = release_planner.plan(registry, state, adapter.settings, (version, APPROVED))
@@ -174,7 +183,7 @@ def release_decision(adapter, registry, version: int | None = None, status: str 
     after = [dataclasses.replace(p, status=status) if p.version == version else p for p in registry]
     event = (version, status) if version is not None and status is not None else None
     state = adapter.read_endpoint()
-    after = adapter.with_inputs(after, state, version) if event is not None else after
+    after = adapter.with_inputs(after, state, version)
     return release_planner.plan(after, state, adapter.settings, event)
 
 
