@@ -50,7 +50,6 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -58,7 +57,7 @@ from constructs import Construct
 
 from stacks.common import acknowledge, python_function
 from stacks.config import Config
-from stacks.constructs.lambda_access import function_role, nag_arn
+from stacks.constructs.lambda_access import fail_to_queue, function_role, nag_arn
 from stacks.training_stack import grant_evaluation_file, sagemaker_arn
 
 PREDICTIONS_NAMESPACE = "Trainserve/Predictions"
@@ -565,18 +564,14 @@ class MonitoringStack(Stack):
             "destination of the monitoring Lambda.",
         )
         max_event_age = Duration.minutes(min(cfg.monitoring_interval_minutes, MONITOR_MAX_EVENT_AGE_MINUTES))
-        self.monitor_function.configure_async_invoke(
+        fail_to_queue(
+            self.monitor_function,
+            role,
+            self.monitor_dlq,
             retry_attempts=MONITOR_RETRY_ATTEMPTS,
             max_event_age=max_event_age,
-            on_failure=destinations.SqsDestination(self.monitor_dlq),
+            sends="failed runs to the KMS-encrypted failure queue",
         )
-        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
-            acknowledge(
-                role,
-                f"AwsSolutions-IAM5[Action::{action}]",
-                "Added by CDK's SQS on-failure destination grant: data-key actions on the project key only, "
-                "needed to send failed runs to the KMS-encrypted failure queue.",
-            )
         self.schedule = events.Rule(
             self,
             "MonitorSchedule",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.common import acknowledge
@@ -39,6 +41,32 @@ def allow_own_logs(role: iam.Role, fn: lambda_.Function) -> None:
         f"The project pins one Lambda runtime ({fn.runtime.name}) for all functions in stacks/common.py, "
         "so that the handlers run on the Python version they are tested with.",
     )
+
+
+def fail_to_queue(
+    fn: lambda_.Function,
+    role: iam.Role,
+    queue: sqs.Queue,
+    *,
+    retry_attempts: int,
+    max_event_age: Duration,
+    sends: str,
+) -> None:
+    """Asynchronous invocations of ``fn`` retry ``retry_attempts`` times, then go to the KMS-encrypted
+    ``queue`` (its on-failure destination); acknowledges the data-key actions CDK's grant adds to ``role``
+    (``sends``: what goes to the queue, for the reason)."""
+    fn.configure_async_invoke(
+        retry_attempts=retry_attempts,
+        max_event_age=max_event_age,
+        on_failure=destinations.SqsDestination(queue),
+    )
+    for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Action::{action}]",
+            "Added by CDK's SQS on-failure destination grant: data-key actions on the project key only, "
+            f"needed to send {sends}.",
+        )
 
 
 def nag_arn(arn: str) -> str:

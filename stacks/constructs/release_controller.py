@@ -8,14 +8,13 @@ from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.common import PROJECT_ROOT, acknowledge, python_function
 from stacks.config import Config
 from stacks.constructs.endpoint_access import grant_endpoint_release, rollback_alarm_names
-from stacks.constructs.lambda_access import allow_own_logs, function_role
+from stacks.constructs.lambda_access import allow_own_logs, fail_to_queue, function_role
 from stacks.data_stack import DataStack
 from stacks.training_stack import DATA_CAPTURE_PREFIX, TrainingStack
 
@@ -122,18 +121,14 @@ class ReleaseController(Construct):
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             )
         )
-        self.function.configure_async_invoke(
+        fail_to_queue(
+            self.function,
+            self.role,
+            self.dlq,
             retry_attempts=RETRY_ATTEMPTS,
             max_event_age=MAX_EVENT_AGE,
-            on_failure=destinations.SqsDestination(self.dlq),
+            sends="failed events to the KMS-encrypted dead-letter queue",
         )
-        for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
-            acknowledge(
-                self.role,
-                f"AwsSolutions-IAM5[Action::{action}]",
-                "Added by CDK's SQS on-failure destination grant: data-key actions on the project key only, "
-                "needed to send failed events to the KMS-encrypted dead-letter queue.",
-            )
 
         self.rule = events.Rule(
             self,
