@@ -100,9 +100,7 @@ def review(local: bool | None, version_text: str, status: str, note: str | None,
         return
     if note:
         console.print(f"v{version} is already {status}; its note is now: {escape(note)}")
-    elif (
-        again is not None and plan and plan["changes"]
-    ):  # approved again, and the controller would not add it
+    elif again is not None and plan and plan["changes"]:  # approved again; the plan would not add it
         console.print(f"v{version} is already {status}: nothing changed ({'; '.join(plan['changes'])})")
     else:
         console.print(f"v{version} is already {status}: nothing changed")
@@ -122,9 +120,8 @@ def _approve_again(target, adapter, version: int) -> tuple[dict, bool] | None:
     status and so sends no event (a challenger dropped to make room comes back this way). (the plan, whether
     it changed the endpoint); None when the version is live (nothing to do) or there is no endpoint (the
     plan for the registry as it is then says what comes); a UserError, before any change, when the endpoint
-    is busy. A release
-    controller run for the same version at the same time ends in the same endpoint (its plan finds the
-    version live)."""
+    is busy. A release controller run for the same version at the same time ends in the same endpoint (its
+    plan finds the version live)."""
     from trainserve.commands.endpoint import endpoint_changes
     from trainserve.commands.traffic import run_steps
 
@@ -143,14 +140,19 @@ def _approve_again(target, adapter, version: int) -> tuple[dict, bool] | None:
                 "served, and approving it again applies its approval on an endpoint in service; run this "
                 "command again once `trainserve endpoint status` shows InService (nothing was changed)"
             )
+        # read again under the lock, as the traffic commands do: what the plan decides from is current
         registry = adapter.with_inputs(adapter.read_registry(), state, version)
         try:
             decision = release_planner.plan(registry, state, adapter.settings, (version, APPROVED))
         except ReleaseBlocked:
             return None
         run_steps(adapter, decision, state, registry, target.is_local)
-    plan = {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}
-    return plan, bool(decision.steps)
+    return _plan_of(decision), bool(decision.steps)
+
+
+def _plan_of(decision: release_planner.Decision) -> dict:
+    """A decision as ``release_plan`` shows it."""
+    return {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}
 
 
 def print_plan(plan: dict | None, why: str | None) -> None:
@@ -200,7 +202,7 @@ def planned_release(
         return {"action": "none", "changes": [], "blocked": str(exc)}, None
     except Exception as exc:  # noqa: BLE001 - a preview only; the decision itself is the registry's
         return None, str(exc) or type(exc).__name__
-    return {"action": decision.action, "changes": list(decision.changes), "blocked": decision.blocked}, None
+    return _plan_of(decision), None
 
 
 @click.command("approve")
