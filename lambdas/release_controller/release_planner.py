@@ -554,7 +554,7 @@ def plan(
                 )
             else:
                 trial = dict(weights)  # would its approval add it now? (``_admit`` on a copy)
-                refused = [n for n in _admit(v, status, trial, champion, settings, inputs) if v not in trial]
+                notes = _admit(v, status, trial, champion, settings, inputs)
                 if v in trial:
                     changes.append(
                         f"{name} is approved but not served: a reconcile adds no challenger, only an approval "
@@ -562,7 +562,7 @@ def plan(
                         f"to serve it alone: trainserve traffic promote {name})"
                     )
                 else:
-                    why = refused[0].split(": ", 1)[-1] if refused else "the release rules do not add it"
+                    why = notes[0].split(": ", 1)[-1] if notes else "the release rules do not add it"
                     changes.append(
                         f"{name} is approved but not served, and approving it again would not add it: {why} "
                         f"(to serve it alone: trainserve traffic promote {name})"
@@ -819,6 +819,7 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
         raise PlanError("no weights given; use VARIANT=WEIGHT, e.g. v1=0.9 v2=0.1")
     weights = current.weights
     named: dict[int, float] = {}
+    given_parts: list[str] = []  # the weights as given: a refusal must show the difference it is about
     for name, weight in requested.items():
         version = _live_version(current, name)
         try:
@@ -828,11 +829,10 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
         if not math.isfinite(w) or w < 0:
             raise PlanError(f"weight of {name} is {weight!r}; weights must be finite and >= 0")
         named[version] = w
-    # the weights as given, and totals at full precision: a refusal must show the difference it is about
-    given = ", ".join(
-        f"{variant_name(_live_version(current, n))}={str(w).strip()}" for n, w in requested.items()
-    )
+        given_parts.append(f"{variant_name(version)}={str(weight).strip()}")
+    given = ", ".join(given_parts)  # and totals below at full precision
     others = sorted(v for v in weights if v not in named)
+    rest = ", ".join(variant_name(v) for v in others)
     total = sum(named.values())
     ratios = any(w > 1 for w in named.values())
     if not others:
@@ -845,7 +845,6 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
             )
         weights = dict(named)
     else:
-        rest = ", ".join(variant_name(v) for v in others)
         if ratios:
             raise PlanError(
                 f"{given}: a weight above 1 is a ratio, which needs every live variant named "
@@ -869,9 +868,9 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
             **{v: (left * weights[v] / current_rest if current_rest > 0 else 0.0) for v in others},
         }
     desired = _desired(weights, champion)
-    # after normalizing and rounding (``_desired`` gives the champion the rest of rounded challengers), so
-    # that a champion share too small to survive it (1e-13) is refused too
-    if weights[champion] <= 0 or desired.weights[champion] < _SHARE_TOLERANCE:
+    # after normalizing and rounding (``_desired`` gives the champion the rest of rounded challengers): a
+    # champion at 0, or at a share too small to survive it (1e-13), is refused
+    if desired.weights[champion] < _SHARE_TOLERANCE:
         raise PlanError(
             f"the champion {variant_name(champion)} cannot get weight 0 (or a share under {_SHARE_TOLERANCE:g}); "
             "promote another variant first (trainserve traffic promote V)"
@@ -881,7 +880,7 @@ def set_weights(current: EndpointState, requested: Mapping[str, float]) -> Decis
     if not others and ratios:  # said, so that the ratios' reading is seen
         text += f" (normalised to sum 1: the weights summed to {total:.4g})"
     elif others:
-        text += f" ({', '.join(variant_name(v) for v in others)} not named: the rest, in proportion)"
+        text += f" ({rest} not named: the rest, in proportion)"
     if not steps:
         return Decision("none", f"weights already {text}", desired)
     return Decision("update", f"set weights {text}", desired, steps, (f"set weights {text}",))
