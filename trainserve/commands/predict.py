@@ -83,8 +83,11 @@ class PredictInput:
 
     rows: list[Any]
     lines: list[int] | None = None
-    user_id: Any = None
     body: dict[str, Any] | None = None
+
+    @property
+    def user_id(self) -> Any:
+        return self.body.get("user_id") if self.body is not None else None
 
 
 def decode_input(data: bytes, source: str) -> str:
@@ -194,7 +197,7 @@ def _parse_json(text: str, source: str) -> PredictInput:
     if isinstance(data, dict) and not _is_one_row(data):
         # a request body: sent as it is, so that the API checks its fields and its answer names a wrong one
         rows = data.get("instances")
-        return PredictInput(rows if isinstance(rows, list) else [], None, data.get("user_id"), data)
+        return PredictInput(rows if isinstance(rows, list) else [], None, data)
     if isinstance(data, dict):
         data = [data]  # one {name: value} row
     if isinstance(data, list) and data and all(isinstance(v, int | float) for v in data):
