@@ -258,6 +258,14 @@ def result_keys() -> tuple[str, ...]:
     )
 
 
+def _result_json(**values: Any) -> dict[str, Any]:
+    """A run's ``--json`` object: every ``result_keys()`` key, in that order, null unless given."""
+    unknown = set(values) - set(result_keys())
+    if unknown:
+        raise ValueError(f"not result keys: {sorted(unknown)}")
+    return {**dict.fromkeys(result_keys()), **values}
+
+
 def step_keys() -> tuple[str, ...]:
     """The keys of each of a result's ``steps``, the same in both modes: a local run's ``StepReport``."""
     from trainserve.local.training_runner import StepReport
@@ -281,8 +289,7 @@ def _failure(
 ) -> dict[str, Any]:
     """A failed run's JSON (``result_keys()``): the step, the error and what ran; ``registered`` false (null
     for ``status: unknown``: the execution may still register a model); the model's fields null."""
-    out: dict[str, Any] = dict.fromkeys(result_keys())
-    out.update(
+    return _result_json(
         status=status,
         registered=False if status == "failed" else None,
         step=step,
@@ -292,7 +299,6 @@ def _failure(
         parameters=parameters,
         steps=steps,
     )
-    return out
 
 
 def _execution_id(arn: str | None) -> str | None:
@@ -331,14 +337,7 @@ def _train_local(target, estimator, hyperparameters, data, as_json: bool) -> Non
     if as_json:
         if data:  # as on AWS, where --data becomes the InputData parameter
             parameters.append({"Name": "InputData", "Value": result.artifacts.get("input_data", "")})
-        out = {
-            **result.as_json(),
-            "pipeline_execution_arn": None,
-            "parameters": parameters,
-            "step": None,
-            "error": None,
-        }
-        print_json({k: out[k] for k in result_keys()})
+        print_json(_result_json(**result.as_json(), pipeline_execution_arn=None, parameters=parameters))
     else:  # the result on stdout (the steps' progress went to stderr)
         metrics = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         hps = ", ".join(f"{k}={v}" for k, v in result.hyperparameters.items())
@@ -417,14 +416,14 @@ def _train_aws(target, estimator, hyperparameters, data, wait: bool, as_json: bo
         err_console.print(f"started {target.names.pipeline_name}: {arn}")
     if not wait:
         if as_json:
-            started_out: dict[str, Any] = dict.fromkeys(result_keys())
-            started_out.update(
-                status="started",
-                execution_id=_execution_id(arn),
-                pipeline_execution_arn=arn,
-                parameters=parameters,
+            print_json(
+                _result_json(
+                    status="started",
+                    execution_id=_execution_id(arn),
+                    pipeline_execution_arn=arn,
+                    parameters=parameters,
+                )
             )
-            print_json(started_out)
         return
     try:
         execution_status, raw = follow_execution(sm, arn, quiet=as_json)
@@ -514,8 +513,7 @@ def _execution_result(
         values["InputData"] = given.get("InputData")
     chosen = str(values.get("Estimator") or target.config.estimator)
     used = estimator_hyperparameters(chosen)
-    out: dict[str, Any] = dict.fromkeys(result_keys())
-    out.update(
+    return _result_json(
         execution_id=_execution_id(arn),
         estimator=chosen,
         hyperparameters={hp: values[p] for hp, p, _k, _d in HYPERPARAMETERS if hp in used and p in values},
@@ -527,7 +525,6 @@ def _execution_result(
         pipeline_execution_arn=arn,
         parameters=parameters,
     )
-    return out
 
 
 def _execution_parameters(sm, arn: str, given: dict[str, str]) -> dict[str, Any] | None:
