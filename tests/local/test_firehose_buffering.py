@@ -182,3 +182,107 @@ def test_a_record_that_is_not_base64_is_refused_and_nothing_of_its_call_is_buffe
     _put(firehose, "preds", [1])
     moto_patches.flush_firehose()
     assert _objects(s3, "preds/") == [b'{"v": 1}\n']
+
+
+def test_large_calls_arrive_whole_and_the_keep_alive_connection_serves_the_next_one(clients):
+    """moto's server reads a PutRecordBatch body with one read of its Content-Length (``_read_body_at_once``):
+    two 3 MB calls in a row on the same keep-alive connection arrive byte for byte, in order."""
+    import random
+
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    rng = random.Random(7)
+    calls = [[rng.randbytes(60_000) + b"\n" for _ in range(50)] for _ in range(2)]
+    for records in calls:
+        out = firehose.put_record_batch(DeliveryStreamName="preds", Records=[{"Data": b} for b in records])
+        assert out["FailedPutCount"] == 0 and len(out["RequestResponses"]) == 50
+    _put(firehose, "preds", [1])  # a small call after them on the same connection
+    assert moto_patches.flush_firehose() == 101
+    assert _objects(s3, "preds/") == [b"".join(calls[0] + calls[1]) + b'{"v": 1}\n']
+
+
+def test_a_chunked_put_record_batch_is_read_as_werkzeug_reads_it(clients, moto_url):
+    """A body sent in chunks has no Content-Length to read at once: werkzeug's server de-chunks it, and the
+    call is buffered as any other."""
+    import base64
+    import http.client
+    from urllib.parse import urlparse
+
+    s3, firehose = clients
+    moto_patches.enable_firehose_buffering()
+    body = json.dumps(
+        {"DeliveryStreamName": "preds", "Records": [{"Data": base64.b64encode(b'{"v": 5}\n').decode()}]}
+    ).encode()
+    url = urlparse(moto_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/",
+            body=iter([body[:10], body[10:]]),  # an iterable body: http.client sends it chunked
+            headers={
+                "X-Amz-Target": "Firehose_20150804.PutRecordBatch",
+                "Content-Type": "application/x-amz-json-1.1",
+                "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261206/us-east-1/firehose/aws4_request, "
+                "SignedHeaders=host, Signature=0",
+            },
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200 and answer["FailedPutCount"] == 0
+    moto_patches.flush_firehose()
+    assert _objects(s3, "preds/") == [b'{"v": 5}\n']
+
+
+class _CountingInput:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.reads = data, []
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads.append(n)
+        out, self.data = (self.data, b"") if n < 0 else (self.data[:n], self.data[n:])
+        return out
+
+
+def _wsgi_request(body: bytes, **environ):
+    from moto.moto_server.werkzeug_app import BackendRequest as Request  # what moto's server hands on
+
+    stream = _CountingInput(body)
+    request = Request(
+        {
+            "REQUEST_METHOD": "POST",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": stream,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "5000",
+            "wsgi.url_scheme": "http",
+            **environ,
+        }
+    )
+    return request, stream
+
+
+def test_the_body_is_read_in_one_read_of_its_length_and_kept_as_werkzeug_s_cached_body():
+    body = b"x" * 300_000
+    request, stream = _wsgi_request(body)
+    moto_patches._read_body_at_once(request)
+    assert stream.reads == [len(body)]
+    assert request.data == body and request.get_data() == body and request.stream.read() == b""
+    moto_patches._read_body_at_once(request)  # already read: nothing more
+    assert stream.reads == [len(body)]
+
+
+def test_a_body_already_being_read_or_without_a_length_is_left_to_werkzeug():
+    chunked, stream = _wsgi_request(b"abc", **{"wsgi.input_terminated": True})
+    moto_patches._read_body_at_once(chunked)
+    assert stream.reads == []
+    started, stream = _wsgi_request(b"abcdef")
+    assert started.stream.read(2) == b"ab"  # something read part of it through werkzeug's stream
+    moto_patches._read_body_at_once(started)
+    assert started.get_data() == b"cdef"  # the rest, as werkzeug would give it
+    empty, stream = _wsgi_request(b"")
+    moto_patches._read_body_at_once(empty)
+    assert stream.reads == []
