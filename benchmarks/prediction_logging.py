@@ -3,6 +3,14 @@ on and off (LOG_SAMPLE_RATE 1 vs 0), payloads of 1 and 100 rows, and Firehose ca
 repetitions interleave logging on and off (in alternating order), and the table shows each setting's requests
 pooled over its repetitions, and the cost of logging.
 
+Within a repetition, each setting's ``--seconds`` are measured in blocks of about ``--block`` seconds (2 by
+default), logging switched on and off between blocks in ABBA order (on, off, off, on, on, off, ...), each
+block after an unmeasured second: this machine's speed drifts by up to a fifth between runs ten seconds
+apart (the CPU per request of the model server and of the load generator, whose work does not depend on
+logging, moves with it), and blocks two seconds apart meet it in about the same state. ``--block 0`` measures
+one run per setting per repetition instead (a second of warm-up, then the warehouse loader's work flushed
+before each run), as the script did before.
+
     .venv/bin/python benchmarks/prediction_logging.py                 # starts its own local cloud (about 2 minutes)
     .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
     .venv/bin/python benchmarks/prediction_logging.py --seconds 5 --concurrency 4 --json
@@ -59,6 +67,9 @@ CLI = [sys.executable, "-m", "trainserve.cli"]
 PARAM_REFRESH_TIMEOUT_S = 10.0  # how long to wait for the local API to take a LOG_SAMPLE_RATE change
 TARGET_COST_PCT = 10.0  # the issue's target: logging costs under 10% of throughput and of p99
 RESAMPLES = 2000  # bootstrap resamples of the repetitions, for the costs' 95% intervals
+RUN_WARMUP_S = 1.0  # unmeasured load before a run (one run per setting: --block 0)
+BLOCK_WARMUP_S = 1.0  # unmeasured load after each switch between blocks (the sender's lag is about 0.3 s)
+DEFAULT_BLOCK_S = 2.0  # seconds of a block (--block)
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float) -> str:
@@ -353,6 +364,57 @@ def load_at_rate(
     return _figures(clients, elapsed - 0.05, not_sent=not_sent[0])
 
 
+def block_count(seconds: float, block: float) -> int:
+    """How many blocks each setting's ``seconds`` of measurement is split into: blocks of about ``block``
+    seconds (at least one; ``block`` 0: one run per setting)."""
+    return max(1, round(seconds / block)) if block > 0 else 1
+
+
+def block_order(first: float, blocks: int) -> list[float]:
+    """The LOG_SAMPLE_RATE of each block of a repetition: ``blocks`` for each setting in ABBA order, starting
+    with ``first`` (1.0, 0.0, 0.0, 1.0, 1.0, 0.0, ...). Each setting follows each setting about equally often,
+    and a drift that is linear in time falls on both alike."""
+    other = 1.0 - first
+    return [rate for k in range(blocks) for rate in ((first, other) if k % 2 == 0 else (other, first))]
+
+
+def pool_blocks(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One setting's blocks of a repetition as one run: requests, answers and errors summed, rps as all its
+    requests over all its blocks' time, p50 and p99 of all its latencies, and each process's CPU per request
+    (from each block's ``cpu_s``)."""
+    latencies = sorted(x for p in parts for x in p["latencies_ms"])
+    n = len(latencies)
+    elapsed = sum(p["elapsed_s"] for p in parts)
+    out: dict[str, Any] = {
+        "requests": n,
+        "answered": sum(p["answered"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "blocks": len(parts),
+    }
+    if any("not_sent" in p for p in parts):
+        out["not_sent"] = sum(p.get("not_sent", 0) for p in parts)
+    out.update(
+        {
+            "elapsed_s": round(elapsed, 3),
+            "latencies_ms": latencies,
+            "rps": round(n / elapsed, 1) if elapsed > 0 else 0.0,
+            "p50_ms": round(statistics.median(latencies), 2) if n else None,
+            "p99_ms": round(_p99(latencies), 2) if n else None,
+        }
+    )
+    cpu: dict[str, float] = {}
+    for p in parts:
+        for role, seconds in p.get("cpu_s", {}).items():
+            cpu[role] = cpu.get(role, 0.0) + seconds
+    if cpu and n:
+        out["cpu_ms_per_request"] = {role: round(1000 * seconds / n, 3) for role, seconds in cpu.items()}
+    return out
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def _p99(latencies: list[float]) -> float:
     """The 99th percentile of ``latencies`` (sorted, not empty), as every figure here takes it."""
     return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -392,6 +454,13 @@ def main() -> None:
         default=[1, 100],
         help="rows per request, one run each (default: 1 100, the serving benchmark's payloads)",
     )
+    ap.add_argument(
+        "--block",
+        type=float,
+        default=DEFAULT_BLOCK_S,
+        help=f"switch logging on and off every this many seconds within a repetition, in ABBA order, so that "
+        f"both settings meet the machine in the same state (default {DEFAULT_BLOCK_S:g}; 0: one run per setting)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args()
     if args.concurrency is None:
@@ -402,6 +471,8 @@ def main() -> None:
         raise SystemExit("--rate must be in (0, 10000] requests/s")
     if not 1 <= args.repeat <= 30:
         raise SystemExit("--repeat must be in 1..30")
+    if not 0 <= args.block <= args.seconds:
+        raise SystemExit("--block must be in [0, --seconds]")
     if not all(1 <= rows <= 1000 for rows in args.rows):
         raise SystemExit("--rows must each be in 1..1000")
 
@@ -442,40 +513,57 @@ def main() -> None:
     logged = 0
     rows_before = warehouse_rows() if target is not None else 0
     landing: dict[str, Any] | None = None
+    blocks = block_count(args.seconds, args.block)
     try:
         for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
             # logging on first in odd repetitions, off first in even ones: what the previous run leaves
             # behind (the pipeline finishing its work) falls on both settings alike
-            rates = ((1.0, 0.0) if rep % 2 == 0 else (0.0, 1.0)) if target is not None else (None,)
+            first = 1.0 if rep % 2 == 0 else 0.0
             for rows in args.rows:
                 body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
-                for rate in rates:
-                    if rate is not None:
-                        set_sample_rate(target, rate)
-                    warm = run_load(body, min(1.0, args.seconds))
-                    logged += warm["answered"] * rows if rate == 1.0 else 0
-                    if target is not None:
-                        settle()
-                    before = pipeline_counts(target) if target is not None else None
-                    roles = process_roles() if target is not None else {}
-                    cpu_before = cpu_seconds(roles) if target is not None else {}
+                if target is None:  # --api-url: the API as it is, one run
+                    run_load(body, min(1.0, args.seconds))
                     r = run_load(body, args.seconds)
-                    logged += r["answered"] * rows if rate == 1.0 else 0
-                    if target is not None and before is not None:
-                        cpu_after = cpu_seconds(roles)
-                        r["cpu_ms_per_request"] = {
-                            role: round(
-                                1000 * (cpu_after[role] - cpu_before.get(role, 0.0)) / r["requests"], 3
-                            )
-                            for role in cpu_after
-                            if r["requests"]
-                        }
-                        time.sleep(1.0)  # the sender's last batch of this run
-                        after = pipeline_counts(target)
+                    per_rep[(rows, None, rep + 1)] = {
+                        "latencies_ms": r.pop("latencies_ms"),
+                        "requests": r["requests"],
+                        "elapsed_s": r["elapsed_s"],
+                    }
+                    runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": None, **r})
+                    if not args.json:
+                        print(json.dumps(runs[-1]), file=sys.stderr)
+                    continue
+                if blocks > 1:
+                    settle()  # this repetition's blocks pay for their own logging, not for earlier loads
+                before = pipeline_counts(target)
+                roles = process_roles()
+                parts: dict[float, list[dict[str, Any]]] = {1.0: [], 0.0: []}
+                logged_requests = 0  # requests answered with logging on, warm-ups included
+                for rate in block_order(first, blocks):
+                    set_sample_rate(target, rate)
+                    warm = run_load(body, min(RUN_WARMUP_S if blocks == 1 else BLOCK_WARMUP_S, args.seconds))
+                    if blocks == 1:
+                        settle()  # one run per setting: each pays for its own logging
+                    cpu_before = cpu_seconds(roles)
+                    r = run_load(body, args.seconds / blocks)
+                    cpu_after = cpu_seconds(roles)
+                    r["cpu_s"] = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
+                    parts[rate].append(r)
+                    if rate == 1.0:
+                        logged += (warm["answered"] + r["answered"]) * rows
+                        logged_requests += warm["requests"] + r["requests"]
+                time.sleep(1.0)  # the sender's last batch
+                after = pipeline_counts(target)
+                for rate in (first, 1.0 - first):
+                    r = pool_blocks(parts[rate])
+                    if rate == 1.0:  # Firehose calls of the logging-on blocks, warm-ups included, per request
                         r["firehose_calls_per_request"] = (
-                            round((after[0] - before[0]) / r["requests"], 3) if r["requests"] else None
+                            round((after[0] - before[0]) / logged_requests, 3) if logged_requests else None
                         )
                         r["records_to_log"] = after[1] - before[1]
+                    else:
+                        r["firehose_calls_per_request"] = None
+                        r["records_to_log"] = 0
                     per_rep[(rows, rate, rep + 1)] = {
                         "latencies_ms": r.pop("latencies_ms"),
                         "requests": r["requests"],
@@ -518,8 +606,14 @@ def main() -> None:
         if args.rate
         else f"{args.concurrency} keep-alive clients"
     )
+    measured = (
+        f"{args.seconds:g} s per setting in each repetition, in {blocks} blocks of {args.seconds / blocks:g} s "
+        "(logging on and off in ABBA order)"
+        if blocks > 1
+        else f"{args.seconds:g} s per run"
+    )
     print(
-        f"\nlocal prediction API, {load_kind}, {args.seconds:g} s per run, "
+        f"\nlocal prediction API, {load_kind}, {measured}, "
         f"{args.repeat} repetitions pooled (req/s: all requests over all runs' time; p50, p99: of all requests)"
     )
     print(
@@ -529,7 +623,7 @@ def main() -> None:
     for r in results:
         print(
             f"{r['rows']:>5} {r['log_sample_rate'] if r['log_sample_rate'] is not None else '-':>8} {r['requests']:>9} "
-            f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r.get('firehose_calls_per_request', '-')!s:>12} "
+            f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {_or_dash(r.get('firehose_calls_per_request')):>12} "
             f"{r['records_to_log']:>6} {r['errors']:>6}"
         )
     cpu_roles = sorted(

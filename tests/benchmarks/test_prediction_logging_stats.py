@@ -113,3 +113,41 @@ def test_logging_costs_report_intervals_and_verdicts() -> None:
     assert low <= cost["p99_cost_pct"] <= high
     (without,) = bench.logging_costs(results, runs)
     assert "verdict" not in without and without["p99_cost_pct"] == cost["p99_cost_pct"]
+
+
+def test_blocks_alternate_in_abba_order_with_as_many_of_each_setting() -> None:
+    assert bench.block_order(1.0, 3) == [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    assert bench.block_order(0.0, 2) == [0.0, 1.0, 1.0, 0.0]
+    assert bench.block_order(1.0, 1) == [1.0, 0.0]  # one run per setting, as --block 0 measures
+    for blocks in range(1, 8):
+        order = bench.block_order(1.0, blocks)
+        assert order.count(1.0) == order.count(0.0) == blocks
+        pairs = list(zip(order, order[1:], strict=False))
+        # each setting follows each setting about equally often: what a block leaves behind falls on both
+        assert abs(pairs.count((1.0, 0.0)) - pairs.count((0.0, 1.0))) <= 1
+        assert abs(pairs.count((1.0, 1.0)) - pairs.count((0.0, 0.0))) <= 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "block", "expected"), [(10, 2, 5), (5, 2, 2), (5, 0, 1), (1, 2, 1), (10, 3, 3), (10, 10, 1)]
+)
+def test_each_setting_s_seconds_make_blocks_of_about_the_block_length(seconds, block, expected) -> None:
+    assert bench.block_count(seconds, block) == expected
+
+
+def test_a_setting_s_blocks_pool_into_one_run_of_its_repetition() -> None:
+    parts = [
+        {"latencies_ms": [3.0, 1.0], "requests": 2, "answered": 2, "errors": 0, "elapsed_s": 2.0,
+         "cpu_s": {"moto": 0.004, "daemon": 0.010}},
+        {"latencies_ms": [2.0, 9.0, 4.0], "requests": 3, "answered": 2, "errors": 1, "elapsed_s": 2.5,
+         "cpu_s": {"moto": 0.001, "daemon": 0.015}},
+    ]  # fmt: skip
+    run = bench.pool_blocks(parts)
+    assert run["latencies_ms"] == [1.0, 2.0, 3.0, 4.0, 9.0]
+    assert (run["requests"], run["answered"], run["errors"], run["blocks"]) == (5, 4, 1, 2)
+    assert run["elapsed_s"] == 4.5 and run["rps"] == round(5 / 4.5, 1)
+    assert run["p50_ms"] == 3.0 and run["p99_ms"] == 9.0
+    assert run["cpu_ms_per_request"] == {"moto": 1.0, "daemon": 5.0}  # all blocks' CPU over all requests
+    assert "not_sent" not in run
+    parts[0]["not_sent"] = 3
+    assert bench.pool_blocks(parts)["not_sent"] == 3
