@@ -286,36 +286,3 @@ def test_a_body_already_being_read_or_without_a_length_is_left_to_werkzeug():
     empty, stream = _wsgi_request(b"")
     moto_patches._read_body_at_once(empty)
     assert stream.reads == []
-
-
-def test_put_record_batch_is_served_at_the_firehose_niceness(clients, monkeypatch):
-    """With ``set_firehose_nice(n)`` (the local cloud sets 19, as its log delivery process and warehouse loader
-    run), the server thread that takes a PutRecordBatch call runs at niceness ``n``; other calls keep theirs."""
-    import os
-    import threading
-
-    from moto.firehose.models import FirehoseBackend
-
-    s3, firehose = clients
-    seen: list[int] = []
-    original = FirehoseBackend.put_record_batch
-
-    def spy(self, *args, **kwargs):
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FirehoseBackend, "put_record_batch", spy)
-    start = os.getpriority(os.PRIO_PROCESS, 0)
-    moto_patches.set_firehose_nice(min(19, start + 7))
-    try:
-        fresh = boto3.client("firehose", endpoint_url=firehose.meta.endpoint_url, region_name="us-east-1")
-        _put(fresh, "preds", [1])  # a connection of its own: a server thread of its own
-    finally:
-        moto_patches.set_firehose_nice(None)
-    _put(
-        boto3.client("firehose", endpoint_url=firehose.meta.endpoint_url, region_name="us-east-1"),
-        "preds",
-        [2],
-    )
-    assert seen == [min(19, start + 7), start]
-    assert os.getpriority(os.PRIO_PROCESS, 0) == start  # this (the test's) thread is untouched

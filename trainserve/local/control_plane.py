@@ -22,10 +22,6 @@ import contextlib
 import threading
 from typing import Any
 
-# the niceness of moto's server threads that take PutRecordBatch calls (moto_patches.set_firehose_nice), as
-# the log delivery process and the warehouse loader run: the lowest priority
-FIREHOSE_NICE = 19
-
 
 class ControlPlaneError(RuntimeError):
     """The control plane process failed to start, answered with an error, or is gone."""
@@ -59,7 +55,6 @@ def _main(conn: Any, port: int, runtime_url: str | None) -> None:
     moto_patches.install()
     moto_patches.set_runtime_url(runtime_url)
     moto_patches.enable_firehose_buffering()  # one staging object per stream and load cycle, as Firehose
-    moto_patches.set_firehose_nice(FIREHOSE_NICE)  # Firehose's work is not on the API's CPUs on AWS
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     try:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

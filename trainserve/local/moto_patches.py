@@ -45,9 +45,7 @@ class, which calls the service backend. ``install()`` (idempotent) adds or fixes
   base64 with pybase64 (0.8 µs for a 1.2 KB log record, against 3.6 µs with the standard library's decoder,
   which was 30% of this server's CPU under a saturating 100-row prediction load). Its body is read from the
   socket with one read of its ``Content-Length`` (``_read_body_at_once``), not in werkzeug's 64 KiB pieces
-  joined and copied again (about a fifth of the server's CPU for a 2 MB call). With
-  ``set_firehose_nice(n)`` (the local cloud's moto sets 19) the server thread that takes a
-  ``PutRecordBatch`` runs at that CPU niceness: Firehose's work does not share the API's CPUs on AWS.
+  joined and copied again (about a fifth of the server's CPU for a 2 MB call).
 
 ``check_internals()`` raises ``MotoInternalsChanged`` when a moto upgrade moved the internals these
 patches rely on (a test calls it).
@@ -59,7 +57,6 @@ import contextlib
 import functools
 import inspect
 import io
-import os
 import re
 import threading
 import unicodedata
@@ -77,7 +74,6 @@ _http = None
 # writes one object per call, which makes the warehouse loader's work grow with every request.
 _firehose_lock = threading.Lock()
 _firehose_buffering = False
-_firehose_nice: int | None = None  # set_firehose_nice
 _firehose_buffer: dict[tuple[str, str, str], list[Any]] = {}
 _original_put_s3_records: Any = None
 # A stream's buffer is written as a staging object as soon as it holds this much, whether or not a flush came.
@@ -291,32 +287,10 @@ def _patch_put_record_batch_response() -> None:
     ) -> None:
         if use_raw_body is None and request.headers.get("X-Amz-Target", "").endswith(".PutRecordBatch"):
             use_raw_body = True
-            _lower_this_thread()
             _read_body_at_once(request)
         return original_setup(self, request, full_url, headers, use_raw_body)
 
     FirehoseResponse.setup_class = setup_class
-
-
-def set_firehose_nice(nice: int | None) -> None:
-    """Run moto's server threads that take ``PutRecordBatch`` calls at CPU niceness ``nice`` (None: as the
-    process). See ``_lower_this_thread``."""
-    global _firehose_nice
-    _firehose_nice = nice
-
-
-def _lower_this_thread() -> None:
-    """Lower the CPU priority of this server thread to ``_firehose_nice`` (Linux: a thread's niceness is its
-    own). On AWS, Firehose's work is not on the prediction API's CPUs; here moto reads, decodes and buffers a
-    busy API's log records (about 9 ms of CPU a 2 MB call) on the CPUs that serve it. A thread of moto's
-    server serves one connection (the log delivery process keeps one open for its calls), so it stays at that
-    priority; on a machine with idle CPU it changes nothing."""
-    if _firehose_nice is None or not hasattr(os, "setpriority"):
-        return
-    with contextlib.suppress(OSError):
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < _firehose_nice:
-            os.setpriority(os.PRIO_PROCESS, tid, _firehose_nice)
 
 
 def _read_body_at_once(request: Any) -> None:
