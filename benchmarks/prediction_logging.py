@@ -514,6 +514,19 @@ def main() -> None:
     rows_before = warehouse_rows() if target is not None else 0
     landing: dict[str, Any] | None = None
     blocks = block_count(args.seconds, args.block)
+
+    def keep(rep: int, rows: int, rate: float | None, r: dict[str, Any]) -> None:
+        """A setting's run of a repetition: its requests for the pooled figures (``per_rep``), the rest in
+        ``runs`` (and on stderr as it comes)."""
+        per_rep[(rows, rate, rep)] = {
+            "latencies_ms": r.pop("latencies_ms"),
+            "requests": r["requests"],
+            "elapsed_s": r["elapsed_s"],
+        }
+        runs.append({"rep": rep, "rows": rows, "log_sample_rate": rate, **r})
+        if not args.json:
+            print(json.dumps(runs[-1]), file=sys.stderr)
+
     try:
         for rep in range(args.repeat):  # interleaved: drift in the machine's load hits both settings alike
             # logging on first in odd repetitions, off first in even ones: what the previous run leaves
@@ -523,15 +536,7 @@ def main() -> None:
                 body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
                 if target is None:  # --api-url: the API as it is, one run
                     run_load(body, min(1.0, args.seconds))
-                    r = run_load(body, args.seconds)
-                    per_rep[(rows, None, rep + 1)] = {
-                        "latencies_ms": r.pop("latencies_ms"),
-                        "requests": r["requests"],
-                        "elapsed_s": r["elapsed_s"],
-                    }
-                    runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": None, **r})
-                    if not args.json:
-                        print(json.dumps(runs[-1]), file=sys.stderr)
+                    keep(rep + 1, rows, None, run_load(body, args.seconds))
                     continue
                 before = pipeline_counts(target)
                 roles = process_roles()
@@ -570,14 +575,7 @@ def main() -> None:
                     else:
                         r["firehose_calls_per_request"] = None
                         r["records_to_log"] = 0
-                    per_rep[(rows, rate, rep + 1)] = {
-                        "latencies_ms": r.pop("latencies_ms"),
-                        "requests": r["requests"],
-                        "elapsed_s": r["elapsed_s"],
-                    }
-                    runs.append({"rep": rep + 1, "rows": rows, "log_sample_rate": rate, **r})
-                    if not args.json:
-                        print(json.dumps(runs[-1]), file=sys.stderr)
+                    keep(rep + 1, rows, rate, r)
         if target is not None:
             print("waiting for the warehouse loader to load every logged prediction ...", file=sys.stderr)
             landing = wait_for_warehouse(logged, rows_before)
