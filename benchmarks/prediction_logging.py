@@ -5,13 +5,14 @@ pooled over its repetitions, and the cost of logging.
 
 Within a repetition, each setting's ``--seconds`` are measured in blocks of about ``--block`` seconds (2 by
 default), logging switched on and off between blocks in ABBA order (on, off, off, on, on, off, ...), each
-block after an unmeasured second: this machine's speed drifts by up to a fifth between runs ten seconds
-apart (the CPU per request of the model server and of the load generator, whose work does not depend on
-logging, moves with it), and blocks two seconds apart meet it in about the same state. ``--block 0`` measures
+block after a flush of moto's Firehose buffer and the warehouse loader and an unmeasured second of load:
+this machine's speed drifts by up to a fifth between runs ten seconds apart (the CPU per request of the
+model server and of the load generator, whose work does not depend on logging, moves with it), and blocks
+two seconds apart meet it in about the same state. ``--block 0`` measures
 one run per setting per repetition instead (a second of warm-up, then the warehouse loader's work flushed
 before each run), as the script did before.
 
-    .venv/bin/python benchmarks/prediction_logging.py                 # starts its own local cloud (about 2 minutes)
+    .venv/bin/python benchmarks/prediction_logging.py                 # its own local cloud (about 6 minutes in all)
     .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
     .venv/bin/python benchmarks/prediction_logging.py --seconds 5 --concurrency 4 --json
     .venv/bin/python benchmarks/prediction_logging.py --api-url http://127.0.0.1:4568 --n-features 30   # no switching
