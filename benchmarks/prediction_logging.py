@@ -8,9 +8,9 @@ default), logging switched on and off between blocks in ABBA order (on, off, off
 block after a flush of moto's Firehose buffer and the warehouse loader and an unmeasured second of load:
 this machine's speed drifts by up to a fifth between runs ten seconds apart (the CPU per request of the
 model server and of the load generator, whose work does not depend on logging, moves with it), and blocks
-two seconds apart meet it in about the same state. ``--block 0`` measures
-one run per setting per repetition instead (a second of warm-up, then the warehouse loader's work flushed
-before each run), as the script did before.
+two seconds apart meet it in about the same state. ``--block 0`` measures one run per setting per repetition
+instead (a second of warm-up, then the warehouse loader's work flushed before each run), as the script did
+before.
 
     .venv/bin/python benchmarks/prediction_logging.py                 # its own local cloud (about 6 minutes in all)
     .venv/bin/python benchmarks/prediction_logging.py --use-running   # the running local cloud (its params are switched)
@@ -68,8 +68,7 @@ CLI = [sys.executable, "-m", "trainserve.cli"]
 PARAM_REFRESH_TIMEOUT_S = 10.0  # how long to wait for the local API to take a LOG_SAMPLE_RATE change
 TARGET_COST_PCT = 10.0  # the issue's target: logging costs under 10% of throughput and of p99
 RESAMPLES = 2000  # bootstrap resamples of the repetitions, for the costs' 95% intervals
-RUN_WARMUP_S = 1.0  # unmeasured load before a run (one run per setting: --block 0)
-BLOCK_WARMUP_S = 1.0  # unmeasured load after each switch between blocks (the sender's lag is about 0.3 s)
+WARMUP_S = 1.0  # unmeasured load before each block or run (the log sender's lag is about 0.3 s)
 DEFAULT_BLOCK_S = 2.0  # seconds of a block (--block)
 
 
@@ -282,15 +281,23 @@ class _Client:
 def _figures(clients: list[_Client], elapsed: float, **extra: Any) -> dict[str, Any]:
     """The clients' requests pooled: counts, rps and latency percentiles (the latencies sorted)."""
     latencies = sorted(x for c in clients for x in c.latencies)
-    n = len(latencies)
     return {
-        "requests": n,
+        "requests": len(latencies),
         "answered": sum(c.good for c in clients),
         "errors": sum(c.bad for c in clients),
         **extra,
+        **_latency_figures(latencies, elapsed),
+    }
+
+
+def _latency_figures(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    """The figures of requests answered in ``elapsed`` seconds with ``latencies`` (ms, sorted): the time, the
+    latencies (pooled over the repetitions, then dropped from the output), rps, p50 and p99."""
+    n = len(latencies)
+    return {
         "elapsed_s": round(elapsed, 3),
-        "latencies_ms": latencies,  # sorted; pooled over the repetitions, then dropped from the output
-        "rps": round(n / elapsed, 1),
+        "latencies_ms": latencies,
+        "rps": round(n / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(statistics.median(latencies), 2) if n else None,
         "p99_ms": round(_p99(latencies), 2) if n else None,
     }
@@ -385,7 +392,6 @@ def pool_blocks(parts: list[dict[str, Any]]) -> dict[str, Any]:
     (from each block's ``cpu_s``)."""
     latencies = sorted(x for p in parts for x in p["latencies_ms"])
     n = len(latencies)
-    elapsed = sum(p["elapsed_s"] for p in parts)
     out: dict[str, Any] = {
         "requests": n,
         "answered": sum(p["answered"] for p in parts),
@@ -394,15 +400,7 @@ def pool_blocks(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if any("not_sent" in p for p in parts):
         out["not_sent"] = sum(p.get("not_sent", 0) for p in parts)
-    out.update(
-        {
-            "elapsed_s": round(elapsed, 3),
-            "latencies_ms": latencies,
-            "rps": round(n / elapsed, 1) if elapsed > 0 else 0.0,
-            "p50_ms": round(statistics.median(latencies), 2) if n else None,
-            "p99_ms": round(_p99(latencies), 2) if n else None,
-        }
-    )
+    out.update(_latency_figures(latencies, sum(p["elapsed_s"] for p in parts)))
     cpu: dict[str, float] = {}
     for p in parts:
         for role, seconds in p.get("cpu_s", {}).items():
@@ -536,7 +534,7 @@ def main() -> None:
             for rows in args.rows:
                 body = json.dumps({"instances": [[0.5] * n_features for _ in range(rows)]}).encode()
                 if target is None:  # --api-url: the API as it is, one run
-                    run_load(body, min(1.0, args.seconds))
+                    run_load(body, min(WARMUP_S, args.seconds))
                     keep(rep + 1, rows, None, run_load(body, args.seconds))
                     continue
                 before = pipeline_counts(target)
@@ -553,7 +551,7 @@ def main() -> None:
                         # whichever block reaches it). The warm-up's records are delivered in the block, as
                         # the block's last records are after it: the block carries about its own logging.
                         settle()
-                    warm = run_load(body, min(RUN_WARMUP_S if blocks == 1 else BLOCK_WARMUP_S, args.seconds))
+                    warm = run_load(body, min(WARMUP_S, args.seconds))
                     if blocks == 1:
                         settle()  # one run per setting (as before --block): each run pays for its own logging
                     cpu_before = cpu_seconds(roles)
