@@ -6,9 +6,14 @@ background thread, after the response has gone out.
 fallback with the ``UndeliveredLogRecords`` metric. So nothing about what is delivered or how failures are
 handled changes, only *when* the call is made. The sender thread takes everything buffered at once, so a
 busy process makes fewer calls than requests (never more). It waits at most ``linger_seconds`` (200 ms) after
-the first buffered record before sending, so that concurrent requests share a call; the records of requests
-that arrive while a send is in flight share the next one. The wait is short so that records are short-lived
-objects (a long-lived buffer of many small objects makes the garbage collector's passes slow).
+the first buffered record before sending, so that concurrent requests share a call, and not at all once
+``batch_records`` (1,000) are buffered; the records of requests that arrive while a send is in flight share
+the next one. The wait is short so that records are short-lived objects (a long-lived buffer of many small
+objects makes the garbage collector's passes slow). The batch size keeps a call at about a megabyte of log
+lines (30 features a row): under a busy load of 100-row requests a 200 ms linger alone made calls of about
+2 MB, each a burst of work for Firehose's client and server that the requests running beside it waited for
+(measured with ``benchmarks/prediction_logging.py``; see the README there). Small requests, and Lambda,
+where each invocation drains its own records, are not affected.
 
 On Lambda an environment serves one request at a time, and it is frozen as soon as the handler returns,
 background threads included. ``LambdaDeliveryExtension`` is the mechanism AWS documents for work after the
@@ -43,6 +48,7 @@ from typing import Any
 from prediction_log import RecordBatch
 
 LINGER_SECONDS = 0.2
+BATCH_RECORDS = 1_000
 MAX_BUFFERED = 20_000
 EXTENSION_NAME = "trainserve-log-delivery"
 
@@ -57,11 +63,14 @@ class BackgroundDelivery:
         logger: Any,
         *,
         linger_seconds: float = LINGER_SECONDS,
+        batch_records: int = BATCH_RECORDS,
         max_buffered: int = MAX_BUFFERED,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.logger = logger
         self.linger_seconds = linger_seconds
+        # a batch's worth is sent without lingering; a full buffer is always a batch's worth
+        self.batch_records = max(1, min(batch_records, max_buffered))
         self.max_buffered = max_buffered
         self.clock = clock
         self._cond = threading.Condition()
@@ -91,17 +100,18 @@ class BackgroundDelivery:
                 if n > room:
                     overflow = records[room:]
                 if accepted:
-                    was_empty = not self._pending_count
+                    before = self._pending_count
+                    was_empty = not before
                     if was_empty:
                         self._first_at = self.clock()
                     self._pending.append(accepted)
                     self._pending_count += len(accepted)
                     self._submitted += len(accepted)
                     self._ensure_thread()
-                    if was_empty or self._pending_count >= self.max_buffered:
+                    if was_empty or before < self.batch_records <= self._pending_count:
                         # wake the sender only when it has something new to time (it waits for the first
-                        # record) or must send now; a lingering sender wakes on its own timer. A wake-up
-                        # per request would cost every request a thread switch.
+                        # record) or a batch's worth to send now; a lingering sender wakes on its own timer.
+                        # A wake-up per request would cost every request a thread switch.
                         self._cond.notify_all()
         for record in overflow:  # outside the lock: this writes log lines
             self.logger.undelivered(record, "prediction log buffer full or closed: not sent to Firehose")
@@ -153,7 +163,7 @@ class BackgroundDelivery:
             while True:
                 if self._pending_count:
                     wait = self._first_at + self.linger_seconds - self.clock()
-                    if self._urgent or self._closed or wait <= 0 or self._pending_count >= self.max_buffered:
+                    if self._urgent or self._closed or wait <= 0 or self._pending_count >= self.batch_records:
                         batch = RecordBatch(self._pending)
                         self._pending, self._pending_count = [], 0
                         return batch

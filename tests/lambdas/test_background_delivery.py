@@ -115,6 +115,43 @@ def test_lingering_lets_requests_share_a_call_without_a_drain():
     d.close()
 
 
+def test_a_batch_s_worth_of_records_goes_out_without_waiting_for_the_linger():
+    fh, emitted = GatedFirehose(), []
+    d = _delivery(fh, emitted, linger_seconds=60.0, batch_records=10)  # the linger alone would wait a minute
+    for k in range(3):
+        d.put(_records(f"r{k}", 3))  # 9 records: under the batch, so they wait
+    time.sleep(0.2)
+    assert fh.calls == [] and d.pending() == 9
+    d.put(_records("r3", 3))  # 12: a batch's worth, sent at once, all of it in one call
+    deadline = time.monotonic() + WAIT
+    while len(fh.delivered) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [len(c) for c in fh.calls] == [12] and emitted == []
+    assert [r["request_id"] for r in fh.delivered] == [f"r{k}-{i}" for k in range(4) for i in range(3)]
+    d.put(_records("r4", 2))  # the next records start a new linger
+    time.sleep(0.2)
+    assert len(fh.calls) == 1 and d.pending() == 2
+    assert d.drain(WAIT) and len(fh.calls) == 2
+    d.close()
+
+
+def test_one_request_of_a_batch_s_worth_goes_out_at_once():
+    fh, emitted = GatedFirehose(), []
+    d = _delivery(fh, emitted, linger_seconds=60.0, batch_records=10)
+    d.put(_records("big", 25))
+    deadline = time.monotonic() + WAIT
+    while len(fh.delivered) < 25 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [len(c) for c in fh.calls] == [25]
+    d.close()
+
+
+def test_the_batch_size_is_at_least_one_and_at_most_the_buffer():
+    assert _delivery(GatedFirehose(), [], batch_records=50_000, max_buffered=100).batch_records == 100
+    assert _delivery(GatedFirehose(), [], batch_records=0).batch_records == 1
+    assert bd.BackgroundDelivery(object()).batch_records == bd.BATCH_RECORDS
+
+
 def test_firehose_down_every_record_ends_in_the_log_and_nothing_raises():
     fh, emitted = GatedFirehose(down=True), []
     d = _delivery(fh, emitted, linger_seconds=0.0)
