@@ -9,11 +9,12 @@ busy process makes fewer calls than requests (never more). It waits at most ``li
 the first buffered record before sending, so that concurrent requests share a call, and not at all once
 ``batch_records`` (1,000) are buffered; the records of requests that arrive while a send is in flight share
 the next one. The wait is short so that records are short-lived objects (a long-lived buffer of many small
-objects makes the garbage collector's passes slow). The batch size keeps a call at about a megabyte of log
-lines (30 features a row): under a busy load of 100-row requests a 200 ms linger alone made calls of about
-2 MB, each a burst of work for Firehose's client and server that the requests running beside it waited for
-(measured with ``benchmarks/prediction_logging.py``; see the README there). Small requests, and Lambda,
-where each invocation drains its own records, are not affected.
+objects makes the garbage collector's passes slow). The batch size keeps a busy process's calls at about a
+megabyte of log lines (30 features a row; what arrives while a call is in flight all goes in the next):
+under a busy load of 100-row requests a 200 ms linger alone made calls of about 2 MB, each a burst of work
+for Firehose's client and server that the requests running beside it waited for (measured with
+``benchmarks/prediction_logging.py``; see the README there). Small requests, and Lambda, where each
+invocation drains its own records, are not affected.
 
 On Lambda an environment serves one request at a time, and it is frozen as soon as the handler returns,
 background threads included. ``LambdaDeliveryExtension`` is the mechanism AWS documents for work after the
